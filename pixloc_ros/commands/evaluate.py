@@ -1,0 +1,131 @@
+"""``pixloc-ros evaluate``: the node's localization, offline (no DDS), on a recorded drive.
+
+    pixloc-ros evaluate --map FILE --bag BAG --weights CKPT [--json OUT] [--plots DIR]
+                        [--params config/localize.yaml] [--device auto|cpu|cuda] [--max-frames N]
+
+The engine settings come from the node's params file (the same YAML the launch file loads), so
+the figures are what the node would publish with those parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_PARAMS = Path(__file__).resolve().parents[2] / "config" / "localize.yaml"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` command."""
+    p = subparsers.add_parser(
+        "evaluate", help="localize a recorded drive offline and score it against its ground truth",
+        description="Replay a rosbag2 drive through the node's pipeline without DDS and report recall at "
+                    "0.25 m/2 deg, 0.5 m/5 deg, 5 m/10 deg, median errors and latency.")
+    p.add_argument("--map", required=True, help="compiled map (pixloc-ros build-map)")
+    p.add_argument("--bag", required=True, help="rosbag2 folder of the drive (with ground truth)")
+    p.add_argument("--weights", required=True, help="PixLoc weights the map was built with")
+    p.add_argument("--params", default=None,
+                   help=f"node params YAML (default: the package's config/localize.yaml when present)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the params file's)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
+    p.add_argument("--no-gnss", action="store_true", help="ignore the GNSS fixes in the bag")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
+    p.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots into DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def load_settings(params_path: str | Path | None, **overrides):
+    """NodeSettings from a node params YAML (``/**`` or node-name key) plus overrides, validated."""
+    import yaml
+
+    from pixloc_ros.ros.params import NodeSettings
+
+    values = {}
+    path = Path(params_path) if params_path else (DEFAULT_PARAMS if DEFAULT_PARAMS.exists() else None)
+    if path is not None:
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: expected a mapping of node names to ros__parameters")
+        for section in doc.values():
+            if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+                values.update(section["ros__parameters"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return NodeSettings.from_values(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation; prints the summary, returns 0 (1 with one error line on setup errors)."""
+    import json
+
+    from pixloc_ros.core.checkpoint import WeightsError
+    from pixloc_ros.core.pipeline import load_pipeline
+    from pixloc_ros.data.offline import evaluate_drive
+    from pixloc_ros.ros.params import engine_configs
+
+    try:
+        settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device)
+        configs = engine_configs(settings)
+        pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
+                                 configs.localizer)
+        bag = Path(args.bag)
+        if not bag.exists():
+            raise FileNotFoundError(f"no bag at {bag}")
+    except (WeightsError, ValueError, FileNotFoundError) as err:
+        print(f"pixloc-ros evaluate: error: {err}", file=sys.stderr)
+        return 1
+
+    snapshot = {}
+
+    def keep_snapshot(out, frame):
+        # The heatmap snapshot shows the first successfully localized frame.
+        if not snapshot and out.success and out.result is not None and out.result.confidences:
+            snapshot["image"], snapshot["conf"] = frame.image_rgb.copy(), out.result.confidences
+
+    evaluation = evaluate_drive(pipeline, bag, max_frames=args.max_frames, use_gnss=not args.no_gnss,
+                                on_frame=keep_snapshot if args.plots else None, progress=not args.quiet)
+    print(report_text(evaluation))
+    if args.json_out:
+        evaluation.save_json(args.json_out)
+        print(f"wrote {args.json_out}")
+    if args.plots:
+        written = write_plots(evaluation, pipeline, args.plots, snapshot)
+        print("plots: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def report_text(evaluation) -> str:
+    """The human-readable summary of an evaluation (also printed by the demo)."""
+    lines = [evaluation.summary.as_text()]
+    lat = evaluation.latency_s
+    if lat:
+        lines.append(f"latency per frame: p50 {1e3 * lat['p50']:.0f} ms, p90 {1e3 * lat['p90']:.0f} ms, "
+                     f"max {1e3 * lat['max']:.0f} ms over {lat['count']} frames")
+    reasons: dict[str, int] = {}
+    for f in evaluation.frames:
+        if not f.success:
+            key = f.reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    if reasons:
+        lines.append("frames without a pose: " + ", ".join(f"{k} x{n}" for k, n in sorted(reasons.items())))
+    return "\n".join(lines)
+
+
+def write_plots(evaluation, pipeline, out_dir, snapshot: dict) -> list[Path]:
+    """Trajectory, error-over-time and (if a frame was localized) heatmap PNGs in ``out_dir``."""
+    import numpy as np
+
+    from pixloc_ros.data.bags import read_drive
+    from pixloc_ros.data.plots import plot_errors, plot_trajectory, save_heatmap_snapshot
+
+    out_dir = Path(out_dir)
+    drive = read_drive(evaluation.bag, load_images=False)
+    gnss_xy = None
+    if drive.gnss and pipeline.index.georef is not None:
+        fixes = np.array([[g.latitude_deg, g.longitude_deg, g.altitude_m] for g in drive.gnss])
+        gnss_xy = pipeline.index.georef.to_map(fixes[:, 0], fixes[:, 1], fixes[:, 2])[:, :2]
+    written = [plot_trajectory(evaluation, out_dir / "trajectory.png", pipeline.index.keyframe_centers[:, :2], gnss_xy),
+               plot_errors(evaluation, out_dir / "errors.png")]
+    if snapshot:
+        written.append(save_heatmap_snapshot(snapshot["image"], snapshot["conf"], out_dir / "heatmap.png"))
+    return written

@@ -1,0 +1,99 @@
+"""One imported query sequence as a rosbag2 (MCAP), through ``data.bags.DriveBagWriter``.
+
+Per frame, all at the image's stamp: CameraInfo, the image (rgb8 / mono8 as decoded, or the
+file's own jpeg/png bytes as CompressedImage), the synthetic GNSS fix and the ground-truth pose
+of base_link in the map (frames with ground truth only); ``/tf_static`` (base_link -> camera
+optical frame) once at the start.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pixloc_ros.data.bags import BASE_FRAME, CAMERA_FRAME, COMPRESSED_IMAGE_MSG, CameraInfoData, DriveBagWriter, \
+    DriveTopics, GnssFix, PoseSample, StaticTransform
+
+from .common import CameraSpec, Frame
+
+COMPRESSED_TOPIC = "/camera/image_raw/compressed"  # image_transport's name, what the node subscribes to
+
+
+def camera_info_of(camera: CameraSpec) -> CameraInfoData:
+    """CameraInfo (plumb_bob, pixel-centre K) of a COLMAP camera: ``Camera.from_colmap`` moves the
+    principal point by -0.5 px."""
+    from pixloc_ros.core.camera import Camera
+
+    cam = Camera.from_colmap(camera.model, camera.width, camera.height, camera.params)
+    _, _, fx, fy, cx, cy, *dist = [float(v) for v in cam.data]
+    return CameraInfoData.from_pinhole(camera.width, camera.height, fx, fy, cx, cy, dist, frame_id=CAMERA_FRAME)
+
+
+class _QueryBagWriter(DriveBagWriter):
+    """DriveBagWriter plus CompressedImage (the shared writer has raw images only)."""
+
+    def write_compressed_image(self, stamp_ns: int, data: bytes, fmt: str, frame_id: str = CAMERA_FRAME) -> None:
+        """Write encoded image bytes (``fmt`` "jpeg" or "png") as sensor_msgs/CompressedImage."""
+        msg = self._types[COMPRESSED_IMAGE_MSG](header=self._header(stamp_ns, frame_id), format=fmt,
+                                                data=np.frombuffer(data, np.uint8))
+        self._write(self.topics.image, COMPRESSED_IMAGE_MSG, stamp_ns, msg)
+
+
+def load_image(path: Path, camera: CameraSpec) -> tuple[np.ndarray, str]:
+    """Decode ``path`` -> (RGB (H, W, 3) or grey (H, W) uint8, "rgb8" or "mono8"); checks the size."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"cannot decode image {path}")
+    if image.dtype != np.uint8:  # 16-bit sources: keep the top 8 bits
+        image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+    if (image.shape[1], image.shape[0]) != (camera.width, camera.height):
+        raise ValueError(f"{path} is {image.shape[1]}x{image.shape[0]}, camera {camera.name} is "
+                         f"{camera.width}x{camera.height}")
+    if image.ndim == 2:
+        return image, "mono8"
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    return np.ascontiguousarray(image[..., ::-1]), "rgb8"
+
+
+def encoded_bytes(path: Path) -> tuple[bytes, str]:
+    """The file's own bytes when it is a jpeg or png (no re-encoding), else a png encoding."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return path.read_bytes(), "jpeg"
+    if suffix == ".png":
+        return path.read_bytes(), "png"
+    ok, buf = cv2.imencode(".png", cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+    if not ok:
+        raise ValueError(f"cannot re-encode {path}")
+    return buf.tobytes(), "png"
+
+
+def write_query_bag(bag_dir: Path, frames: list[Frame], camera: CameraSpec, base_from_cam: np.ndarray,
+                    ground_truth: dict[int, np.ndarray], gnss: dict[int, GnssFix], compressed: bool = False) -> None:
+    """Write ``frames`` (one camera, increasing stamps) into the new bag folder ``bag_dir``.
+
+    ground_truth: stamp_ns -> (4, 4) map_from_base; gnss: stamp_ns -> fix. Frames missing from
+    them get neither message.
+    """
+    stamps = [f.stamp_ns for f in frames]
+    if any(b <= a for a, b in zip(stamps, stamps[1:])):
+        raise ValueError(f"{bag_dir.name}: frame stamps are not strictly increasing")
+    info = camera_info_of(camera)
+    topics = DriveTopics(image=COMPRESSED_TOPIC) if compressed else DriveTopics()
+    if compressed:  # raw frames are checked as they are decoded; compressed ones by the first
+        load_image(frames[0].image_path, camera)
+    with _QueryBagWriter(bag_dir, topics) as writer:
+        writer.write_static_transforms(stamps[0], [StaticTransform.from_matrix(BASE_FRAME, CAMERA_FRAME, base_from_cam)])
+        for f in frames:
+            writer.write_camera_info(f.stamp_ns, info)
+            if compressed:
+                writer.write_compressed_image(f.stamp_ns, *encoded_bytes(f.image_path))
+            else:
+                image, encoding = load_image(f.image_path, camera)
+                writer.write_image(f.stamp_ns, image, encoding)
+            if f.stamp_ns in gnss:
+                writer.write_gnss(gnss[f.stamp_ns])
+            if f.stamp_ns in ground_truth:
+                writer.write_ground_truth(PoseSample.from_matrix(f.stamp_ns, ground_truth[f.stamp_ns]))

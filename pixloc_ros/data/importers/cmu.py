@@ -1,0 +1,202 @@
+"""Extended CMU Seasons: read one slice into an :class:`ImportPlan`.
+
+Layout of a slice, as published (https://www.visuallocalization.net/datasets/, the dataset's
+README, and the readers in cvg/pixloc ``pixloc/pixlib/preprocess_cmu.py`` and naver/kapture's
+``import_extended_cmu_seasons.py``)::
+
+    sliceN/database/img_00122_c0_1303398475046031us.jpg      reference images
+    sliceN/query/img_01234_c1_1283347879534213us.jpg         query images (other seasons)
+    sliceN/ground-truth-database-images-sliceN.txt           name qw qx qy qz cx cy cz
+    sliceN/camera-poses/*.txt                                 same format, for ~50 % of the queries
+    sliceN/sparse/                                            COLMAP model of the database images
+    intrinsics.txt  (next to the slices)                      c0 OPENCV 1024 768 fx fy cx cy k1 k2 p1 p2
+
+Pose lines: the README says "the first four are the components of a rotation quaternion,
+corresponding to a rotation R, and the last three are the camera center C. The rotation R
+corresponds to the first 3x3 subblock of the corresponding camera matrix [...] C = -R^T t",
+i.e. the quaternion (w first) is cam_from_world (world -> camera, as in COLMAP/NVM) and the
+translation is t = -R C. The file names carry the camera (c0/c1) and the capture time in
+microseconds since the Unix epoch (UTC): ``img_<index>_<camera>_<time>us.jpg``.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .common import CameraSpec, Frame, ImportPlan, center_to_translation, parse_floats, \
+    quat_wxyz_to_matrix, read_table, split_by_gap
+
+logger = logging.getLogger(__name__)
+
+# The two cameras of the Extended CMU Seasons dataset, COLMAP OPENCV model at 1024x768
+# (fx fy cx cy k1 k2 p1 p2, pixel origin at the top-left corner as the README states).
+# Source: the dataset's intrinsics.txt, as copied into cvg/pixloc
+# pixloc/pixlib/datasets/cmu.py (CAMERAS) and used by hloc's CMU pipeline.
+CMU_CAMERAS = {
+    "c0": CameraSpec("c0", "OPENCV", 1024, 768, (868.993378, 866.063001, 525.942323, 420.042529,
+                                                 -0.399431, 0.188924, 0.000153, 0.000571)),
+    "c1": CameraSpec("c1", "OPENCV", 1024, 768, (873.382641, 876.489513, 529.324138, 397.272397,
+                                                 -0.397066, 0.181925, 0.000176, -0.000579)),
+}
+
+# img_<index>_<camera>_<microseconds>us[_rect].jpg ("_rect" appears in the README's example of
+# a submission line; the slices' files have no suffix).
+IMAGE_NAME = re.compile(r"^img_(?P<index>\d+)_(?P<camera>c\d+)_(?P<time_us>\d+)us(?:_rect)?\.jpg$")
+
+# Query sequences: the conditions were captured on different days; a gap longer than this
+# between two images of one camera starts a new sequence.
+DEFAULT_SEQUENCE_GAP_S = 600.0
+
+
+def parse_image_name(name: str) -> tuple[str, int]:
+    """``img_00122_c1_1303398474779487us.jpg`` -> (camera "c1", stamp in nanoseconds)."""
+    m = IMAGE_NAME.match(Path(name).name)
+    if m is None:
+        raise ValueError(f"not an Extended CMU Seasons image name: {name!r} "
+                         "(expected img_<index>_<camera>_<microseconds>us.jpg)")
+    return m["camera"], int(m["time_us"]) * 1000
+
+
+def read_intrinsics(path: Path) -> dict[str, CameraSpec]:
+    """The dataset's ``intrinsics.txt``: lines ``name MODEL width height params...``."""
+    cameras = {}
+    for line_no, row in read_table(path):
+        if len(row) < 5:
+            raise ValueError(f"{path}:{line_no}: expected 'name MODEL width height params...'")
+        name, model = row[0], row[1].upper()
+        w, h, *params = parse_floats(row[2:], f"{path}:{line_no}")
+        cameras[name] = CameraSpec(name, model, int(w), int(h), tuple(params))
+    return cameras
+
+
+def read_pose_list(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A CMU pose list (``name qw qx qy qz cx cy cz``) -> {file name: (R, t) of cam_from_world}."""
+    poses = {}
+    for line_no, row in read_table(path):
+        if len(row) != 8:
+            raise ValueError(f"{path}:{line_no}: expected 'name qw qx qy qz cx cy cz', got {len(row)} fields")
+        values = parse_floats(row[1:], f"{path}:{line_no}")
+        try:
+            R = quat_wxyz_to_matrix(values[:4])
+        except ValueError as err:
+            raise ValueError(f"{path}:{line_no}: {err}") from None
+        poses[Path(row[0]).name] = (R, center_to_translation(R, values[4:]))
+    return poses
+
+
+def find_slice_files(slice_dir: Path) -> tuple[int, Path]:
+    """(slice number, ground-truth-database file) of a slice folder."""
+    candidates = sorted(slice_dir.glob("ground-truth-database-images-slice*.txt"))
+    if len(candidates) != 1:
+        raise FileNotFoundError(f"{slice_dir}: expected one ground-truth-database-images-sliceN.txt, "
+                                f"found {[c.name for c in candidates]}")
+    m = re.search(r"slice(\d+)\.txt$", candidates[0].name)
+    return int(m.group(1)), candidates[0]
+
+
+def find_intrinsics(slice_dir: Path, explicit: Path | None) -> tuple[dict[str, CameraSpec], str]:
+    """Cameras from ``explicit``, else ``intrinsics.txt`` in the slice or its parent, else the
+    published constants; also says where they came from."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise FileNotFoundError(f"intrinsics file {explicit} does not exist")
+        paths = [explicit]
+    else:
+        paths = [slice_dir / "intrinsics.txt", slice_dir.parent / "intrinsics.txt"]
+    for path in paths:
+        if path.is_file():
+            cameras = read_intrinsics(path)
+            for name, published in CMU_CAMERAS.items():
+                if name in cameras and not np.allclose(cameras[name].params, published.params, atol=1e-6):
+                    logger.warning("%s: camera %s differs from the published intrinsics %s",
+                                   path, name, published.params)
+            return cameras, str(path)
+    return dict(CMU_CAMERAS), "published constants (pixloc/pixlib/datasets/cmu.py)"
+
+
+def sequence_name(camera: str, frames: list[Frame], taken: set[str]) -> str:
+    """``<camera>_<UTC date>`` of the first frame, with the start time appended if taken."""
+    start = datetime.datetime.fromtimestamp(frames[0].stamp_ns / 1e9, datetime.timezone.utc)
+    name = f"{camera}_{start:%Y%m%d}"
+    if name in taken:
+        name = f"{name}_{start:%H%M%S}"
+    return name
+
+
+def read_cmu_slice(slice_dir: str | Path, intrinsics: str | Path | None = None,
+                   include_unposed: bool = False, sequence_gap_s: float | None = DEFAULT_SEQUENCE_GAP_S,
+                   cameras: list[str] | None = None) -> ImportPlan:
+    """Read an Extended CMU Seasons slice folder into an :class:`ImportPlan`.
+
+    slice_dir: ``.../sliceN``. intrinsics: an ``intrinsics.txt`` (default: the slice's or its
+    parent's, else the published constants). include_unposed: also put query images without
+    ground truth into the query bags (they get no GNSS prior nor ground-truth message).
+    sequence_gap_s: a longer gap between two images of one camera starts a new query sequence.
+    cameras: restrict to these camera names (default both).
+    Reference frames are the database images listed with a pose; queries are grouped per
+    camera and capture day, in timestamp order. The dataset's ``sparse/`` model, when present,
+    becomes the plan's SfM model.
+    """
+    slice_dir = Path(slice_dir)
+    if not slice_dir.is_dir():
+        raise FileNotFoundError(f"CMU slice folder {slice_dir} does not exist")
+    number, gt_file = find_slice_files(slice_dir)
+    cams, intrinsics_source = find_intrinsics(slice_dir, Path(intrinsics) if intrinsics else None)
+    wanted = set(cameras) if cameras else set(cams)
+    unknown = wanted - set(cams)
+    if unknown:
+        raise ValueError(f"unknown CMU cameras {sorted(unknown)} (known: {sorted(cams)})")
+
+    reference = []
+    for name, (R, t) in sorted(read_pose_list(gt_file).items()):
+        camera, stamp = parse_image_name(name)
+        if camera not in wanted:
+            continue
+        path = slice_dir / "database" / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{gt_file} lists {name} but {path} does not exist")
+        reference.append(Frame(path, name, stamp, camera, R, t))
+    if not reference:
+        raise ValueError(f"{gt_file}: no reference image of cameras {sorted(wanted)}")
+
+    query_poses = {}
+    for pose_file in sorted((slice_dir / "camera-poses").glob("*.txt")):
+        query_poses.update(read_pose_list(pose_file))
+    query_frames, total = [], 0
+    for path in sorted((slice_dir / "query").glob("*.jpg")):
+        camera, stamp = parse_image_name(path.name)
+        if camera not in wanted:
+            continue
+        total += 1
+        R, t = query_poses.get(path.name, (None, None))
+        if R is None and not include_unposed:
+            continue
+        query_frames.append(Frame(path, path.name, stamp, camera, R, t))
+    found = {f.name for f in query_frames}
+    missing = [n for n in query_poses if parse_image_name(n)[0] in wanted and n not in found]
+    if missing:
+        logger.warning("%d query poses name images missing from %s, e.g. %s", len(missing),
+                       slice_dir / "query", sorted(missing)[:3])
+
+    queries: dict[str, list[Frame]] = {}
+    for camera in sorted(wanted):
+        for seq in split_by_gap([f for f in query_frames if f.camera == camera], sequence_gap_s):
+            queries[sequence_name(camera, seq, set(queries))] = seq
+
+    sparse = slice_dir / "sparse"
+    has_sparse = any((sparse / f"cameras.{ext}").is_file() for ext in ("bin", "txt"))
+    return ImportPlan(
+        source="cmu", dataset_root=slice_dir,
+        cameras={k: v for k, v in cams.items() if k in wanted},
+        reference=reference, queries=queries,
+        sfm_model=sparse if has_sparse else None,
+        notes={"slice": str(number), "intrinsics": intrinsics_source,
+               "pose_convention": "README: quaternion = cam_from_world rotation (w first), "
+                                  "(cx cy cz) = camera centre, t = -R c",
+               "query_ground_truth": f"{sum(f.has_pose for f in query_frames)} of "
+                                     f"{total} query images posed (camera-poses/*.txt)"},
+    )
