@@ -1,0 +1,74 @@
+"""``pixloc-ros build-map``: compile a COLMAP model, its images and the weights into a map file.
+
+    pixloc-ros build-map --colmap DIR --images DIR --weights CKPT --out FILE [--georef FILE]
+                         [--max-image-edge N] [--sample-at reprojection|keypoint]
+                         [--min-track-length 3] [--device cuda|cpu] [--verify]
+
+Runs the network once per keyframe (CUDA with fp16 autocast when available, else CPU) and
+stores the reference features of every observation; the node loads the file at start.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``build-map`` command."""
+    parser = subparsers.add_parser(
+        "build-map", help="compile a COLMAP model + images + weights into a map file",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--colmap", required=True, metavar="DIR", help="COLMAP model folder (cameras/images/points3D)")
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder holding the model's images by name")
+    parser.add_argument("--weights", required=True, metavar="CKPT",
+                        help="the weights the node will run (official .tar/.pth or .safetensors)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="map file to write (e.g. map.pxmap)")
+    parser.add_argument("--georef", metavar="FILE", help="georeference JSON (Georeference.save) for GNSS priors")
+    parser.add_argument("--max-image-edge", type=int, default=None, metavar="N",
+                        help="resize keyframes so the longer side is at most N pixels (default: full size; "
+                             "use the size the node's queries run at)")
+    parser.add_argument("--sample-at", choices=("reprojection", "keypoint"), default="reprojection",
+                        help="sample reference features at the 3D point's reprojection (PixLoc) or at the keypoint")
+    parser.add_argument("--min-track-length", type=int, default=3, help="keep points seen by at least this many images")
+    parser.add_argument("--border-pad", type=float, default=4.0,
+                        help="drop observations closer than this many level pixels to a level's border")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--verify", action="store_true", help="reopen the written file and check every block")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compile the map; prints a summary; returns 1 with one error line on failure."""
+    import torch
+
+    from pixloc_ros.core.checkpoint import WeightsError, load_weights, weights_fingerprint
+    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.map_compile import CompileConfig, compile_map
+    from pixloc_ros.core.mapfile import MapFileError, open_map
+
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        config = CompileConfig(sample_at=args.sample_at, min_track_length=args.min_track_length,
+                               max_image_edge=args.max_image_edge, border_pad=args.border_pad)
+        georef = Georeference.load(args.georef) if args.georef else None
+        sfm = read_model(args.colmap)
+        model = load_weights(args.weights, device)
+        fingerprint = weights_fingerprint(model)
+        stats = compile_map(sfm, args.images, model, args.out, fingerprint, georef, config,
+                            progress=not args.quiet)
+        if args.verify:
+            open_map(stats.path, expected_fingerprint=fingerprint, verify=True)
+    except (FileNotFoundError, ValueError, WeightsError, MapFileError) as err:
+        print(f"pixloc-ros build-map: error: {err}", file=sys.stderr)
+        return 1
+    size = stats.file_size_bytes
+    print(f"wrote {stats.path}: {stats.num_keyframes} keyframes, {stats.num_points} points, "
+          f"{stats.num_observations} observations ({stats.num_dropped_observations} dropped at borders), "
+          f"{size / 2**20:.1f} MiB ({size / max(stats.num_points, 1):.0f} B/point)")
+    print(f"device {device}: {stats.seconds:.1f} s, {stats.images_per_s:.2f} images/s "
+          f"(network {stats.network_seconds:.1f} s); weights {fingerprint[:16]}...")
+    if stats.skipped_images:
+        print(f"skipped {len(stats.skipped_images)} images without points of track >= {args.min_track_length}")
+    return 0

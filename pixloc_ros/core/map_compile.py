@@ -1,0 +1,223 @@
+"""Compile a COLMAP model, its images and the network weights into a map file (``core/mapfile.py``).
+
+For every registered image (keyframe) the network runs once; the features and confidences of
+all three levels are sampled (bilinearly) where the keyframe observes a 3D point with a track of
+at least ``min_track_length`` images, and stored in half precision. The node then never runs the
+network on reference images, unlike the reference implementation, which does it per query.
+
+Where to sample (``sample_at``):
+- "reprojection" (default, what PixLoc does): the 3D point projected into the keyframe with the
+  keyframe's pose and camera. The localizer compares the query feature at the projection of the
+  same 3D point, so sampling the reference at the projection makes the residual vanish at the
+  true pose; the keypoint differs from it by the SfM reprojection error (~1 px), a bias that
+  would pull the fine level's minimum away.
+- "keypoint": the detected keypoint (COLMAP convention converted: x - 0.5).
+
+Observations whose sample point is behind the camera, outside the distortion's valid range, or
+closer than ``border_pad`` level pixels to the border of any level are dropped, as the
+reference's interpolator mask (pad 4) does.
+"""
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pixloc_ros import __version__
+from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.colmap_io import SfmModel
+from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.interpolation import BilinearSampler
+from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
+
+SAMPLE_AT = ("reprojection", "keypoint")
+
+
+@dataclass
+class CompileConfig:
+    """Options of ``compile_map``."""
+
+    sample_at: str = "reprojection"  # "reprojection" (PixLoc) or "keypoint"; see the module docstring
+    min_track_length: int = 3  # points seen by fewer SfM images are left out (PixLoc CMU: 3)
+    max_image_edge: int | None = None  # resize keyframes so the longer side is at most this (None: as is)
+    border_pad: float = 4.0  # level pixels kept clear of each level's border (PixLoc's interpolator pad)
+
+    def __post_init__(self):
+        if self.sample_at not in SAMPLE_AT:
+            raise ValueError(f"Unsupported sample_at {self.sample_at!r}, expected one of {SAMPLE_AT}")
+        if self.max_image_edge is not None and self.max_image_edge < 16:
+            raise ValueError(f"max_image_edge must be >= 16 pixels, got {self.max_image_edge}")
+
+
+@dataclass
+class CompileStats:
+    """What ``compile_map`` did."""
+
+    path: Path
+    num_keyframes: int
+    num_points: int
+    num_observations: int
+    num_dropped_observations: int  # candidate observations outside a level or behind the camera
+    skipped_images: list[str] = field(default_factory=list)  # registered images without usable points
+    seconds: float = 0.0  # whole compile
+    network_seconds: float = 0.0  # time in the network (synchronised on CUDA)
+    file_size_bytes: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.num_keyframes / self.seconds if self.seconds > 0 else float("nan")
+
+
+def resized_size(width: int, height: int, max_edge: int | None) -> tuple[int, int]:
+    """(width, height) after scaling the longer side down to ``max_edge`` (never up)."""
+    if max_edge is None or max(width, height) <= max_edge:
+        return width, height
+    s = max_edge / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def load_keyframe_image(path: Path, width: int, height: int, max_edge: int | None) -> np.ndarray:
+    """Read an image as RGB uint8 (H', W', 3), check it has the camera's size, resize if asked.
+
+    INTER_AREA for downscaling: it averages like the reference's antialiased resize and does
+    not alias fine texture into the features.
+    """
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read keyframe image {path}")
+    if bgr.shape[:2] != (height, width):
+        raise ValueError(f"{path} is {bgr.shape[1]}x{bgr.shape[0]} but its COLMAP camera says {width}x{height}")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    new_w, new_h = resized_size(width, height, max_edge)
+    if (new_w, new_h) != (width, height):
+        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def sample_positions(sfm: SfmModel, image_id: int, point_xyz: np.ndarray, keypoints_colmap: np.ndarray,
+                     sample_at: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where to sample each observation, full-resolution pixel-centre coordinates.
+
+    point_xyz (N, 3) world points, keypoints_colmap (N, 2) their keypoints in COLMAP pixels.
+    Returns (p2d (N, 2) float64, valid (N,) bool: in front of the camera and inside the
+    distortion's monotonic range; always True for keypoints).
+    """
+    if sample_at == "keypoint":
+        return keypoints_colmap - 0.5, np.ones(len(keypoints_colmap), bool)
+    image = sfm.images[image_id]
+    cam = sfm.cameras[image.camera_id]
+    camera = Camera.from_colmap(cam.model, cam.width, cam.height, cam.params)
+    p_cam = point_xyz @ image.R.T + image.t
+    p2d, valid = camera.world2image(torch.from_numpy(p_cam))
+    return p2d.numpy(), valid.numpy()
+
+
+def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Path,
+                weights_fingerprint: str, georef: Georeference | None = None,
+                config: CompileConfig | None = None, progress: bool = True) -> CompileStats:
+    """Run ``model`` (a ``PixLocModel`` in eval mode, on its device) on every registered image of
+    ``sfm`` found under ``image_dir`` (by the image's name) and write the map to ``out_path``.
+
+    ``weights_fingerprint``: ``checkpoint.weights_fingerprint(model)``, stored so the node can
+    refuse a map built with other weights. Returns CompileStats. Raises FileNotFoundError for
+    a missing image, ValueError for an image whose size differs from its camera.
+    """
+    config = config or CompileConfig()
+    image_dir = Path(image_dir)
+    start = time.perf_counter()
+    device = model.device
+
+    # Points kept: track length >= min; their rows in the map's point table.
+    track_lengths = sfm.track_lengths
+    keep = track_lengths >= config.min_track_length
+    point_ids = sfm.point_ids[keep]
+    point_xyz = sfm.xyz[keep]
+    row_of_id = {int(pid): row for row, pid in enumerate(point_ids)}
+
+    # Levels: channel counts from a tiny forward pass (dims depend on the weights' layout).
+    with torch.no_grad():
+        probe = model.extract(torch.zeros(1, 3, 32, 32, device=device))
+    strides = tuple(int(s) for s in probe.strides)
+    levels = [LevelInfo(s, int(f.shape[1])) for s, f in zip(strides, probe.features)]
+
+    image_ids = sorted(sfm.images)
+    kf_ids, kf_names, kf_R, kf_t, kf_cam, kf_size = [], [], [], [], [], []
+    camera_index: dict[int, int] = {}
+    skipped, dropped, net_seconds = [], 0, 0.0
+    iterator = image_ids
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(image_ids, desc="build-map", unit="image")
+
+    with MapWriter(out_path, levels) as writer:
+        for image_id in iterator:
+            image = sfm.images[image_id]
+            cam = sfm.cameras[image.camera_id]
+            obs = np.flatnonzero(image.point3D_ids >= 0)
+            rows_idx = np.array([row_of_id.get(int(pid), -1) for pid in image.point3D_ids[obs]], np.int64)
+            obs, rows_idx = obs[rows_idx >= 0], rows_idx[rows_idx >= 0]
+            if len(obs) == 0:
+                skipped.append(image.name)
+                continue
+            p2d, valid = sample_positions(sfm, image_id, point_xyz[rows_idx], image.xys[obs], config.sample_at)
+
+            rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, config.max_image_edge)
+            h, w = rgb.shape[:2]
+            scale = np.array([w / cam.width, h / cam.height])
+            uv = (p2d + 0.5) * scale - 0.5  # pixel centres of the (resized) network input
+
+            t0 = time.perf_counter()
+            pyramid = model.extract(rgb)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            net_seconds += time.perf_counter() - t0
+
+            uv_t = torch.from_numpy(uv).to(device=device, dtype=torch.float32)
+            sampled_f, sampled_c = [], []
+            for level, stride in enumerate(strides):
+                p = ((uv_t + 0.5) / stride - 0.5)[None]
+                feat = BilinearSampler(pyramid.features[level][0]).sample(p, config.border_pad, gradients=False)
+                conf = BilinearSampler(pyramid.confidences[level][0]).sample(p, config.border_pad, gradients=False)
+                valid &= feat.valid[0].cpu().numpy()
+                # Interpolating unit vectors shortens them: renormalise, as the reference does
+                # (normalize_descriptors) before the features enter the cost.
+                sampled_f.append(torch.nn.functional.normalize(feat.values[0], dim=-1).cpu().numpy())
+                sampled_c.append(conf.values[0, :, 0].cpu().numpy())
+
+            dropped += int((~valid).sum())
+            writer.add_keyframe_observations(Observations(
+                rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
+                np.stack(sampled_c, -1)[valid].astype(np.float16), [f[valid].astype(np.float16) for f in sampled_f]))
+
+            camera_index.setdefault(image.camera_id, len(camera_index))
+            kf_ids.append(image_id)
+            kf_names.append(image.name)
+            kf_R.append(image.R)
+            kf_t.append(image.t)
+            kf_cam.append(camera_index[image.camera_id])
+            kf_size.append((w, h))
+
+        if not kf_ids:
+            raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
+        cameras = [MapCamera(cid, sfm.cameras[cid].model, sfm.cameras[cid].width, sfm.cameras[cid].height,
+                             tuple(float(v) for v in sfm.cameras[cid].params))
+                   for cid, _ in sorted(camera_index.items(), key=lambda kv: kv[1])]
+        num_obs = writer.num_observations
+        info = {"config": asdict(config), "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "device": str(device), "num_dropped_observations": dropped, "skipped_images": skipped,
+                "network_seconds": round(net_seconds, 3)}
+        info["pixloc_ros_version"] = __version__
+        header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels, cameras,
+                           kf_names, georef, info)
+        path = writer.finish(
+            header,
+            {"keyframe_ids": np.array(kf_ids), "keyframe_camera_index": np.array(kf_cam),
+             "keyframe_R": np.stack(kf_R), "keyframe_t": np.stack(kf_t), "keyframe_image_size": np.array(kf_size)},
+            {"point_ids": point_ids, "point_xyz": point_xyz, "point_track_length": track_lengths[keep]})
+    return CompileStats(path, len(kf_ids), len(point_ids), num_obs, dropped, skipped,
+                        time.perf_counter() - start, net_seconds, path.stat().st_size)
