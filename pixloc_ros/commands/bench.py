@@ -1,0 +1,153 @@
+"""``pixloc-ros bench``: per-stage latency of one localization (network + LM levels).
+
+    pixloc-ros bench [--device cpu|cuda|auto] [--height 480 --width 640] [--points 5000]
+                     [--hypotheses 4] [--iters 25 25 25] [--repeats 20] [--warmup 3]
+                     [--weights CKPT] [--early-stop] [--threads N] [--compile] [--json]
+
+Synthetic input: a random image, points in front of the camera with random unit reference
+features, hypotheses near the identity pose. Without ``--early-stop`` every level runs all its
+iterations (worst case, and what the numbers mean); with it, the LM stops as configured.
+Stage times come from the localizer, which synchronises CUDA before reading each clock.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command."""
+    p = subparsers.add_parser("bench", help="latency of the network and of each LM level",
+                              description="Time one localization per repeat on synthetic input and "
+                                          "report the median and p90 of each stage.")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    p.add_argument("--height", type=int, default=480, help="image height in pixels")
+    p.add_argument("--width", type=int, default=640, help="image width in pixels")
+    p.add_argument("--points", type=int, default=5000, help="number of 3D points (residual rows)")
+    p.add_argument("--hypotheses", type=int, default=4, help="initial poses optimised in one batch")
+    p.add_argument("--iters", type=int, nargs=3, default=(25, 25, 25), metavar=("L0", "L1", "L2"),
+                   help="LM iterations of levels 0 1 2 (finest first; the run order is 2 -> 1 -> 0)")
+    p.add_argument("--repeats", type=int, default=20, help="timed localizations")
+    p.add_argument("--warmup", type=int, default=3, help="untimed localizations first")
+    p.add_argument("--weights", metavar="CKPT", help="weights file (default: random initialisation)")
+    p.add_argument("--fp32", action="store_true", help="run the network in float32 on CUDA")
+    p.add_argument("--early-stop", action="store_true", help="use the LM stop criteria (default: run all iterations)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the LM iteration (LMConfig.compile)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _synthetic_problem(args, device):
+    """Image (H, W, 3) uint8, camera, QueryPoints and init poses (B,) for the benchmark."""
+    import numpy as np
+    import torch
+
+    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry import Pose, so3_exp
+    from pixloc_ros.core.query_points import QueryPoints
+
+    g = torch.Generator().manual_seed(args.seed)
+    w, h = args.width, args.height
+    f = 0.8 * max(w, h)
+    camera = Camera.from_params(w, h, f, f, (w - 1) / 2, (h - 1) / 2)
+    n = args.points
+    # points at random pixels and depths 5-50 m in front of the identity camera
+    uv = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
+    depth = 5 + 45 * torch.rand(n, 1, generator=g, dtype=torch.float64)
+    xyz = torch.cat([(uv - camera.c) / camera.f, torch.ones(n, 1, dtype=torch.float64)], -1) * depth
+    features = [torch.nn.functional.normalize(torch.randn(n, c, generator=g), dim=-1) for c in (32, 128, 128)]
+    confidences = [0.5 + 0.5 * torch.rand(n, generator=g) for _ in range(3)]
+    points = QueryPoints(xyz.float(), features, confidences, torch.arange(n), torch.zeros(n, dtype=torch.long))
+    b = args.hypotheses
+    xi = torch.cat([0.3 * torch.randn(b, 3, generator=g), 0.03 * torch.randn(b, 3, generator=g)], -1).double()
+    init = Pose.from_Rt(so3_exp(xi[:, 3:]), xi[:, :3])
+    rng = np.random.default_rng(args.seed)
+    # a smooth random image (noise upsampled), closer to natural statistics than white noise
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.float32)
+    image = np.clip(np.kron(small, np.ones((8, 8, 1), np.float32))[:h, :w], 0, 255).astype(np.uint8)
+    return image, camera, points.to(device), init
+
+
+def _stats(values: list[float]) -> dict:
+    import numpy as np
+    a = np.asarray(values) * 1e3
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
+            "min_ms": float(a.min()), "max_ms": float(a.max())}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; prints a table (or JSON). Returns 0, or 1 with one error line."""
+    import torch
+
+    from pixloc_ros.core.localizer import Localizer, LocalizerConfig, resolve_device
+    from pixloc_ros.core.optimizer import LMConfig
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        print(f"pixloc-ros bench: {err}", file=sys.stderr)
+        return 1
+    if min(args.width, args.height) < 32 or args.points < 1 or args.hypotheses < 1 or args.repeats < 1:
+        print("pixloc-ros bench: need an image of at least 32x32, >= 1 point, hypothesis and repeat",
+              file=sys.stderr)
+        return 1
+    if args.weights:
+        from pixloc_ros.core.checkpoint import load_weights
+        model = load_weights(args.weights, device)
+    else:
+        from pixloc_ros.core.network import PixLocModel
+        torch.manual_seed(args.seed)
+        model = PixLocModel()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lm = LMConfig(compile=args.compile)
+    if not args.early_stop:
+        lm = LMConfig(stop_dt=0.0, stop_dw_deg=0.0, compile=args.compile)
+    config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
+                             min_valid_points=1, return_confidences=False, lm=lm)
+    localizer = Localizer(model, config)
+    image, camera, points, init = _synthetic_problem(args, device)
+
+    stages: dict[str, list[float]] = {k: [] for k in ("network", "lm_level2", "lm_level1", "lm_level0",
+                                                      "lm_total", "total")}
+    iterations = None
+    reasons: dict[str, int] = {}
+    for i in range(args.warmup + args.repeats):
+        result = localizer.localize(image, camera, points, init)
+        if i < args.warmup:
+            continue
+        key = result.reason.split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+        t = result.timings
+        stages["network"].append(t.network_s)
+        for level in (2, 1, 0):
+            stages[f"lm_level{level}"].append(t.levels_s[level])
+        stages["lm_total"].append(sum(t.levels_s))
+        stages["total"].append(t.total_s)
+        iterations = result.iterations
+    summary = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "image": [args.width, args.height], "points": args.points, "hypotheses": args.hypotheses,
+        "iters_finest_first": list(args.iters), "iterations_run_finest_first": list(iterations or ()),
+        "early_stop": args.early_stop, "weights": args.weights or "random-init",
+        "network_dtype": "fp16" if device.type == "cuda" and not args.fp32 else "fp32",
+        "repeats": args.repeats, "warmup": args.warmup, "outcomes": reasons,
+        "stages": {k: _stats(v) for k, v in stages.items()},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"pixloc-ros bench on {summary['device']} ({summary['device_name']}, {summary['torch_threads']} "
+          f"threads): {args.width}x{args.height}, {args.points} points, {args.hypotheses} hypotheses, "
+          f"iterations (L0 L1 L2) {list(iterations)} of {list(args.iters)}, network {summary['network_dtype']}, "
+          f"{args.repeats} repeats after {args.warmup} warm-up; outcomes {reasons}")
+    print(f"  {'stage':<10} {'median ms':>10} {'p90 ms':>10}")
+    for name, s in summary["stages"].items():
+        print(f"  {name:<10} {s['median_ms']:>10.2f} {s['p90_ms']:>10.2f}")
+    return 0

@@ -1,0 +1,98 @@
+"""Accept or reject a localization before it is published.
+
+A PixLoc alignment can converge to a wrong minimum (repeated structure, a wrong prior, a
+changed scene) and still look "converged". Checks, in order (first failure wins):
+1. the localizer succeeded (enough valid points, a finite covariance);
+2. enough valid points at the fine level;
+3. enough inliers: the share of valid points whose residual is small (rho' >= 0.5);
+4. the cost did not grow at any level that ran (final <= factor x initial);
+5. consistency with the prior: the Mahalanobis distance of the pose difference under
+   (prior covariance + estimate covariance) below the chi-square quantile (6 dof) when a prior
+   covariance is given; otherwise the translation / rotation difference below fixed limits.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import chi2
+
+from .covariance import engine_to_ros_covariance, ros_pose_error
+from .geometry import Pose
+from .localizer import LocalizationResult
+
+
+@dataclass
+class GatingConfig:
+    """Thresholds of ``gate``."""
+
+    min_valid_points: int = 100  # fine-level valid points needed to publish
+    min_inlier_ratio: float = 0.2  # share of valid fine-level points with a small residual; wrong alignments score low
+    max_cost_ratio: float = 1.1  # final cost may not exceed this x the cost where the level started (any level)
+    mahalanobis_probability: float = 0.999  # chi^2(6) quantile used with a prior covariance (d^2 <= 22.46)
+    max_translation_m: float = 5.0  # without prior covariance: max camera-centre distance from the prior
+    max_rotation_deg: float = 20.0  # without prior covariance: max rotation from the prior
+
+
+@dataclass
+class GateDecision:
+    """Outcome of ``gate``; distances are None when no prior was given."""
+
+    accepted: bool
+    reason: str  # "ok" or a stable key followed by details, e.g. "prior_mahalanobis: d2 = 40.1 > 22.5"
+    mahalanobis_d2: float | None = None  # squared Mahalanobis distance to the prior (6 dof)
+    translation_m: float | None = None  # camera-centre distance to the prior
+    rotation_deg: float | None = None  # rotation angle to the prior
+
+
+def gate(result: LocalizationResult, prior_map_from_cam: Pose | None = None,
+         prior_covariance: np.ndarray | None = None, config: GatingConfig | None = None) -> GateDecision:
+    """Decide whether ``result`` may be published.
+
+    prior_map_from_cam: the prior pose of the camera in the map (``world_from_cam``), or None;
+    prior_covariance: (6, 6) covariance of that prior in the ROS convention (x y z rx ry rz,
+    position and left rotation vector in the map frame), or None.
+    """
+    cfg = config or GatingConfig()
+    if not result.success or result.cam_from_world is None:
+        return GateDecision(False, f"localization_failed: {result.reason}")
+    if result.num_valid < cfg.min_valid_points:
+        return GateDecision(False, f"too_few_valid_points: {result.num_valid} < {cfg.min_valid_points}")
+    if not result.inlier_ratio >= cfg.min_inlier_ratio:
+        return GateDecision(False, f"low_inlier_ratio: {result.inlier_ratio:.3f} < {cfg.min_inlier_ratio}")
+    for level, (final, initial) in enumerate(zip(result.cost, result.initial_cost)):
+        if math.isfinite(initial) and not final <= cfg.max_cost_ratio * initial:
+            return GateDecision(False, f"cost_increased: level {level} cost {final:.4g} > "
+                                       f"{cfg.max_cost_ratio} x initial {initial:.4g}")
+    if prior_map_from_cam is None:
+        return GateDecision(True, "ok")
+
+    if prior_map_from_cam.shape.numel() != 1:
+        raise ValueError(f"expected one prior pose, got batch shape {tuple(prior_map_from_cam.shape)}")
+    estimate = result.cam_from_world.double().cpu().inv().reshape()  # map_from_cam
+    prior = prior_map_from_cam.double().cpu().reshape()
+    err = ros_pose_error(estimate, prior)
+    trans = float(np.linalg.norm(err[:3]))
+    rot = math.degrees(float(np.linalg.norm(err[3:])))
+    if prior_covariance is not None:
+        prior_cov = np.asarray(prior_covariance, np.float64)
+        if prior_cov.shape != (6, 6) or not np.isfinite(prior_cov).all():
+            raise ValueError(f"prior covariance must be a finite (6, 6) matrix, got shape {prior_cov.shape}")
+        identity = Pose.identity(dtype=estimate.dtype)
+        est_cov = (engine_to_ros_covariance(result.covariance, result.cam_from_world.double().cpu(), identity)
+                   if result.covariance is not None else np.zeros((6, 6)))
+        S = 0.5 * (prior_cov + prior_cov.T) + est_cov
+        try:
+            d2 = float(err @ np.linalg.solve(S, err))
+        except np.linalg.LinAlgError:
+            d2 = math.inf
+        limit = float(chi2.ppf(cfg.mahalanobis_probability, 6))
+        if not (d2 >= 0 and d2 <= limit):
+            return GateDecision(False, f"prior_mahalanobis: d2 = {d2:.3g} > {limit:.3g} "
+                                       f"({trans:.2f} m, {rot:.2f} deg from the prior)", d2, trans, rot)
+        return GateDecision(True, "ok", d2, trans, rot)
+    if trans > cfg.max_translation_m or rot > cfg.max_rotation_deg:
+        return GateDecision(False, f"far_from_prior: {trans:.2f} m / {rot:.2f} deg exceeds "
+                                   f"{cfg.max_translation_m} m / {cfg.max_rotation_deg} deg", None, trans, rot)
+    return GateDecision(True, "ok", None, trans, rot)

@@ -1,0 +1,301 @@
+"""PixLoc localization of one image: network once, then LM coarse (stride 16) -> fine (stride 1).
+
+``Localizer(model, config).localize(image, camera, points, init_poses)`` runs the network and
+``localize_features`` (also usable without a network: tests, training). Several initial
+hypotheses run in one batch through every level; the one with the lowest fine-level cost among
+those with enough valid points wins. Degenerate problems (no points, all behind the camera, too
+few valid points, an unobservable direction) come back as ``success=False`` with a reason;
+only malformed input (wrong shapes, camera/image size mismatch) raises ValueError.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .camera import MIN_DEPTH, Camera
+from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
+from .geometry import Pose
+from .optimizer import LevelResult, LMConfig, optimize_level
+from .query_points import QueryPoints
+
+DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network
+
+
+@dataclass
+class LocalizerConfig:
+    """Settings of the localizer (levels are listed finest first, like everywhere in the engine)."""
+
+    iterations: tuple[int, int, int] = (25, 25, 25)  # max LM iterations of levels 0, 1, 2 (0 skips a level)
+    pad: float = 4.0  # border margin in level pixels inside which projections are invalid (reference: 4)
+    min_valid_points: int = 50  # a hypothesis needs this many valid points at the fine level to be chosen
+    device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto" (CUDA when available)
+    half_precision: bool = True  # run the network under fp16 autocast on CUDA (ignored on the CPU)
+    max_image_size: int | None = None  # downscale images whose longer side exceeds this (pixels); None: never
+    min_normalized_eigenvalue: float = 1e-6  # below this the Jacobi-scaled fine Hessian is called rank deficient
+    covariance_scale: float = 1.0  # multiplies the covariance (inflation for correlated residuals)
+    return_confidences: bool = True  # copy the confidence maps to numpy for display (costs a device->host copy)
+    lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters is replaced per level)
+
+
+@dataclass
+class Timings:
+    """Wall-clock seconds of one localization (device work synchronised before each reading)."""
+
+    preprocess_s: float = 0.0  # image conversion / resizing, moving points to the device
+    network_s: float = 0.0  # feature extraction (0 for localize_features)
+    levels_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # LM per level, finest first
+    postprocess_s: float = 0.0  # hypothesis choice, covariance, copies to the host
+    total_s: float = 0.0
+
+
+@dataclass
+class LocalizationResult:
+    """Outcome of one localization. Levels are indexed finest first (index 0 = stride 1)."""
+
+    success: bool
+    reason: str  # "ok", or why it failed (starts with a stable key, e.g. "too_few_valid_points: ...")
+    cam_from_world: Pose | None  # chosen pose (float64, CPU, batch shape ()), None when no hypothesis ran
+    covariance: np.ndarray | None  # (6, 6) engine order [t, w], left perturbation of cam_from_world; None on failure
+    cost: tuple[float, float, float] = (math.inf, math.inf, math.inf)  # final mean robust cost per level
+    initial_cost: tuple[float, float, float] = (math.inf, math.inf, math.inf)  # cost where each level started
+    iterations: tuple[int, int, int] = (0, 0, 0)  # LM iterations run per level (chosen hypothesis)
+    num_valid: int = 0  # valid points at the fine level, final pose
+    hypothesis: int = -1  # index of the chosen initial pose, -1 when none
+    inlier_ratio: float = 0.0  # share of valid fine-level points with a small residual (rho' >= 0.5)
+    sigma2: float = math.inf  # residual variance factor used for the covariance
+    point_weights: np.ndarray | None = None  # (N,) float32 fine-level weights of the chosen hypothesis
+    hypothesis_costs: np.ndarray | None = None  # (B,) float32 fine cost of every hypothesis
+    confidences: list[np.ndarray] | None = None  # per level (H_l, W_l) float32 query confidence, for display
+    timings: Timings = field(default_factory=Timings)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available else CPU; otherwise ``torch.device(name)`` (ValueError when CUDA is missing)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB array or (3, H, W) / (1, 3, H, W) float tensor in [0, 1] -> (1, 3, H, W) float."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected a (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    if isinstance(image, torch.Tensor):
+        t = image[None] if image.ndim == 3 else image
+        if t.ndim != 4 or t.shape[:2] != (1, 3) or not t.is_floating_point():
+            raise ValueError(f"expected a float (3, H, W) or (1, 3, H, W) image tensor, got "
+                             f"{tuple(image.shape)} {image.dtype}")
+        return t
+    raise ValueError(f"expected a numpy array or a tensor image, got {type(image).__name__}")
+
+
+class _Clock:
+    """Stage timer that synchronises CUDA before each reading (accurate stage times)."""
+
+    def __init__(self, device: torch.device):
+        self.sync = device.type == "cuda"
+        self.device = device
+        self.last = self.start = self._now()
+
+    def _now(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self) -> float:
+        now = self._now()
+        dt, self.last = now - self.last, now
+        return dt
+
+    def total(self) -> float:
+        return self._now() - self.start
+
+
+class Localizer:
+    """Localize images against map points with a PixLoc model."""
+
+    def __init__(self, model: torch.nn.Module | None, config: LocalizerConfig | None = None):
+        """``model``: a ``PixLocModel`` (put in eval mode and moved to the device here), or None
+        to use only ``localize_features``."""
+        self.config = config or LocalizerConfig()
+        self.device = resolve_device(self.config.device)
+        self.model = model
+        if model is not None:
+            model.eval().to(self.device)
+            if hasattr(model, "config") and hasattr(model.config, "fp16_on_cuda"):
+                # The network owns its autocast switch; mirror ours into it.
+                model.config.fp16_on_cuda = self.config.half_precision
+
+    def localize(self, image: np.ndarray | torch.Tensor, camera: Camera, points: QueryPoints,
+                 init_poses: Pose) -> LocalizationResult:
+        """Localize one image.
+
+        image: (H, W, 3) uint8 RGB or float tensor (3, H, W) in [0, 1]; camera: single Camera of
+        that image (pixel-centre origin, size must match); points: map points with reference
+        features; init_poses: Pose (B,) or () initial ``cam_from_world`` hypotheses.
+        """
+        if self.model is None:
+            raise ValueError("Localizer was built without a model: use localize_features")
+        clock = _Clock(self.device)
+        tensor = image_to_tensor(image)
+        h, w = tensor.shape[-2:]
+        self._check_camera(camera, w, h)
+        camera = camera.to(torch.float64)
+        limit = self.config.max_image_size
+        if limit is not None and max(h, w) > limit:
+            s = limit / max(h, w)
+            nw, nh = max(int(round(w * s)), 1), max(int(round(h * s)), 1)
+            tensor = F.interpolate(tensor.to(self.device), size=(nh, nw), mode="bilinear",
+                                   align_corners=False, antialias=True)
+            camera = camera.scale((nw / w, nh / h))
+        tensor = tensor.to(self.device)
+        pre = clock.lap()
+        pyramid = self.model.extract(tensor)
+        network = clock.lap()
+        damping = self.model.damping().detach()
+        result = self.localize_features(pyramid, camera, points, init_poses, damping)
+        t = result.timings
+        result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s, clock.total())
+        return result
+
+    @staticmethod
+    def _check_camera(camera: Camera, width: int, height: int) -> None:
+        if camera.shape != ():
+            raise ValueError(f"expected a single camera, got batch shape {tuple(camera.shape)}")
+        cw, ch = (int(round(float(v))) for v in camera.size)
+        if (cw, ch) != (int(width), int(height)):
+            raise ValueError(f"camera is {cw}x{ch} but the image is {int(width)}x{int(height)}")
+
+    def localize_features(self, pyramid, camera: Camera, points: QueryPoints, init_poses: Pose,
+                          damping: torch.Tensor) -> LocalizationResult:
+        """Coarse-to-fine LM on given feature maps (no network).
+
+        pyramid: a ``network.FeaturePyramid`` or any object with ``features`` (3 tensors
+        (1, C_l, H_l, W_l) or (C_l, H_l, W_l), finest first), ``confidences`` (3 tensors
+        (1, 1, H_l, W_l) / (1, H_l, W_l), or None entries for "all ones") and optionally
+        ``strides`` (default (1, 4, 16)); camera: the full-image camera (level l uses
+        ``camera.scale(1 / strides[l])``); damping: (3, 6) lambda per level, finest first.
+        """
+        cfg = self.config
+        clock = _Clock(self.device)
+        features, confidences = list(pyramid.features), list(pyramid.confidences)
+        strides = tuple(getattr(pyramid, "strides", None) or DEFAULT_STRIDES)
+        if len(features) != 3 or len(confidences) != 3 or len(strides) != 3:
+            raise ValueError("localize_features needs 3 levels of features, confidences and strides")
+        if tuple(damping.shape) != (3, 6):
+            raise ValueError(f"damping must be (3, 6), got {tuple(damping.shape)}")
+        if init_poses.shape == ():
+            init_poses = init_poses[None]
+        if len(init_poses.shape) != 1 or init_poses.shape[0] == 0:
+            raise ValueError(f"init_poses must be a Pose of shape (B,) with B >= 1, got {tuple(init_poses.shape)}")
+        if camera.shape != ():
+            raise ValueError(f"expected a single camera, got batch shape {tuple(camera.shape)}")
+        dev = self.device
+        dt = cfg.lm.dtype
+        features = [f.to(dev) for f in features]
+        confidences = [None if c is None else c.to(dev) for c in confidences]
+        pts = points.to(dev)
+        poses = init_poses.to(device=dev, dtype=dt)
+        camera = camera.to("cpu", torch.float64)
+        camera.max_r2  # distortion bound computed once here; every scaled level camera inherits it
+        pre = clock.lap()
+
+        def failure(reason: str, pose: Pose | None = None, **kw) -> LocalizationResult:
+            post = clock.lap()
+            timings = Timings(pre, 0.0, kw.pop("levels_s", (0.0, 0.0, 0.0)), post, clock.total())
+            return LocalizationResult(False, reason, pose, None, timings=timings,
+                                      confidences=self._confidences(confidences), **kw)
+
+        n = len(pts)
+        if n == 0:
+            return failure("no_points: the map returned no points for this prior")
+        finite = torch.isfinite(pts.xyz).all(-1)
+        depth_ok = (poses.transform(pts.xyz.to(dt)))[..., 2] > MIN_DEPTH  # (B, N)
+        if int((depth_ok & finite).sum()) == 0:
+            return failure(f"points_behind_camera: none of the {n} points is in front of any of the "
+                           f"{poses.shape[0]} initial poses")
+
+        levels: dict[int, LevelResult] = {}
+        level_times = [0.0, 0.0, 0.0]
+        for level in (2, 1, 0):
+            iters = int(cfg.iterations[level])
+            if iters <= 0:
+                continue
+            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": cfg.pad})
+            res = optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
+                                 pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
+                                 damping[level], lm)
+            poses = res.cam_from_world
+            levels[level] = res
+            level_times[level] = clock.lap()
+        level_times = tuple(level_times)
+        if not levels:
+            return failure("no_levels: every level has 0 iterations in LocalizerConfig.iterations")
+
+        finest = min(levels)
+        fine = levels[finest]
+        num_valid = fine.num_valid.cpu()
+        cost = fine.cost.float().cpu()
+        eligible = (num_valid >= cfg.min_valid_points) & torch.isfinite(cost) & ~fine.singular.cpu()
+
+        def per_level(attr: str, b: int) -> tuple[float, float, float]:
+            return tuple(float(getattr(levels[l], attr)[b]) if l in levels else math.inf for l in range(3))
+
+        if not bool(eligible.any()):
+            b = int(num_valid.argmax())
+            pose = fine.cam_from_world[b].to("cpu", torch.float64)
+            why = ("singular_system: every hypothesis with enough points hit a singular LM system"
+                   if bool(((num_valid >= cfg.min_valid_points) & fine.singular.cpu()).any())
+                   else f"too_few_valid_points: best hypothesis has {int(num_valid[b])} valid points "
+                        f"at level {finest}, need {cfg.min_valid_points}")
+            return failure(why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
+                           cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
+                           iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
+                           hypothesis_costs=cost.numpy())
+        b = int(torch.where(eligible, cost, torch.full_like(cost, math.inf)).argmin())
+        pose = fine.cam_from_world[b].to("cpu", torch.float64)
+        H = fine.hessian[b].cpu().numpy()
+        sigma2 = residual_variance(float(fine.weighted_sq_residual[b]), int(num_valid[b]), fine.num_channels)
+        common = dict(
+            cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
+            iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
+            num_valid=int(num_valid[b]), hypothesis=b, inlier_ratio=float(fine.inlier_ratio[b]),
+            sigma2=sigma2, point_weights=fine.weights[b].float().cpu().numpy(),
+            hypothesis_costs=cost.numpy(), confidences=self._confidences(confidences))
+        min_eig = normalized_min_eigenvalue(H)
+        cov = None
+        if min_eig < cfg.min_normalized_eigenvalue:
+            why = (f"degenerate_geometry: the points do not constrain all 6 pose directions "
+                   f"(normalised Hessian min eigenvalue {min_eig:.2e} < {cfg.min_normalized_eigenvalue:.0e})")
+        else:
+            cov = pose_covariance(H, sigma2 * cfg.covariance_scale)
+            why = f"covariance_failed: sigma^2 = {sigma2} with Hessian eigenvalue ratio {min_eig:.2e}"
+        if cov is None:
+            post = clock.lap()
+            return LocalizationResult(False, why, pose, None,
+                                      timings=Timings(pre, 0.0, level_times, post, clock.total()), **common)
+        post = clock.lap()
+        return LocalizationResult(True, "ok", pose, cov,
+                                  timings=Timings(pre, 0.0, level_times, post, clock.total()), **common)
+
+    def _confidences(self, confidences: list[torch.Tensor | None]) -> list[np.ndarray] | None:
+        if not self.config.return_confidences:
+            return None
+        out = []
+        for c in confidences:
+            if c is None:
+                out.append(None)
+                continue
+            c = c.detach()
+            out.append(c.reshape(c.shape[-2], c.shape[-1]).float().cpu().numpy())
+        return out

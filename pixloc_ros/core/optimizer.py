@@ -1,0 +1,296 @@
+"""PixLoc's Levenberg-Marquardt on one pyramid level, batched over pose hypotheses.
+
+Per level (DESIGN.md "Optimizer"), for the pose ``cam_from_world = (R, t)`` of each hypothesis:
+- ``p = world2image(R P + t)`` with the camera scaled to the level,
+- residual ``r = F_q[p] - F_ref`` (both L2-normalised), ``e = |r|^2``,
+- weight ``w = rho'(e) * C_ref * C_q[p] * valid`` with the Cauchy ``rho(e) = 2 c^2 log(1 + e / (2 c^2))``,
+  ``rho'(e) = 1 / (1 + e / (2 c^2))``, c = 0.1,
+- ``J = dF/dp * dp/dPc * [I | -[Pc]x]``, ``g = sum w J^T r``, ``H = sum w J^T J``,
+- ``H' = H + diag(max(lambda * diag(H), lambda_min))``, ``delta = -H'^-1 g``,
+- left update ``R <- exp([dw]x) R``, ``t <- exp([dw]x) t + dt`` (``Pose.exp(delta) @ pose``).
+Every step is applied (no accept/reject test), as in the reference whose damping was learned
+for exactly that.
+
+Performance notes (the loop is meant to run on a GPU without host round trips):
+- shapes are static over the iterations; hypotheses that converged keep being evaluated but
+  stop moving (a per-hypothesis mask), and the only host sync is the early-stop test every
+  ``check_every`` iterations;
+- ``J^T J`` is never formed per channel: with ``G = dF/dp`` (C x 2) and ``A = dp/dxi`` (2 x 6),
+  ``J^T J = A^T (G^T G) A`` and ``J^T r = A^T (G^T r)``. The C-sized work is one gather of the
+  2x2 stencil, one (3 x 4) @ (4 x C) product giving [F, dF/dx, dF/dy], and one (3 x 3) Gram
+  matrix of [r, G] per point; the (B, N, C, 6) Jacobian never exists;
+- the query map is shared by all hypotheses (one channels-last table, confidence appended as an
+  extra channel so that the same gather serves both);
+- ``LMConfig.compile`` wraps one iteration in ``torch.compile`` (kernel fusion; with
+  ``compile_mode="reduce-overhead"`` also CUDA graphs), padding the points to fixed buckets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .camera import Camera
+from .geometry import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
+from .interpolation import BilinearSampler
+
+
+@dataclass
+class LMConfig:
+    """Settings of one level's Levenberg-Marquardt."""
+
+    num_iters: int = 25  # maximum LM iterations at this level (the reference used up to 100 at evaluation)
+    pad: float = 4.0  # projections closer than this to the map border (level pixels) are invalid, as in the reference
+    lambda_min: float = 1e-6  # absolute floor of the damping added to diag(H): keeps H' invertible when H is not
+    cauchy_scale: float = 0.1  # c of the Cauchy robust cost on the squared feature residual (reference value)
+    stop_dt: float = 5e-3  # a hypothesis has converged when its step moves the translation less than this (m) ...
+    stop_dw_deg: float = 0.05  # ... and rotates less than this (degrees); the reference's criteria
+    check_every: int = 5  # test "all hypotheses converged" (a host sync) only every this many iterations
+    dtype: torch.dtype = torch.float32  # arithmetic dtype of the per-point terms; the 6x6 solves run in float64
+    compile: bool = False  # torch.compile one LM iteration (fuses its ~100 small kernels; for CUDA). The first
+    #                        call per shape compiles (tens of seconds): warm up at start-up
+    compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (adds CUDA graphs)
+    point_bucket: int = 1024  # with compile: pad the point count up to a multiple of this so shapes repeat
+
+
+@dataclass
+class LevelResult:
+    """Outcome of ``optimize_level`` for B hypotheses (all tensors on the input device)."""
+
+    cam_from_world: Pose  # (B,) final poses
+    cost: torch.Tensor  # (B,) mean robust cost rho(e) over valid points at the final pose (inf: none valid)
+    initial_cost: torch.Tensor  # (B,) same at the initial pose
+    num_valid: torch.Tensor  # (B,) int64 valid points at the final pose
+    num_valid_initial: torch.Tensor  # (B,) int64 valid points at the initial pose
+    iterations: torch.Tensor  # (B,) int64 iterations run before the hypothesis converged (or num_iters)
+    converged: torch.Tensor  # (B,) bool: the stop criteria were met
+    hessian: torch.Tensor  # (B, 6, 6) float64 undamped Gauss-Newton Hessian sum w J^T J at the final pose
+    gradient: torch.Tensor  # (B, 6) float64 sum w J^T r at the final pose
+    weighted_sq_residual: torch.Tensor  # (B,) float64 sum over valid points of w |r|^2 (for sigma^2)
+    num_channels: int  # C, the residual dimension per point
+    weights: torch.Tensor  # (B, N) final per-point weights w (0 where invalid)
+    inlier_ratio: torch.Tensor  # (B,) share of valid points with rho'(e) >= 0.5, i.e. e <= 2 c^2
+    singular: torch.Tensor  # (B,) bool: some damped system was not positive definite (step fell back)
+
+
+@dataclass
+class _Terms:
+    """Per-iteration quantities of one evaluation of the cost."""
+
+    g: torch.Tensor  # (B, 6)
+    H: torch.Tensor  # (B, 6, 6)
+    cost_sum: torch.Tensor  # (B,) sum of rho over valid points
+    num_valid: torch.Tensor  # (B,)
+    w: torch.Tensor  # (B, N)
+    e: torch.Tensor  # (B, N) squared residual norms
+    valid: torch.Tensor  # (B, N)
+
+
+class _LevelProblem:
+    """Everything about one level that does not change over the iterations."""
+
+    def __init__(self, features: torch.Tensor, confidence: torch.Tensor | None, xyz: torch.Tensor,
+                 ref_features: torch.Tensor, ref_confidence: torch.Tensor | None, camera: Camera,
+                 config: LMConfig):
+        dt = config.dtype
+        device = xyz.device
+        if features.ndim == 4:
+            if features.shape[0] != 1:
+                raise ValueError(f"one query map per level expected, got {tuple(features.shape)}")
+            features = features[0]
+        C, H, W = features.shape
+        if ref_features.shape[-2:] != (xyz.shape[0], C) or ref_features.ndim not in (2, 3):
+            raise ValueError(f"reference features {tuple(ref_features.shape)} do not match "
+                             f"{xyz.shape[0]} points x {C} channels")
+        if confidence is None:
+            confidence = torch.ones(1, H, W, dtype=features.dtype, device=device)
+        confidence = confidence.reshape(1, H, W).to(features.dtype)
+        # Confidence as channel C: one gather per tap serves features and confidence.
+        self.sampler = BilinearSampler(torch.cat([features, confidence], 0))
+        self.C = C
+        # Rows with non-finite coordinates can never be valid; zero them so nothing NaN enters sums.
+        finite = torch.isfinite(xyz).all(-1)
+        self.point_ok = finite
+        self.xyz = torch.where(finite[:, None], xyz, torch.zeros_like(xyz)).to(dt)
+        self.f_ref = ref_features.to(dt)
+        n = xyz.shape[0]
+        c_ref = torch.ones(n, dtype=dt, device=device) if ref_confidence is None else ref_confidence.to(dt)
+        self.c_ref = torch.where(finite, c_ref, torch.zeros_like(c_ref))
+        self.camera = camera.to(device=device, dtype=dt)
+        self.camera.max_r2  # computed once here (a host round trip), not inside the loop
+        self.pad = config.pad
+        self.two_c2 = 2 * config.cauchy_scale ** 2
+        self.num_points = n
+        if config.compile and config.point_bucket > 1:
+            # Pad with inert rows (never valid, zero weight) so the compiled shapes repeat.
+            extra = -n % config.point_bucket
+            if extra or n == 0:
+                extra = extra or config.point_bucket
+                self.xyz = torch.cat([self.xyz, self.xyz.new_zeros(extra, 3)])
+                self.point_ok = torch.cat([self.point_ok, self.point_ok.new_zeros(extra)])
+                self.c_ref = torch.cat([self.c_ref, self.c_ref.new_zeros(extra)])
+                pad_shape = (*self.f_ref.shape[:-2], extra, C)
+                self.f_ref = torch.cat([self.f_ref, self.f_ref.new_zeros(pad_shape)], -2)
+
+    def evaluate(self, R: torch.Tensor, t: torch.Tensor, reduce_dtype: torch.dtype | None = None) -> _Terms:
+        """Cost, gradient and Gauss-Newton Hessian at the poses (R (B,3,3), t (B,3))."""
+        p_c = self.xyz @ R.transpose(-1, -2) + t[:, None, :]  # (B, N, 3)
+        p2d, visible, J_p = self.camera.world2image_with_jacobian(p_c)  # J_p (B, N, 2, 3)
+        # M rows: [F, dF/dx, dF/dy] over C + 1 channels (the last one is the query confidence).
+        M, inside = self.sampler.sample_stacked(p2d, self.pad)
+        C = self.C
+        valid = visible & inside & self.point_ok
+        conf_q = M[..., 0, C]
+        M[..., 0, :C] -= self.f_ref  # row 0 becomes the residual r (in place: no extra tensor)
+        # Gram matrix of [r, G_x, G_y] over the channels: |r|^2, G^T r and G^T G in one product;
+        # the confidence channel's share is removed afterwards (cheaper than slicing M).
+        gram = M @ M.transpose(-1, -2) - M[..., :, C, None] * M[..., None, :, C]  # (B, N, 3, 3)
+        e = gram[..., 0, 0].clamp(min=0)
+        Gtr = gram[..., 1:, 0]  # (B, N, 2)
+        GtG = gram[..., 1:, 1:]  # (B, N, 2, 2)
+        rho_d = 1 / (1 + e / self.two_c2)
+        w = torch.where(valid, rho_d * self.c_ref * conf_q.clamp(min=0), torch.zeros_like(e))
+        rho = self.two_c2 * torch.log1p(e / self.two_c2)
+        # dp/dxi = J_p [I | -[Pc]x]; row a of J_p times -[Pc]x equals (Pc x a)^T.
+        A = torch.cat([J_p, torch.cross(p_c[..., None, :].expand_as(J_p), J_p, dim=-1)], -1)  # (B,N,2,6)
+        if reduce_dtype is not None:
+            A, GtG, Gtr, w = A.to(reduce_dtype), GtG.to(reduce_dtype), Gtr.to(reduce_dtype), w.to(reduce_dtype)
+        wA = A * w[..., None, None]
+        g = torch.einsum("bnik,bni->bk", wA, Gtr)
+        Hm = torch.einsum("bnik,bnil->bkl", wA, GtG @ A)
+        Hm = 0.5 * (Hm + Hm.transpose(-1, -2))
+        cost_sum = torch.where(valid, rho, torch.zeros_like(rho)).sum(-1)
+        return _Terms(g, Hm, cost_sum, valid.sum(-1), w, e, valid)
+
+
+def damped_solve(H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, lambda_min: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``delta = -(H + diag(max(damping * diag(H), lambda_min)))^-1 g`` without raising.
+
+    H (B, 6, 6), g (B, 6), damping (6,) -> (delta (B, 6) in H's dtype, ok (B,) bool). Solved in
+    float64 by Cholesky; a system that is not positive definite (roundoff on a rank-deficient H,
+    non-finite entries) gets a relative ridge and a second try; if that fails too, the step is 0.
+    ``ok`` is False whenever the first factorisation failed.
+    """
+    Hd = H.double()
+    gd = g.double()
+    diag = Hd.diagonal(dim1=-2, dim2=-1)
+    Hd = Hd + torch.diag_embed((damping.double() * diag).clamp(min=lambda_min))
+    finite = torch.isfinite(Hd).all(-1).all(-1) & torch.isfinite(gd).all(-1)
+    Hd = torch.where(finite[:, None, None], Hd, torch.eye(6, dtype=Hd.dtype, device=Hd.device))
+    L, info = torch.linalg.cholesky_ex(Hd)
+    ok = (info == 0) & finite
+    ridge = 1e-6 * diag.abs().amax(-1).clamp(min=1.0)
+    eye = torch.eye(6, dtype=Hd.dtype, device=Hd.device)
+    L2, info2 = torch.linalg.cholesky_ex(torch.where(ok[:, None, None], Hd, Hd + ridge[:, None, None] * eye))
+    delta = -torch.cholesky_solve(torch.where(finite[:, None], gd, torch.zeros_like(gd))[..., None], L2)[..., 0]
+    good = (info2 == 0) & finite & torch.isfinite(delta).all(-1)
+    delta = torch.where(good[:, None], delta, torch.zeros_like(delta))
+    return delta.to(H.dtype), ok
+
+
+def _lm_step(prob: "_LevelProblem", R: torch.Tensor, t: torch.Tensor, active: torch.Tensor,
+             iterations: torch.Tensor, singular: torch.Tensor, lam: torch.Tensor, lambda_min: float,
+             stop_dt: float, stop_dw: float):
+    """One LM iteration for all hypotheses; only tensors in and out, no host sync (compilable).
+
+    Hypotheses that are no longer ``active`` are evaluated but not moved.
+    Returns (R, t, active, iterations, singular, cost_sum, num_valid) at the new state; the cost
+    and count are those evaluated at the input pose.
+    """
+    terms = prob.evaluate(R, t)
+    delta, ok = damped_solve(terms.H, terms.g, lam, lambda_min)
+    delta = torch.where(active[:, None], delta, torch.zeros_like(delta))
+    dR = so3_exp(delta[:, 3:])
+    R = dR @ R
+    t = (dR @ t[..., None])[..., 0] + delta[:, :3]
+    iterations = iterations + active.long()
+    singular = singular | (active & ~ok)
+    small = (delta[:, :3].norm(dim=-1) < stop_dt) & (delta[:, 3:].norm(dim=-1) < stop_dw)
+    active = active & ~small
+    return R, t, active, iterations, singular, terms.cost_sum, terms.num_valid
+
+
+_COMPILED_STEPS: dict = {}
+
+
+def _compiled_step(mode: str | None):
+    """``torch.compile(_lm_step)`` per mode, built once per process (graphs are cached per shape)."""
+    if mode not in _COMPILED_STEPS:
+        _COMPILED_STEPS[mode] = torch.compile(_lm_step, dynamic=False, mode=mode)
+    return _COMPILED_STEPS[mode]
+
+
+def _orthonormalize(R: torch.Tensor) -> torch.Tensor:
+    """Project (B, 3, 3) near-rotations back onto SO(3) (float32 drift over many left updates)."""
+    return quat_xyzw_to_rotmat(rotmat_to_quat_xyzw(R))
+
+
+def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz: torch.Tensor,
+                   ref_features: torch.Tensor, ref_confidence: torch.Tensor | None, camera: Camera,
+                   init: Pose, damping: torch.Tensor, config: LMConfig | None = None) -> LevelResult:
+    """Run LM on one level for B hypotheses sharing one query map and one point set.
+
+    features: (C, H, W) or (1, C, H, W) query features of the level (L2-normalised, any float dtype);
+    confidence: (1, H, W), (H, W) or (1, 1, H, W) query confidence in [0, 1], or None (all ones);
+    xyz: (N, 3) world points (metres); ref_features: (N, C), shared by all hypotheses, or
+    (B, N, C), one set per hypothesis (e.g. Monte-Carlo draws); ref_confidence: (N,) or None;
+    camera: single Camera scaled to this level (pixel-centre origin); init: Pose (B,) cam_from_world;
+    damping: (6,) learned lambda of this level, order [tx, ty, tz, rx, ry, rz].
+    Never raises on degenerate data (no points, points behind the camera, singular systems):
+    those show up as num_valid = 0, cost = inf, singular = True.
+    """
+    config = config or LMConfig()
+    if init.shape == ():
+        init = init[None]
+    if len(init.shape) != 1:
+        raise ValueError(f"init must be a Pose of batch shape (B,), got {tuple(init.shape)}")
+    device = xyz.device
+    dt = config.dtype
+    prob = _LevelProblem(features, confidence, xyz, ref_features, ref_confidence, camera, config)
+    R = init.R.to(device=device, dtype=dt)
+    t = init.t.to(device=device, dtype=dt)
+    lam = damping.to(device=device, dtype=torch.float64)
+    B = R.shape[0]
+    active = torch.ones(B, dtype=torch.bool, device=device)
+    iterations = torch.zeros(B, dtype=torch.int64, device=device)
+    singular = torch.zeros(B, dtype=torch.bool, device=device)
+    stop_dw = math.radians(config.stop_dw_deg)
+    step = _compiled_step(config.compile_mode) if config.compile else _lm_step
+    initial = None
+    for i in range(config.num_iters):
+        R, t, active, iterations, singular, cost_sum, num_valid = step(
+            prob, R, t, active, iterations, singular, lam, config.lambda_min, config.stop_dt, stop_dw)
+        if initial is None:
+            # cloned: with CUDA graphs the next replay would overwrite these output buffers
+            initial = (cost_sum.clone(), num_valid.clone())
+        if (i + 1) % max(config.check_every, 1) == 0 and not bool(active.any()):
+            break  # the only host sync of the loop
+    R = _orthonormalize(R)
+    # Final evaluation (its reductions in float64: this Hessian feeds the covariance).
+    final = prob.evaluate(R, t, reduce_dtype=torch.float64)
+    if initial is None:
+        initial = (final.cost_sum, final.num_valid)
+
+    def mean_cost(cost_sum: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return torch.where(n > 0, cost_sum.to(dt) / n.clamp(min=1), torch.full_like(cost_sum, math.inf, dtype=dt))
+
+    inliers = (final.valid & (final.e <= prob.two_c2)).sum(-1)
+    wr2 = torch.where(final.valid, final.w.double() * final.e.double(), torch.zeros_like(final.e, dtype=torch.float64)).sum(-1)
+    return LevelResult(
+        cam_from_world=Pose(R, t),
+        cost=mean_cost(final.cost_sum, final.num_valid),
+        initial_cost=mean_cost(*initial),
+        num_valid=final.num_valid,
+        num_valid_initial=initial[1],
+        iterations=iterations,
+        converged=~active,
+        hessian=final.H.double(),
+        gradient=final.g.double(),
+        weighted_sq_residual=wr2,
+        num_channels=prob.C,
+        weights=final.w[:, :prob.num_points].to(dt),
+        inlier_ratio=inliers.to(dt) / final.num_valid.clamp(min=1).to(dt),
+        singular=singular,
+    )

@@ -1,0 +1,40 @@
+"""``pixloc-ros bench``: runs end to end on the CPU and reports every stage."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pixloc_ros.cli import main
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """``--threads`` changes torch's process-wide setting: put it back for the other tests."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bench_json_on_cpu(capsys):
+    status = main(["bench", "--device", "cpu", "--height", "64", "--width", "96", "--points", "200",
+                   "--hypotheses", "2", "--iters", "3", "2", "1", "--repeats", "2", "--warmup", "1",
+                   "--threads", "1", "--json"])
+    assert status == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["device"] == "cpu" and out["image"] == [96, 64] and out["hypotheses"] == 2
+    # without --early-stop every level runs all its iterations
+    assert out["iterations_run_finest_first"] == [3, 2, 1]
+    assert set(out["stages"]) == {"network", "lm_level2", "lm_level1", "lm_level0", "lm_total", "total"}
+    for name, s in out["stages"].items():
+        assert 0 < s["median_ms"] <= s["p90_ms"] <= s["max_ms"], name
+    assert out["stages"]["total"]["median_ms"] >= out["stages"]["network"]["median_ms"]
+    assert sum(out["outcomes"].values()) == 2
+
+
+def test_bench_text_output(capsys):
+    assert main(["bench", "--device", "cpu", "--height", "48", "--width", "64", "--points", "50",
+                 "--iters", "1", "1", "1", "--repeats", "1", "--warmup", "0", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "median ms" in text and "lm_level0" in text and "network" in text

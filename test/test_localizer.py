@@ -1,0 +1,151 @@
+"""Coarse-to-fine localization: convergence, hypothesis choice, degenerate inputs, network path."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from feature_scene import BoxScene, default_camera, perturb, true_pose
+from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.geometry import Pose, pose_error
+from pixloc_ros.core.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.network import FeaturePyramid
+from pixloc_ros.core.query_points import QueryPoints
+
+DAMPING = torch.full((3, 6), 1e-2)
+
+
+@pytest.fixture(scope="module")
+def scene_setup():
+    scene = BoxScene()
+    cam = default_camera()
+    T = true_pose()
+    maps = [scene.render(cam, T, level)[None] for level in range(3)]
+    confs = [torch.ones(1, 1, *m.shape[-2:]) for m in maps]
+    qp = scene.query_points(scene.sample_points(cam, T, 600))
+    return scene, cam, T, FeaturePyramid(maps, confs, (480, 640)), qp
+
+
+@pytest.fixture(scope="module")
+def localizer():
+    return Localizer(None, LocalizerConfig(device="cpu"))
+
+
+def assert_nan_free(result):
+    for v in (*result.cost, *result.initial_cost, result.sigma2, result.inlier_ratio):
+        assert not math.isnan(v)
+    if result.cam_from_world is not None:
+        assert torch.isfinite(result.cam_from_world.R).all() and torch.isfinite(result.cam_from_world.t).all()
+    if result.point_weights is not None:
+        assert np.isfinite(result.point_weights).all()
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_coarse_to_fine_recovers_pose_from_5deg_1m(scene_setup, localizer, seed):
+    _, cam, T, pyramid, qp = scene_setup
+    init = perturb(T, 5.0, 1.0, seed)
+    assert pose_error(init, T)[1] > 0.9
+    r = localizer.localize_features(pyramid, cam, qp, Pose.stack([init]), DAMPING)
+    assert r.success, r.reason
+    deg, m = pose_error(r.cam_from_world, T)
+    assert deg < 0.05 and m < 0.02, (deg, m)
+    assert r.cost[0] < r.initial_cost[2]
+    assert all(0 < it < 25 for it in r.iterations)
+    assert r.num_valid > 500 and r.inlier_ratio > 0.5
+    cov = r.covariance
+    assert cov.shape == (6, 6) and np.allclose(cov, cov.T) and np.linalg.eigvalsh(cov).min() > 0
+    assert r.point_weights.shape == (600,) and r.point_weights.dtype == np.float32
+    assert [c.shape for c in r.confidences] == [(480, 640), (120, 160), (30, 40)]
+    assert r.timings.total_s > 0 and all(t > 0 for t in r.timings.levels_s)
+    assert_nan_free(r)
+
+
+def test_good_hypothesis_wins(scene_setup, localizer):
+    _, cam, T, pyramid, qp = scene_setup
+    bad = perturb(T, 30.0, 5.0, seed=2)
+    good = perturb(T, 4.0, 0.8, seed=3)
+    r = localizer.localize_features(pyramid, cam, qp, Pose.stack([bad, good]), DAMPING)
+    assert r.success and r.hypothesis == 1
+    assert r.hypothesis_costs.shape == (2,) and r.hypothesis_costs[1] < r.hypothesis_costs[0]
+    deg, m = pose_error(r.cam_from_world, T)
+    assert deg < 0.05 and m < 0.02
+
+
+def test_single_level_and_skipped_levels(scene_setup):
+    _, cam, T, pyramid, qp = scene_setup
+    loc = Localizer(None, LocalizerConfig(device="cpu", iterations=(30, 0, 0)))
+    r = loc.localize_features(pyramid, cam, qp, perturb(T, 0.3, 0.05, 1), DAMPING)  # a single Pose works too
+    assert r.success and r.iterations[1:] == (0, 0) and r.timings.levels_s[1:] == (0.0, 0.0)
+    assert math.isinf(r.cost[2])
+    deg, m = pose_error(r.cam_from_world, T)
+    assert deg < 0.05 and m < 0.02
+
+
+def test_no_points(scene_setup, localizer):
+    _, cam, T, pyramid, qp = scene_setup
+    empty = qp.select(torch.zeros(len(qp), dtype=torch.bool))
+    r = localizer.localize_features(pyramid, cam, empty, Pose.stack([T]), DAMPING)
+    assert not r.success and r.reason.startswith("no_points") and r.covariance is None
+    assert_nan_free(r)
+
+
+def test_points_behind_camera(scene_setup, localizer):
+    _, cam, T, pyramid, qp = scene_setup
+    p_c = T.transform(qp.xyz.double())
+    behind = T.inv().transform(p_c * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)).float()
+    pts = QueryPoints(behind, qp.features, qp.confidences, qp.point_ids, qp.keyframe_ids)
+    r = localizer.localize_features(pyramid, cam, pts, Pose.stack([T, T]), DAMPING)
+    assert not r.success and r.reason.startswith("points_behind_camera")
+    assert_nan_free(r)
+
+
+def test_too_few_points(scene_setup, localizer):
+    _, cam, T, pyramid, qp = scene_setup
+    r = localizer.localize_features(pyramid, cam, qp.select(torch.arange(10)), Pose.stack([T]), DAMPING)
+    assert not r.success and r.reason.startswith("too_few_valid_points")
+    assert r.num_valid <= 10
+    assert_nan_free(r)
+
+
+def test_collinear_points_are_degenerate(scene_setup, localizer):
+    scene, cam, T, pyramid, _ = scene_setup
+    s = torch.linspace(0, 1, 300, dtype=torch.float64)[:, None]
+    centre = T.inv().t
+    line = centre + torch.tensor([-1.0, 1.2, 5.0], dtype=torch.float64) + s * torch.tensor([0.5, 0.0, 20.0], dtype=torch.float64)
+    r = localizer.localize_features(pyramid, cam, scene.query_points(line), Pose.stack([T]), DAMPING)
+    assert r.num_valid >= 250  # plenty of points: the geometry, not the count, is the problem
+    assert not r.success and r.reason.startswith("degenerate_geometry") and r.covariance is None
+    assert_nan_free(r)
+
+
+def test_bad_input_raises(scene_setup, localizer):
+    _, cam, T, pyramid, qp = scene_setup
+    with pytest.raises(ValueError, match="damping"):
+        localizer.localize_features(pyramid, cam, qp, Pose.stack([T]), torch.ones(6))
+    with pytest.raises(ValueError, match="model"):
+        localizer.localize(np.zeros((480, 640, 3), np.uint8), cam, qp, T)
+
+
+def test_localize_with_random_network():
+    network = pytest.importorskip("pixloc_ros.core.network")
+    torch.manual_seed(0)
+    model = network.PixLocModel()
+    loc = Localizer(model, LocalizerConfig(device="cpu", iterations=(3, 3, 3), min_valid_points=5))
+    cam = Camera.from_params(128, 96, 100.0, 100.0, 63.5, 47.5)
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.cat([torch.rand(200, 2, generator=g) * 4 - 2, 4 + torch.rand(200, 1, generator=g) * 4], -1)
+    feats = [torch.nn.functional.normalize(torch.randn(200, c, generator=g), dim=-1) for c in (32, 128, 128)]
+    pts = QueryPoints(xyz, feats, [torch.rand(200, generator=g) for _ in range(3)], torch.arange(200),
+                      torch.zeros(200, dtype=torch.long))
+    image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    r = loc.localize(image, cam, pts, Pose.identity((2,)))
+    assert isinstance(r.reason, str) and r.reason
+    assert [c.shape for c in r.confidences] == [(96, 128), (24, 32), (6, 8)]
+    assert r.timings.network_s > 0 and r.timings.total_s >= r.timings.network_s
+    assert_nan_free(r)
+    # max_image_size downsizes the image and the camera together
+    small = Localizer(model, LocalizerConfig(device="cpu", iterations=(2, 2, 2), max_image_size=64, min_valid_points=5))
+    r2 = small.localize(image, cam, pts, Pose.identity((1,)))
+    assert r2.confidences[0].shape == (48, 64)
+    with pytest.raises(ValueError, match="camera is 128x96 but the image is 100x96"):
+        loc.localize(image[:, :100], cam, pts, Pose.identity((1,)))
