@@ -141,3 +141,313 @@ def write_model(model: SfmModel, path: str | Path, text: bool = False) -> None:
         rec.write_text(str(path))
     else:
         rec.write_binary(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a map the way users build theirs: SIFT, matching, triangulation with known poses
+# ---------------------------------------------------------------------------------------------
+
+class _quiet_colmap:
+    """Silence COLMAP's INFO logging (thousands of lines per triangulation) while building a map;
+    warnings and errors still show."""
+
+    def __enter__(self):
+        self.level = pycolmap.logging.minloglevel
+        pycolmap.logging.minloglevel = max(self.level, 1)
+
+    def __exit__(self, *exc):
+        pycolmap.logging.minloglevel = self.level
+
+
+@dataclass
+class TriangulationReport:
+    """Statistics of a model triangulated from known poses."""
+
+    num_images: int
+    num_points: int
+    num_observations: int
+    mean_track_length: float
+    mean_reprojection_error_px: float
+
+
+def extract_sift_features(database_path: str | Path, image_dir: str | Path, image_names: list[str],
+                          width: int, height: int, fx: float, fy: float, cx: float, cy: float, *,
+                          max_num_features: int = 4096, num_threads: int = 1) -> None:
+    """Detect SIFT features (CPU) in ``image_names`` under ``image_dir`` into a new COLMAP database.
+
+    All images share one PINHOLE camera with the given intrinsics in the engine convention
+    (pixel-centre origin); COLMAP's principal point is moved by +0.5 px here. With several
+    threads COLMAP numbers the images in the order they finish, so only ``num_threads=1``
+    gives the same database (and map) on every run.
+    """
+    database_path = Path(database_path)
+    if database_path.exists():
+        raise FileExistsError(f"{database_path} exists; feature extraction writes a new database")
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = "PINHOLE"
+    reader.camera_params = ",".join(f"{v:.10g}" for v in (fx, fy, cx + 0.5, cy + 0.5))
+    options = pycolmap.FeatureExtractionOptions()
+    options.num_threads = num_threads
+    options.use_gpu = False
+    options.sift.max_num_features = max_num_features
+    with _quiet_colmap():
+        pycolmap.extract_features(database_path, image_dir, image_names=list(image_names),
+                                  camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                                  extraction_options=options, device=pycolmap.Device.cpu)
+    with pycolmap.Database.open(database_path) as db:
+        for cam in db.read_all_cameras():
+            if (cam.width, cam.height) != (width, height):
+                raise ValueError(f"images are {cam.width}x{cam.height}, expected {width}x{height}")
+
+
+def pairs_from_poses(names: list[str], centers: np.ndarray, view_dirs: np.ndarray, *,
+                     max_distance_m: float = 30.0, max_angle_deg: float = 60.0,
+                     max_pairs_per_image: int = 10) -> list[tuple[str, str]]:
+    """Image pairs to match, chosen from known poses: for each image its nearest neighbours
+    within ``max_distance_m`` whose optical axes differ by less than ``max_angle_deg``.
+
+    centers: (N, 3) camera centres; view_dirs: (N, 3) unit optical axes, world frame.
+    """
+    centers = np.asarray(centers, np.float64)
+    view_dirs = np.asarray(view_dirs, np.float64)
+    dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+    cos = view_dirs @ view_dirs.T
+    ok = (dist <= max_distance_m) & (cos >= np.cos(np.radians(max_angle_deg)))
+    np.fill_diagonal(ok, False)
+    pairs = set()
+    for i in range(len(names)):
+        candidates = np.nonzero(ok[i])[0]
+        for j in candidates[np.argsort(dist[i, candidates])][:max_pairs_per_image]:
+            pairs.add((min(i, int(j)), max(i, int(j))))
+    return [(names[i], names[j]) for i, j in sorted(pairs)]
+
+
+def match_pairs(database_path: str | Path, pairs: list[tuple[str, str]], *, num_threads: int = -1,
+                min_num_inliers: int = 15, geometric_verification: bool = True) -> int:
+    """Match SIFT features of the given image pairs (by name) and, unless
+    ``geometric_verification`` is False (see ``verify_matches_with_poses``), verify them with
+    COLMAP's RANSAC.
+
+    Returns the number of verified pairs. The pair list goes through a temporary text file,
+    the format COLMAP's imported-pairs matcher reads.
+    """
+    import tempfile
+    database_path = Path(database_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        pair_file = Path(tmp) / "pairs.txt"
+        pair_file.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.num_threads = num_threads
+        matching.use_gpu = False
+        matching.skip_geometric_verification = not geometric_verification
+        # Exact nearest neighbours: the default approximate CPU index is not deterministic.
+        matching.sift.cpu_brute_force_matcher = True
+        pairing = pycolmap.ImportedPairingOptions()
+        pairing.match_list_path = pair_file
+        verification = pycolmap.TwoViewGeometryOptions()
+        verification.min_num_inliers = min_num_inliers
+        with _quiet_colmap():
+            pycolmap.match_image_pairs(database_path, matching_options=matching, pairing_options=pairing,
+                                       verification_options=verification, device=pycolmap.Device.cpu)
+    with pycolmap.Database.open(database_path) as db:
+        return int(db.num_verified_image_pairs())
+
+
+def match_pairs_exact(database_path: str | Path, pairs: list[tuple[str, str]], *, max_ratio: float = 0.8,
+                      max_distance: float = 0.7, cross_check: bool = True) -> int:
+    """Match the SIFT descriptors of the given pairs by exact nearest neighbours, with the rules
+    of COLMAP's SIFT matcher (angle between descriptors, Lowe ratio ``max_ratio``, largest angle
+    ``max_distance`` radians, mutual check), and write the raw matches to the database.
+
+    Same results as COLMAP's brute-force CPU matcher, deterministic, and much faster here (one
+    BLAS product per pair). Follow with ``verify_matches_with_poses``. Returns the number of
+    pairs written.
+    """
+    written = 0
+    with pycolmap.Database.open(database_path) as db:
+        by_name = {im.name: im.image_id for im in db.read_all_images()}
+        cache: dict[int, np.ndarray] = {}
+
+        def descriptors(image_id: int) -> tuple[np.ndarray, np.ndarray]:
+            # Raw uint8 values as float32: their dot products (< 2^24) are exact integers in any
+            # summation order, so the matches do not depend on how BLAS splits the work.
+            if image_id not in cache:
+                d = np.asarray(db.read_descriptors(image_id).data, np.float32)
+                cache[image_id] = (d, np.maximum(np.sqrt((d * d).sum(1)), 1e-6))
+            return cache[image_id]
+
+        for a, b in pairs:
+            if a not in by_name or b not in by_name:
+                raise KeyError(f"pair ({a!r}, {b!r}): image not in the database")
+            id1, id2 = by_name[a], by_name[b]
+            (d1, n1), (d2, n2) = descriptors(id1), descriptors(id2)
+            if len(d1) < 2 or len(d2) < 2:
+                continue
+            sim = (d1 @ d2.T) / n1[:, None] / n2[None, :]  # (N1, N2) cosines; angles are monotonic in them
+            matches = _ratio_matches(sim, max_ratio, max_distance)
+            if cross_check:
+                back = _ratio_matches(sim.T, max_ratio, max_distance)
+                back_of = np.full(len(d2), -1)
+                back_of[back[:, 0]] = back[:, 1]
+                matches = matches[back_of[matches[:, 1]] == matches[:, 0]]
+            if len(matches):
+                db.write_matches(id1, id2, np.ascontiguousarray(matches, np.uint32))
+                written += 1
+    return written
+
+
+def _ratio_matches(sim: np.ndarray, max_ratio: float, max_distance: float) -> np.ndarray:
+    """Rows' most similar columns passing COLMAP's tests on descriptor angles: the best angle
+    at most ``max_distance`` and below ``max_ratio`` times the second best. (M, 2) [row, col]."""
+    sim = np.ascontiguousarray(sim)
+    rows = np.arange(len(sim))
+    first = sim.argmax(1)
+    s0 = sim[rows, first]
+    sim[rows, first] = -np.inf  # the caller's matrix is a copy or not reused after this
+    s1 = sim.max(1)
+    sim[rows, first] = s0
+    best = np.arccos(np.clip(s0, -1.0, 1.0))
+    second = np.arccos(np.clip(s1, -1.0, 1.0))
+    ok = (best <= max_distance) & (best < max_ratio * second)
+    return np.stack([rows[ok], first[ok]], 1)
+
+
+def verify_matches_with_poses(database_path: str | Path, poses: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                              max_error_px: float = 1.0, min_num_inliers: int = 15) -> int:
+    """Geometric verification from known poses (as hloc does for triangulation): keep the matches
+    whose Sampson epipolar error under the known relative pose is below ``max_error_px``.
+
+    Replaces every two-view geometry of the database; ``poses``: name -> (R, t) of
+    cam_from_world. Returns the number of pairs with at least ``min_num_inliers`` inliers.
+    Tighter than RANSAC's 4 px, it removes most mismatches of repeated structure (windows, lane
+    dashes) that do not lie on the epipolar line.
+    """
+    kept = 0
+    with pycolmap.Database.open(database_path) as db:
+        images = {im.image_id: im for im in db.read_all_images()}
+        cameras = {cam.camera_id: cam for cam in db.read_all_cameras()}
+        pair_ids, all_matches = db.read_all_matches()
+        keypoints: dict[int, np.ndarray] = {}
+        db.clear_two_view_geometries()
+        for pair_id, matches in zip(pair_ids, all_matches):
+            id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
+            im1, im2 = images[id1], images[id2]
+            if im1.name not in poses or im2.name not in poses or len(matches) == 0:
+                continue
+            for iid in (id1, id2):
+                if iid not in keypoints:
+                    keypoints[iid] = np.asarray(db.read_keypoints(iid))[:, :2].astype(np.float64)
+            R1, t1 = (np.asarray(v, np.float64) for v in poses[im1.name])
+            R2, t2 = (np.asarray(v, np.float64) for v in poses[im2.name])
+            R = R2 @ R1.T
+            t = t2 - R @ t1
+            E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ R
+            K1, K2 = (_pinhole_K(cameras[images[i].camera_id]) for i in (id1, id2))
+            F = np.linalg.inv(K2).T @ E @ np.linalg.inv(K1)
+            x1 = np.c_[keypoints[id1][matches[:, 0]], np.ones(len(matches))]
+            x2 = np.c_[keypoints[id2][matches[:, 1]], np.ones(len(matches))]
+            Fx1 = x1 @ F.T
+            Ftx2 = x2 @ F
+            num = np.einsum("ij,ij->i", x2, Fx1) ** 2
+            den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+            inliers = matches[np.sqrt(num / np.maximum(den, 1e-12)) < max_error_px]
+            if len(inliers) < min_num_inliers:
+                continue
+            geometry = pycolmap.TwoViewGeometry()
+            geometry.config = pycolmap.TwoViewGeometryConfiguration.CALIBRATED
+            geometry.E, geometry.F = E, F
+            geometry.cam2_from_cam1 = pycolmap.Rigid3d(pycolmap.Rotation3d(R), t)
+            geometry.inlier_matches = np.ascontiguousarray(inliers, np.uint32)
+            db.write_two_view_geometry(id1, id2, geometry)
+            kept += 1
+    return kept
+
+
+def _pinhole_K(camera) -> np.ndarray:
+    """3x3 intrinsics (COLMAP pixel convention) of a PINHOLE-like pycolmap camera."""
+    name = camera.model.name
+    p = np.asarray(camera.params, np.float64)
+    if name == "PINHOLE":
+        fx, fy, cx, cy = p[:4]
+    elif name in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
+        fx = fy = p[0]
+        cx, cy = p[1:3]
+    else:
+        raise ValueError(f"Unsupported camera model {name!r} for pose-based verification (undistorted models only)")
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+
+
+def triangulate_known_poses(database_path: str | Path, image_dir: str | Path, output_dir: str | Path,
+                            poses: dict[str, tuple[np.ndarray, np.ndarray]], *, min_tri_angle_deg: float = 1.5,
+                            max_reproj_error_px: float = 2.0, num_threads: int = -1) -> TriangulationReport:
+    """Triangulate the verified matches of the database with the images fixed at ``poses``
+    (name -> (R (3, 3), t (3,)) of cam_from_world) and write the COLMAP model to ``output_dir``.
+
+    Poses and intrinsics stay fixed (COLMAP's point triangulator: points only are refined).
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rec = pycolmap.Reconstruction()
+    with pycolmap.Database.open(database_path) as db:
+        for cam in db.read_all_cameras():
+            rec.add_camera_with_trivial_rig(cam)
+        for image in db.read_all_images():
+            if image.name not in poses:
+                continue
+            R, t = poses[image.name]
+            im = pycolmap.Image(name=image.name, camera_id=image.camera_id, image_id=image.image_id)
+            rec.add_image_with_trivial_frame(
+                im, pycolmap.Rigid3d(pycolmap.Rotation3d(np.asarray(R, np.float64)), np.asarray(t, np.float64)))
+    missing = set(poses) - {im.name for im in rec.images.values()}
+    if missing:
+        raise ValueError(f"{len(missing)} posed images are not in the database, e.g. {sorted(missing)[:3]}")
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = num_threads
+    # Fixed seeds: the same database gives the same model (COLMAP draws at random otherwise).
+    options.random_seed = 0
+    options.triangulation.random_seed = 0
+    options.mapper.random_seed = 0
+    options.triangulation.min_angle = min_tri_angle_deg
+    options.mapper.filter_max_reproj_error = max_reproj_error_px
+    options.mapper.filter_min_tri_angle = min_tri_angle_deg
+    options.ba_refine_focal_length = False
+    options.ba_refine_principal_point = False
+    options.ba_refine_extra_params = False
+    with _quiet_colmap():
+        out = pycolmap.triangulate_points(rec, database_path, image_dir, output_dir, clear_points=True,
+                                          options=options, refine_intrinsics=False)
+    return TriangulationReport(int(out.num_reg_images()), int(out.num_points3D()),
+                               int(out.compute_num_observations()), float(out.compute_mean_track_length()),
+                               float(out.compute_mean_reprojection_error()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset importers (data/importers): cameras given in COLMAP's own terms, several per database
+# ---------------------------------------------------------------------------------------------
+
+def extract_sift_features_for_camera(database_path: str | Path, image_dir: str | Path, image_names: list[str],
+                                     model: str, width: int, height: int, params, *,
+                                     max_num_features: int = 4096, num_threads: int = -1) -> None:
+    """Detect SIFT features (CPU) in ``image_names`` under ``image_dir``, all taken by one camera
+    given as a COLMAP ``model`` name and ``params`` in COLMAP's order *and pixel convention*
+    (e.g. a dataset's OPENCV camera with distortion), appending to the database (created when
+    absent). Call once per physical camera; each call adds one camera to the database.
+    """
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = str(model).upper()
+    reader.camera_params = ",".join(f"{float(v):.12g}" for v in np.asarray(params, np.float64).reshape(-1))
+    options = pycolmap.FeatureExtractionOptions()
+    options.num_threads = num_threads
+    options.use_gpu = False
+    options.sift.max_num_features = max_num_features
+    pycolmap.extract_features(Path(database_path), image_dir, image_names=list(image_names),
+                              camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                              extraction_options=options, device=pycolmap.Device.cpu)
+    with pycolmap.Database.open(Path(database_path)) as db:
+        wanted = set(image_names)
+        cameras = {cam.camera_id: cam for cam in db.read_all_cameras()}
+        for image in db.read_all_images():
+            if image.name in wanted:
+                cam = cameras[image.camera_id]
+                if (cam.width, cam.height) != (width, height):
+                    raise ValueError(f"{image.name} is {cam.width}x{cam.height}, expected {width}x{height}")
