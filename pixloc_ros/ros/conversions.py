@@ -1,0 +1,323 @@
+"""Pure conversions between ROS 2 messages and the engine's and data layer's types.
+
+No node, no state: every function takes a message (or array) and returns a value, and raises
+``ValueError`` with a specific message on bad input (the node logs it and skips the frame).
+
+Conventions at this boundary (docs/architecture.md):
+- quaternions are xyzw, as in ROS messages and scipy;
+- poses are 4x4 homogeneous ``a_from_b`` matrices (float64), as the pipeline takes them;
+- covariances are (6, 6) in ROS order (x, y, z, rot_x, rot_y, rot_z);
+- stamps are integer nanoseconds.
+
+Images: cv_bridge is used where it is installed (a ROS 2 install); the PyPI wheels have none, so
+the same encodings are converted here with numpy + OpenCV (``_raw_image_to_rgb``), tested in
+test/test_ros_conversions.py.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose as PoseMsg, Quaternion, Transform, Vector3
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
+from std_msgs.msg import Header
+
+from pixloc_ros.data.bags import GnssFix, OdometrySample
+
+if TYPE_CHECKING:
+    from pixloc_ros.core.camera import Camera
+
+try:  # a ROS 2 install; absent from the PyPI wheels
+    from cv_bridge import CvBridge, CvBridgeError
+except ImportError:  # pragma: no cover - depends on the installation
+    CvBridge = None
+    CvBridgeError = Exception
+
+# Raw encodings of sensor_msgs/Image that image_to_rgb accepts (REP-2004 names, as cv_bridge).
+# OpenCV names a Bayer pattern by its second row's 2nd/3rd pixels; its RGGB-style aliases name the
+# pattern the way ROS does (top-left 2x2 block), so bayer_rggb8 -> COLOR_BayerRGGB2RGB.
+_BAYER_CODES = {
+    "rggb": cv2.COLOR_BayerRGGB2RGB,
+    "bggr": cv2.COLOR_BayerBGGR2RGB,
+    "gbrg": cv2.COLOR_BayerGBRG2RGB,
+    "grbg": cv2.COLOR_BayerGRBG2RGB,
+}
+# encoding -> (channels, numpy dtype)
+_RAW_LAYOUTS = {
+    "rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
+    "mono8": (1, np.uint8), "8UC1": (1, np.uint8), "8UC3": (3, np.uint8),
+    "mono16": (1, np.uint16), "16UC1": (1, np.uint16),
+    "rgb16": (3, np.uint16), "bgr16": (3, np.uint16),
+    **{f"bayer_{p}8": (1, np.uint8) for p in _BAYER_CODES},
+    **{f"bayer_{p}16": (1, np.uint16) for p in _BAYER_CODES},
+}
+SUPPORTED_ENCODINGS = tuple(sorted(_RAW_LAYOUTS))
+
+_cv_bridge = CvBridge() if CvBridge is not None else None
+
+
+# ---------------------------------------------------------------------------------------- stamps
+def stamp_to_ns(stamp: Time) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    """Integer nanoseconds (>= 0) -> builtin_interfaces/Time."""
+    ns = int(ns)
+    if ns < 0:
+        raise ValueError(f"A ROS time cannot be negative: {ns} ns")
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def make_header(stamp_ns: int, frame_id: str) -> Header:
+    """std_msgs/Header with the given stamp (ns) and frame id."""
+    return Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+
+# ---------------------------------------------------------------------------------------- images
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """uint16 images are scaled to the full 8-bit range (x * 255 / 65535, as cv_bridge does)."""
+    if img.dtype == np.uint8:
+        return img
+    return np.round(img.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+
+
+def _raw_image_to_rgb(msg: Image) -> np.ndarray:
+    """Hand-written equivalent of cv_bridge's ``imgmsg_to_cv2(msg, "rgb8")`` (none on PyPI)."""
+    layout = _RAW_LAYOUTS.get(msg.encoding)
+    if layout is None:
+        raise ValueError(f"Unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    channels, dtype = layout
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    if width == 0 or height == 0:
+        raise ValueError(f"Empty image ({width}x{height}, encoding {msg.encoding})")
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    if step < row_bytes:
+        raise ValueError(f"Image step {step} is smaller than a row of {width} {msg.encoding} pixels "
+                         f"({row_bytes} bytes)")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size < step * height:
+        raise ValueError(f"Image data holds {data.size} bytes, expected step*height = {step}*{height} = "
+                         f"{step * height}")
+    # Rows may be padded to `step` bytes: cut the padding, then view as pixels.
+    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
+    pixels = np.ascontiguousarray(rows).view(dtype)
+    if pixels.itemsize > 1 and bool(msg.is_bigendian) != (sys.byteorder == "big"):
+        pixels = pixels.byteswap()
+    pixels = pixels.reshape(height, width, channels)
+    enc = msg.encoding
+    if enc.startswith("bayer_"):
+        # Demosaic at full depth, then scale: keeps the interpolation exact for 16-bit sensors.
+        return _to_uint8(cv2.cvtColor(pixels[..., 0], _BAYER_CODES[enc[6:10]]))
+    pixels = _to_uint8(pixels)
+    if channels == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if enc in ("bgr8", "bgra8", "bgr16", "8UC3"):  # 8UC3 is OpenCV's BGR by convention
+        pixels = pixels[..., 2::-1]
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB. Raises ValueError on unsupported or malformed data."""
+    if _cv_bridge is not None:
+        if msg.width == 0 or msg.height == 0:
+            raise ValueError(f"Empty image ({msg.width}x{msg.height}, encoding {msg.encoding})")
+        try:
+            return np.ascontiguousarray(_cv_bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        except (CvBridgeError, TypeError, cv2.error) as err:
+            raise ValueError(f"Cannot convert image with encoding {msg.encoding!r}: {err}") from err
+    return _raw_image_to_rgb(msg)
+
+
+def compressed_image_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png; image_transport's "rgb8; jpeg compressed bgr8"
+    spellings too) -> (H, W, 3) uint8 RGB."""
+    fmt = msg.format.lower()
+    if not any(name in fmt for name in ("jpeg", "jpg", "png")):
+        raise ValueError(f"Unsupported compressed image format {msg.format!r} (jpeg or png expected)")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError("Empty compressed image (no data)")
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0:
+        raise ValueError(f"Cannot decode compressed image ({msg.format!r}, {data.size} bytes)")
+    if decoded.ndim == 2:
+        decoded = decoded[..., None]
+    decoded = _to_uint8(decoded)
+    if decoded.shape[2] == 1:
+        return np.repeat(decoded, 3, axis=2)
+    # imdecode returns BGR(A) whatever the format string says.
+    return np.ascontiguousarray(decoded[..., 2::-1])
+
+
+def rgb_to_image(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8 (dense rows, step = 3 W)."""
+    rgb = np.ascontiguousarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb_to_image expects (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    msg = Image(header=make_header(stamp_ns, frame_id), height=rgb.shape[0], width=rgb.shape[1],
+                encoding="rgb8", is_bigendian=0, step=3 * rgb.shape[1])
+    msg.data = rgb.tobytes()
+    return msg
+
+
+# ---------------------------------------------------------------------------------------- camera
+def camera_info_to_camera(msg: CameraInfo, use_projection: bool = False) -> Camera:
+    """sensor_msgs/CameraInfo -> engine ``Camera`` (pixel-centre origin, as OpenCV/ROS).
+
+    use_projection: take the intrinsics from P with no distortion (the image topic is rectified,
+    e.g. image_rect) instead of K and D. A region of interest shifts the principal point; binning
+    is not supported (raise), as the engine has no use for it.
+    """
+    from pixloc_ros.core.camera import Camera  # torch: imported where needed (the player does without)
+
+    width, height = int(msg.width), int(msg.height)
+    if width == 0 or height == 0:
+        raise ValueError(f"CameraInfo has an empty image size ({width}x{height})")
+    if use_projection:
+        P = np.asarray(msg.p, np.float64).reshape(3, 4)
+        K, D, model = P[:, :3].copy(), np.zeros(0), "plumb_bob"
+    else:
+        K = np.asarray(msg.k, np.float64).reshape(3, 3).copy()
+        D, model = np.asarray(msg.d, np.float64), msg.distortion_model
+    if not (np.all(np.isfinite(K)) and np.all(np.isfinite(D))):
+        raise ValueError("CameraInfo holds non-finite intrinsics or distortion")
+    if msg.binning_x > 1 or msg.binning_y > 1:
+        raise ValueError(f"CameraInfo binning {msg.binning_x}x{msg.binning_y} is not supported")
+    roi = msg.roi
+    if roi.width and roi.height and (roi.width, roi.height) != (width, height):
+        # The image is the ROI: its pixel (0, 0) is pixel (x_offset, y_offset) of the full sensor.
+        K[0, 2] -= roi.x_offset
+        K[1, 2] -= roi.y_offset
+        width, height = int(roi.width), int(roi.height)
+    return Camera.from_camera_info(width, height, K, D, model)
+
+
+# ----------------------------------------------------------------------------------------- poses
+def quat_xyzw_to_matrix(quat_xyzw) -> np.ndarray:
+    """Quaternion (4,) xyzw -> rotation matrix (3, 3). Normalises; rejects zero or non-finite."""
+    from scipy.spatial.transform import Rotation  # lazy, like torch: the player needs neither
+
+    q = np.asarray(quat_xyzw, np.float64)
+    norm = float(np.linalg.norm(q)) if np.all(np.isfinite(q)) else math.nan
+    if not (norm > 1e-6):
+        raise ValueError(f"Invalid quaternion (xyzw) {q.tolist()}: zero or non-finite")
+    return Rotation.from_quat(q / norm).as_matrix()
+
+
+def matrix_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3, 3) -> unit quaternion (4,) xyzw with w >= 0."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()
+    return -q if q[3] < 0 else q
+
+
+def _rigid(R: np.ndarray, t) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+def _finite_xyz(v, what: str) -> np.ndarray:
+    xyz = np.array([v.x, v.y, v.z], np.float64)
+    if not np.all(np.isfinite(xyz)):
+        raise ValueError(f"{what} holds a non-finite value {xyz.tolist()}")
+    return xyz
+
+
+def pose_msg_to_matrix(msg: PoseMsg) -> np.ndarray:
+    """geometry_msgs/Pose (of frame b in frame a) -> a_from_b (4, 4) float64."""
+    o = msg.orientation
+    return _rigid(quat_xyzw_to_matrix([o.x, o.y, o.z, o.w]), _finite_xyz(msg.position, "Pose position"))
+
+
+def matrix_to_pose_msg(T: np.ndarray) -> PoseMsg:
+    """a_from_b (4, 4) -> geometry_msgs/Pose of frame b in frame a."""
+    T = np.asarray(T, np.float64)
+    q = matrix_to_quat_xyzw(T[:3, :3])
+    return PoseMsg(position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                   orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+
+
+def transform_msg_to_matrix(msg: Transform) -> np.ndarray:
+    """geometry_msgs/Transform (child in parent) -> parent_from_child (4, 4) float64."""
+    r = msg.rotation
+    return _rigid(quat_xyzw_to_matrix([r.x, r.y, r.z, r.w]), _finite_xyz(msg.translation, "Transform translation"))
+
+
+def matrix_to_transform_msg(T: np.ndarray) -> Transform:
+    """parent_from_child (4, 4) -> geometry_msgs/Transform."""
+    T = np.asarray(T, np.float64)
+    q = matrix_to_quat_xyzw(T[:3, :3])
+    return Transform(translation=Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                     rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+
+
+# ------------------------------------------------------------------------------------ covariance
+def covariance_from_msg(values, name: str = "covariance", allow_zero: bool = True) -> np.ndarray:
+    """ROS row-major float64[36] -> (6, 6), checked finite, symmetric and positive semi-definite.
+
+    allow_zero: an all-zero matrix means "unknown" in many drivers; False rejects it.
+    """
+    C = np.asarray(values, np.float64).reshape(6, 6)
+    check_covariance(C, name, allow_zero=allow_zero)
+    return C
+
+
+def covariance_to_msg(C: np.ndarray) -> list[float]:
+    """(6, 6) -> ROS row-major list of 36 floats (checked: robot_localization rejects bad ones)."""
+    C = np.asarray(C, np.float64)
+    check_covariance(C, "output covariance", allow_zero=False)
+    return [float(v) for v in C.reshape(36)]
+
+
+def check_covariance(C: np.ndarray, name: str, allow_zero: bool = True, tol: float = 1e-9) -> None:
+    """Raise ValueError unless C (n, n) is finite, symmetric and positive semi-definite."""
+    if not np.all(np.isfinite(C)):
+        raise ValueError(f"{name} holds non-finite values")
+    if not np.any(C):
+        if allow_zero:
+            return
+        raise ValueError(f"{name} is all zero")
+    scale = max(float(np.max(np.abs(C))), 1e-300)
+    if np.max(np.abs(C - C.T)) > tol * scale + 1e-12:
+        raise ValueError(f"{name} is not symmetric")
+    if float(np.linalg.eigvalsh(C).min()) < -tol * scale:
+        raise ValueError(f"{name} is not positive semi-definite")
+
+
+# -------------------------------------------------------------------------------- other sensors
+def odometry_to_sample(msg) -> OdometrySample:
+    """nav_msgs/Odometry -> ``data.bags.OdometrySample`` (the data layer's type); ValueError on
+    NaN/Inf, a bad quaternion or a bad covariance."""
+    o, p = msg.pose.pose.orientation, msg.pose.pose.position
+    pose_msg_to_matrix(msg.pose.pose)  # validates position and quaternion
+    return OdometrySample(stamp_to_ns(msg.header.stamp), (p.x, p.y, p.z), (o.x, o.y, o.z, o.w),
+                          covariance_from_msg(msg.pose.covariance, "odometry covariance"),
+                          frame_id=msg.header.frame_id, child_frame_id=msg.child_frame_id)
+
+
+def navsatfix_to_fix(msg: NavSatFix) -> GnssFix:
+    """sensor_msgs/NavSatFix -> ``data.bags.GnssFix``; ValueError when there is no fix or data is bad.
+    An unknown covariance comes back as zeros with ``covariance_type`` 0 (the pipeline then
+    uses its floor)."""
+    if msg.status.status == NavSatStatus.STATUS_NO_FIX:
+        raise ValueError("NavSatFix reports no fix")
+    lat, lon, alt = float(msg.latitude), float(msg.longitude), float(msg.altitude)
+    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
+        raise ValueError(f"NavSatFix holds an invalid position (lat={lat}, lon={lon})")
+    if not math.isfinite(alt):
+        alt = 0.0  # NaN altitude means "unknown" (REP-145); the map's height is used downstream
+    cov = np.zeros((3, 3))
+    if msg.position_covariance_type != NavSatFix.COVARIANCE_TYPE_UNKNOWN:
+        cov = np.asarray(msg.position_covariance, np.float64).reshape(3, 3)
+        check_covariance(cov, "NavSatFix covariance", allow_zero=False)
+    return GnssFix(stamp_to_ns(msg.header.stamp), lat, lon, alt, cov, int(msg.position_covariance_type),
+                   int(msg.status.status), int(msg.status.service), msg.header.frame_id)

@@ -1,0 +1,467 @@
+"""The relocalization node: thin glue around ``core.pipeline.RelocalizationPipeline``.
+
+Conventions follow nav2's AMCL (the relocalizer ROS users know): ``/initialpose`` in, the pose
+out as PoseWithCovarianceStamped on ``~/pose`` (transient local), ``map -> odom`` on /tf
+future-dated by ``transform_tolerance``; ``publish_tf`` false leaves tf to robot_localization.
+
+Threads: subscription callbacks only convert small messages, check for time jumps and queue
+work, so they never block. Odometry, GNSS, initial poses and resets are queued as events;
+camera frames go to a one-slot queue (``LatestOnlyWorker``: a newer frame replaces a waiting
+one, counted as dropped). The worker thread applies the queued events to the pipeline in
+arrival order, then decodes and processes the frame and publishes the results. Only the worker
+thread touches the pipeline, so the pipeline needs no locking.
+
+Not a lifecycle node (nav2's AMCL is): the map and weights are loaded in the constructor, and a
+setup error ends the process with one fatal log line.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
+from nav_msgs.msg import Odometry
+from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
+from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, NavSatFix
+from visualization_msgs.msg import MarkerArray
+
+from pixloc_ros.msg import LocalizationStatus
+from pixloc_ros.ros import conversions as conv
+from pixloc_ros.ros.params import NodeSettings, declare_settings, engine_configs
+from pixloc_ros.ros.sync import CameraSubscriber, Unmatched
+from pixloc_ros.ros.tf import StaticTransformLookup, TransformBroadcaster
+from pixloc_ros.ros.throttle import ThrottledLogger
+from pixloc_ros.ros.visualization import frame_markers, render_heatmaps
+from pixloc_ros.ros.worker import LatestOnlyWorker
+
+NODE_NAME = "pixloc_localizer"
+# Output topics relative to the node (~/...); the pose topic is a parameter (pose_topic).
+OUTPUT_TOPICS = {
+    "status": "status",
+    "markers": "markers",
+    "heatmap_fused": "heatmap/fused",
+    **{f"heatmap_level{level}": f"heatmap/level{level}" for level in range(3)},
+}
+STATE_NAMES = {
+    LocalizationStatus.STATE_NOT_INITIALIZED: "not_initialized",
+    LocalizationStatus.STATE_RELOCALIZING: "relocalizing",
+    LocalizationStatus.STATE_TRACKING: "tracking",
+    LocalizationStatus.STATE_LOST: "lost",
+}
+LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MAX_PENDING_EVENTS = 10_000  # odometry at 100 Hz for 100 s of a stalled worker
+STALE_FRAMES_S = 5.0  # diagnostics warn when no camera frame came for this long
+
+
+@dataclass
+class CameraFrame:
+    """What the camera callback hands to the worker: the raw messages, decoded on the worker."""
+
+    stamp_ns: int
+    image: Any  # sensor_msgs/Image or CompressedImage
+    info: Any  # sensor_msgs/CameraInfo
+    received_s: float  # time.monotonic() at arrival, for the latency statistic
+
+
+def build_pipeline(settings: NodeSettings):
+    """Open the weights and the map and build the per-frame pipeline (raises on any setup error)."""
+    from pixloc_ros.core.pipeline import load_pipeline
+
+    configs = engine_configs(settings)
+    return load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline, configs.localizer)
+
+
+class LocalizerNode(Node):
+    """PixLoc relocalization: Image + CameraInfo (+ odometry, GNSS, /initialpose) -> pose, tf, status."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.settings = s = declare_settings(self)
+        self.log = ThrottledLogger(self.get_logger(), s.log_throttle_s)
+        started = time.perf_counter()
+        self.pipeline = build_pipeline(s)
+        self.get_logger().info(f"map {s.map_file}: {self.pipeline.index.num_keyframes} keyframes, "
+                               f"{self.pipeline.index.num_points} points; network on "
+                               f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load)")
+        self._events: deque[tuple[str, Callable[[], None]]] = deque(maxlen=MAX_PENDING_EVENTS)
+        self._time_lock = threading.Lock()
+        self._latest_stamp_ns: dict[str, int] = {}  # newest stamp per input (time-jump detection)
+        self._odom_cond = threading.Condition()
+        self._latest_odom_ns: int | None = None  # newest odometry stamp received (the worker waits on it)
+        self._stats = {"frames": 0, "poses": 0, "rejected": 0, "bad_input": 0, "errors": 0,
+                       "unmatched_images": 0, "dropped": 0, "resets": 0}
+        self._last_status: LocalizationStatus | None = None
+        self._last_frame_s: float | None = None
+        self._last_latency_s = float("nan")
+        self._param_extrinsic = self._extrinsic_from_parameter()
+
+        # --- outputs
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, s.pose_topic, LATCHED_QOS)
+        self.status_pub = self.create_publisher(LocalizationStatus, "~/" + OUTPUT_TOPICS["status"], 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.marker_pub = (self.create_publisher(MarkerArray, "~/" + OUTPUT_TOPICS["markers"], 1)
+                           if s.publish_markers else None)
+        self.heatmap_pubs = ({key: self.create_publisher(Image, "~/" + topic, 1)
+                              for key, topic in OUTPUT_TOPICS.items() if key.startswith("heatmap")}
+                             if s.publish_heatmaps else {})
+        self.tf_broadcaster = TransformBroadcaster(self) if s.publish_tf else None
+        self.static_tf = StaticTransformLookup(self, on_error=lambda text: self.log.warn(text))
+
+        # --- inputs (images and GNSS with the sensor-data QoS: best effort, as drivers publish)
+        self.worker = LatestOnlyWorker(self._process_frame, name="pixloc-worker", on_error=self._on_worker_error)
+        self.camera_sub = CameraSubscriber(
+            self, self._image_topic(), s.camera_info_topic, qos_profile_sensor_data, self._on_camera,
+            self._on_unmatched, compressed=s.image_transport == "compressed",
+            tolerance_ns=int(round(s.sync_tolerance_s * 1e9)))
+        if s.odom_topic:
+            self.create_subscription(Odometry, s.odom_topic, self._on_odometry, 100)
+        if s.gnss_topic:
+            self.create_subscription(NavSatFix, s.gnss_topic, self._on_gnss, qos_profile_sensor_data)
+        self.create_subscription(PoseWithCovarianceStamped, s.initial_pose_topic, self._on_initial_pose, 10)
+        # A bag restarted under use_sim_time sends /clock back; stamps going back are caught in
+        # the callbacks too (a looping bag replayed without sim time).
+        threshold = JumpThreshold(min_forward=None, on_clock_change=False,
+                                  min_backward=Duration(nanoseconds=-max(1, int(s.clock_jump_tolerance_s * 1e9))))
+        self._jump_handle = self.get_clock().create_jump_callback(threshold, post_callback=self._on_clock_jump)
+        # Diagnostics at 1 Hz of steady time: they must keep coming when the bag (and /clock) stops.
+        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        tf_text = (f", tf {s.map_frame} -> {s.odom_frame if s.tf_mode == 'map_odom' else s.base_frame}"
+                   if s.publish_tf else ", no tf")
+        self.get_logger().info(f"listening to {self._image_topic()} + {s.camera_info_topic}"
+                               f"{', ' + s.odom_topic if s.odom_topic else ''}"
+                               f"{', ' + s.gnss_topic if s.gnss_topic else ''}, {s.initial_pose_topic}; "
+                               f"publishing {self.pose_pub.topic_name}{tf_text}")
+
+    # ------------------------------------------------------------------------------- setup
+    def _image_topic(self) -> str:
+        s = self.settings
+        return s.image_topic.rstrip("/") + "/compressed" if s.image_transport == "compressed" else s.image_topic
+
+    def _extrinsic_from_parameter(self) -> np.ndarray | None:
+        ext = self.settings.camera_extrinsic
+        if not ext:
+            return None
+        T = np.eye(4)
+        T[:3, :3] = conv.quat_xyzw_to_matrix(ext[3:])
+        T[:3, 3] = ext[:3]
+        return T
+
+    def shutdown(self) -> None:
+        """Stop the worker (lets the frame in progress finish)."""
+        try:
+            self.worker.stop()
+        except Exception as err:  # an error the worker kept; shutting down anyway
+            self.get_logger().error(f"worker: {type(err).__name__}: {err}")
+
+    # ----------------------------------------------------------------------- time and events
+    def _check_time(self, stamp_ns: int, source: str) -> bool:
+        """Track the newest stamp per input; one far older than its input's newest means the data
+        restarted: reset. True if so. Per input, because different topics may arrive out of order
+        relative to each other (a burst replay, a lagging camera) without any restart."""
+        with self._time_lock:
+            latest = self._latest_stamp_ns.get(source)
+            jumped = latest is not None and stamp_ns < latest - self.settings.clock_jump_tolerance_s * 1e9
+            if jumped:
+                self._latest_stamp_ns = {source: stamp_ns}  # the new timeline starts here
+            elif latest is None or stamp_ns > latest:
+                self._latest_stamp_ns[source] = stamp_ns
+        if jumped:
+            self._reset(f"{source} stamp went back by {(latest - stamp_ns) * 1e-9:.1f} s (bag restarted?)")
+        return jumped
+
+    def _on_clock_jump(self, jump) -> None:
+        if jump.clock_change not in (ClockChange.ROS_TIME_NO_CHANGE, ClockChange.SYSTEM_TIME_NO_CHANGE):
+            return  # switching between system and ROS time is not a restart
+        # A data callback may have seen the restart first (and reset): reset only while some
+        # input's newest stamp is still ahead of the new time.
+        now_ns = self.get_clock().now().nanoseconds
+        with self._time_lock:
+            newest = max(self._latest_stamp_ns.values(), default=None)
+            if newest is None or newest < now_ns + self.settings.clock_jump_tolerance_s * 1e9:
+                return
+            self._latest_stamp_ns = {}
+        self._reset(f"/clock jumped back by {-jump.delta.nanoseconds * 1e-9:.1f} s (bag restarted?)")
+
+    def _reset(self, reason: str) -> None:
+        """Drop everything waiting (it belongs to the old timeline) and queue a pipeline reset."""
+        self._stats["resets"] += 1
+        self.log.warn(f"Resetting the localization: {reason}")
+        with self._odom_cond:
+            self._latest_odom_ns = None
+        self._events.clear()
+        self.camera_sub.sync.reset()
+        self.worker.clear()
+        self._events.append(("reset", lambda: self.pipeline.reset(reason)))
+
+    def _apply_events(self) -> None:
+        """On the worker: hand the queued inputs to the pipeline in arrival order."""
+        while True:
+            try:
+                kind, apply = self._events.popleft()
+            except IndexError:
+                return
+            try:
+                apply()
+            except ValueError as err:
+                self._stats["bad_input"] += 1
+                self.log.warn(f"Ignored {kind}: {err}")
+
+    # --------------------------------------------------------------------------- callbacks
+    def _on_odometry(self, msg: Odometry) -> None:
+        s = self.settings
+        try:
+            sample = conv.odometry_to_sample(msg)
+            for got, want, what in ((sample.frame_id, s.odom_frame, "frame_id"),
+                                    (sample.child_frame_id, s.base_frame, "child_frame_id")):
+                if got and got.lstrip("/") != want:
+                    raise ValueError(f"{what} {got!r} is not {want!r} (parameters odom_frame, base_frame)")
+        except ValueError as err:
+            self._stats["bad_input"] += 1
+            self.log.warn(f"Ignored odometry message: {err}")
+            return
+        if not self._check_time(sample.stamp_ns, "odometry"):
+            self._events.append(("odometry", lambda: self.pipeline.add_odometry(sample.stamp_ns, sample.matrix)))
+            with self._odom_cond:
+                self._latest_odom_ns = max(sample.stamp_ns, self._latest_odom_ns or 0)
+                self._odom_cond.notify_all()
+
+    def _wait_for_odometry(self, stamp_ns: int) -> None:
+        """On the worker: give odometry at or after ``stamp_ns`` up to ``odom_wait_s`` to arrive (it is
+        often recorded just after the image), like tf2's MessageFilter waits for a transform."""
+        with self._odom_cond:
+            if self._latest_odom_ns is None:
+                return  # no odometry (yet): nothing to wait for
+            self._odom_cond.wait_for(lambda: self._latest_odom_ns is None or self._latest_odom_ns >= stamp_ns,
+                                     timeout=self.settings.odom_wait_s)
+
+    def _on_gnss(self, msg: NavSatFix) -> None:
+        try:
+            fix = conv.navsatfix_to_fix(msg)
+        except ValueError as err:
+            self._stats["bad_input"] += 1
+            self.log.warn(f"Ignored GNSS fix: {err}")
+            return
+        if not self._check_time(fix.stamp_ns, "GNSS"):
+            self._events.append(("gnss", lambda: self.pipeline.add_gnss(
+                fix.stamp_ns, fix.latitude_deg, fix.longitude_deg, fix.altitude_m, fix.covariance)))
+
+    def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
+        s = self.settings
+        try:
+            frame = msg.header.frame_id.lstrip("/")
+            if frame and frame != s.map_frame:
+                raise ValueError(f"frame {frame!r} is not the map frame {s.map_frame!r}")
+            map_from_base = conv.pose_msg_to_matrix(msg.pose.pose)
+        except ValueError as err:
+            self._stats["bad_input"] += 1
+            self.log.warn(f"Ignored initial pose: {err}")
+            return
+        # RViz's "2D Pose Estimate" sends z = 0 and a yaw only: the pipeline then takes height and
+        # tilt from the map. A pose with a height or a tilt is used as it is (6-DoF).
+        is_2d = map_from_base[2, 3] == 0.0 and abs(map_from_base[2, 2] - 1.0) < 1e-9
+        # An operator's pose applies "now" on the data's timeline: RViz may stamp it 0, or with
+        # wall time while a bag plays, which the pipeline would take for a jump in time.
+        with self._time_lock:
+            newest = max(self._latest_stamp_ns.values(), default=None)
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp) if newest is None else newest
+        self.get_logger().info(f"initial pose ({'2D' if is_2d else '6-DoF'}) at ({map_from_base[0, 3]:.1f}, "
+                               f"{map_from_base[1, 3]:.1f}) m: relocalising from it")
+        self._events.append(("initialpose", lambda: self.pipeline.set_initial_pose(stamp_ns, map_from_base, is_2d)))
+
+    def _on_camera(self, image, info) -> None:
+        stamp_ns = conv.stamp_to_ns(image.header.stamp)
+        if self._check_time(stamp_ns, "image"):
+            return  # the frame that revealed the restart is dropped with the old timeline
+        self.worker.submit(CameraFrame(stamp_ns, image, info, time.monotonic()))
+
+    def _on_unmatched(self, item: Unmatched) -> None:
+        self._stats["unmatched_images"] += 1
+        self.log.warn(f"Skipped image at {item.stamp_ns * 1e-9:.3f} s: {item.reason} "
+                      f"(is {self.settings.camera_info_topic} published?)")
+
+    # ------------------------------------------------------------------------------ worker
+    def _on_worker_error(self, frame: CameraFrame, exc: BaseException) -> None:
+        if not self.context.ok():
+            return  # shutting down: the frame in progress could not publish any more
+        self._stats["errors"] += 1
+        self.log.error(f"Frame at {frame.stamp_ns * 1e-9:.3f} s failed: {type(exc).__name__}: {exc}")
+
+    def _base_from_cam(self, camera_frame: str) -> np.ndarray | None:
+        if self._param_extrinsic is not None:
+            return self._param_extrinsic
+        return self.static_tf.lookup(self.settings.base_frame, camera_frame)
+
+    def _frame_input(self, frame: CameraFrame):
+        """Messages -> (FrameInput, rgb); ValueError on bad input."""
+        from pixloc_ros.core.pipeline import FrameInput
+
+        s = self.settings
+        if s.image_transport == "compressed":
+            rgb = conv.compressed_image_to_rgb(frame.image)
+        else:
+            rgb = conv.image_to_rgb(frame.image)
+        try:
+            camera = conv.camera_info_to_camera(frame.info, use_projection=s.use_rectified)
+        except ValueError as err:
+            raise ValueError(f"bad CameraInfo: {err}") from err
+        if (rgb.shape[1], rgb.shape[0]) != tuple(int(round(float(v))) for v in camera.size):
+            raise ValueError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
+                             f"{frame.info.width}x{frame.info.height}")
+        camera_frame = s.camera_frame or frame.image.header.frame_id
+        base_from_cam = self._base_from_cam(camera_frame)
+        if base_from_cam is None:
+            raise ValueError(f"no transform {s.base_frame} <- {camera_frame!r} on /tf_static (or set the "
+                             f"camera_extrinsic parameter)")
+        return FrameInput(frame.stamp_ns, rgb, camera, base_from_cam), rgb
+
+    def _process_frame(self, frame: CameraFrame) -> None:
+        if self.settings.odom_wait_s > 0:
+            self._wait_for_odometry(frame.stamp_ns)
+        self._apply_events()
+        self._stats["frames"] += 1
+        self._last_frame_s = time.monotonic()
+        try:
+            frame_input, rgb = self._frame_input(frame)
+            out = self.pipeline.process(frame_input)
+        except ValueError as err:  # bad input for this frame: one throttled line, no pose
+            self._stats["bad_input"] += 1
+            text = f"Skipped image at {frame.stamp_ns * 1e-9:.3f} s: {err}"
+            self.log.warn(text)
+            self._publish_status(LocalizationStatus(
+                header=conv.make_header(frame.stamp_ns, self.settings.map_frame), state=int(self.pipeline.state),
+                success=False, reason=text))
+            return
+        self._publish_output(frame, out, rgb)
+
+    # ----------------------------------------------------------------------------- outputs
+    def _publish_status(self, status: LocalizationStatus) -> None:
+        dropped = self.worker.take_dropped()
+        self._stats["dropped"] += dropped
+        status.frames_dropped = dropped
+        self._last_status = status
+        self.status_pub.publish(status)
+
+    def _publish_output(self, frame: CameraFrame, out, rgb: np.ndarray) -> None:
+        s = self.settings
+        if out.success:
+            self._stats["poses"] += 1
+            self._publish_pose(out)
+            if self.tf_broadcaster is not None:
+                self._publish_tf(out)
+        else:
+            self._stats["rejected"] += 1
+            self.log.info(f"No pose for image at {out.stamp_ns * 1e-9:.3f} s "
+                          f"({STATE_NAMES.get(int(out.state))}): {out.reason}")
+        result = out.result
+        if self.heatmap_pubs and result is not None and result.confidences:
+            maps = render_heatmaps(rgb, result.confidences, scale=s.heatmap_scale)
+            frame_id = s.camera_frame or frame.image.header.frame_id
+            self.heatmap_pubs["heatmap_fused"].publish(conv.rgb_to_image(maps.fused, out.stamp_ns, frame_id))
+            for level, image in enumerate(maps.levels):
+                self.heatmap_pubs[f"heatmap_level{level}"].publish(conv.rgb_to_image(image, out.stamp_ns, frame_id))
+        if self.marker_pub is not None and out.points_xyz is not None and len(out.points_xyz):
+            index = self.pipeline.index
+            rows = np.flatnonzero(np.isin(index.keyframe_ids, np.asarray(out.keyframe_ids, np.int64)))
+            self.marker_pub.publish(frame_markers(out.stamp_ns, s.map_frame, out.points_xyz, out.point_weights,
+                                                  index.keyframe_world_from_cam[rows]))
+        # The status goes last: it says "this frame is done" (a paced player waits for it).
+        self._last_latency_s = time.monotonic() - frame.received_s
+        self._publish_status(self._status(out))
+
+    def _status(self, out) -> LocalizationStatus:
+        result, timings = out.result, out.timings
+        status = LocalizationStatus(
+            header=conv.make_header(out.stamp_ns, self.settings.map_frame), state=int(out.state),
+            success=bool(out.success), reason="" if out.success else str(out.reason),
+            keyframe_ids=[int(k) for k in out.keyframe_ids], prior_distance_m=float(out.prior_distance_m),
+            prior_rotation_deg=float(out.prior_rotation_deg), time_network=float(timings.network_s),
+            time_optimizer=float(timings.optimizer_s), time_total=float(timings.total_s))
+        if result is not None:
+            status.num_points = int(result.num_valid)
+            status.cost_per_level = [float(c) for c in result.cost]
+            status.iterations_per_level = [int(i) for i in result.iterations]
+        return status
+
+    def _publish_pose(self, out) -> None:
+        msg = PoseWithCovarianceStamped(header=conv.make_header(out.stamp_ns, self.settings.map_frame))
+        msg.pose.pose = conv.matrix_to_pose_msg(out.map_from_base)
+        msg.pose.covariance = conv.covariance_to_msg(out.covariance_ros)
+        self.pose_pub.publish(msg)
+
+    def _publish_tf(self, out) -> None:
+        s = self.settings
+        if s.tf_mode == "map_odom":
+            if out.map_from_odom is None:
+                self.log.warn("No map -> odom published: no odometry at the image stamp yet")
+                return
+            T, child = out.map_from_odom, s.odom_frame
+        else:
+            T, child = out.map_from_base, s.base_frame
+        # Future-dated like AMCL's transform_tolerance: lookups at "now" succeed until the next frame.
+        stamp_ns = out.stamp_ns + int(s.transform_tolerance * 1e9)
+        t = TransformStamped(header=conv.make_header(stamp_ns, s.map_frame), child_frame_id=child)
+        t.transform = conv.matrix_to_transform_msg(T)
+        self.tf_broadcaster.send(t)
+
+    def _publish_diagnostics(self) -> None:
+        st = self._last_status
+        state = STATE_NAMES.get(st.state, str(st.state)) if st is not None else "not_initialized"
+        idle = None if self._last_frame_s is None else time.monotonic() - self._last_frame_s
+        if st is None or idle is None or idle > STALE_FRAMES_S:
+            level = DiagnosticStatus.WARN
+            message = "no camera frame yet" if idle is None else f"no camera frame for {idle:.0f} s"
+        elif st.state == LocalizationStatus.STATE_TRACKING and st.success:
+            level, message = DiagnosticStatus.OK, "tracking"
+        else:
+            level, message = DiagnosticStatus.WARN, f"{state}: {st.reason}" if st.reason else state
+        values = {**self._stats, "state": state, "last_reason": st.reason if st is not None else "",
+                  "last_time_total_s": f"{st.time_total:.3f}" if st is not None else "",
+                  "last_latency_s": f"{self._last_latency_s:.3f}"}
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: localization",
+                                  message=message, hardware_id=self.settings.map_file,
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run pixloc_ros localizer_node``; returns the exit status (1 on a setup error)."""
+    from pixloc_ros.core.checkpoint import WeightsError
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LocalizerNode()
+        rclpy.spin(node)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    except (ValueError, OSError, WeightsError, ParameterException) as err:  # setup: bad parameters or files
+        get_logger(NODE_NAME).fatal(f"Cannot start: {err}")
+        return 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The node's parameters: one dataclass, each field declared as a ROS parameter with its description.
+
+``NodeSettings`` is the single source: field name = parameter name, default = parameter default,
+``metadata`` = description and constraints. ``declare_settings(node)`` declares them all (read
+only, with ranges rclpy enforces) and returns validated settings; ``NodeSettings.validate`` holds
+the checks that span several fields. config/localize.yaml lists the same names (a test checks it).
+Invalid settings raise ``ValueError`` at start (fail loudly), never per frame.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
+
+
+def _p(default, description: str, *, choices: tuple[str, ...] | None = None,
+       low: float | None = None, high: float | None = None, array_type: str | None = None):
+    """A settings field: default value plus the metadata the ROS descriptor is built from."""
+    meta = {"description": description, "choices": choices, "low": low, "high": high, "array_type": array_type}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Everything the node reads from its parameters (see config/localize.yaml for a commented copy)."""
+
+    # --- engine and map
+    map_file: str = _p("", "Compiled map file (pixloc-ros build-map output); GNSS priors use its georeference. "
+                           "Required.")
+    weights: str = _p("", "PixLoc weights the map was built with: official checkpoint (.tar/.pth) or "
+                          ".safetensors. Required.")
+    device: str = _p("auto", "Where the network runs: auto (cuda when available), cuda, cuda:N or cpu.")
+    max_image_size: int = _p(0, "Images whose longer side exceeds this are downscaled before the network, "
+                                "pixels; 0: never.", low=0, high=100_000)
+    num_keyframes: int = _p(3, "Reference keyframes whose 3D points are used per query.", low=1, high=32)
+    num_hypotheses: int = _p(4, "Initial pose hypotheses optimised in one batch when relocalising.", low=1, high=64)
+    max_points: int = _p(4000, "Most residual rows (point observations) per frame: bounds the optimizer's cost.",
+                         low=10, high=10_000_000)
+    iterations: list = _p([25, 25, 25], "Most Levenberg-Marquardt iterations per level, finest level first "
+                                        "(0 skips a level).", array_type="integer")
+    # --- gating: when a result is published (core/gating.py, core/pipeline.py)
+    min_valid_points: int = _p(100, "Fewest 3D points projecting validly at the fine level to accept a pose.",
+                               low=3, high=1_000_000)
+    min_inlier_ratio: float = _p(0.2, "Smallest share of valid points with a small residual to accept a pose.",
+                                 low=0.0, high=1.0)
+    max_cost_ratio: float = _p(1.1, "Largest final/initial cost ratio at any level to accept a pose.",
+                               low=0.0, high=1e6)
+    mahalanobis_probability: float = _p(0.999, "Chi-square(6) quantile bounding the Mahalanobis distance between "
+                                               "the result and the tracking prior.", low=0.5, high=1.0)
+    max_translation_m: float = _p(5.0, "Without a prior covariance: largest accepted distance from the prior, "
+                                       "metres.", low=0.0, high=1e5)
+    max_rotation_deg: float = _p(20.0, "Without a prior covariance: largest accepted rotation from the prior, "
+                                       "degrees.", low=0.0, high=180.0)
+    confirmations: int = _p(1, "Tracked frames that must agree with a relocalisation before it is published.",
+                            low=0, high=100)
+    lost_after: int = _p(3, "Consecutive rejected frames while tracking before the state becomes lost.",
+                         low=1, high=1000)
+    max_prior_distance_m: float = _p(30.0, "A prior farther than this from every keyframe is outside the map "
+                                           "(no attempt), metres.", low=0.0, high=1e7)
+    gnss_min_sigma_m: float = _p(1.0, "Floor of the GNSS standard deviation, metres; used as is for fixes "
+                                      "without covariance.", low=0.01, high=1e4)
+    # --- input topics ("" disables an optional input). Relative names, as AMCL's: the launch
+    # file's namespace applies to them.
+    image_topic: str = _p("camera/image_raw", "Camera images (sensor_msgs/Image, or CompressedImage "
+                                               "on <topic>/compressed when image_transport is compressed).")
+    camera_info_topic: str = _p("camera/camera_info", "CameraInfo matching the images by stamp.")
+    image_transport: str = _p("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage "
+                                     "(jpeg/png) on <image_topic>/compressed.", choices=("raw", "compressed"))
+    use_rectified: bool = _p(False, "The images are rectified: use CameraInfo P and no distortion instead of K, D.")
+    sync_tolerance_s: float = _p(0.0, "Largest stamp difference between an image and its CameraInfo, seconds "
+                                      "(0: exact match).", low=0.0, high=1.0)
+    odom_topic: str = _p("odom", "nav_msgs/Odometry (odom -> base_link) for the tracking prior; \"\" disables.")
+    odom_wait_s: float = _p(0.2, "Before processing a frame, wait up to this long (wall time) for odometry at or "
+                                 "after its stamp, so that the prior and map -> odom interpolate rather than "
+                                 "extrapolate the odometry; 0: never wait.", low=0.0, high=10.0)
+    gnss_topic: str = _p("gnss/fix", "sensor_msgs/NavSatFix for the relocalisation prior; \"\" disables.")
+    initial_pose_topic: str = _p("initialpose", "PoseWithCovarianceStamped from RViz's \"2D Pose Estimate\".")
+    # --- frames
+    map_frame: str = _p("map", "Frame of the map (global_frame_id in AMCL).")
+    odom_frame: str = _p("odom", "Odometry frame (odom_frame_id in AMCL).")
+    base_frame: str = _p("base_link", "Robot body frame (base_frame_id in AMCL).")
+    camera_frame: str = _p("", "Camera optical frame; empty: the frame_id of the images.")
+    camera_extrinsic: list = _p([], "Pose of the camera optical frame in base_frame as [x, y, z, qx, qy, qz, qw] "
+                                    "(metres, quaternion xyzw); empty: look it up on /tf_static.",
+                                array_type="double")
+    # --- outputs
+    pose_topic: str = _p("~/pose", "PoseWithCovarianceStamped of base_frame in map_frame (transient local).")
+    publish_tf: bool = _p(True, "Broadcast the pose on /tf. Set false when robot_localization's map EKF "
+                                "publishes map -> odom (config/ekf.yaml).")
+    tf_mode: str = _p("map_odom", "map_odom: publish map -> odom so that map -> odom -> base_link is the pose "
+                                  "(needs odometry); map_base: publish map -> base_link (when nothing "
+                                  "publishes odom -> base_link).",
+                      choices=("map_odom", "map_base"))
+    transform_tolerance: float = _p(0.1, "Future-dating of the published transform, seconds (as AMCL), so that "
+                                         "lookups at \"now\" succeed between frames.", low=0.0, high=10.0)
+    publish_heatmaps: bool = _p(True, "Publish confidence heatmaps (per level and fused) over the camera image.")
+    heatmap_scale: float = _p(0.5, "Scale of the heatmap images relative to the camera image.", low=0.05, high=1.0)
+    publish_markers: bool = _p(True, "Publish a MarkerArray of the 3D points used (coloured by final weight) "
+                                     "and the keyframes.")
+    # --- runtime behaviour
+    clock_jump_tolerance_s: float = _p(0.5, "A stamp or /clock going back by more than this (seconds; bag "
+                                            "restarted) resets the state.", low=0.0, high=1e6)
+    log_throttle_s: float = _p(5.0, "Per-frame problems of one kind are logged at most once per period, "
+                                    "seconds.", low=0.0, high=3600.0)
+
+    def validate(self) -> "NodeSettings":
+        """Checks that span fields or need more than a range; returns self, raises ValueError."""
+        for f in fields(self):
+            meta = f.metadata
+            value = getattr(self, f.name)
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ValueError(f"Parameter {f.name!r} = {value!r} is not one of {list(meta['choices'])}")
+            if meta.get("low") is not None:
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"Parameter {f.name!r} = {value} is not finite")
+                if not (meta["low"] <= value <= meta["high"]):
+                    raise ValueError(f"Parameter {f.name!r} = {value} is outside [{meta['low']}, {meta['high']}]")
+        if not self.map_file:
+            raise ValueError("Parameter 'map_file' is required (a compiled map: pixloc-ros build-map)")
+        if not self.weights:
+            raise ValueError("Parameter 'weights' is required (PixLoc checkpoint or .safetensors)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"Parameter 'device' = {self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if not self.image_topic or not self.camera_info_topic:
+            raise ValueError("Parameters 'image_topic' and 'camera_info_topic' must not be empty")
+        if len({self.map_frame, self.odom_frame, self.base_frame}) != 3:
+            raise ValueError(f"map_frame, odom_frame and base_frame must differ: "
+                             f"{self.map_frame!r}, {self.odom_frame!r}, {self.base_frame!r}")
+        if self.publish_tf and self.tf_mode == "map_odom" and not self.odom_topic:
+            raise ValueError("tf_mode 'map_odom' needs odometry (odom_topic); use tf_mode 'map_base' without it")
+        if len(self.iterations) != 3 or any(int(n) < 0 or int(n) > 1000 for n in self.iterations) \
+                or not any(self.iterations):
+            raise ValueError(f"Parameter 'iterations' needs 3 values in [0, 1000], not all 0 (levels fine to "
+                             f"coarse), got {self.iterations}")
+        if self.camera_extrinsic:
+            ext = [float(v) for v in self.camera_extrinsic]
+            if len(ext) != 7 or not all(math.isfinite(v) for v in ext):
+                raise ValueError(f"Parameter 'camera_extrinsic' needs 7 finite values [x, y, z, qx, qy, qz, qw], "
+                                 f"got {self.camera_extrinsic}")
+            if abs(math.sqrt(sum(v * v for v in ext[3:])) - 1.0) > 1e-3:
+                raise ValueError(f"Parameter 'camera_extrinsic' quaternion {ext[3:]} is not unit length")
+        return self
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "NodeSettings":
+        """Settings from a {name: value} dict (unknown names raise); validated."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"Unknown parameters {unknown}")
+        return replace(cls(), **values).validate()
+
+
+def parameter_names() -> list[str]:
+    """Names of all node parameters, in declaration order."""
+    return [f.name for f in fields(NodeSettings)]
+
+
+def _descriptor(f):
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    meta = f.metadata
+    desc = ParameterDescriptor(description=meta["description"], read_only=True)
+    if meta.get("choices"):
+        desc.additional_constraints = "one of: " + ", ".join(meta["choices"])
+    if meta.get("low") is not None:
+        if f.type in ("int", int):
+            desc.integer_range = [IntegerRange(from_value=int(meta["low"]), to_value=int(meta["high"]), step=0)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(meta["low"]),
+                                                            to_value=float(meta["high"]), step=0.0)]
+    return desc
+
+
+def declare_settings(node) -> NodeSettings:
+    """Declare every NodeSettings field on ``node`` and return the validated settings.
+
+    Raises ValueError (bad or missing values) or rclpy's InvalidParameter*Exception (wrong type or
+    out of range in the params file).
+    """
+    from rclpy.parameter import Parameter
+
+    values = {}
+    for f in fields(NodeSettings):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if f.metadata.get("array_type") and not default:
+            # An empty list has no ROS type: declare the type, unset unless overridden.
+            kind = {"double": Parameter.Type.DOUBLE_ARRAY, "integer": Parameter.Type.INTEGER_ARRAY}
+            param = node.declare_parameter(f.name, kind[f.metadata["array_type"]], _descriptor(f))
+            values[f.name] = list(param.value) if param.value is not None else []
+        elif f.metadata.get("array_type"):
+            values[f.name] = list(node.declare_parameter(f.name, default, _descriptor(f)).value)
+        else:
+            values[f.name] = node.declare_parameter(f.name, default, _descriptor(f)).value
+    return NodeSettings.from_values(values)
+
+
+@dataclass(frozen=True)
+class EngineConfigs:
+    """The engine configurations the node builds its pipeline from."""
+
+    pipeline: Any  # core.pipeline.PipelineConfig
+    localizer: Any  # core.localizer.LocalizerConfig
+
+
+def engine_configs(settings: NodeSettings) -> EngineConfigs:
+    """Map the node settings onto the engine's configuration dataclasses (imports torch)."""
+    from pixloc_ros.core.gating import GatingConfig
+    from pixloc_ros.core.localizer import LocalizerConfig
+    from pixloc_ros.core.pipeline import PipelineConfig
+    from pixloc_ros.core.retrieval import RetrievalConfig
+
+    s = settings
+    gating = GatingConfig(min_valid_points=s.min_valid_points, min_inlier_ratio=s.min_inlier_ratio,
+                          max_cost_ratio=s.max_cost_ratio, mahalanobis_probability=s.mahalanobis_probability,
+                          max_translation_m=s.max_translation_m, max_rotation_deg=s.max_rotation_deg)
+    pipeline = PipelineConfig(retrieval=RetrievalConfig(num_keyframes=s.num_keyframes), gating=gating,
+                              num_hypotheses=s.num_hypotheses, max_points=s.max_points,
+                              confirmations=s.confirmations, lost_after=s.lost_after,
+                              max_prior_distance_m=s.max_prior_distance_m, gnss_min_sigma_m=s.gnss_min_sigma_m,
+                              clock_jump_tolerance_s=s.clock_jump_tolerance_s)
+    localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations), device=s.device,
+                                max_image_size=s.max_image_size or None)
+    return EngineConfigs(pipeline, localizer)

@@ -1,0 +1,94 @@
+"""What RViz shows of a frame: confidence heatmaps over the camera image, and markers of the 3D
+points used (coloured by their final weight) and of the keyframes.
+
+Heatmaps: the network's per-level confidence maps (finest first, each (H_l, W_l) in (0, 1)) are
+resized to the output size, colour-mapped (OpenCV's turbo: blue = distrusted, red = trusted) and
+blended over a grey copy of the camera image. Each map is scaled by its own maximum, so the
+structure of a level is visible even when all its confidences are small. The fused map is the
+geometric mean of the levels: high only where every level trusts the pixel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import Point
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from pixloc_ros.ros.conversions import make_header
+
+OVERLAY_ALPHA = 0.6  # weight of the colour map against the grey camera image
+
+
+@dataclass
+class Heatmaps:
+    """Colour-mapped confidence images, (h, w, 3) uint8 RGB each."""
+
+    levels: list[np.ndarray]  # finest first
+    fused: np.ndarray
+
+
+def _colorize(conf: np.ndarray, grey_rgb: np.ndarray) -> np.ndarray:
+    """(h, w) confidence -> (h, w, 3) RGB turbo colours blended over ``grey_rgb``."""
+    top = float(conf.max()) if conf.size and np.isfinite(conf).all() and conf.max() > 0 else 1.0
+    levels = np.clip(np.round(255.0 * conf / top), 0, 255).astype(np.uint8)
+    colours = cv2.applyColorMap(levels, cv2.COLORMAP_TURBO)[..., ::-1]
+    return cv2.addWeighted(colours, OVERLAY_ALPHA, grey_rgb, 1.0 - OVERLAY_ALPHA, 0.0)
+
+
+def render_heatmaps(image_rgb: np.ndarray, confidences: list[np.ndarray], scale: float = 0.5) -> Heatmaps:
+    """Camera image (H, W, 3) uint8 + per-level confidences [(H_l, W_l)] -> Heatmaps at ``scale`` x (W, H)."""
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"render_heatmaps expects an (H, W, 3) image, got {image_rgb.shape}")
+    if not confidences:
+        raise ValueError("render_heatmaps needs at least one confidence map")
+    h = max(1, int(round(image_rgb.shape[0] * scale)))
+    w = max(1, int(round(image_rgb.shape[1] * scale)))
+    grey = cv2.cvtColor(cv2.resize(image_rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    grey_rgb = np.repeat(grey[..., None], 3, axis=2)
+    resized = [cv2.resize(np.asarray(c, np.float32).reshape(c.shape[-2:]), (w, h), interpolation=cv2.INTER_LINEAR)
+               for c in confidences]
+    resized = [np.clip(np.nan_to_num(c, nan=0.0), 0.0, 1.0) for c in resized]
+    fused = np.exp(np.mean([np.log(np.maximum(c, 1e-6)) for c in resized], axis=0))
+    return Heatmaps([_colorize(c, grey_rgb) for c in resized], _colorize(fused, grey_rgb))
+
+
+def weight_colors(weights: np.ndarray) -> np.ndarray:
+    """(N,) weights -> (N, 3) RGB in [0, 1]: viridis over weight / max weight (dark = ignored)."""
+    w = np.nan_to_num(np.asarray(weights, np.float64).reshape(-1), nan=0.0)
+    if w.size == 0:
+        return np.zeros((0, 3))
+    top = float(w.max()) if w.size and w.max() > 0 else 1.0
+    levels = np.clip(np.round(255.0 * w / top), 0, 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(levels[:, None], cv2.COLORMAP_VIRIDIS)[:, 0, :]
+    return bgr[:, ::-1].astype(np.float64) / 255.0
+
+
+def frame_markers(stamp_ns: int, frame_id: str, points_xyz: np.ndarray, point_weights: np.ndarray | None,
+                  keyframe_map_from_cam: np.ndarray, point_size_m: float = 0.15) -> MarkerArray:
+    """MarkerArray for one frame: the points used (one POINTS marker, namespace "points") and the
+    keyframes used (ARROWs 2 m along their optical axes, namespace "keyframes"; the previous
+    frame's arrows are deleted first, as their number changes)."""
+    header = make_header(stamp_ns, frame_id)
+    xyz = np.asarray(points_xyz, np.float64).reshape(-1, 3)
+    weights = np.ones(len(xyz)) if point_weights is None else np.asarray(point_weights).reshape(-1)
+    if len(weights) != len(xyz):
+        raise ValueError(f"{len(xyz)} points but {len(weights)} weights")
+    points = Marker(header=header, ns="points", id=0, type=Marker.POINTS, action=Marker.ADD)
+    points.scale.x = points.scale.y = point_size_m
+    points.pose.orientation.w = 1.0
+    points.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in xyz]
+    points.colors = [ColorRGBA(r=float(c[0]), g=float(c[1]), b=float(c[2]), a=1.0) for c in weight_colors(weights)]
+    markers = [Marker(header=header, ns="keyframes", action=Marker.DELETEALL), points]
+    for i, T in enumerate(np.asarray(keyframe_map_from_cam, np.float64).reshape(-1, 4, 4)):
+        arrow = Marker(header=header, ns="keyframes", id=i, type=Marker.ARROW, action=Marker.ADD)
+        tip = T[:3, 3] + 2.0 * T[:3, 2]  # optical axis = camera z
+        arrow.points = [Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
+                        Point(x=float(tip[0]), y=float(tip[1]), z=float(tip[2]))]
+        arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.2, 0.4, 0.4  # shaft and head diameters, head length
+        arrow.pose.orientation.w = 1.0
+        arrow.color = ColorRGBA(r=0.2, g=0.6, b=1.0, a=1.0)
+        markers.append(arrow)
+    return MarkerArray(markers=markers)

@@ -1,0 +1,494 @@
+"""The localizer node as users run it: its own process, config/localize.yaml, real DDS on loopback.
+
+- ``test_end_to_end_drive``: `pixloc-ros play` replays a synthetic drive (paced by the node's
+  status, so a slow CPU still processes every frame) with /clock; the test listens like RViz and
+  robot_localization would and scores the poses against the ground truth.
+- ``test_bad_inputs``: the test itself publishes a drive with bad messages mixed in; each gets one
+  clear log line and no pose, and the node keeps going. Also: a clock jump resets it; frames
+  faster than the node are dropped and counted; RViz's initial pose starts a relocalisation.
+
+Weights: ``PIXLOC_ROS_TEST_WEIGHTS`` (a file; the map is compiled with it), else a
+``localizing_weights`` fixture if the suite provides one, else randomly initialised weights
+(seed 0). With trained weights everything runs as shipped and the issue's bars apply: poses for
+most frames, none off by more than 1 m or 5 deg, the good frames after bad input localized.
+Untrained VGG features do align the synthetic street (0.1-0.5 m in the runs seen), but with
+inlier ratios of 0.09-0.19, under the 0.2 gate tuned for trained weights, so the shipped
+config publishes nothing from them. Then the end-to-end test lowers that one gate
+(``min_inlier_ratio:=0.0``) so that poses, tf and covariances are still exercised, and reports
+the accuracy without asserting it; the bad-input test keeps the shipped gates, where "no pose
+off by more than 1 m / 5 deg" holds and the frames after must still be processed.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.serialization import deserialize_message  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from scipy.spatial.transform import Rotation, Slerp  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from pixloc_ros.core.metrics import CMU_THRESHOLDS, pose_errors, summarize  # noqa: E402
+from pixloc_ros.msg import LocalizationStatus  # noqa: E402
+from pixloc_ros.ros.conversions import (covariance_from_msg, ns_to_stamp, pose_msg_to_matrix,  # noqa: E402
+                                        stamp_to_ns, transform_msg_to_matrix)
+from pixloc_ros.ros.player import message_class  # noqa: E402
+from ros_testing import REPO, ChildProcess, RosContext, domain_id_for, python_cmd, ros_env  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+NODE = "/pixloc_localizer"
+CONFIG = REPO / "config" / "localize.yaml"
+CONDITION = "overcast"
+MAX_ERROR = (1.0, 5.0)  # metres, degrees: no published pose may be worse
+TRANSFORM_TOLERANCE_NS = 100_000_000  # config/localize.yaml transform_tolerance
+
+
+@dataclass
+class Scene:
+    data: Path  # pixloc-ros synth output
+    map_file: Path
+    weights: Path
+    trained: bool  # weights from PIXLOC_ROS_TEST_WEIGHTS / localizing_weights, else random
+
+
+    @property
+    def bag(self) -> Path:
+        return self.data / "queries" / CONDITION
+
+
+@pytest.fixture(scope="module")
+def scene(synth_small, tmp_path_factory, request) -> Scene:
+    """The synthetic data, weights, and the map compiled with those weights."""
+    from pixloc_ros.core.checkpoint import init_weights, load_weights, save_weights, weights_fingerprint
+    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.map_compile import compile_map
+
+    tmp = tmp_path_factory.mktemp("node_scene")
+    if os.environ.get("PIXLOC_ROS_TEST_WEIGHTS"):
+        weights, trained = Path(os.environ["PIXLOC_ROS_TEST_WEIGHTS"]), True
+    else:
+        try:
+            weights, trained = Path(request.getfixturevalue("localizing_weights")), True
+        except pytest.FixtureLookupError:
+            weights, trained = tmp / "random.safetensors", False
+            save_weights(init_weights("vgg16", 0), weights)
+    model = load_weights(weights, "cpu")
+    map_file = tmp / "street.pxmap"
+    compile_map(read_model(synth_small / "sfm"), synth_small / "mapping" / "images", model, map_file,
+                weights_fingerprint(model), Georeference.load(synth_small / "georef.json"), progress=False)
+    return Scene(synth_small, map_file, weights, trained)
+
+
+@pytest.fixture(scope="module")
+def ros():
+    ctx = RosContext(domain_id_for(__name__))
+    yield ctx
+    ctx.close()
+
+
+def start_node(scene: Scene, ros: RosContext, log_path: Path, *overrides: str) -> ChildProcess:
+    """The node as `ros2 run` starts it, with the shipped params file and the test's map."""
+    args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"map_file:={scene.map_file}",
+            "-p", f"weights:={scene.weights}", "-p", "device:=cpu", "-p", "use_sim_time:=true"]
+    for o in overrides:
+        args += ["-p", o]
+    env = ros_env(ros.domain_id)
+    env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
+    env["RCUTILS_COLORIZED_OUTPUT"] = "0"
+    return ChildProcess(python_cmd("-m", "pixloc_ros.ros.node", *args), env, log_path)
+
+
+class Listener:
+    """What RViz / robot_localization see of the node, recorded with arrival order."""
+
+    def __init__(self, ros: RosContext, name: str):
+        self.node = ros.node(name)
+        self.poses: list[PoseWithCovarianceStamped] = []
+        self.statuses: list[LocalizationStatus] = []
+        self.tf: list = []
+        self.heatmaps: list[Image] = []
+        self.markers: list[MarkerArray] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        sub = self.node.create_subscription
+        self.subs = [
+            sub(PoseWithCovarianceStamped, f"{NODE}/pose", self.poses.append,
+                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)),
+            sub(LocalizationStatus, f"{NODE}/status", self.statuses.append, 100),
+            sub(TFMessage, "/tf", lambda m: self.tf.extend(m.transforms), 100),
+            sub(Image, f"{NODE}/heatmap/fused", self.heatmaps.append, 10),
+            sub(MarkerArray, f"{NODE}/markers", self.markers.append, 10),
+            sub(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10),
+        ]
+
+    def connected(self) -> bool:
+        return all(s.get_publisher_count() > 0 for s in self.subs)
+
+    def status_at(self, stamp_ns: int, since: int = 0) -> LocalizationStatus | None:
+        """The status of the frame at ``stamp_ns`` among those received after the first ``since``."""
+        return next((s for s in self.statuses[since:] if stamp_to_ns(s.header.stamp) == stamp_ns), None)
+
+    def pose_at(self, stamp_ns: int) -> PoseWithCovarianceStamped | None:
+        return next((p for p in self.poses if stamp_to_ns(p.header.stamp) == stamp_ns), None)
+
+
+def wait_ready(ros: RosContext, node: ChildProcess, listener: Listener, timeout: float = 180.0) -> None:
+    ok = ros.spin_until(lambda: listener.connected() or not node.alive(), timeout=timeout)
+    assert ok and node.alive(), f"the node did not come up:\n{node.log()}"
+
+
+def ground_truth(scene: Scene) -> dict[int, np.ndarray]:
+    from pixloc_ros.data.synth import read_tum
+
+    stamps, poses = read_tum(scene.data / "queries" / f"{CONDITION}_gt.txt")
+    return {int(s): p for s, p in zip(stamps, poses)}
+
+
+def truth_at(truth: dict[int, np.ndarray], stamp_ns: int) -> np.ndarray:
+    """Ground truth at an image stamp (TUM files keep microseconds: nearest within 1 ms)."""
+    stamp = min(truth, key=lambda s: abs(s - stamp_ns))
+    assert abs(stamp - stamp_ns) < 1_000_000, f"no ground truth at {stamp_ns}"
+    return truth[stamp]
+
+
+def odometry_at(odometry, stamp_ns: int) -> np.ndarray:
+    """odom_from_base at ``stamp_ns``, interpolated (slerp + lerp) between the bag's samples."""
+    stamps = np.array([o.stamp_ns for o in odometry])
+    i = int(np.searchsorted(stamps, stamp_ns))
+    assert 0 < i < len(stamps), "image outside the odometry"
+    a, b = odometry[i - 1].matrix, odometry[i].matrix
+    s = (stamp_ns - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
+    out = np.eye(4)
+    out[:3, :3] = Slerp([0, 1], Rotation.from_matrix([a[:3, :3], b[:3, :3]]))(s).as_matrix()
+    out[:3, 3] = (1 - s) * a[:3, 3] + s * b[:3, 3]
+    return out
+
+
+def pose_error(T_est: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
+    dt, dr = pose_errors(T_est[:3, :3], T_est[:3, 3], T_gt[:3, :3], T_gt[:3, 3])
+    return float(dt), float(dr)
+
+
+def log_lines(node: ChildProcess, pattern: str) -> list[str]:
+    return [line for line in node.log().splitlines() if re.search(pattern, line)]
+
+
+def test_end_to_end_drive(scene, ros, tmp_path, capsys):
+    from pixloc_ros.data.bags import read_drive
+
+    drive = read_drive(scene.bag)
+    frame_stamps = [f.stamp_ns for f in drive.frames]
+    # Untrained weights never pass the inlier gate: lower it to exercise poses and tf (module doc).
+    node = start_node(scene, ros, tmp_path / "node.log", *(() if scene.trained else ("min_inlier_ratio:=0.0",)))
+    player = None
+    try:
+        listener = Listener(ros, "e2e_listener")
+        wait_ready(ros, node, listener)
+        player = ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(scene.bag), "--pace-topic",
+                                         f"{NODE}/status", "--pace-timeout", "60", "--wait-for",
+                                         "/camera/image_raw", "/camera/camera_info", "/odom", "/gnss/fix",
+                                         "/tf_static", "--wait-timeout", "60"),
+                              ros_env(ros.domain_id), tmp_path / "player.log")
+        done = ros.spin_until(lambda: not player.alive() and len(listener.statuses) >= len(frame_stamps),
+                              timeout=150)
+        ros.spin_until(lambda: len(listener.diagnostics) > 0, timeout=5)
+        assert player.wait(10) == 0, player.log()
+        assert done, f"{len(listener.statuses)} statuses for {len(frame_stamps)} frames\n{node.log()}"
+        assert node.alive(), node.log()
+    finally:
+        if player is not None:
+            player.stop()
+        node.stop()
+    log = node.log()
+    assert not log_lines(node, r"\[(ERROR|FATAL)\]"), log
+
+    # One status per frame, stamped with the image, in order; dropped frames are counted (none when paced).
+    assert [stamp_to_ns(s.header.stamp) for s in listener.statuses] == frame_stamps
+    assert all(s.header.frame_id == "map" and s.frames_dropped == 0 for s in listener.statuses)
+    ran = [s for s in listener.statuses if s.time_network > 0]
+    assert ran, f"the network never ran: {[s.reason for s in listener.statuses]}"
+    assert all(len(s.cost_per_level) == 3 and len(s.iterations_per_level) == 3 and s.keyframe_ids for s in ran)
+    # What RViz shows: heatmaps over the camera image, points and keyframes, diagnostics.
+    assert len(listener.heatmaps) == len(ran)
+    hm = listener.heatmaps[0]
+    assert (hm.encoding, hm.width, hm.height) == ("rgb8", 160, 120)  # heatmap_scale 0.5 of 320x240
+    assert listener.markers and listener.markers[0].markers[1].ns == "points"
+    assert len(listener.markers[0].markers[1].points) > 0
+    assert listener.diagnostics and "localization" in listener.diagnostics[-1].status[0].name
+
+    # Accuracy against the ground truth.
+    truth = ground_truth(scene)
+    errors = {}
+    for pose in listener.poses:
+        stamp = stamp_to_ns(pose.header.stamp)
+        assert stamp in frame_stamps and pose.header.frame_id == "map"
+        assert listener.status_at(stamp).success
+        cov = covariance_from_msg(pose.pose.covariance, allow_zero=False)
+        assert np.linalg.eigvalsh(cov).min() > 0  # robot_localization needs positive definite
+        errors[stamp] = pose_error(pose_msg_to_matrix(pose.pose.pose), truth_at(truth, stamp))
+    summary = summarize([e[0] for e in errors.values()], [e[1] for e in errors.values()], frames=len(frame_stamps))
+    with capsys.disabled():
+        kind = "trained" if scene.trained else "random"
+        print(f"\nnode end-to-end ({CONDITION}, {len(frame_stamps)} frames, {kind} weights): "
+              f"{summary.localized} poses; recall "
+              + ", ".join(f"{m} m/{d} deg: {r:.0%}" for (m, d), r in zip(CMU_THRESHOLDS, summary.recall))
+              + "; errors " + ", ".join(f"{dt:.2f} m/{dr:.2f} deg" for dt, dr in errors.values())
+              + "; rejections: " + "; ".join(sorted({s.reason.split(':')[0] for s in listener.statuses if s.reason})))
+    assert listener.poses, "no pose published at all"
+
+    # tf: map -> odom, future-dated by transform_tolerance, with map -> odom -> base_link == pose.
+    map_odom = {stamp_to_ns(t.header.stamp): t for t in listener.tf if t.child_frame_id == "odom"}
+    assert all(t.header.frame_id == "map" for t in map_odom.values())
+    assert len(map_odom) == len(listener.poses)
+    for pose in listener.poses:
+        stamp = stamp_to_ns(pose.header.stamp)
+        t = map_odom[stamp + TRANSFORM_TOLERANCE_NS]
+        composed = transform_msg_to_matrix(t.transform) @ odometry_at(drive.odometry, stamp)
+        dt, dr = pose_error(composed, pose_msg_to_matrix(pose.pose.pose))
+        assert dt < 1e-3 and dr < 1e-2, f"tf disagrees with the pose by {dt:.4f} m / {dr:.4f} deg"
+
+    if not scene.trained:
+        pytest.skip("random weights with a lowered inlier gate: accuracy reported above, not asserted "
+                    "(set PIXLOC_ROS_TEST_WEIGHTS to trained weights)")
+    for stamp, (dt, dr) in errors.items():
+        assert dt <= MAX_ERROR[0] and dr <= MAX_ERROR[1], f"published a pose {dt:.2f} m / {dr:.2f} deg off"
+    # Poses for most frames; the first frame of a relocalisation is never published
+    # (confirmations: 1), so at most 5 of 6 here.
+    assert summary.localized > len(frame_stamps) // 2, summary
+
+
+class Feeder:
+    """Publishes a recorded drive from the test, message by message, with /clock (like a player),
+    so bad messages can be put in between and each frame's answer awaited."""
+
+    TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/gnss/fix", "/tf_static")
+    ODOMETRY_LAG_NS = 60_000_000  # > the 50 ms odometry period of the synthetic drives
+
+    def __init__(self, ros: RosContext, bag: Path):
+        from pixloc_ros.data.bags import iter_raw
+
+        self.ros = ros
+        self.node = ros.node("bad_input_feeder")
+        self.messages = []  # (stamp, topic, msg) in log order
+        for raw in iter_raw(bag, list(self.TOPICS)):
+            self.messages.append((raw.stamp_ns, raw.topic, deserialize_message(raw.data, message_class(raw.msgtype))))
+        self.pubs = {}
+        for topic in self.TOPICS:
+            cls = type(next(m for _, t, m in self.messages if t == topic))
+            qos = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL) if topic == "/tf_static" else 10
+            self.pubs[topic] = self.node.create_publisher(cls, topic, qos)
+        self.pubs["/clock"] = self.node.create_publisher(Clock, "/clock", 10)
+        self.pubs["/initialpose"] = self.node.create_publisher(PoseWithCovarianceStamped, "/initialpose", 10)
+        self.frames = [(s, m) for s, t, m in self.messages if t == "/camera/image_raw"]
+        self.infos = {stamp_to_ns(m.header.stamp): m for _, t, m in self.messages if t == "/camera/camera_info"}
+        self.next = 0  # index of the next recorded message to publish
+
+    def connected(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in self.pubs.values())
+
+    def clock(self, stamp_ns: int) -> None:
+        self.pubs["/clock"].publish(Clock(clock=ns_to_stamp(stamp_ns)))
+
+    def publish(self, topic: str, msg, stamp_ns: int) -> None:
+        self.clock(stamp_ns)
+        self.pubs[topic].publish(msg)
+
+    def play_until(self, stamp_ns: int) -> None:
+        """Publish the recorded non-image messages up to ``stamp_ns`` (images only via ``frame``),
+        spaced as recorded: a burst would let topics overtake each other."""
+        previous = None
+        while self.next < len(self.messages) and self.messages[self.next][0] <= stamp_ns:
+            stamp, topic, msg = self.messages[self.next]
+            self.next += 1
+            if topic in ("/camera/image_raw", "/camera/camera_info"):
+                continue
+            if previous is not None:
+                time.sleep(min((stamp - previous) * 1e-9, 0.1))
+            previous = stamp
+            self.publish(topic, msg, stamp)
+
+    def rewind(self) -> None:
+        self.next = 0
+
+    def frame(self, k: int, *, image=None, info=None, stamp_ns: int | None = None):
+        """Publish recorded frame ``k`` (or replacements; stamps follow ``stamp_ns``); its stamp."""
+        recorded_stamp, recorded = self.frames[k]
+        stamp = recorded_stamp if stamp_ns is None else stamp_ns
+        image = copy_msg(recorded if image is None else image)
+        info = copy_msg(self.infos[stamp_to_ns(recorded.header.stamp)]) if info is None else info
+        for msg in (image, info):
+            if msg is not False:
+                msg.header.stamp = ns_to_stamp(stamp)
+        self.play_until(stamp)
+        self.publish("/camera/image_raw", image, stamp)
+        if info is not False:
+            self.publish("/camera/camera_info", info, stamp)
+        # As in a recording, the odometry sample after the image follows it closely.
+        self.play_until(stamp + self.ODOMETRY_LAG_NS)
+        return stamp
+
+
+def copy_msg(msg):
+    from rclpy.serialization import serialize_message
+
+    return deserialize_message(serialize_message(msg), type(msg))
+
+
+def test_bad_inputs(scene, ros, tmp_path, capsys):
+    """Bad messages in a drive: each one clear log line (throttled), no pose; the node goes on."""
+    # odom_wait_s 1 s: frames no odometry covers keep the worker busy that long (step 8).
+    node = start_node(scene, ros, tmp_path / "node.log", "log_throttle_s:=60.0", "odom_wait_s:=1.0")
+    feeder = Feeder(ros, scene.bag)
+    truth = ground_truth(scene)
+    listener = Listener(ros, "bad_input_listener")
+    ms = 1_000_000
+
+    def answer(stamp_ns: int, since: int = 0, timeout: float = 90.0) -> LocalizationStatus:
+        ok = ros.spin_until(lambda: listener.status_at(stamp_ns, since) is not None or not node.alive(),
+                            timeout=timeout)
+        assert ok and node.alive(), f"no status for the frame at {stamp_ns}\n{node.log()}"
+        return listener.status_at(stamp_ns, since)
+
+    try:
+        wait_ready(ros, node, listener)
+        assert ros.spin_until(lambda: feeder.connected() or not node.alive(), timeout=60), node.log()
+        feeder.play_until(feeder.frames[0][0] - 100 * ms)  # tf_static, odometry, GNSS
+
+        # 1. Unsupported encoding (three times: one log line). A best-effort reader can miss the
+        # very first message while discovery settles: resend until it answers.
+        for attempt in range(3):
+            bad = copy_msg(feeder.frames[0][1])
+            bad.encoding = "yuv422"
+            stamp = feeder.frame(0, image=bad, stamp_ns=feeder.frames[0][0] - (90 - attempt) * ms)
+            if ros.spin_until(lambda: listener.status_at(stamp) is not None, timeout=15):
+                break
+        status = answer(stamp)
+        assert not status.success and "Unsupported image encoding 'yuv422'" in status.reason
+        for k in (1, 2):
+            assert not answer(feeder.frame(0, image=bad, stamp_ns=stamp + k * ms)).success
+        assert len(log_lines(node, "Unsupported image encoding")) == 1, node.log()
+
+        # 2. An empty image.
+        empty = copy_msg(feeder.frames[0][1])
+        empty.width = empty.height = empty.step = 0
+        empty.data = b""
+        status = answer(feeder.frame(0, image=empty, stamp_ns=feeder.frames[0][0] - 60 * ms))
+        assert not status.success and "Empty image" in status.reason
+        assert len(log_lines(node, "Empty image")) == 1
+
+        # 3. CameraInfo with a zero K.
+        zero_k = copy_msg(feeder.infos[feeder.frames[0][0]])
+        zero_k.k = [0.0] * 9
+        status = answer(feeder.frame(0, info=zero_k, stamp_ns=feeder.frames[0][0] - 50 * ms))
+        assert not status.success and "zero focal length" in status.reason
+        assert len(log_lines(node, "zero focal length")) == 1
+
+        # 4. NaN in odometry.
+        odom = copy_msg(next(m for s, t, m in feeder.messages if t == "/odom"))
+        odom.header.stamp = ns_to_stamp(feeder.frames[0][0] - 45 * ms)
+        odom.pose.pose.position.x = math.nan
+        feeder.publish("/odom", odom, feeder.frames[0][0] - 45 * ms)
+        assert ros.spin_until(lambda: log_lines(node, "Ignored odometry message.*non-finite"), timeout=30), node.log()
+
+        # 5. A prior kilometres outside the map: a GNSS fix 5 km north of the recorded one.
+        recorded_fix = [m for s, t, m in feeder.messages if t == "/gnss/fix" and s < feeder.frames[0][0]][-1]
+        far = copy_msg(recorded_fix)
+        far.latitude += 0.045
+        far.header.stamp = ns_to_stamp(feeder.frames[0][0] - 40 * ms)
+        feeder.play_until(feeder.frames[0][0] - 40 * ms)
+        feeder.publish("/gnss/fix", far, feeder.frames[0][0] - 40 * ms)
+        status = answer(feeder.frame(0, stamp_ns=feeder.frames[0][0] - 30 * ms))
+        assert not status.success and "outside_map" in status.reason, status.reason
+        assert len(log_lines(node, "outside_map")) == 1
+        assert not listener.poses
+        fix = copy_msg(recorded_fix)  # the receiver is back: the recorded fix, newly stamped
+        fix.header.stamp = ns_to_stamp(feeder.frames[0][0] - 25 * ms)
+        feeder.publish("/gnss/fix", fix, feeder.frames[0][0] - 25 * ms)
+
+        # 6. An image with no CameraInfo: reported once the next CameraInfo shows it will never come.
+        lonely = feeder.frame(0, info=False, stamp_ns=feeder.frames[0][0] - 20 * ms)
+
+        # Good frames after all that (the recorded GNSS replaces the far fix): relocalise, track.
+        good, statuses = [], []
+        for k in range(len(feeder.frames)):  # one at a time, as a paced player would
+            good.append(feeder.frame(k))
+            statuses.append(answer(good[-1]))
+        assert listener.status_at(lonely) is None
+        assert len(log_lines(node, "no CameraInfo")) == 1, node.log()
+
+        # 7. The clock jumps back (the bag restarted): one reset (whichever of /clock and the
+        # stamps reveals it first), and the drive localizes again from scratch.
+        feeder.rewind()
+        feeder.play_until(feeder.frames[0][0] - 1)
+        assert ros.spin_until(lambda: log_lines(node, "Resetting the localization"), timeout=30), node.log()
+        again, statuses_again = [], []
+        for k in range(len(feeder.frames)):  # the same stamps as before the jump: only new answers count
+            mark = len(listener.statuses)
+            again.append(feeder.frame(k))
+            statuses_again.append(answer(again[-1], since=mark))
+        assert len(log_lines(node, "Resetting the localization")) == 1, node.log()
+
+        # 8. Frames faster than the node: the newest waits, the one it replaced is dropped and counted.
+        # (Empty frames past the recorded odometry: the worker waits odom_wait_s on each, no pose
+        # comes out, and, unlike 230 kB images in a burst, best-effort delivery does not lose them.)
+        last, mark = again[-1], len(listener.statuses)
+        burst = [feeder.frame(len(feeder.frames) - 1, image=empty, stamp_ns=last + k * 10 * ms) for k in (1, 2, 3)]
+        answer(burst[-1])  # the newest is always processed
+        dropped = sum(s.frames_dropped for s in listener.statuses[mark:])
+        processed = sum(listener.status_at(b) is not None for b in burst)
+        assert dropped >= 1 and processed + dropped == len(burst)  # each frame answered or counted
+
+        # 9. An initial pose in another frame than the map is refused with a reason.
+        wrong = PoseWithCovarianceStamped()
+        wrong.header.frame_id = "odom"
+        wrong.pose.pose.orientation.w = 1.0
+        feeder.publish("/initialpose", wrong, burst[-1])
+        assert ros.spin_until(lambda: log_lines(node, "Ignored initial pose: frame 'odom' is not the map frame"),
+                              timeout=30), node.log()
+
+        # 10. RViz's "2D Pose Estimate" near the true pose (x, y, yaw only): the next frame relocalises from it.
+        truth_xy = truth_at(truth, feeder.frames[-1][0])
+        yaw = math.atan2(truth_xy[1, 0], truth_xy[0, 0])
+        rviz = PoseWithCovarianceStamped()
+        rviz.header.frame_id = "map"
+        rviz.pose.pose.position.x, rviz.pose.pose.position.y = float(truth_xy[0, 3]) + 1.0, float(truth_xy[1, 3])
+        rviz.pose.pose.orientation.z, rviz.pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+        feeder.publish("/initialpose", rviz, burst[-1])
+        assert ros.spin_until(lambda: log_lines(node, r"initial pose \(2D\)"), timeout=30), node.log()
+        status = answer(feeder.frame(len(feeder.frames) - 1, stamp_ns=burst[-1] + 10 * ms))
+        assert status.state == LocalizationStatus.STATE_RELOCALIZING and status.time_network > 0, status
+        assert node.alive()
+    finally:
+        node.stop()
+    assert not log_lines(node, r"\[(ERROR|FATAL)\]"), node.log()
+    # After the reset the state machine started again from scratch (not tracking at once).
+    assert statuses_again[0].state != LocalizationStatus.STATE_TRACKING or not statuses_again[0].success
+
+    errors = []
+    for pose in listener.poses:
+        dt, dr = pose_error(pose_msg_to_matrix(pose.pose.pose), truth_at(truth, stamp_to_ns(pose.header.stamp)))
+        errors.append((dt, dr))
+        assert dt <= MAX_ERROR[0] and dr <= MAX_ERROR[1], f"published a pose {dt:.2f} m / {dr:.2f} deg off"
+    with capsys.disabled():
+        print(f"\nnode bad inputs: {len(listener.poses)} poses for {len(good) + len(again)} good frames "
+              f"({'trained' if scene.trained else 'random'} weights); errors "
+              + ", ".join(f"{dt:.2f} m/{dr:.2f} deg" for dt, dr in errors))
+    if not scene.trained:
+        pytest.skip("random weights publish no pose under the shipped gates: bad-input handling checked, "
+                    "localizing the frames after needs trained weights (PIXLOC_ROS_TEST_WEIGHTS)")
+    # The good frames after the bad ones, and after the reset, are localized again.
+    assert sum(s.success for s in statuses) >= 2 and sum(s.success for s in statuses_again) >= 2

@@ -1,0 +1,154 @@
+"""Node parameters: declaration with descriptors, validation, and config/localize.yaml."""
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("rclpy")
+import rclpy  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from pixloc_ros.ros.params import NodeSettings, declare_settings, parameter_names  # noqa: E402
+from ros_testing import domain_id_for  # noqa: E402
+
+pytestmark = pytest.mark.ros
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "localize.yaml"
+REQUIRED = {"map_file": "/maps/m.pxmap", "weights": "/w/pixloc_cmu.safetensors"}
+
+
+def test_every_field_has_a_description():
+    for f in fields(NodeSettings):
+        assert len(f.metadata.get("description", "")) > 10, f.name
+
+
+def test_required_and_valid_defaults():
+    with pytest.raises(ValueError, match="'map_file' is required"):
+        NodeSettings.from_values({})
+    with pytest.raises(ValueError, match="'weights' is required"):
+        NodeSettings.from_values({"map_file": "m"})
+    s = NodeSettings.from_values(REQUIRED)
+    assert s.device == "auto" and s.publish_tf and s.tf_mode == "map_odom"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"device": "tpu"}, "device"),
+    ({"device": "cuda:x"}, "device"),
+    ({"tf_mode": "odom_base"}, "not one of"),
+    ({"image_transport": "theora"}, "not one of"),
+    ({"num_hypotheses": 0}, "outside"),
+    ({"max_rotation_deg": float("nan")}, "not finite"),
+    ({"iterations": [25, 25]}, "iterations"),
+    ({"iterations": [0, 0, 0]}, "iterations"),
+    ({"image_topic": ""}, "must not be empty"),
+    ({"odom_frame": "map"}, "must differ"),
+    ({"odom_topic": ""}, "needs odometry"),
+    ({"camera_extrinsic": [0.0, 0.0, 0.0]}, "7 finite values"),
+    ({"camera_extrinsic": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]}, "unit length"),
+    ({"no_such_parameter": 1}, "Unknown parameters"),
+])
+def test_invalid_settings_fail_with_a_specific_message(change, message):
+    with pytest.raises(ValueError, match=message):
+        NodeSettings.from_values({**REQUIRED, **change})
+
+
+def test_no_odometry_is_fine_with_map_base_tf():
+    s = NodeSettings.from_values({**REQUIRED, "odom_topic": "", "tf_mode": "map_base"})
+    assert s.odom_topic == ""
+    assert replace(s, publish_tf=False).validate()
+
+
+def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults():
+    from pixloc_ros.core.localizer import LocalizerConfig
+    from pixloc_ros.core.pipeline import PipelineConfig
+    from pixloc_ros.ros.params import engine_configs
+
+    # The node's defaults are the engine's: nothing is tuned twice.
+    configs = engine_configs(NodeSettings.from_values(REQUIRED))
+    assert configs.pipeline == PipelineConfig()
+    default_localizer = LocalizerConfig()
+    assert configs.localizer.iterations == default_localizer.iterations
+    assert configs.localizer.max_image_size == default_localizer.max_image_size
+    assert configs.localizer.device == "auto"
+    changed = engine_configs(NodeSettings.from_values({**REQUIRED, "num_keyframes": 5, "lost_after": 7,
+                                                       "min_valid_points": 42, "iterations": [1, 2, 3],
+                                                       "max_image_size": 640, "device": "cpu",
+                                                       "clock_jump_tolerance_s": 2.0}))
+    assert changed.pipeline.retrieval.num_keyframes == 5 and changed.pipeline.lost_after == 7
+    assert changed.pipeline.gating.min_valid_points == 42 and changed.pipeline.clock_jump_tolerance_s == 2.0
+    assert (changed.localizer.iterations, changed.localizer.max_image_size, changed.localizer.device) == (
+        (1, 2, 3), 640, "cpu")
+
+
+def test_pipeline_states_are_the_status_message_states():
+    from pixloc_ros.core.pipeline import State
+    from pixloc_ros.msg import LocalizationStatus
+
+    for state in State:
+        assert getattr(LocalizationStatus, f"STATE_{state.name}") == int(state)
+
+
+def test_config_file_lists_exactly_the_parameters():
+    data = yaml.safe_load(CONFIG.read_text())
+    assert list(data) == ["/**"]
+    params = data["/**"]["ros__parameters"]
+    # camera_extrinsic is documented commented-out: an empty list has no ROS type.
+    assert set(params) == set(parameter_names()) - {"camera_extrinsic"}
+    defaults = NodeSettings()
+    for name, value in params.items():
+        if name not in REQUIRED:
+            assert value == getattr(defaults, name), f"{name}: yaml {value!r} != default {getattr(defaults, name)!r}"
+            assert type(value) is type(getattr(defaults, name)), f"{name}: ROS would reject the yaml type"
+
+
+@pytest.fixture
+def context():
+    ctx = Context()
+    yield ctx
+    ctx.try_shutdown()
+
+
+def make_node(context, *overrides: str) -> Node:
+    args = ["--ros-args", "--params-file", str(CONFIG)]
+    for o in overrides:
+        args += ["-p", o]
+    rclpy.init(args=args, context=context, domain_id=domain_id_for(__name__))
+    return Node("pixloc_localizer", context=context)
+
+
+def test_declared_from_the_params_file_with_overrides(context):
+    node = make_node(context, "map_file:=/maps/m.pxmap", "weights:=/w.safetensors", "num_keyframes:=3",
+                     "iterations:=[10,20,30]", "camera_extrinsic:=[0.1,0.0,1.5,-0.5,0.5,-0.5,0.5]")
+    try:
+        s = declare_settings(node)
+        assert (s.map_file, s.weights, s.num_keyframes) == ("/maps/m.pxmap", "/w.safetensors", 3)
+        assert s.iterations == [10, 20, 30]
+        assert s.camera_extrinsic == [0.1, 0.0, 1.5, -0.5, 0.5, -0.5, 0.5]
+        assert s.gnss_topic == "gnss/fix"
+        descriptor = node.describe_parameter("mahalanobis_probability")
+        assert "Mahalanobis" in descriptor.description and descriptor.read_only
+        assert descriptor.floating_point_range[0].to_value == 1.0
+        assert node.describe_parameter("device").description.startswith("Where the network runs")
+        assert "map_odom" in node.describe_parameter("tf_mode").additional_constraints
+    finally:
+        node.destroy_node()
+
+
+def test_out_of_range_override_is_refused_at_declaration(context):
+    node = make_node(context, "map_file:=m", "weights:=w", "num_hypotheses:=1000")
+    try:
+        with pytest.raises(InvalidParameterValueException):
+            declare_settings(node)
+    finally:
+        node.destroy_node()
+
+
+def test_bad_choice_from_params_fails_loudly(context):
+    node = make_node(context, "map_file:=m", "weights:=w", "device:=tpu")
+    try:
+        with pytest.raises(ValueError, match="device"):
+            declare_settings(node)
+    finally:
+        node.destroy_node()

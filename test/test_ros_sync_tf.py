@@ -1,0 +1,184 @@
+"""Image/CameraInfo pairing by stamp (sync.py) and the tf equivalents (tf.py), pure and over DDS."""
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from geometry_msgs.msg import TransformStamped  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from pixloc_ros.ros.conversions import matrix_to_transform_msg, ns_to_stamp, transform_msg_to_matrix  # noqa: E402
+from pixloc_ros.ros.sync import CameraSubscriber, StampSynchronizer  # noqa: E402
+from pixloc_ros.ros.tf import (StaticTransformBroadcaster, StaticTransformGraph, StaticTransformLookup,  # noqa: E402
+                               TransformBroadcaster, using_tf2_ros)
+from ros_testing import RosContext, domain_id_for  # noqa: E402
+
+pytestmark = pytest.mark.ros
+RNG = np.random.default_rng(3)
+
+
+def img(t):
+    m = Image()
+    m.header.stamp = ns_to_stamp(t)
+    return m
+
+
+def info(t):
+    m = CameraInfo()
+    m.header.stamp = ns_to_stamp(t)
+    return m
+
+
+def stamps(pairs):
+    return [(p[0].header.stamp.sec, p[1].header.stamp.sec) for p in pairs]
+
+
+def test_sync_pairs_equal_stamps_in_any_arrival_order():
+    s = StampSynchronizer(queue_size=5)
+    S = 1_000_000_000
+    assert s.add_info(info(1 * S)) == []
+    assert s.add_info(info(2 * S)) == []  # infos ahead of their images
+    assert stamps(s.add_image(img(1 * S))) == [(1, 1)]
+    assert stamps(s.add_image(img(2 * S))) == [(2, 2)]
+    assert s.add_image(img(3 * S)) == []  # image ahead of its info
+    assert stamps(s.add_info(info(3 * S))) == [(3, 3)]
+
+
+def test_sync_reports_images_that_cannot_be_paired():
+    dropped = []
+    s = StampSynchronizer(queue_size=3, on_unmatched=dropped.append)
+    S = 1_000_000_000
+    s.add_image(img(1 * S))
+    assert stamps(s.add_info(info(2 * S))) == [] and len(dropped) == 1  # no info for t=1 will come
+    assert dropped[0].stamp_ns == 1 * S and "no CameraInfo with stamp 1.0" in dropped[0].reason
+    assert stamps(s.add_image(img(2 * S))) == [(2, 2)]
+    # No CameraInfo at all: the queue overflows and the oldest images are reported.
+    for t in range(10, 15):
+        s.add_image(img(t * S))
+    assert [d.stamp_ns // S for d in dropped[1:]] == [10, 11]
+    assert "no CameraInfo received" in dropped[-1].reason
+
+
+def test_sync_reports_an_image_whose_info_never_comes_even_when_later_pairs_match():
+    """The lonely image waits while the next image and its info pair up; it is reported then."""
+    dropped = []
+    s = StampSynchronizer(queue_size=10, on_unmatched=dropped.append)
+    S = 1_000_000_000
+    s.add_image(img(1 * S))  # its CameraInfo was lost
+    s.add_image(img(2 * S))
+    assert stamps(s.add_info(info(2 * S))) == [(2, 2)]
+    assert [d.stamp_ns for d in dropped] == [1 * S]
+    s.reset()
+    s.add_image(img(1 * S))  # after a reset (clock jump), old stamps are fine again
+    assert stamps(s.add_info(info(1 * S))) == [(1, 1)] and len(dropped) == 1
+
+
+def test_sync_tolerance_pairs_nearest():
+    s = StampSynchronizer(queue_size=5, tolerance_ns=10_000_000)
+    s.add_info(info(1_000_000_000 + 3_000_000))
+    pairs = s.add_image(img(1_000_000_000))
+    assert len(pairs) == 1
+    s2 = StampSynchronizer(queue_size=5)  # exact: 3 ms apart do not pair
+    s2.add_info(info(1_000_000_000 + 3_000_000))
+    assert s2.add_image(img(1_000_000_000)) == []
+    with pytest.raises(ValueError):
+        StampSynchronizer(queue_size=0)
+
+
+def random_T():
+    T = np.eye(4)
+    T[:3, :3] = Rotation.random(random_state=RNG.integers(1 << 30)).as_matrix()
+    T[:3, 3] = RNG.normal(size=3)
+    return T
+
+
+def test_static_graph_composes_chains_both_ways():
+    g = StaticTransformGraph()
+    base_from_cam_link, cam_link_from_optical, base_from_lidar = random_T(), random_T(), random_T()
+    g.add("base_link", "camera_link", base_from_cam_link)
+    g.add("camera_link", "camera_optical_frame", cam_link_from_optical)
+    g.add("/base_link", "lidar", base_from_lidar)  # a leading slash is ignored, as in tf2
+    expected = base_from_cam_link @ cam_link_from_optical
+    np.testing.assert_allclose(g.lookup("base_link", "camera_optical_frame"), expected, atol=1e-12)
+    np.testing.assert_allclose(g.lookup("camera_optical_frame", "base_link"), np.linalg.inv(expected), atol=1e-12)
+    np.testing.assert_allclose(g.lookup("lidar", "camera_optical_frame"),
+                               np.linalg.inv(base_from_lidar) @ expected, atol=1e-12)
+    np.testing.assert_allclose(g.lookup("lidar", "lidar"), np.eye(4))
+    assert g.lookup("base_link", "unknown") is None
+    g.add("base_link", "camera_link", np.eye(4))  # replacing an edge updates lookups
+    np.testing.assert_allclose(g.lookup("base_link", "camera_optical_frame"), cam_link_from_optical, atol=1e-12)
+
+
+def test_static_graph_rejects_malformed_transforms_but_keeps_good_ones():
+    g = StaticTransformGraph()
+    good = TransformStamped(child_frame_id="cam")
+    good.header.frame_id = "base"
+    good.transform = matrix_to_transform_msg(random_T())
+    bad = TransformStamped(child_frame_id="bad")
+    bad.header.frame_id = "base"
+    bad.transform.rotation.w = 0.0
+    with pytest.raises(ValueError, match="base->bad"):
+        g.add_message(TFMessage(transforms=[good, bad]))
+    np.testing.assert_allclose(g.lookup("base", "cam"), transform_msg_to_matrix(good.transform), atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def ros():
+    ctx = RosContext(domain_id_for(__name__))
+    yield ctx
+    ctx.close()
+
+
+def stamped(parent, child, T):
+    t = TransformStamped(child_frame_id=child)
+    t.header.frame_id = parent
+    t.transform = matrix_to_transform_msg(T)
+    return t
+
+
+def test_static_broadcast_reaches_a_late_listener_over_dds(ros):
+    """/tf_static is latched: a listener created after the broadcast still gets every transform."""
+    a, b = random_T(), random_T()
+    talker = ros.node("static_talker")
+    broadcaster = StaticTransformBroadcaster(talker)
+    broadcaster.send(stamped("base_link", "camera_link", a))
+    broadcaster.send(stamped("camera_link", "camera_optical_frame", b))  # the set is re-sent whole
+    listener_node = ros.node("static_listener")
+    lookup = StaticTransformLookup(listener_node)
+    ok = ros.spin_until(lambda: lookup.lookup("base_link", "camera_optical_frame") is not None, timeout=20)
+    assert ok, "static transforms never arrived"
+    np.testing.assert_allclose(lookup.lookup("base_link", "camera_optical_frame"), a @ b, atol=1e-9)
+
+
+def test_dynamic_broadcaster_publishes_tfmessage_on_tf(ros):
+    node = ros.node("tf_talker")
+    got = []
+    probe = ros.node("tf_probe")
+    probe.create_subscription(TFMessage, "/tf", got.append, 100)
+    broadcaster = TransformBroadcaster(node)
+    if not using_tf2_ros():
+        assert ros.spin_until(lambda: broadcaster._pub.get_subscription_count() > 0, timeout=20)
+    T = random_T()
+    assert ros.spin_until(lambda: (broadcaster.send(stamped("map", "odom", T)) or got), timeout=20)
+    np.testing.assert_allclose(transform_msg_to_matrix(got[0].transforms[0].transform), T, atol=1e-9)
+    assert got[0].transforms[0].header.frame_id == "map"
+
+
+def test_camera_subscriber_pairs_over_dds(ros):
+    pairs, dropped = [], []
+    node = ros.node("cam_sub")
+    CameraSubscriber(node, "/sync_test/image", "/sync_test/camera_info", 10,
+                     lambda i, c: pairs.append((i, c)), dropped.append)
+    pub_node = ros.node("cam_pub")
+    ipub = pub_node.create_publisher(Image, "/sync_test/image", 10)
+    cpub = pub_node.create_publisher(CameraInfo, "/sync_test/camera_info", 10)
+    assert ros.spin_until(lambda: ipub.get_subscription_count() and cpub.get_subscription_count(), timeout=20)
+    S = 1_000_000_000
+    for t in (1, 2, 3):
+        ipub.publish(img(t * S))
+        if t != 2:  # image 2 has no CameraInfo
+            cpub.publish(info(t * S))
+    assert ros.spin_until(lambda: len(pairs) == 2 and len(dropped) == 1, timeout=20), (len(pairs), len(dropped))
+    assert stamps(pairs) == [(1, 1), (3, 3)]
+    assert dropped[0].stamp_ns == 2 * S
