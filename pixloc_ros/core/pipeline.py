@@ -70,6 +70,10 @@ class PipelineConfig:
     odom_buffer_s: float = 60.0  # odometry history kept for interpolation
     odom_max_extrapolation_s: float = 0.2  # image stamps this far past the newest odometry use the newest sample
     clock_jump_tolerance_s: float = 0.5  # a stamp earlier than the last one by more than this resets the state
+    # Added to the published covariance: the Hessian-based estimate ignores correlated residuals,
+    # map errors and calibration errors, and an EKF fed near-zero variances trusts the pose blindly.
+    covariance_floor_m: float = 0.03  # std, per position axis
+    covariance_floor_deg: float = 0.3  # std, per rotation axis
     seed: int = 0  # subsampling of points is deterministic per frame stamp and seed
 
     def __post_init__(self):
@@ -173,7 +177,20 @@ class OdometryBuffer:
         if not self.stamps:
             return None
         if stamp_ns >= self.stamps[-1]:
-            return self.poses[-1] if stamp_ns - self.stamps[-1] <= max_extrapolation_ns else None
+            if stamp_ns - self.stamps[-1] > max_extrapolation_ns:
+                return None
+            if len(self.stamps) < 2 or stamp_ns == self.stamps[-1]:
+                return self.poses[-1]
+            # Constant velocity (in the body frame) over the last interval: odometry often lags
+            # the camera by a message or two, and holding the last sample would put the prior
+            # behind by the distance driven meanwhile.
+            t0, t1 = self.stamps[-2], self.stamps[-1]
+            step = np.linalg.inv(self.poses[-2]) @ self.poses[-1]
+            s = (stamp_ns - t1) / (t1 - t0)
+            out = np.eye(4)
+            out[:3, :3] = Rotation.from_rotvec(s * Rotation.from_matrix(step[:3, :3]).as_rotvec()).as_matrix()
+            out[:3, 3] = s * step[:3, 3]
+            return self.poses[-1] @ out
         if stamp_ns < self.stamps[0]:
             return self.poses[0] if self.stamps[0] - stamp_ns <= max_extrapolation_ns else None
         i = bisect_left(self.stamps, stamp_ns)
@@ -208,7 +225,7 @@ class RelocalizationPipeline:
         self.index = index
         self.config = config or PipelineConfig()
         self.odometry = OdometryBuffer(self.config.odom_buffer_s)
-        self._last_stamp_ns: int | None = None  # newest stamp seen on any input (clock-jump detection)
+        self._last_stamps: dict[str, int] = {}  # newest stamp per input (clock-jump detection)
         self._gnss: tuple[int, np.ndarray, float] | None = None  # (stamp, map xyz, sigma m)
         self._initial_pose: tuple[int, np.ndarray, np.ndarray | None, bool] | None = None
         self.clock_jumps = 0  # resets caused by stamps going backwards (the node logs each)
@@ -225,16 +242,19 @@ class RelocalizationPipeline:
         self.odometry.clear()
         self._gnss = None
         self._initial_pose = None
-        self._last_stamp_ns = None
+        self._last_stamps = {}
 
     def _check_clock(self, stamp_ns: int, source: str) -> None:
-        """Reset when ``stamp_ns`` is earlier than the newest stamp seen by more than the tolerance."""
+        """Reset when a source's stamp goes back by more than the tolerance (a bag restarted).
+
+        Per source: topics legitimately arrive out of order with each other (a camera lagging
+        the odometry), but each one's own stamps only go back when time itself did."""
         tol = int(self.config.clock_jump_tolerance_s * 1e9)
-        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns - tol:
-            jump = (self._last_stamp_ns - stamp_ns) / 1e9
-            self.reset(f"clock jumped back by {jump:.2f} s ({source} stamp)")
+        last = self._last_stamps.get(source)
+        if last is not None and stamp_ns < last - tol:
+            self.reset(f"clock jumped back by {(last - stamp_ns) / 1e9:.2f} s ({source} stamp)")
             self.clock_jumps += 1
-        self._last_stamp_ns = stamp_ns if self._last_stamp_ns is None else max(self._last_stamp_ns, stamp_ns)
+        self._last_stamps[source] = stamp_ns if last is None or stamp_ns > last else last
 
     @property
     def has_odometry(self) -> bool:
@@ -437,6 +457,8 @@ class RelocalizationPipeline:
                 return self._reject(out, prior, f"far_from_gnss: {horiz:.1f} m from the fix (max {limit:.1f} m)",
                                     t_start)
         cov = engine_to_ros_covariance(result.covariance, result.cam_from_world, _to_pose(base_from_cam))
+        cov = cov + np.diag([self.config.covariance_floor_m ** 2] * 3
+                            + [math.radians(self.config.covariance_floor_deg) ** 2] * 3)
         self._anchor = (frame.stamp_ns, map_from_base, cov)
         self._failures = 0
         if prior.kind in ("gnss", "initialpose"):

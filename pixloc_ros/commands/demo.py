@@ -1,0 +1,174 @@
+"""``pixloc-ros demo``: the main job, end to end on data the project makes itself.
+
+1. generate the small synthetic world (mapping season + query seasons) unless present;
+2. compile the map with the weights (unless a map built with these weights is present);
+3. start the node (its own process, config/localize.yaml, sim time, DDS on loopback), replay a
+   query drive recorded in another season through it with `pixloc-ros play`;
+4. score what the node published against the ground truth: frames localized, recall at the three
+   CMU thresholds, median errors, latency percentiles; write plots (trajectory, error over time,
+   heatmap snapshot) as PNG files.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_WEIGHTS = REPO / "pixloc_ros" / "assets" / "pixloc_synth_vgg16.safetensors"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` command."""
+    p = subparsers.add_parser(
+        "demo", help="the main job: synthetic world -> map -> node replaying a drive in another season -> metrics",
+        description="Generate the small synthetic world if absent, compile its map, run the localizer node on "
+                    "a query drive recorded in another season over DDS (loopback), and report accuracy, "
+                    "latency and plots.")
+    p.add_argument("--out", default="demo_out", help="working folder (data, map, plots, logs)")
+    p.add_argument("--condition", default="snow", help="query season to replay (overcast, autumn, snow, dusk)")
+    p.add_argument("--weights", default=None,
+                   help=f"PixLoc weights (default: the shipped {SHIPPED_WEIGHTS.name}, else random init)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world")
+    p.add_argument("--params", default=str(REPO / "config" / "localize.yaml"), help="node params file")
+    p.set_defaults(func=run)
+
+
+def _step(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def _weights(args, out: Path) -> Path:
+    if args.weights:
+        return Path(args.weights)
+    if SHIPPED_WEIGHTS.exists():
+        return SHIPPED_WEIGHTS
+    from pixloc_ros.core.checkpoint import init_weights, save_weights
+
+    path = out / "random_vgg16.safetensors"
+    if not path.exists():
+        save_weights(init_weights("vgg16", 0), path)
+    _step(f"WARNING: no trained weights shipped ({SHIPPED_WEIGHTS} missing): using random weights, "
+          "which do not localize reliably")
+    return path
+
+
+def _ensure_world(out: Path, seed: int) -> Path:
+    from pixloc_ros.data.synth import synthesize
+
+    world = out / "world"
+    if (world / "world.json").exists() and (world / "sfm").exists():
+        _step(f"synthetic world: {world} (present)")
+        return world
+    _step(f"generating the small synthetic world into {world} (about a minute) ...")
+    started = time.perf_counter()
+    synthesize(world, "small", seed=seed, workers=min(4, os.cpu_count() or 1), overwrite=True)
+    _step(f"synthetic world ready ({time.perf_counter() - started:.0f} s)")
+    return world
+
+
+def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
+    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.map_compile import compile_map
+    from pixloc_ros.core.mapfile import MapFileError, open_map
+
+    model = load_weights(weights, "cpu")
+    fingerprint = weights_fingerprint(model)
+    map_file = out / "map.pxmap"
+    if map_file.exists():
+        try:
+            open_map(map_file, expected_fingerprint=fingerprint)
+            _step(f"map: {map_file} (present, built with these weights)")
+            return map_file
+        except MapFileError as err:
+            _step(f"rebuilding the map: {str(err).splitlines()[0]}")
+    _step("compiling the map (reference features of every keyframe) ...")
+    started = time.perf_counter()
+    stats = compile_map(read_model(world / "sfm"), world / "mapping" / "images", model, map_file, fingerprint,
+                        Georeference.load(world / "georef.json"), progress=True)
+    _step(f"map ready: {map_file} ({time.perf_counter() - started:.0f} s; {stats.num_keyframes} keyframes, "
+          f"{stats.num_points} points, {stats.num_observations} observations)")
+    return map_file
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0 when the node ran through the drive (whatever its accuracy)."""
+    import numpy as np
+
+    from pixloc_ros.core.metrics import pose_errors, summarize
+    from pixloc_ros.data.bags import read_drive
+    from pixloc_ros.data.offline import DriveEvaluation, FrameRecord, GroundTruth
+    from pixloc_ros.data.plots import plot_errors, plot_trajectory
+    from pixloc_ros.ros.conversions import pose_msg_to_matrix, stamp_to_ns
+    from pixloc_ros.ros.replay import replay_through_node
+    from pixloc_ros.ros.session import domain_id_for
+
+    from .evaluate import report_text
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    weights = _weights(args, out)
+    world = _ensure_world(out, args.seed)
+    bag = world / "queries" / args.condition
+    if not bag.exists():
+        available = sorted(p.name for p in (world / "queries").iterdir() if p.is_dir())
+        print(f"pixloc-ros demo: error: no query drive {args.condition!r}; available: {available}", file=sys.stderr)
+        return 1
+    map_file = _ensure_map(world, weights, out)
+    drive = read_drive(bag, load_images=False)
+    domain = int(os.environ.get("ROS_DOMAIN_ID") or domain_id_for("pixloc-ros demo"))
+    _step(f"replaying the {args.condition} drive ({len(drive.frames)} frames, mapped in summer) through the "
+          f"node over DDS (domain {domain}, loopback) ...")
+    started = time.perf_counter()
+    result = replay_through_node(bag, Path(args.params), {
+        "map_file": str(map_file), "weights": str(weights), "device": args.device, "use_sim_time": "true"},
+        domain, out / "logs", expected_frames=len(drive.frames))
+    _step(f"replay done ({time.perf_counter() - started:.0f} s); node log: {out / 'logs' / 'node.log'}")
+
+    truth = GroundTruth(drive.ground_truth)
+    poses = {stamp_to_ns(p.header.stamp): pose_msg_to_matrix(p.pose.pose) for p in result.poses}
+    records = []
+    for status in result.statuses:
+        stamp = stamp_to_ns(status.header.stamp)
+        gt = truth.at(stamp)
+        est = poses.get(stamp) if status.success else None
+        rec = FrameRecord(stamp, int(status.state), est is not None, status.reason or "ok",
+                          None if est is None else est.tolist(), None if gt is None else gt.tolist(),
+                          total_s=float(status.time_total), network_s=float(status.time_network),
+                          optimizer_s=float(status.time_optimizer), num_points=int(status.num_points))
+        if est is not None and gt is not None:
+            dt, dr = pose_errors(est[:3, :3], est[:3, 3], gt[:3, :3], gt[:3, 3])
+            rec.translation_error_m, rec.rotation_error_deg = float(dt), float(dr)
+        records.append(rec)
+    scored = [r for r in records if r.success and r.gt_map_from_base is not None]
+    summary = summarize([r.translation_error_m for r in scored], [r.rotation_error_deg for r in scored],
+                        frames=len(drive.frames))
+    ran = np.array([r.total_s for r in records if r.network_s > 0])
+    latency = {} if ran.size == 0 else {"p50": float(np.percentile(ran, 50)), "p90": float(np.percentile(ran, 90)),
+                                        "max": float(ran.max()), "count": int(ran.size)}
+    evaluation = DriveEvaluation(str(bag), records, summary, latency)
+    evaluation.save_json(out / "results.json")
+
+    from pixloc_ros.core.retrieval import MapIndex
+
+    index = MapIndex.open(map_file)
+    plots = [plot_trajectory(evaluation, out / "trajectory.png", index.keyframe_centers[:, :2]),
+             plot_errors(evaluation, out / "errors.png")]
+    if result.heatmaps:
+        import cv2
+
+        from pixloc_ros.ros.conversions import image_to_rgb
+
+        cv2.imwrite(str(out / "heatmap.png"), image_to_rgb(result.heatmaps[len(result.heatmaps) // 2])[..., ::-1])
+        plots.append(out / "heatmap.png")
+    print()
+    print(f"pixloc_ros demo: {args.condition} drive through a map built in summer, weights {weights.name}")
+    print(report_text(evaluation))
+    print("results: " + str(out / "results.json"))
+    print("plots:   " + ", ".join(str(p) for p in plots))
+    return 0
