@@ -8,7 +8,7 @@ import torch
 from feature_scene import BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.camera import Camera
 from pixloc_ros.core.geometry import Pose, pose_error
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.localizer import Localizer, LocalizerConfig, level_pads
 from pixloc_ros.core.network import FeaturePyramid
 from pixloc_ros.core.query_points import QueryPoints
 
@@ -149,3 +149,48 @@ def test_localize_with_random_network():
     assert r2.confidences[0].shape == (48, 64)
     with pytest.raises(ValueError, match="camera is 128x96 but the image is 100x96"):
         loc.localize(image[:, :100], cam, pts, Pose.identity((1,)))
+
+
+def test_default_pads_keep_the_reference_at_cmu_size_and_shrink_on_small_maps():
+    cmu = [(768, 1024), (192, 256), (48, 64)]  # level maps of a 1024x768 image, finest first
+    assert level_pads(None, cmu) == (4.0, 4.0, 4.0)  # the reference's 4 px everywhere
+    small = [(240, 320), (60, 80), (15, 20)]
+    pads = level_pads(None, small)
+    assert pads[:2] == (4.0, 4.0) and 0 < pads[2] < 4.0  # only the 20x15 coarse map gets a smaller pad
+    # the share of the coarse map left valid stays well above a 4 px pad's 25 %
+    h, w = small[2]
+    share = lambda p: max(h - 1 - 2 * p, 0) * max(w - 1 - 2 * p, 0) / ((h - 1) * (w - 1))
+    assert share(pads[2]) > 0.7 and share(4.0) < 0.3
+    assert level_pads(2.5, small) == (2.5, 2.5, 2.5) and level_pads((1, 2, 3), small) == (1.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match="3 levels"):
+        LocalizerConfig(pad=(4.0, 4.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        LocalizerConfig(pad=(4.0, -1.0, 4.0))
+    assert LocalizerConfig(pad=[1, 2, 3]).pad == (1.0, 2.0, 3.0)
+
+
+def test_pad_tuple_applies_per_level(scene_setup):
+    """Each entry of a pad tuple acts on its own level: a pad wider than the coarse map leaves
+    that level without valid points (the pose does not move there), the finest entry alone
+    decides how many points count at the end."""
+    _, cam, T, pyramid, qp = scene_setup
+    init = perturb(T, 2.0, 0.4, seed=4)
+
+    def run(pad, iterations):
+        loc = Localizer(None, LocalizerConfig(device="cpu", pad=pad, iterations=iterations, min_valid_points=1))
+        return loc.localize_features(pyramid, cam, qp, Pose.stack([init]), DAMPING)
+
+    # Coarse level only: 4 px lets it converge, 100 px (wider than the 40x30 map) freezes it.
+    moved = run((4.0, 4.0, 4.0), (0, 0, 25))
+    frozen = run((4.0, 4.0, 100.0), (0, 0, 25))
+    assert pose_error(moved.cam_from_world, T)[1] < 0.5 * pose_error(init, T)[1]
+    assert pose_error(frozen.cam_from_world, init) == pytest.approx((0.0, 0.0), abs=1e-6)
+    # All levels: a frozen coarse level does not stop the finer ones; num_valid counts the
+    # fine-level points inside the finest pad at the final pose.
+    r = run((60.0, 4.0, 100.0), (25, 25, 25))
+    p2d, visible = cam.world2image(r.cam_from_world.transform(qp.xyz.double()))
+    w, h = (float(v) for v in cam.size)
+    inside = visible & (p2d[:, 0] >= 60) & (p2d[:, 0] <= w - 61) & (p2d[:, 1] >= 60) & (p2d[:, 1] <= h - 61)
+    assert r.num_valid == int(inside.sum()) < int(visible.sum())
+    deg, m = pose_error(r.cam_from_world, T)
+    assert deg < 0.1 and m < 0.05, (deg, m)

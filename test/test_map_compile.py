@@ -1,5 +1,7 @@
 """Map compilation: stored reference features equal the network's features sampled at the
-observations (recomputed here independently), on a synthetic model and on a real one."""
+observations (recomputed here independently), on a synthetic model and on a real one; an
+observation inside the finest level's border pad is dropped, inside a coarser level's pad its
+confidence at that level is exactly 0."""
 import math
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def synthetic(tmp_path_factory):
     """4 keyframes with two cameras, textured images, noisy keypoints, tracks of length 1..4."""
     root = tmp_path_factory.mktemp("synthetic_sfm")
     rng = np.random.default_rng(1)
-    # small images (the network is slow on 2 cores): the tests use a border pad of 1 level pixel
+    # small images (the network is slow on 2 cores): most configurations use small border pads
     cameras = {1: SfmCamera(1, "PINHOLE", 160, 128, np.array([125.0, 128.0, 80.0, 64.0])),
                2: SfmCamera(2, "RADIAL", 144, 112, np.array([115.0, 72.0, 56.0, -0.05, 0.01]))}
     xyz = np.stack([rng.uniform(-2, 2, 120), rng.uniform(-1.5, 1.5, 120), rng.uniform(4, 8, 120)], -1)
@@ -79,27 +81,41 @@ def synthetic(tmp_path_factory):
 _PYRAMIDS = {}  # the network's output per (image, size): the tests share forward passes
 
 
-def network_samples(model, image_rgb, uv, pad=4.0, key=None):
+def expected_pads(border_pad, level_sizes):
+    """Pads per level as CompileConfig documents them, written out independently: None -> 4 px,
+    or short side / 12 on maps whose short side is under 48 px; a number -> every level."""
+    if border_pad is None:
+        return [min(4.0, min(hw) / 12.0) for hw in level_sizes]
+    if isinstance(border_pad, (int, float)):
+        return [float(border_pad)] * len(level_sizes)
+    return [float(v) for v in border_pad]
+
+
+def network_samples(model, image_rgb, uv, border_pad=4.0, key=None):
     """Features/confidences of the network at full-res pixel-centre points uv (N, 2), with
-    grid_sample (align_corners=True maps -1/+1 to the centres of the border pixels), and
-    whether each point is at least ``pad`` level pixels inside every level."""
+    grid_sample (align_corners=True maps -1/+1 to the centres of the border pixels;
+    padding_mode="border": positions outside the map take the border's values), and
+    ``inside`` (N, L): whether each point is at least the level's pad inside that level."""
     pyramid = _PYRAMIDS.get(key) if key is not None else None
     if pyramid is None:
         pyramid = model.extract(image_rgb)
         if key is not None:
             _PYRAMIDS[key] = pyramid
-    feats, confs, inside = [], [], np.ones(len(uv), bool)
+    pads = expected_pads(border_pad, [f.shape[-2:] for f in pyramid.features])
+    feats, confs, inside = [], [], []
     for level, stride in enumerate(STRIDES):
         f, c = pyramid.features[level], pyramid.confidences[level]
         h, w = f.shape[-2:]
+        pad = pads[level]
         p = (torch.from_numpy(uv).float() + 0.5) / stride - 0.5
-        inside &= ((p[:, 0] >= pad) & (p[:, 0] <= w - 1 - pad) & (p[:, 1] >= pad) & (p[:, 1] <= h - 1 - pad)).numpy()
+        inside.append(((p[:, 0] >= pad) & (p[:, 0] <= w - 1 - pad)
+                       & (p[:, 1] >= pad) & (p[:, 1] <= h - 1 - pad)).numpy())
         grid = torch.stack([p[:, 0] / (w - 1) * 2 - 1, p[:, 1] / (h - 1) * 2 - 1], -1)[None, None]
-        sf = F.grid_sample(f, grid, align_corners=True)[0, :, 0].T
-        sc = F.grid_sample(c, grid, align_corners=True)[0, 0, 0]
+        sf = F.grid_sample(f, grid, align_corners=True, padding_mode="border")[0, :, 0].T
+        sc = F.grid_sample(c, grid, align_corners=True, padding_mode="border")[0, 0, 0]
         feats.append(F.normalize(sf, dim=-1).numpy())
         confs.append(sc.numpy())
-    return feats, np.stack(confs, -1), inside
+    return feats, np.stack(confs, -1), np.stack(inside, -1)
 
 
 def read_rgb(path, size=None):
@@ -108,9 +124,11 @@ def read_rgb(path, size=None):
 
 
 def check_against_network(sfm, image_dir, model, mapfile, sample_at, max_edge=None, min_track=3, pad=1.0):
+    """Every keyframe's stored rows against the network; returns (rows stored, rows with
+    confidence 0 at a coarser level that an any-level pad would have dropped)."""
     kf_rows = {int(k): i for i, k in enumerate(mapfile.keyframe_ids)}
     lengths = sfm.track_lengths
-    total = 0
+    total = rescued = 0
     for image_id, image in sfm.images.items():
         cam = sfm.cameras[image.camera_id]
         row_of = {int(p): i for i, p in enumerate(sfm.point_ids)}
@@ -128,22 +146,31 @@ def check_against_network(sfm, image_dir, model, mapfile, sample_at, max_edge=No
                                                key=(str(image_dir / image.name), w, h))
         rows = mapfile.keyframe_observations(kf_rows[image_id])
         np.testing.assert_array_equal(mapfile.keyframe_image_size[kf_rows[image_id]], [w, h])
-        # exactly the observations inside every level's padded border are stored, in order
+        # exactly the observations inside the finest level's padded border are stored, in order
+        kept = inside[:, 0]
         stored_ids = mapfile.point_ids[rows.point_index]
-        np.testing.assert_array_equal(stored_ids, pids[inside])
-        np.testing.assert_allclose(rows.uv, uv[inside], atol=1e-4)
+        np.testing.assert_array_equal(stored_ids, pids[kept])
+        np.testing.assert_allclose(rows.uv, uv[kept], atol=1e-4)
         for level in range(3):
-            np.testing.assert_allclose(rows.features[level].astype(np.float32), feats[level][inside], atol=2e-3)
-        np.testing.assert_allclose(rows.confidence.astype(np.float32), confs[inside], atol=1e-3)
-        total += int(inside.sum())
+            np.testing.assert_allclose(rows.features[level].astype(np.float32), feats[level][kept], atol=2e-3)
+        # confidence: the network's where the level is valid, exactly 0 where it is not
+        conf = rows.confidence.astype(np.float32)
+        valid = inside[kept]
+        assert valid[:, 0].all()
+        np.testing.assert_allclose(conf[valid], confs[kept][valid], atol=1e-3)
+        assert (conf[~valid] == 0).all()
+        assert (conf[valid] > 0).all()  # sigmoid outputs: a 0 marks the border, nothing else
+        total += int(kept.sum())
+        rescued += int((~valid.all(1)).sum())
     assert mapfile.num_observations == total > 0
-    return total
+    return total, rescued
 
 
 CONFIGS = {
     "default": CompileConfig(border_pad=1.0),
-    "keypoint_all_tracks": CompileConfig(sample_at="keypoint", min_track_length=1, border_pad=1.0),
+    "keypoint_all_tracks": CompileConfig(sample_at="keypoint", min_track_length=1, border_pad=(2.0, 3.0, 1.5)),
     "resized": CompileConfig(max_image_edge=120, border_pad=1.0),
+    "auto_pad": CompileConfig(),  # 4 px at levels 0 and 1, 8 / 12 px on the 10x8 coarse map
 }
 
 
@@ -164,9 +191,11 @@ def test_compiled_features_equal_network_samples(synthetic, compiled, name):
     stats, config = compiled[name]
     fp = weights_fingerprint(model)
     m = open_map(stats.path, expected_fingerprint=fp, verify=True)
-    total = check_against_network(sfm, root / "images", model, m, config.sample_at, config.max_image_edge,
-                                  config.min_track_length, config.border_pad)
+    total, rescued = check_against_network(sfm, root / "images", model, m, config.sample_at, config.max_image_edge,
+                                           config.min_track_length, config.border_pad)
     assert stats.num_observations == total
+    # observations kept with a zero confidence at a coarser level (an any-level pad drops them)
+    assert rescued > 0 and sum(stats.num_zero_confidence[1:]) >= rescued and stats.num_zero_confidence[0] == 0
     # points: exactly those with the minimum track length, with their coordinates and track lengths
     keep = sfm.track_lengths >= config.min_track_length
     assert (~keep).any() or config.min_track_length == 1
@@ -246,8 +275,17 @@ def test_build_map_command(synthetic, tmp_path, capsys):
 
 
 def test_config_validation():
+    import argparse
+
+    from pixloc_ros.commands.build_map import _border_pad
     with pytest.raises(ValueError, match="sample_at"):
         CompileConfig(sample_at="centre")
+    with pytest.raises(ValueError, match="border_pad"):
+        CompileConfig(border_pad=(4.0, -1.0, 4.0))
+    assert CompileConfig(border_pad=[4, 4, 1]).border_pad == (4.0, 4.0, 1.0)
+    assert _border_pad("auto") is None and _border_pad("3") == 3.0 and _border_pad("4,4,1.5") == (4.0, 4.0, 1.5)
+    with pytest.raises(argparse.ArgumentTypeError):
+        _border_pad("wide")
     assert resized_size(1919, 1079, 384) == (384, 216)
     assert resized_size(100, 50, 384) == (100, 50)
 
@@ -286,11 +324,13 @@ def test_real_colmap_model(tmp_path):
     p = xyz @ image.R.T + image.t
     uv = np.stack([f * p[:, 0] / p[:, 2] + cx, f * p[:, 1] / p[:, 2] + cy], -1) - 0.5
     uv = (uv + 0.5) * [384 / 1919, 216 / 1079] - 0.5
-    feats, confs, inside = network_samples(model, read_rgb(REAL / "images" / image.name, (384, 216)), uv)
-    assert inside.all()  # the compile dropped exactly the points near the borders (pad 4)
+    feats, confs, inside = network_samples(model, read_rgb(REAL / "images" / image.name, (384, 216)), uv, None)
+    assert inside[:, 0].all()  # the compile dropped exactly the points in the finest level's border (4 px)
     for level in range(3):
         np.testing.assert_allclose(rows.features[level].astype(np.float32), feats[level], atol=2e-3)
-    np.testing.assert_allclose(rows.confidence.astype(np.float32), confs, atol=1e-3)
+    conf = rows.confidence.astype(np.float32)
+    np.testing.assert_allclose(conf[inside], confs[inside], atol=1e-3)
+    assert (conf[~inside] == 0).all()
     # retrieval from the first keyframe's own pose returns that keyframe first
     index = MapIndex(m)
     r = index.retrieve(index.keyframe_cam_from_world[0], num_keyframes=2, max_heading_diff_deg=90)

@@ -1,5 +1,6 @@
 """`pixloc-ros synth`: the preview picture and argument handling (the full run is exercised by the
 session fixture ``synth_small``)."""
+import dataclasses
 import json
 
 import cv2
@@ -36,10 +37,26 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 def test_presets_fit_their_purpose():
+    from pixloc_ros.core.map_compile import resized_size
+    from pixloc_ros.data.synth import camera_for, mapping_camera_for
+
     small, full = PRESETS["small"], PRESETS["full"]
     assert (small.width, small.height) == (320, 240) and small.max_query_frames <= 40
     assert (full.width, full.height) == (1024, 768)  # CMU Seasons' image size
     assert len(small.query_conditions) >= 3 and TEST_PRESET.width == small.width
+    # Mapping images larger than the queries compile back to exactly the query camera with
+    # build-map --max-image-edge <query long side>.
+    for preset in (small, full, TEST_PRESET):
+        mw, mh = preset.mapping_size
+        q = camera_for(preset)
+        assert resized_size(mw, mh, max(q.width, q.height)) == (q.width, q.height)
+        m = mapping_camera_for(preset)
+        s = q.width / m.width
+        assert np.allclose([m.fx * s, m.fy * s, (m.cx + 0.5) * s - 0.5, (m.cy + 0.5) * s - 0.5],
+                           [q.fx, q.fy, q.cx, q.cy])
+    assert small.mapping_size == (640, 480)
+    with pytest.raises(ValueError, match="mapping_scale"):
+        dataclasses.replace(small, mapping_scale=1.01)  # 323.2 px: not a whole-pixel image
 
 
 def test_output_is_protected_and_reloadable(synth_small, tmp_path):
@@ -62,14 +79,14 @@ def test_output_is_protected_and_reloadable(synth_small, tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_dataset(tmp_path):
-    """Everything follows the seed: images, bags and the SfM model come out identical."""
-    import dataclasses
+    """Everything follows the seed: images, bags and the SfM model come out identical (SIFT runs
+    on two threads; keyframes rendered larger than the queries, as in the small preset)."""
     import hashlib
 
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.data.synth import synthesize
     preset = dataclasses.replace(TEST_PRESET, name="tiny", mapping_length_m=60.0, max_query_frames=3,
-                                 query_conditions=("snow",))
+                                 query_conditions=("snow",), mapping_scale=1.5)
     digests, models = [], []
     for run in ("a", "b"):
         out = tmp_path / run
@@ -79,3 +96,5 @@ def test_same_seed_same_dataset(tmp_path):
         models.append(read_model(out / "sfm"))
     assert digests[0] == digests[1]
     assert np.array_equal(models[0].xyz, models[1].xyz) and len(models[0].xyz) > 50
+    assert [(c.width, c.height) for c in models[0].cameras.values()] == [(480, 360)]
+    assert load_dataset(tmp_path / "a").mapping_camera.width == 480

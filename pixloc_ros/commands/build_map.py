@@ -2,10 +2,17 @@
 
     pixloc-ros build-map --colmap DIR --images DIR --weights CKPT --out FILE [--georef FILE]
                          [--max-image-edge N] [--sample-at reprojection|keypoint]
-                         [--min-track-length 3] [--device cuda|cpu] [--verify]
+                         [--min-track-length 3] [--border-pad auto|PX|PX0,PX1,PX2]
+                         [--device cuda|cpu] [--verify]
 
 Runs the network once per keyframe (CUDA with fp16 autocast when available, else CPU) and
 stores the reference features of every observation; the node loads the file at start.
+Compile at the size the node's queries run at: mapping images larger than the queries (e.g.
+`pixloc-ros synth --preset small` maps at 640x480 for 320x240 queries; its world.json says so
+under "build_map") need --max-image-edge with the queries' longer side:
+
+    pixloc-ros build-map --colmap DIR/sfm --images DIR/mapping/images --weights W --out DIR/map.pxmap \\
+        --georef DIR/georef.json --max-image-edge 320
 """
 from __future__ import annotations
 
@@ -30,12 +37,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sample-at", choices=("reprojection", "keypoint"), default="reprojection",
                         help="sample reference features at the 3D point's reprojection (PixLoc) or at the keypoint")
     parser.add_argument("--min-track-length", type=int, default=3, help="keep points seen by at least this many images")
-    parser.add_argument("--border-pad", type=float, default=4.0,
-                        help="drop observations closer than this many level pixels to a level's border")
+    parser.add_argument("--border-pad", type=_border_pad, default=None, metavar="auto|PX|PX0,PX1,PX2",
+                        help="level pixels kept clear of each level's border (finest first): observations inside "
+                             "the finest level's pad are dropped, inside a coarser one they get confidence 0 at "
+                             "that level; 'auto' (default): 4 px, less on coarse maps under 48 px "
+                             "(localizer.level_pads)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--verify", action="store_true", help="reopen the written file and check every block")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
+
+
+def _border_pad(text: str) -> float | tuple[float, ...] | None:
+    """argparse type of --border-pad: "auto" -> None, "4" -> 4.0, "4,4,1.5" -> (4.0, 4.0, 1.5)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', a number or comma-separated numbers, got {text!r}")
+    if any(not (v >= 0) for v in values):
+        raise argparse.ArgumentTypeError(f"pads must be >= 0, got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     size = stats.file_size_bytes
     print(f"wrote {stats.path}: {stats.num_keyframes} keyframes, {stats.num_points} points, "
-          f"{stats.num_observations} observations ({stats.num_dropped_observations} dropped at borders), "
+          f"{stats.num_observations} observations ({stats.num_dropped_observations} dropped at the image border; "
+          f"confidence 0 at the border of levels 1.. for {', '.join(str(n) for n in stats.num_zero_confidence[1:])}), "
           f"{size / 2**20:.1f} MiB ({size / max(stats.num_points, 1):.0f} B/point)")
     print(f"device {device}: {stats.seconds:.1f} s, {stats.images_per_s:.2f} images/s "
           f"(network {stats.network_seconds:.1f} s); weights {fingerprint[:16]}...")

@@ -172,32 +172,71 @@ class TriangulationReport:
 
 def extract_sift_features(database_path: str | Path, image_dir: str | Path, image_names: list[str],
                           width: int, height: int, fx: float, fy: float, cx: float, cy: float, *,
-                          max_num_features: int = 4096, num_threads: int = 1) -> None:
+                          max_num_features: int = 4096, num_threads: int = 1,
+                          peak_threshold: float | None = None) -> None:
     """Detect SIFT features (CPU) in ``image_names`` under ``image_dir`` into a new COLMAP database.
 
     All images share one PINHOLE camera with the given intrinsics in the engine convention
-    (pixel-centre origin); COLMAP's principal point is moved by +0.5 px here. With several
-    threads COLMAP numbers the images in the order they finish, so only ``num_threads=1``
-    gives the same database (and map) on every run.
+    (pixel-centre origin); COLMAP's principal point is moved by +0.5 px here. The images are
+    registered in the database in the order of ``image_names`` before COLMAP runs (COLMAP
+    itself numbers them in the order its threads finish), so any ``num_threads`` (-1: all
+    cores) gives the same database and map on every run. ``peak_threshold``: the DoG contrast
+    a keypoint needs (COLMAP's default 0.02 / 3 when None; lower finds more keypoints in weak
+    texture). COLMAP's default ``first_octave=-1`` (detection on the image upsampled x2) stays.
     """
     database_path = Path(database_path)
     if database_path.exists():
         raise FileExistsError(f"{database_path} exists; feature extraction writes a new database")
+    if peak_threshold is not None and not peak_threshold > 0:
+        raise ValueError(f"peak_threshold must be > 0, got {peak_threshold}")
+    params = [fx, fy, cx + 0.5, cy + 0.5]
+    _register_images(database_path, list(image_names), pycolmap.Camera(
+        model="PINHOLE", width=int(width), height=int(height), params=np.asarray(params, np.float64)))
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "PINHOLE"
-    reader.camera_params = ",".join(f"{v:.10g}" for v in (fx, fy, cx + 0.5, cy + 0.5))
+    reader.camera_params = ",".join(f"{v:.17g}" for v in params)
     options = pycolmap.FeatureExtractionOptions()
     options.num_threads = num_threads
     options.use_gpu = False
     options.sift.max_num_features = max_num_features
+    if peak_threshold is not None:
+        options.sift.peak_threshold = peak_threshold
     with _quiet_colmap():
         pycolmap.extract_features(database_path, image_dir, image_names=list(image_names),
                                   camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                                   extraction_options=options, device=pycolmap.Device.cpu)
     with pycolmap.Database.open(database_path) as db:
+        if db.num_cameras() != 1:
+            raise RuntimeError(f"COLMAP added cameras to {database_path}: {db.num_cameras()} instead of 1")
+        missing = [im.name for im in db.read_all_images() if not db.exists_keypoints(im.image_id)]
+        if missing:
+            raise RuntimeError(f"COLMAP extracted no features from {len(missing)} images (missing or unreadable "
+                               f"under {image_dir}?), e.g. {missing[:3]}")
         for cam in db.read_all_cameras():
             if (cam.width, cam.height) != (width, height):
                 raise ValueError(f"images are {cam.width}x{cam.height}, expected {width}x{height}")
+
+
+def _register_images(database_path: Path, image_names: list[str], camera) -> None:
+    """Write ``camera`` (with a trivial rig) and one image with its frame per name, in order,
+    into a new database: image i gets id i + 1 whatever order extraction threads finish in.
+    COLMAP's extractor then fills in these images' keypoints (it looks them up by name)."""
+    camera.has_prior_focal_length = True  # as COLMAP marks a camera whose parameters were given
+    with pycolmap.Database.open(database_path) as db:
+        camera_id = db.write_camera(camera)
+        sensor = pycolmap.sensor_t(pycolmap.SensorType.CAMERA, camera_id)
+        rig = pycolmap.Rig()
+        rig.add_ref_sensor(sensor)
+        rig_id = db.write_rig(rig)
+        for name in image_names:
+            image = pycolmap.Image(name=name, camera_id=camera_id)
+            image_id = db.write_image(image)
+            frame = pycolmap.Frame()
+            frame.rig_id = rig_id
+            frame.add_data_id(pycolmap.data_t(sensor, image_id))
+            image = db.read_image(image_id)
+            image.frame_id = db.write_frame(frame)
+            db.update_image(image)
 
 
 def pairs_from_poses(names: list[str], centers: np.ndarray, view_dirs: np.ndarray, *,
@@ -254,7 +293,9 @@ def match_pairs(database_path: str | Path, pairs: list[tuple[str, str]], *, num_
 
 
 def match_pairs_exact(database_path: str | Path, pairs: list[tuple[str, str]], *, max_ratio: float = 0.8,
-                      max_distance: float = 0.7, cross_check: bool = True) -> int:
+                      max_distance: float = 0.7, cross_check: bool = True,
+                      poses: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                      max_epipolar_error_px: float = 2.0) -> int:
     """Match the SIFT descriptors of the given pairs by exact nearest neighbours, with the rules
     of COLMAP's SIFT matcher (angle between descriptors, Lowe ratio ``max_ratio``, largest angle
     ``max_distance`` radians, mutual check), and write the raw matches to the database.
@@ -262,11 +303,22 @@ def match_pairs_exact(database_path: str | Path, pairs: list[tuple[str, str]], *
     Same results as COLMAP's brute-force CPU matcher, deterministic, and much faster here (one
     BLAS product per pair). Follow with ``verify_matches_with_poses``. Returns the number of
     pairs written.
+
+    ``poses`` (name -> (R (3, 3), t (3,)) of cam_from_world, the known poses): guided matching,
+    as COLMAP's ``guided_matching`` does with an estimated geometry: only keypoint pairs whose
+    Sampson error under the pair's fundamental matrix is below ``max_epipolar_error_px`` compete
+    (nearest neighbour, ratio test and mutual check among them). Repeated structure (window
+    rows, lane dashes) then no longer fails the ratio test against its look-alikes elsewhere
+    in the image, which multiplies the matches of a street scene.
     """
+    if poses is not None and not max_epipolar_error_px > 0:
+        raise ValueError(f"max_epipolar_error_px must be > 0, got {max_epipolar_error_px}")
     written = 0
     with pycolmap.Database.open(database_path) as db:
-        by_name = {im.name: im.image_id for im in db.read_all_images()}
-        cache: dict[int, np.ndarray] = {}
+        images = {im.name: im for im in db.read_all_images()}
+        cameras = {cam.camera_id: cam for cam in db.read_all_cameras()} if poses is not None else {}
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        keypoints: dict[int, np.ndarray] = {}
 
         def descriptors(image_id: int) -> tuple[np.ndarray, np.ndarray]:
             # Raw uint8 values as float32: their dot products (< 2^24) are exact integers in any
@@ -276,14 +328,31 @@ def match_pairs_exact(database_path: str | Path, pairs: list[tuple[str, str]], *
                 cache[image_id] = (d, np.maximum(np.sqrt((d * d).sum(1)), 1e-6))
             return cache[image_id]
 
+        def xy(image_id: int) -> np.ndarray:
+            if image_id not in keypoints:
+                keypoints[image_id] = np.asarray(db.read_keypoints(image_id))[:, :2].astype(np.float64)
+            return keypoints[image_id]
+
         for a, b in pairs:
-            if a not in by_name or b not in by_name:
+            if a not in images or b not in images:
                 raise KeyError(f"pair ({a!r}, {b!r}): image not in the database")
-            id1, id2 = by_name[a], by_name[b]
+            if poses is not None and (a not in poses or b not in poses):
+                raise KeyError(f"pair ({a!r}, {b!r}): no pose for guided matching")
+            id1, id2 = images[a].image_id, images[b].image_id
             (d1, n1), (d2, n2) = descriptors(id1), descriptors(id2)
             if len(d1) < 2 or len(d2) < 2:
                 continue
-            sim = (d1 @ d2.T) / n1[:, None] / n2[None, :]  # (N1, N2) cosines; angles are monotonic in them
+            sim = d1 @ d2.T  # (N1, N2) cosines below; angles are monotonic in them
+            sim /= n1[:, None]
+            sim /= n2[None, :]
+            if poses is not None:
+                F = _fundamental_from_poses(poses[a], poses[b], _pinhole_K(cameras[images[a].camera_id]),
+                                            _pinhole_K(cameras[images[b].camera_id]))
+                # -1: the largest possible angle, so these never win nor spoil the ratio test.
+                # In blocks of rows: the temporaries stay ~50 MB even with 8192 x 8192 features.
+                for i0 in range(0, len(d1), 1536):
+                    np.copyto(sim[i0:i0 + 1536], np.float32(-1.0),
+                              where=_epipolar_outliers(xy(id1)[i0:i0 + 1536], xy(id2), F, max_epipolar_error_px))
             matches = _ratio_matches(sim, max_ratio, max_distance)
             if cross_check:
                 back = _ratio_matches(sim.T, max_ratio, max_distance)
@@ -296,14 +365,51 @@ def match_pairs_exact(database_path: str | Path, pairs: list[tuple[str, str]], *
     return written
 
 
+def _fundamental_from_poses(pose1: tuple[np.ndarray, np.ndarray], pose2: tuple[np.ndarray, np.ndarray],
+                            K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
+    """F (3, 3) with x2^T F x1 = 0 for two cameras (R, t) of cam_from_world and intrinsics K (3, 3)."""
+    E, _, _ = _essential_from_poses(pose1, pose2)
+    return np.linalg.inv(K2).T @ E @ np.linalg.inv(K1)
+
+
+def _essential_from_poses(pose1: tuple[np.ndarray, np.ndarray], pose2: tuple[np.ndarray, np.ndarray]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E (3, 3), R (3, 3), t (3,)): essential matrix and relative pose cam2_from_cam1 of two
+    cam_from_world poses (R, t)."""
+    R1, t1 = (np.asarray(v, np.float64) for v in pose1)
+    R2, t2 = (np.asarray(v, np.float64) for v in pose2)
+    R = R2 @ R1.T
+    t = t2 - R @ t1
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ R
+    return E, R, t
+
+
+def _epipolar_outliers(xy1: np.ndarray, xy2: np.ndarray, F: np.ndarray, max_error_px: float) -> np.ndarray:
+    """(N1, N2) bool: keypoint pairs whose Sampson error under F is at least ``max_error_px``;
+    xy1 (N1, 2), xy2 (N2, 2) pixels. float32 and in place: this runs on ~10^6 pairs per image pair."""
+    x1, y1 = xy1[:, 0], xy1[:, 1]
+    x2, y2 = (np.asarray(v, np.float32) for v in (xy2[:, 0], xy2[:, 1]))
+    a, b, c = (np.asarray(F[i, 0] * x1 + F[i, 1] * y1 + F[i, 2], np.float32) for i in range(3))  # F x1, image 2
+    d, e = (F[0, i] * xy2[:, 0] + F[1, i] * xy2[:, 1] + F[2, i] for i in range(2))  # first two of F^T x2
+    # Sampson error^2 = (x2^T F x1)^2 / (a^2 + b^2 + d^2 + e^2), compared without the division.
+    r = np.multiply.outer(a, x2)
+    r += np.multiply.outer(b, y2)
+    r += c[:, None]
+    r *= r
+    s2 = max_error_px ** 2
+    bound = np.add.outer(np.asarray(s2 * (a.astype(np.float64) ** 2 + b.astype(np.float64) ** 2), np.float32),
+                         np.asarray(s2 * (d * d + e * e), np.float32))
+    return r >= bound
+
+
 def _ratio_matches(sim: np.ndarray, max_ratio: float, max_distance: float) -> np.ndarray:
     """Rows' most similar columns passing COLMAP's tests on descriptor angles: the best angle
     at most ``max_distance`` and below ``max_ratio`` times the second best. (M, 2) [row, col]."""
-    sim = np.ascontiguousarray(sim)
+    sim = np.ascontiguousarray(sim)  # a transposed view is copied: row-wise argmax is ~10x faster
     rows = np.arange(len(sim))
     first = sim.argmax(1)
     s0 = sim[rows, first]
-    sim[rows, first] = -np.inf  # the caller's matrix is a copy or not reused after this
+    sim[rows, first] = -np.inf  # restored below: the caller's matrix comes back unchanged
     s1 = sim.max(1)
     sim[rows, first] = s0
     best = np.arccos(np.clip(s0, -1.0, 1.0))
@@ -337,11 +443,7 @@ def verify_matches_with_poses(database_path: str | Path, poses: dict[str, tuple[
             for iid in (id1, id2):
                 if iid not in keypoints:
                     keypoints[iid] = np.asarray(db.read_keypoints(iid))[:, :2].astype(np.float64)
-            R1, t1 = (np.asarray(v, np.float64) for v in poses[im1.name])
-            R2, t2 = (np.asarray(v, np.float64) for v in poses[im2.name])
-            R = R2 @ R1.T
-            t = t2 - R @ t1
-            E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ R
+            E, R, t = _essential_from_poses(poses[im1.name], poses[im2.name])
             K1, K2 = (_pinhole_K(cameras[images[i].camera_id]) for i in (id1, id2))
             F = np.linalg.inv(K2).T @ E @ np.linalg.inv(K1)
             x1 = np.c_[keypoints[id1][matches[:, 0]], np.ones(len(matches))]

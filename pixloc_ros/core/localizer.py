@@ -25,13 +25,45 @@ from .query_points import QueryPoints
 
 DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network
 
+# Border pad (level pixels) where a level's map is large: the reference's 4 px at every level of
+# CMU's 1024x768 images, whose coarsest map (stride 16) is 64x48 px.
+REFERENCE_PAD = 4.0
+# Below that size the pad shrinks with the map: pad = min(4, short side / 12), i.e. 4 px at
+# 48 px as at CMU size. A 320x240 image has a 20x15 coarse map; 4 px there would leave only the
+# central 11x6 cells (25 % of the map) valid, 15 / 12 = 1.25 px leaves 71 %.
+PAD_SIZE_RATIO = 1.0 / 12.0
+
+
+def level_pads(pad: float | tuple[float, ...] | None, level_sizes) -> tuple[float, ...]:
+    """Border pad of each level, level pixels, finest first.
+
+    pad: None (the default rule: ``min(REFERENCE_PAD, min(H_l, W_l) * PAD_SIZE_RATIO)``: 4 px at
+    every level of a 1024x768 image, less on small maps), one value for every level, or one
+    value per level (finest first). level_sizes: (H_l, W_l) of each level's map, finest first.
+    """
+    sizes = [tuple(int(v) for v in hw) for hw in level_sizes]
+    if pad is None:
+        return tuple(min(REFERENCE_PAD, min(hw) * PAD_SIZE_RATIO) for hw in sizes)
+    if isinstance(pad, (int, float)):
+        pads = (float(pad),) * len(sizes)
+    else:
+        pads = tuple(float(v) for v in pad)
+        if len(pads) != len(sizes):
+            raise ValueError(f"pad has {len(pads)} values but there are {len(sizes)} levels (finest first)")
+    if any(not (v >= 0) for v in pads):
+        raise ValueError(f"pads must be >= 0 level pixels, got {pads}")
+    return pads
+
 
 @dataclass
 class LocalizerConfig:
     """Settings of the localizer (levels are listed finest first, like everywhere in the engine)."""
 
     iterations: tuple[int, int, int] = (25, 25, 25)  # max LM iterations of levels 0, 1, 2 (0 skips a level)
-    pad: float = 4.0  # border margin in level pixels inside which projections are invalid (reference: 4)
+    # Border margin (level pixels) inside which projections are invalid: None = ``level_pads``' rule
+    # (the reference's 4 px at CMU size, proportionally less on small maps), one value for every
+    # level (the reference: 4.0), or a tuple per level (finest first).
+    pad: float | tuple[float, float, float] | None = None
     min_valid_points: int = 50  # a hypothesis needs this many valid points at the fine level to be chosen
     device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto" (CUDA when available)
     half_precision: bool = True  # run the network under fp16 autocast on CUDA (ignored on the CPU)
@@ -39,7 +71,13 @@ class LocalizerConfig:
     min_normalized_eigenvalue: float = 1e-6  # below this the Jacobi-scaled fine Hessian is called rank deficient
     covariance_scale: float = 1.0  # multiplies the covariance (inflation for correlated residuals)
     return_confidences: bool = True  # copy the confidence maps to numpy for display (costs a device->host copy)
-    lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters is replaced per level)
+    lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters and pad are replaced per level)
+
+    def __post_init__(self):
+        if self.pad is not None:
+            if not isinstance(self.pad, (int, float)):
+                self.pad = tuple(float(v) for v in self.pad)
+            level_pads(self.pad, [(1, 1)] * 3)  # ValueError now for a wrong length or a negative pad
 
 
 @dataclass
@@ -225,13 +263,14 @@ class Localizer:
             return failure(f"points_behind_camera: none of the {n} points is in front of any of the "
                            f"{poses.shape[0]} initial poses")
 
+        pads = level_pads(cfg.pad, [f.shape[-2:] for f in features])
         levels: dict[int, LevelResult] = {}
         level_times = [0.0, 0.0, 0.0]
         for level in (2, 1, 0):
             iters = int(cfg.iterations[level])
             if iters <= 0:
                 continue
-            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": cfg.pad})
+            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": pads[level]})
             res = optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
                                  pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
                                  damping[level], lm)

@@ -13,9 +13,15 @@ Where to sample (``sample_at``):
   would pull the fine level's minimum away.
 - "keypoint": the detected keypoint (COLMAP convention converted: x - 0.5).
 
-Observations whose sample point is behind the camera, outside the distortion's valid range, or
-closer than ``border_pad`` level pixels to the border of any level are dropped, as the
-reference's interpolator mask (pad 4) does.
+Borders (the reference's interpolator masks points within 4 level pixels of a map's border):
+an observation is kept when its sample point is in front of the camera, inside the
+distortion's valid range and at least the finest level's pad (level-0 pixels) inside the
+image. At each coarser level where it falls into that level's pad band or outside the map, its
+stored confidence is 0: a zero reference confidence gives it zero weight in the LM at that
+level (the features are still stored, sampled at the clamped position), and it counts fully at
+the levels where it is valid. Dropping it everywhere instead would cost, at stride 16 on a
+320x240 image, every observation within 64 px of the border (~65 % of them). The pads follow
+``localizer.level_pads`` (the same default rule as the localizer: 4 px at CMU size).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from pixloc_ros.core.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
 from pixloc_ros.core.georef import Georeference
 from pixloc_ros.core.interpolation import BilinearSampler
+from pixloc_ros.core.localizer import level_pads
 from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
 
 SAMPLE_AT = ("reprojection", "keypoint")
@@ -45,9 +52,19 @@ class CompileConfig:
     sample_at: str = "reprojection"  # "reprojection" (PixLoc) or "keypoint"; see the module docstring
     min_track_length: int = 3  # points seen by fewer SfM images are left out (PixLoc CMU: 3)
     max_image_edge: int | None = None  # resize keyframes so the longer side is at most this (None: as is)
-    border_pad: float = 4.0  # level pixels kept clear of each level's border (PixLoc's interpolator pad)
+    # Level pixels kept clear of each level's border: None = ``localizer.level_pads``' default (4 at
+    # CMU size, less on small maps), one value for every level (PixLoc: 4.0), or one per level
+    # (finest first). Inside the finest pad the observation is dropped; inside a coarser one its
+    # confidence at that level is 0.
+    border_pad: float | tuple[float, ...] | None = None
 
     def __post_init__(self):
+        if self.border_pad is not None:
+            if not isinstance(self.border_pad, (int, float)):
+                self.border_pad = tuple(float(v) for v in self.border_pad)
+            pads = (self.border_pad,) if isinstance(self.border_pad, (int, float)) else self.border_pad
+            if any(not (float(v) >= 0) for v in pads):
+                raise ValueError(f"border_pad must be >= 0 level pixels, got {self.border_pad}")
         if self.sample_at not in SAMPLE_AT:
             raise ValueError(f"Unsupported sample_at {self.sample_at!r}, expected one of {SAMPLE_AT}")
         if self.max_image_edge is not None and self.max_image_edge < 16:
@@ -62,11 +79,12 @@ class CompileStats:
     num_keyframes: int
     num_points: int
     num_observations: int
-    num_dropped_observations: int  # candidate observations outside a level or behind the camera
+    num_dropped_observations: int  # candidates in the finest level's pad band or behind the camera
     skipped_images: list[str] = field(default_factory=list)  # registered images without usable points
     seconds: float = 0.0  # whole compile
     network_seconds: float = 0.0  # time in the network (synchronised on CUDA)
     file_size_bytes: int = 0
+    num_zero_confidence: tuple[int, ...] = ()  # stored observations with confidence 0 (border), per level
 
     @property
     def images_per_s(self) -> float:
@@ -149,6 +167,7 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
     kf_ids, kf_names, kf_R, kf_t, kf_cam, kf_size = [], [], [], [], [], []
     camera_index: dict[int, int] = {}
     skipped, dropped, net_seconds = [], 0, 0.0
+    zeroed = np.zeros(len(levels), np.int64)
     iterator = image_ids
     if progress:
         from tqdm import tqdm
@@ -178,21 +197,29 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
             net_seconds += time.perf_counter() - t0
 
             uv_t = torch.from_numpy(uv).to(device=device, dtype=torch.float32)
+            pads = level_pads(config.border_pad, [f.shape[-2:] for f in pyramid.features])
             sampled_f, sampled_c = [], []
             for level, stride in enumerate(strides):
                 p = ((uv_t + 0.5) / stride - 0.5)[None]
-                feat = BilinearSampler(pyramid.features[level][0]).sample(p, config.border_pad, gradients=False)
-                conf = BilinearSampler(pyramid.confidences[level][0]).sample(p, config.border_pad, gradients=False)
-                valid &= feat.valid[0].cpu().numpy()
+                feat = BilinearSampler(pyramid.features[level][0]).sample(p, pads[level], gradients=False)
+                conf = BilinearSampler(pyramid.confidences[level][0]).sample(p, pads[level], gradients=False)
+                inside = feat.valid[0].cpu().numpy()
+                c = conf.values[0, :, 0].cpu().numpy()
+                if level == 0:
+                    valid &= inside  # the finest level decides whether the observation exists
+                else:
+                    c = np.where(inside, c, 0.0).astype(c.dtype)  # no weight at this level only
                 # Interpolating unit vectors shortens them: renormalise, as the reference does
                 # (normalize_descriptors) before the features enter the cost.
                 sampled_f.append(torch.nn.functional.normalize(feat.values[0], dim=-1).cpu().numpy())
-                sampled_c.append(conf.values[0, :, 0].cpu().numpy())
+                sampled_c.append(c)
 
             dropped += int((~valid).sum())
+            confidence = np.stack(sampled_c, -1)[valid].astype(np.float16)
+            zeroed += (confidence == 0).sum(0)
             writer.add_keyframe_observations(Observations(
                 rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
-                np.stack(sampled_c, -1)[valid].astype(np.float16), [f[valid].astype(np.float16) for f in sampled_f]))
+                confidence, [f[valid].astype(np.float16) for f in sampled_f]))
 
             camera_index.setdefault(image.camera_id, len(camera_index))
             kf_ids.append(image_id)
@@ -210,6 +237,7 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
         num_obs = writer.num_observations
         info = {"config": asdict(config), "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                 "device": str(device), "num_dropped_observations": dropped, "skipped_images": skipped,
+                "num_zero_confidence_per_level": [int(v) for v in zeroed],
                 "network_seconds": round(net_seconds, 3)}
         info["pixloc_ros_version"] = __version__
         header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels, cameras,
@@ -220,4 +248,5 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
              "keyframe_R": np.stack(kf_R), "keyframe_t": np.stack(kf_t), "keyframe_image_size": np.array(kf_size)},
             {"point_ids": point_ids, "point_xyz": point_xyz, "point_track_length": track_lengths[keep]})
     return CompileStats(path, len(kf_ids), len(point_ids), num_obs, dropped, skipped,
-                        time.perf_counter() - start, net_seconds, path.stat().st_size)
+                        time.perf_counter() - start, net_seconds, path.stat().st_size,
+                        tuple(int(v) for v in zeroed))

@@ -5,7 +5,7 @@ Output layout (the contract of docs/architecture.md, "Synthetic data layout")::
 
     DIR/world.json                 preset, seed, conditions, camera, base_from_cam, noise, SfM stats
     DIR/georef.json                Georeference of the map origin
-    DIR/mapping/images/*.png       mapping-condition keyframes
+    DIR/mapping/images/*.png       mapping-condition keyframes (``mapping_scale`` x the query size)
     DIR/mapping/poses.txt          keyframe name, stamp, cam_from_world (qx qy qz qw tx ty tz)
     DIR/database.db                COLMAP database (SIFT features, verified matches)
     DIR/sfm/                       COLMAP model triangulated from the known keyframe poses
@@ -14,6 +14,12 @@ Output layout (the contract of docs/architecture.md, "Synthetic data layout")::
     DIR/synth_report.json          timings per stage and sizes
 
 Everything is deterministic given the seed (rendering noise included).
+
+The mapping keyframes may be rendered larger than the query images (``mapping_scale``), as a
+survey camera would record them: SIFT then finds more repeatable keypoints than on the small
+query images (the textures are filtered to the pixel footprint, so detail appears only with
+resolution). The COLMAP model is at the mapping size; compile it for the queries' size with
+``pixloc-ros build-map ... --max-image-edge <query long side>`` (``world.json`` ``build_map``).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import math
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -63,14 +69,40 @@ class SynthPreset:
     sift_max_features: int
     match_max_pairs_per_image: int
     query_conditions: tuple[str, ...] = QUERY_CONDITIONS
-    mapping_length_m: float | None = None  # crop the mapping drive (tests); None: whole route
+    mapping_length_m: float | None = None  # crop the mapping drive (tests, small); None: whole route
+    mapping_scale: float = 1.0  # mapping images are this many times the query size (same field of view)
+    sift_peak_threshold: float | None = None  # SIFT DoG contrast threshold; None: COLMAP's 0.02 / 3
+    match_max_ratio: float = 0.8  # Lowe ratio of the matcher (COLMAP: 0.8)
+    # Guided matching with the known poses: Sampson error bound, mapping pixels; None: off.
+    match_epipolar_error_px: float | None = None
+    # Points triangulated under a smaller angle are dropped (relative depth error ~ 1 / angle).
+    sfm_min_tri_angle_deg: float = 1.5
+
+    def __post_init__(self):
+        w, h = self.width * self.mapping_scale, self.height * self.mapping_scale
+        if self.mapping_scale < 1 or w != round(w) or h != round(h):
+            raise ValueError(f"mapping_scale {self.mapping_scale} must be >= 1 and give whole-pixel images "
+                             f"from {self.width}x{self.height}")
+
+    @property
+    def mapping_size(self) -> tuple[int, int]:
+        """(width, height) of the mapping images, pixels."""
+        return round(self.width * self.mapping_scale), round(self.height * self.mapping_scale)
 
 
 PRESETS: dict[str, SynthPreset] = {
-    # Tests, CI and the demo: a few dozen keyframes, ~30 query frames per season; < 2 min on 2 cores.
-    "small": SynthPreset("small", 320, 240, 61.0, keyframe_spacing_m=8.0, mapping_route="ABCDEFABE",
+    # Tests, CI and the demo: 320x240 queries, ~30 frames per season. PixLoc needs hundreds of
+    # map points per query: SIFT on 320x240 keyframes finds ~600 keypoints and at most ~300
+    # observations of track >= 3 per keyframe whatever the spacing; 640x480 keyframes (4 m
+    # apart, guided matching) give ~440. They cost ~1.8 s of CPU each (render 1.2 s, SIFT,
+    # matching), so the mapping drive covers the first 210 m of the route (52 keyframes:
+    # streets AB, BC, CD; the queries drive there too) to stay < 2 min on 2 cores; the whole
+    # 470 m would take about twice as long. Compile with --max-image-edge 320 (world.json).
+    "small": SynthPreset("small", 320, 240, 61.0, keyframe_spacing_m=4.0, mapping_route="ABCDEFABE",
                          query_length_m=85.0, max_query_frames=30, camera_rate_hz=3.0, odom_rate_hz=20.0,
-                         gnss_rate_hz=2.0, sift_max_features=2048, match_max_pairs_per_image=6),
+                         gnss_rate_hz=2.0, sift_max_features=8192, match_max_pairs_per_image=8,
+                         mapping_length_m=210.0, mapping_scale=2.0, sift_peak_threshold=0.004,
+                         match_max_ratio=0.9, match_epipolar_error_px=2.0),
     # CMU-Seasons-like: 1024x768, keyframes every 2.5 m, 5 Hz query drives of ~250 m.
     "full": SynthPreset("full", 1024, 768, 61.0, keyframe_spacing_m=2.5, mapping_route="ABCDEFABE",
                         query_length_m=250.0, max_query_frames=400, camera_rate_hz=5.0, odom_rate_hz=50.0,
@@ -78,12 +110,15 @@ PRESETS: dict[str, SynthPreset] = {
 }
 
 
-# A tiny dataset for the test suite: the first 130 m of the mapping route (~20 keyframes) and
-# 6-frame query drives in every query condition; ~15 s on 2 cores.
-TEST_PRESET = SynthPreset("test", 320, 240, 61.0, keyframe_spacing_m=6.0, mapping_route="ABCDEFABE",
+# A tiny dataset for the test suite: the first 80 m of the mapping route (~26 keyframes, mapped
+# at the query size so that maps compile without resizing, ~270 observations of track >= 3 per
+# keyframe) and 6-frame query drives in every query condition; ~25 s on 2 cores. At 320x240 the
+# keypoints are coarser: a 2 degree minimum triangulation angle keeps the depths within a few %.
+TEST_PRESET = SynthPreset("test", 320, 240, 61.0, keyframe_spacing_m=3.0, mapping_route="ABCDEFABE",
                           query_length_m=24.0, max_query_frames=6, camera_rate_hz=3.0, odom_rate_hz=20.0,
-                          gnss_rate_hz=2.0, sift_max_features=2048, match_max_pairs_per_image=6,
-                          mapping_length_m=130.0)
+                          gnss_rate_hz=2.0, sift_max_features=8192, match_max_pairs_per_image=8,
+                          mapping_length_m=80.0, sift_peak_threshold=0.003, match_epipolar_error_px=2.0,
+                          sfm_min_tri_angle_deg=2.0)
 
 
 def get_preset(preset: str | SynthPreset) -> SynthPreset:
@@ -139,8 +174,17 @@ class SynthReport:
 # ---------------------------------------------------------------------------------------------
 
 def camera_for(preset: SynthPreset) -> PinholeCamera:
-    """The pinhole camera of a preset (pixel-centre principal point at the image centre)."""
+    """The query camera of a preset (pixel-centre principal point at the image centre)."""
     return PinholeCamera.from_fov(preset.width, preset.height, preset.hfov_deg)
+
+
+def mapping_camera_for(preset: SynthPreset) -> PinholeCamera:
+    """The mapping camera: the query camera scaled by ``preset.mapping_scale`` (pixel-centre
+    origin: c' = (c + 0.5) * s - 0.5), so that resizing a keyframe to the query size gives
+    exactly the query camera."""
+    cam, s = camera_for(preset), preset.mapping_scale
+    w, h = preset.mapping_size
+    return PinholeCamera(w, h, cam.fx * s, cam.fy * s, (cam.cx + 0.5) * s - 0.5, (cam.cy + 0.5) * s - 0.5)
 
 
 def plan_mapping(world: World, preset: SynthPreset, base_from_cam: np.ndarray, seed: int) -> list[Keyframe]:
@@ -285,6 +329,7 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
     tic = time.perf_counter()
     world = generate_world(seed)
     camera = camera_for(preset)
+    mapping_camera = mapping_camera_for(preset)
     base_from_cam = base_from_camera()
     georef = DEFAULT_GEOREF
     keyframes = plan_mapping(world, preset, base_from_cam, seed)
@@ -298,52 +343,67 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
         image_dir = out / "mapping" / "images"
         image_dir.mkdir(parents=True)
         import cv2
-        tasks = [(MAPPING_CONDITION, camera, kf.cam_from_world, _noise_seed(seed, MAPPING_CONDITION, k))
+        tasks = [(MAPPING_CONDITION, mapping_camera, kf.cam_from_world, _noise_seed(seed, MAPPING_CONDITION, k))
                  for k, kf in enumerate(keyframes)]
         for kf, rgb in zip(keyframes, renderer.map(tasks)):
             cv2.imwrite(str(image_dir / kf.name), rgb[..., ::-1])
         timings["render_mapping"] = time.perf_counter() - tic
         log(f"rendered {len(keyframes)} mapping images in {timings['render_mapping']:.1f} s")
 
-        tic = time.perf_counter()
-        query_dir = out / "queries"
-        query_dir.mkdir()
-        for query in queries:
-            t_q = time.perf_counter()
-            _write_query(query_dir, query, renderer, camera, base_from_cam, seed, encoding)
-            timings[f"query_{query.condition}"] = time.perf_counter() - t_q
-        timings["render_and_write_queries"] = time.perf_counter() - tic
-        log(f"wrote {len(queries)} query bags in {timings['render_and_write_queries']:.1f} s")
+        # The SfM map (mostly single-threaded COLMAP) is built in a thread while the pool renders
+        # the queries: both cores stay busy. It reads only the mapping images, so the outputs
+        # do not depend on the interleaving; its timings go to their own dict (stable key order).
+        sfm_timings: dict[str, float] = {}
+        with ThreadPoolExecutor(1) as sfm_thread:
+            sfm = sfm_thread.submit(_build_map, out, image_dir, keyframes, mapping_camera, preset, sfm_timings,
+                                    workers)
+            tic = time.perf_counter()
+            query_dir = out / "queries"
+            query_dir.mkdir()
+            for query in queries:
+                t_q = time.perf_counter()
+                _write_query(query_dir, query, renderer, camera, base_from_cam, seed, encoding)
+                timings[f"query_{query.condition}"] = time.perf_counter() - t_q
+            timings["render_and_write_queries"] = time.perf_counter() - tic
+            log(f"wrote {len(queries)} query bags in {timings['render_and_write_queries']:.1f} s")
+            tri, verified = sfm.result()
+        timings.update(sfm_timings)
     finally:
         renderer.close()
 
     _write_mapping_poses(out / "mapping" / "poses.txt", keyframes)
     georef.save(out / "georef.json")
 
-    tri, verified = _build_map(out, image_dir, keyframes, camera, preset, timings)
-    log(f"SfM: {tri.num_points} points, mean reprojection error {tri.mean_reprojection_error_px:.3f} px")
+    log(f"SfM: {tri.num_points} points, {tri.num_observations} observations, mean reprojection error "
+        f"{tri.mean_reprojection_error_px:.3f} px")
+    if preset.mapping_scale != 1:
+        log(f"mapping images are {mapping_camera.width}x{mapping_camera.height}: compile the map for the "
+            f"{camera.width}x{camera.height} queries with `pixloc-ros build-map ... --max-image-edge "
+            f"{max(camera.width, camera.height)}`")
     timings["total"] = time.perf_counter() - t_all
 
     report = SynthReport(out, preset.name, seed, len(keyframes), {q.condition: len(q.camera_stamps_ns) for q in queries},
                          tri.num_points, tri.num_observations, tri.mean_track_length, tri.mean_reprojection_error_px,
                          verified, timings, _sizes(out))
-    _write_world_json(out / "world.json", preset, seed, world, camera, base_from_cam, encoding, queries, report)
+    _write_world_json(out / "world.json", preset, seed, world, camera, mapping_camera, base_from_cam, encoding,
+                      queries, report)
     (out / "synth_report.json").write_text(json.dumps(_report_dict(report), indent=2) + "\n")
     return report
 
 
 def _build_map(out: Path, image_dir: Path, keyframes: Sequence[Keyframe], camera: PinholeCamera,
-               preset: SynthPreset, timings: dict[str, float]):
-    """SIFT on the mapping images, matching of pairs chosen from the known poses, verification
-    against those poses and triangulation with them fixed: the COLMAP model in ``out/sfm``.
-
-    Returns (TriangulationReport, number of verified pairs); adds the stage times to ``timings``."""
+               preset: SynthPreset, timings: dict[str, float], threads: int = 1):
+    """SIFT on the mapping images (``threads`` threads), matching of pairs chosen from the known
+    poses, verification against those poses and triangulation with them fixed: the COLMAP model
+    in ``out/sfm``. Returns (TriangulationReport, number of verified pairs); adds the stage
+    times to ``timings``."""
     from pixloc_ros.core import colmap_io
     tic = time.perf_counter()
     db = out / "database.db"
     names = [kf.name for kf in keyframes]
     colmap_io.extract_sift_features(db, image_dir, names, camera.width, camera.height, camera.fx, camera.fy,
-                                    camera.cx, camera.cy, max_num_features=preset.sift_max_features)
+                                    camera.cx, camera.cy, max_num_features=preset.sift_max_features,
+                                    peak_threshold=preset.sift_peak_threshold, num_threads=threads)
     timings["sfm_features"] = time.perf_counter() - tic
     tic = time.perf_counter()
     world_from_cam = np.stack([invert_transform(kf.cam_from_world) for kf in keyframes])
@@ -353,13 +413,18 @@ def _build_map(out: Path, image_dir: Path, keyframes: Sequence[Keyframe], camera
     poses = {kf.name: (kf.cam_from_world[:3, :3], kf.cam_from_world[:3, 3]) for kf in keyframes}
     # Exact nearest-neighbour matching with COLMAP's SIFT rules (deterministic; COLMAP's own CPU
     # matcher is approximate by default and 3x slower in brute force). The poses are known (as
-    # for a surveyed vehicle): the matches are verified against them (as hloc does) instead of
-    # with RANSAC's looser 4 px, then triangulated with the poses held fixed.
-    colmap_io.match_pairs_exact(db, pairs)
+    # for a surveyed vehicle): matching is guided by them (candidates near the epipolar line,
+    # as COLMAP's guided matching; it recovers the repeated facades the ratio test rejects),
+    # the matches are verified against them (as hloc does) instead of with RANSAC's looser
+    # 4 px, then triangulated with the poses held fixed.
+    guided = preset.match_epipolar_error_px is not None
+    colmap_io.match_pairs_exact(db, pairs, max_ratio=preset.match_max_ratio, poses=poses if guided else None,
+                                max_epipolar_error_px=preset.match_epipolar_error_px if guided else 2.0)
     verified = colmap_io.verify_matches_with_poses(db, poses, max_error_px=1.0)
     timings["sfm_matching"] = time.perf_counter() - tic
     tic = time.perf_counter()
-    tri = colmap_io.triangulate_known_poses(db, image_dir, out / "sfm", poses, max_reproj_error_px=1.0)
+    tri = colmap_io.triangulate_known_poses(db, image_dir, out / "sfm", poses, max_reproj_error_px=1.0,
+                                            min_tri_angle_deg=preset.sfm_min_tri_angle_deg)
     timings["sfm_triangulation"] = time.perf_counter() - tic
     return tri, verified
 
@@ -471,7 +536,8 @@ def _report_dict(report: SynthReport) -> dict:
 
 
 def _write_world_json(path: Path, preset: SynthPreset, seed: int, world: World, camera: PinholeCamera,
-                      base_from_cam: np.ndarray, encoding: str, queries: Sequence[QueryDrive], report: SynthReport) -> None:
+                      mapping_camera: PinholeCamera, base_from_cam: np.ndarray, encoding: str,
+                      queries: Sequence[QueryDrive], report: SynthReport) -> None:
     tr = bags.StaticTransform.from_matrix(bags.BASE_FRAME, bags.CAMERA_FRAME, base_from_cam)
     gn = GnssNoise()
     data = {
@@ -484,6 +550,11 @@ def _write_world_json(path: Path, preset: SynthPreset, seed: int, world: World, 
         "image": {"width": camera.width, "height": camera.height, "encoding": encoding},
         "camera": {"model": "PINHOLE", "fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy,
                    "pixel_origin": "center of the top-left pixel (OpenCV/ROS); COLMAP's sfm/ has cx, cy + 0.5"},
+        # The keyframes and sfm/ may be larger than the queries (preset mapping_scale).
+        "mapping_image": {"width": mapping_camera.width, "height": mapping_camera.height},
+        "mapping_camera": {"model": "PINHOLE", "fx": mapping_camera.fx, "fy": mapping_camera.fy,
+                           "cx": mapping_camera.cx, "cy": mapping_camera.cy},
+        "build_map": {"max_image_edge": max(camera.width, camera.height) if preset.mapping_scale != 1 else None},
         "base_from_cam": {"parent_frame": bags.BASE_FRAME, "child_frame": bags.CAMERA_FRAME,
                           "translation": list(tr.translation), "rotation_xyzw": list(tr.rotation_xyzw),
                           "matrix": base_from_cam.tolist()},
@@ -507,14 +578,19 @@ def _write_world_json(path: Path, preset: SynthPreset, seed: int, world: World, 
 
 @dataclass
 class SynthDataset:
-    """A generated dataset opened again: the world (regenerated from its seed), camera, extrinsic."""
+    """A generated dataset opened again: the world (regenerated from its seed), cameras, extrinsic."""
 
     root: Path
     world: World
-    camera: PinholeCamera
+    camera: PinholeCamera  # of the query images
     base_from_cam: np.ndarray  # (4, 4)
     georef: Georeference
     info: dict  # world.json
+    mapping_camera: PinholeCamera | None = None  # of the keyframes and sfm/; None: same as ``camera``
+
+    def __post_init__(self):
+        if self.mapping_camera is None:
+            self.mapping_camera = self.camera
 
     @property
     def query_conditions(self) -> list[str]:
@@ -533,7 +609,13 @@ def load_dataset(root: str | Path) -> SynthDataset:
     world = generate_world(int(info["seed"]), WorldConfig(**info["world_config"]))
     c = info["camera"]
     camera = PinholeCamera(int(info["image"]["width"]), int(info["image"]["height"]), c["fx"], c["fy"], c["cx"], c["cy"])
-    return SynthDataset(root, world, camera, np.array(info["base_from_cam"]["matrix"]), Georeference.load(root / "georef.json"), info)
+    mapping_camera = None
+    if "mapping_camera" in info:  # absent from datasets written before mapping_scale existed
+        m = info["mapping_camera"]
+        mapping_camera = PinholeCamera(int(info["mapping_image"]["width"]), int(info["mapping_image"]["height"]),
+                                       m["fx"], m["fy"], m["cx"], m["cy"])
+    return SynthDataset(root, world, camera, np.array(info["base_from_cam"]["matrix"]),
+                        Georeference.load(root / "georef.json"), info, mapping_camera)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,4 +680,5 @@ def _label(rgb: np.ndarray, text: str) -> np.ndarray:
 
 
 __all__ = ["PRESETS", "TEST_PRESET", "SynthPreset", "SynthReport", "SynthDataset", "synthesize", "load_dataset", "render_preview",
-           "read_mapping_poses", "read_tum", "plan_mapping", "plan_query", "camera_for", "get_preset"]
+           "read_mapping_poses", "read_tum", "plan_mapping", "plan_query", "camera_for", "mapping_camera_for",
+           "get_preset"]
