@@ -5,12 +5,27 @@ generated once per test session into a temporary folder; the value is that folde
 out as ``pixloc-ros synth`` output (docs/architecture.md, "Synthetic data layout"): a COLMAP
 model in ``sfm/``, mapping images, and a rosbag2 per query condition in ``queries/``. Treat it
 as read-only: other tests share it.
+
+``test_weights``: the weights the localization tests run with: the shipped trained weights
+(``pixloc_ros/assets/``) when present, else randomly initialised VGG16 weights (seed 0).
+Tests that need a network that actually localizes ask for ``localizing_weights``, which skips
+when only random weights are available.
+
+``synth_map``: ``synth_small``'s map compiled once with ``test_weights``.
 """
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+# One torch thread in the test process and the processes it starts (the node): on a 2-core box,
+# extra threads only spin against each other (see BENCHMARKS.md), and tests run side by side.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 SYNTH_TEST_SEED = 7
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "pixloc_ros" / "assets" / "pixloc_synth_vgg16.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +34,53 @@ def synth_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_small") / "data"
     synthesize(out, TEST_PRESET, seed=SYNTH_TEST_SEED, workers=2)
     return out
+
+
+@dataclass
+class TestWeights:
+    path: Path
+    trained: bool  # the shipped trained weights (else random init)
+
+
+@pytest.fixture(scope="session")
+def test_weights(tmp_path_factory) -> TestWeights:
+    if os.environ.get("PIXLOC_ROS_TEST_WEIGHTS"):
+        return TestWeights(Path(os.environ["PIXLOC_ROS_TEST_WEIGHTS"]), True)
+    if SHIPPED_WEIGHTS.exists():
+        return TestWeights(SHIPPED_WEIGHTS, True)
+    from pixloc_ros.core.checkpoint import init_weights, save_weights
+    path = tmp_path_factory.mktemp("weights") / "random_vgg16.safetensors"
+    save_weights(init_weights("vgg16", 0), path)
+    return TestWeights(path, False)
+
+
+@pytest.fixture(scope="session")
+def localizing_weights(test_weights) -> Path:
+    if not test_weights.trained:
+        pytest.skip(f"needs weights that localize: {SHIPPED_WEIGHTS.name} is not shipped "
+                    "(or set PIXLOC_ROS_TEST_WEIGHTS)")
+    return test_weights.path
+
+
+@dataclass
+class SynthMap:
+    data: Path  # pixloc-ros synth output
+    map_file: Path
+    weights: Path
+    trained: bool
+
+
+@pytest.fixture(scope="session")
+def synth_map(synth_small, test_weights, tmp_path_factory) -> SynthMap:
+    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.map_compile import CompileConfig, compile_map
+
+    model = load_weights(test_weights.path, "cpu")
+    build = json.loads((synth_small / "world.json").read_text()).get("build_map", {})
+    map_file = tmp_path_factory.mktemp("synth_map") / "street.pxmap"
+    compile_map(read_model(synth_small / "sfm"), synth_small / "mapping" / "images", model, map_file,
+                weights_fingerprint(model), Georeference.load(synth_small / "georef.json"),
+                CompileConfig(max_image_edge=build.get("max_image_edge")), progress=False)
+    return SynthMap(synth_small, map_file, test_weights.path, test_weights.trained)

@@ -7,9 +7,9 @@
   clear log line and no pose, and the node keeps going. Also: a clock jump resets it; frames
   faster than the node are dropped and counted; RViz's initial pose starts a relocalisation.
 
-Weights: ``PIXLOC_ROS_TEST_WEIGHTS`` (a file; the map is compiled with it), else a
-``localizing_weights`` fixture if the suite provides one, else randomly initialised weights
-(seed 0). With trained weights everything runs as shipped and the issue's bars apply: poses for
+Weights: the suite's ``test_weights`` (test/conftest.py): ``PIXLOC_ROS_TEST_WEIGHTS`` or the
+shipped trained weights, else randomly initialised weights (seed 0); the map is ``synth_map``,
+compiled with them. With trained weights everything runs as shipped and the issue's bars apply: poses for
 most frames, none off by more than 1 m or 5 deg, the good frames after bad input localized.
 Untrained VGG features do align the synthetic street (0.1-0.5 m in the runs seen), but with
 inlier ratios of 0.09-0.19, under the 0.2 gate tuned for trained weights, so the shipped
@@ -21,7 +21,6 @@ off by more than 1 m / 5 deg" holds and the frames after must still be processed
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -70,27 +69,9 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(synth_small, tmp_path_factory, request) -> Scene:
-    """The synthetic data, weights, and the map compiled with those weights."""
-    from pixloc_ros.core.checkpoint import init_weights, load_weights, save_weights, weights_fingerprint
-    from pixloc_ros.core.colmap_io import read_model
-    from pixloc_ros.core.georef import Georeference
-    from pixloc_ros.core.map_compile import compile_map
-
-    tmp = tmp_path_factory.mktemp("node_scene")
-    if os.environ.get("PIXLOC_ROS_TEST_WEIGHTS"):
-        weights, trained = Path(os.environ["PIXLOC_ROS_TEST_WEIGHTS"]), True
-    else:
-        try:
-            weights, trained = Path(request.getfixturevalue("localizing_weights")), True
-        except pytest.FixtureLookupError:
-            weights, trained = tmp / "random.safetensors", False
-            save_weights(init_weights("vgg16", 0), weights)
-    model = load_weights(weights, "cpu")
-    map_file = tmp / "street.pxmap"
-    compile_map(read_model(synth_small / "sfm"), synth_small / "mapping" / "images", model, map_file,
-                weights_fingerprint(model), Georeference.load(synth_small / "georef.json"), progress=False)
-    return Scene(synth_small, map_file, weights, trained)
+def scene(synth_map) -> Scene:
+    """The synthetic data, weights, and the map compiled with those weights (test/conftest.py)."""
+    return Scene(synth_map.data, synth_map.map_file, synth_map.weights, synth_map.trained)
 
 
 @pytest.fixture(scope="module")

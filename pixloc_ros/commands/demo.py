@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -74,7 +75,7 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.core.georef import Georeference
-    from pixloc_ros.core.map_compile import compile_map
+    from pixloc_ros.core.map_compile import CompileConfig, compile_map
     from pixloc_ros.core.mapfile import MapFileError, open_map
 
     model = load_weights(weights, "cpu")
@@ -87,10 +88,14 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
             return map_file
         except MapFileError as err:
             _step(f"rebuilding the map: {str(err).splitlines()[0]}")
+    # The keyframes may be rendered larger than the queries (denser SIFT): the map's features must
+    # come from images at the queries' resolution, which world.json records.
+    build = json.loads((world / "world.json").read_text()).get("build_map", {})
+    config = CompileConfig(max_image_edge=build.get("max_image_edge"))
     _step("compiling the map (reference features of every keyframe) ...")
     started = time.perf_counter()
     stats = compile_map(read_model(world / "sfm"), world / "mapping" / "images", model, map_file, fingerprint,
-                        Georeference.load(world / "georef.json"), progress=True)
+                        Georeference.load(world / "georef.json"), config=config, progress=True)
     _step(f"map ready: {map_file} ({time.perf_counter() - started:.0f} s; {stats.num_keyframes} keyframes, "
           f"{stats.num_points} points, {stats.num_observations} observations)")
     return map_file

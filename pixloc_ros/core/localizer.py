@@ -71,6 +71,10 @@ class LocalizerConfig:
     min_normalized_eigenvalue: float = 1e-6  # below this the Jacobi-scaled fine Hessian is called rank deficient
     covariance_scale: float = 1.0  # multiplies the covariance (inflation for correlated residuals)
     return_confidences: bool = True  # copy the confidence maps to numpy for display (costs a device->host copy)
+    # torch intra-op threads when running on the CPU (None: torch's default, one per core). The LM
+    # works on small tensors, where extra threads mostly spin: on a 2-core machine shared with
+    # other processes one thread was 5x faster than two (measured, see BENCHMARKS.md).
+    cpu_threads: int | None = None
     lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters and pad are replaced per level)
 
     def __post_init__(self):
@@ -127,7 +131,8 @@ def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        # np.require copies only read-only or non-contiguous arrays (e.g. views into a bag buffer).
+        return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
     if isinstance(image, torch.Tensor):
         t = image[None] if image.ndim == 3 else image
         if t.ndim != 4 or t.shape[:2] != (1, 3) or not t.is_floating_point():
@@ -167,6 +172,8 @@ class Localizer:
         to use only ``localize_features``."""
         self.config = config or LocalizerConfig()
         self.device = resolve_device(self.config.device)
+        if self.device.type == "cpu" and self.config.cpu_threads:
+            torch.set_num_threads(int(self.config.cpu_threads))  # process-wide: the node runs one localizer
         self.model = model
         if model is not None:
             model.eval().to(self.device)

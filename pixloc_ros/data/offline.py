@@ -34,6 +34,10 @@ class FrameRecord:
     gt_map_from_base: list | None
     translation_error_m: float = math.nan
     rotation_error_deg: float = math.nan
+    # Error of the localizer's own estimate, published or not (NaN when PixLoc did not run):
+    # what the gating saw, for tuning it.
+    raw_translation_error_m: float = math.nan
+    raw_rotation_error_deg: float = math.nan
     total_s: float = 0.0  # pipeline wall time of the frame
     network_s: float = 0.0
     optimizer_s: float = 0.0
@@ -153,6 +157,10 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
         if out.success and gt is not None:
             dt, dr = pose_errors(out.map_from_base[:3, :3], out.map_from_base[:3, 3], gt[:3, :3], gt[:3, 3])
             rec.translation_error_m, rec.rotation_error_deg = float(dt), float(dr)
+        if out.result is not None and out.result.cam_from_world is not None and gt is not None:
+            est = out.result.cam_from_world.inv().to_4x4_numpy() @ np.linalg.inv(base_from_cam)
+            dt, dr = pose_errors(est[:3, :3], est[:3, 3], gt[:3, :3], gt[:3, 3])
+            rec.raw_translation_error_m, rec.raw_rotation_error_deg = float(dt), float(dr)
         records.append(rec)
 
     scored = [r for r in records if r.success and r.gt_map_from_base is not None]

@@ -33,6 +33,8 @@ class NodeSettings:
     weights: str = _p("", "PixLoc weights the map was built with: official checkpoint (.tar/.pth) or "
                           ".safetensors. Required.")
     device: str = _p("auto", "Where the network runs: auto (cuda when available), cuda, cuda:N or cpu.")
+    cpu_threads: int = _p(0, "torch threads when the network runs on the CPU; 0: torch's default (one per core). "
+                             "On a small machine shared with other nodes, 1 is often fastest.", low=0, high=256)
     max_image_size: int = _p(0, "Images whose longer side exceeds this are downscaled before the network, "
                                 "pixels; 0: never.", low=0, high=100_000)
     num_keyframes: int = _p(3, "Reference keyframes whose 3D points are used per query.", low=1, high=32)
@@ -223,5 +225,5 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
                               max_prior_distance_m=s.max_prior_distance_m, gnss_min_sigma_m=s.gnss_min_sigma_m,
                               clock_jump_tolerance_s=s.clock_jump_tolerance_s)
     localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations), device=s.device,
-                                max_image_size=s.max_image_size or None)
+                                max_image_size=s.max_image_size or None, cpu_threads=s.cpu_threads or None)
     return EngineConfigs(pipeline, localizer)
