@@ -194,3 +194,23 @@ def test_pad_tuple_applies_per_level(scene_setup):
     assert r.num_valid == int(inside.sum()) < int(visible.sum())
     deg, m = pose_error(r.cam_from_world, T)
     assert deg < 0.1 and m < 0.05, (deg, m)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compile_mode", [None, "reduce-overhead"])
+def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
+    """The same problem on CUDA (eager, or torch.compile with CUDA graphs) lands where the CPU does."""
+    from pixloc_ros.core.optimizer import LMConfig
+
+    _, cam, T, pyramid, qp = scene_setup
+    init = Pose.stack([perturb(T, 5.0, 1.0, 0), perturb(T, 3.0, 0.5, 1)])
+    cpu = localizer.localize_features(pyramid, cam, qp, init, DAMPING)
+    lm = LMConfig(compile=compile_mode is not None, compile_mode=compile_mode)
+    cuda = Localizer(None, LocalizerConfig(device="cuda", lm=lm))
+    for _ in range(2):  # the second call replays the compiled graphs
+        r = cuda.localize_features(pyramid, cam, qp, init, DAMPING.cuda())
+    assert r.success and cpu.success, (r.reason, cpu.reason)
+    deg, m = pose_error(r.cam_from_world, cpu.cam_from_world)
+    assert deg < 0.01 and m < 0.005, (deg, m)
+    np.testing.assert_allclose(r.covariance, cpu.covariance, rtol=0.05, atol=1e-9)
+    assert_nan_free(r)

@@ -6,7 +6,7 @@ import torch
 from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.camera import Camera
 from pixloc_ros.core.geometry import Pose, pose_error
-from pixloc_ros.core.optimizer import LMConfig, _LevelProblem, damped_solve, optimize_level
+from pixloc_ros.core.optimizer import LMConfig, _LevelProblem, cholesky_solve_spd, damped_solve, optimize_level
 
 LAMBDA = torch.full((6,), 1e-2)
 
@@ -135,6 +135,32 @@ def test_damped_solve_never_raises():
     torch.testing.assert_close(delta[2], torch.zeros(6))
 
 
+def test_unrolled_cholesky_matches_linalg_and_its_gradients():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(7, 6, 6, generator=g, dtype=torch.float64)
+    # SPD with condition numbers up to ~1e8, like damped Gauss-Newton Hessians
+    scales = torch.logspace(-4, 4, 6, dtype=torch.float64)
+    H = A @ A.transpose(-1, -2) * scales[None, :, None] * scales[None, None, :] + 1e-6 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(7, 6, generator=g, dtype=torch.float64)
+    x, ok = cholesky_solve_spd(H, b)
+    assert ok.all()
+    torch.testing.assert_close(x, torch.linalg.solve(H, b), rtol=1e-6, atol=1e-9)
+    # gradients agree with autograd through torch.linalg.solve (both see a symmetrised matrix)
+    S = (A[:2] @ A[:2].transpose(-1, -2) + torch.eye(6, dtype=torch.float64)).requires_grad_(True)
+    br = b[:2].clone().requires_grad_(True)
+    sym = lambda M: 0.5 * (M + M.transpose(-1, -2))  # noqa: E731
+    torch.autograd.gradcheck(lambda S_, b_: cholesky_solve_spd(sym(S_), b_)[0], (S, br))
+    w = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((cholesky_solve_spd(sym(S), br)[0] * w).sum(), (S, br))
+    ref = torch.autograd.grad((torch.linalg.solve(sym(S), br) * w).sum(), (S, br))
+    for o, r in zip(ours, ref):
+        torch.testing.assert_close(o, r, rtol=1e-7, atol=1e-10)
+    # not positive definite -> ok False, finite output
+    bad = torch.stack([-torch.eye(6, dtype=torch.float64), torch.zeros(6, 6, dtype=torch.float64)])
+    x, ok = cholesky_solve_spd(bad, torch.ones(2, 6, dtype=torch.float64))
+    assert ok.tolist() == [False, False] and torch.isfinite(x).all()
+
+
 def test_empty_point_set_is_nan_free(setup):
     _, cam, T, _, maps = setup
     res = optimize_level(maps[1], None, torch.zeros(0, 3), torch.zeros(0, 16), None, cam.scale(0.25),
@@ -183,3 +209,21 @@ def test_gradients_flow_through_the_solver():
             d[k] = eps
             fd = (loss(log_lam + d) - loss(log_lam - d)) / (2 * eps)
             assert float(log_lam.grad[k]) == pytest.approx(float(fd), rel=1e-4, abs=1e-12)
+
+
+def test_elementwise_formulation_matches_matmuls(setup, monkeypatch):
+    """The CUDA formulation of the per-point products (core/small_ops.py), run here on the CPU,
+    gives the same LM trajectory as the batched matmuls."""
+    from pixloc_ros.core import small_ops
+
+    T = setup[2]
+    init = Pose.stack([perturb(T, 3.0, 0.5, seed=1), perturb(T, 2.0, 0.3, seed=2)]).float()
+    results = []
+    for force in (False, True):
+        monkeypatch.setattr(small_ops, "FORCE", force)
+        results.append(run_level(setup, 1, init, LMConfig(num_iters=8)))
+    a, b = results
+    torch.testing.assert_close(b.cam_from_world.R, a.cam_from_world.R, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.cam_from_world.t, a.cam_from_world.t, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(b.hessian, a.hessian, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(b.cost, a.cost, rtol=1e-4, atol=1e-7)

@@ -36,12 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stop", action="store_true", help="use the LM stop criteria (default: run all iterations)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile the LM iteration (LMConfig.compile)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode with --compile, e.g. reduce-overhead (adds CUDA graphs)")
+    p.add_argument("--channels-last", action="store_true", help="network in NHWC layout on CUDA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
-def _synthetic_problem(args, device):
+def _synthetic_problem(args, device, model):
     """Image (H, W, 3) uint8, camera, QueryPoints and init poses (B,) for the benchmark."""
     import numpy as np
     import torch
@@ -59,9 +62,6 @@ def _synthetic_problem(args, device):
     uv = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
     depth = 5 + 45 * torch.rand(n, 1, generator=g, dtype=torch.float64)
     xyz = torch.cat([(uv - camera.c) / camera.f, torch.ones(n, 1, dtype=torch.float64)], -1) * depth
-    features = [torch.nn.functional.normalize(torch.randn(n, c, generator=g), dim=-1) for c in (32, 128, 128)]
-    confidences = [0.5 + 0.5 * torch.rand(n, generator=g) for _ in range(3)]
-    points = QueryPoints(xyz.float(), features, confidences, torch.arange(n), torch.zeros(n, dtype=torch.long))
     b = args.hypotheses
     xi = torch.cat([0.3 * torch.randn(b, 3, generator=g), 0.03 * torch.randn(b, 3, generator=g)], -1).double()
     init = Pose.from_Rt(so3_exp(xi[:, 3:]), xi[:, :3])
@@ -69,6 +69,23 @@ def _synthetic_problem(args, device):
     # a smooth random image (noise upsampled), closer to natural statistics than white noise
     small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).astype(np.float32)
     image = np.clip(np.kron(small, np.ones((8, 8, 1), np.float32))[:h, :w], 0, 255).astype(np.uint8)
+    # Reference features: the query's own features at the points' true projections (the identity
+    # pose), as a map compiled from this very image would hold; the problem is then well posed and
+    # the LM converges like on real data (iteration counts under --early-stop are meaningful).
+    with torch.no_grad():
+        pyramid = model.to(device).eval().extract(image)
+    features, confidences = [], []
+    for level, (fmap, cmap) in enumerate(zip(pyramid.features, pyramid.confidences)):
+        stride = pyramid.strides[level] if hasattr(pyramid, "strides") else (1, 4, 16)[level]
+        p2d, _ = camera.scale(1.0 / stride).world2image(xyz)
+        hl, wl = fmap.shape[-2:]
+        grid = torch.stack([2 * p2d[:, 0] / max(wl - 1, 1) - 1, 2 * p2d[:, 1] / max(hl - 1, 1) - 1], -1)
+        grid = grid.to(device=device, dtype=fmap.dtype)[None, None]
+        f = torch.nn.functional.grid_sample(fmap, grid, align_corners=True)[0, :, 0].T  # (N, C)
+        c = torch.nn.functional.grid_sample(cmap, grid, align_corners=True)[0, 0, 0]
+        features.append(torch.nn.functional.normalize(f, dim=-1).cpu())
+        confidences.append(c.cpu())
+    points = QueryPoints(xyz.float(), features, confidences, torch.arange(n), torch.zeros(n, dtype=torch.long))
     return image, camera, points.to(device), init
 
 
@@ -104,13 +121,15 @@ def run(args: argparse.Namespace) -> int:
         model = PixLocModel()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = LMConfig(compile=args.compile)
+    if args.channels_last:
+        model.config.channels_last = True
+    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode)
     if not args.early_stop:
-        lm = LMConfig(stop_dt=0.0, stop_dw_deg=0.0, compile=args.compile)
+        lm = LMConfig(stop_dt=0.0, stop_dw_deg=0.0, compile=args.compile, compile_mode=args.compile_mode)
     config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
                              min_valid_points=1, return_confidences=False, lm=lm)
     localizer = Localizer(model, config)
-    image, camera, points, init = _synthetic_problem(args, device)
+    image, camera, points, init = _synthetic_problem(args, device, model)
 
     stages: dict[str, list[float]] = {k: [] for k in ("network", "lm_level2", "lm_level1", "lm_level0",
                                                       "lm_total", "total")}
@@ -135,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         "torch_threads": torch.get_num_threads(),
         "image": [args.width, args.height], "points": args.points, "hypotheses": args.hypotheses,
         "iters_finest_first": list(args.iters), "iterations_run_finest_first": list(iterations or ()),
-        "early_stop": args.early_stop, "weights": args.weights or "random-init",
+        "early_stop": args.early_stop, "compile": args.compile, "compile_mode": args.compile_mode,
+        "channels_last": args.channels_last, "weights": args.weights or "random-init",
         "network_dtype": "fp16" if device.type == "cuda" and not args.fp32 else "fp32",
         "repeats": args.repeats, "warmup": args.warmup, "outcomes": reasons,
         "stages": {k: _stats(v) for k, v in stages.items()},

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .small_ops import small_matmul
+
 
 @dataclass
 class Samples:
@@ -91,7 +93,7 @@ class BilinearSampler:
         weights = torch.stack([bx * by, ax * by, bx * ay, ax * ay,
                                -by, by, -ay, ay,
                                -bx, -ax, bx, ax], -1).view(B, N, 3, 4)
-        M = weights @ taps.to(p.dtype)
+        M = small_matmul(weights, taps.to(p.dtype))
         return M, valid
 
     def sample(self, p: torch.Tensor, pad: float = 0.0, gradients: bool = True) -> Samples:

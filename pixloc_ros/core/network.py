@@ -52,6 +52,9 @@ class NetworkConfig:
     # and crop every level back to ceil(size / stride), so the maps cover the whole image. None reproduces the reference exactly: the maps cover only the
     # top-left 16 * floor(size / 16) pixels (level l has size 16 * floor(size / 16) / stride_l).
     pad_mode: str | None = "replicate"
+    # On CUDA, run the convolutions in NHWC (channels-last) layout, which fp16 tensor-core kernels
+    # prefer; the weights are converted on the first such call. Outputs are the same maps.
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.pad_mode not in PAD_MODES:
@@ -249,6 +252,11 @@ class PixLocModel(nn.Module):
             raise ValueError(f"Image {height}x{width} is smaller than the network stride {ENCODER_STRIDE}")
 
         use_fp16 = self.config.fp16_on_cuda and image.is_cuda
+        if self.config.channels_last and image.is_cuda:
+            if not getattr(self, "_channels_last_weights", False):
+                self.extractor.to(memory_format=torch.channels_last)
+                self._channels_last_weights = True
+            image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
             raw_features, logits = self.extractor(image)
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The GPU figures of BENCHMARKS.md: CUDA correctness tests, `pixloc-ros bench` at 1024x768 with
+# 5000 points and 4 hypotheses in several network/LM variants, and map-compile throughput.
+#   scripts/gpu_bench.sh OUT_DIR [WORLD_DIR]
+# WORLD_DIR: a `pixloc-ros synth` folder (sfm/, mapping/images/, georef.json) for the compile
+# figure; skipped when absent. Needs the package importable (PYTHONPATH or the venv) and CUDA.
+set -u
+out=${1:?usage: gpu_bench.sh OUT_DIR [WORLD_DIR]}
+world=${2:-}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+px="python3 -m pixloc_ros.cli"
+nvidia-smi -L
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+
+echo "== CUDA tests"
+timeout 300 python3 -m pytest -q -p no:cacheprovider test/test_localizer.py test/test_network.py \
+    test/test_optimizer.py -k "cuda or fp16" 2>&1 | tail -4
+
+echo "== bench 1024x768, 5000 points, 4 hypotheses, 25 LM iterations per level"
+common="--device cuda --width 1024 --height 768 --points 5000 --hypotheses 4 --repeats 50 --warmup 5"
+variants=("eager::--channels-last" "eager_early_stop::--channels-last --early-stop"
+          "graphs::--channels-last --compile --compile-mode reduce-overhead"
+          "graphs_early_stop::--channels-last --compile --compile-mode reduce-overhead --early-stop")
+for v in "${variants[@]}"; do
+    name=${v%%::*}; flags=${v#*::}
+    echo "-- $name ($flags)"
+    timeout 240 $px bench $common $flags --json > "$out/bench_$name.json" 2> "$out/bench_$name.err" \
+        && python3 - "$out/bench_$name.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print("   " + "  ".join(f"{k} {v['median_ms']:.2f}/{v['p90_ms']:.2f}" for k, v in s["stages"].items()),
+      "ms (median/p90); iterations", s["iterations_run_finest_first"], s["outcomes"])
+PY
+    tail -2 "$out/bench_$name.err"
+done
+
+echo "== where the time goes: one eager localization under torch.profiler (top CUDA-time ops)"
+timeout 120 python3 - <<'PY'
+import torch
+from types import SimpleNamespace
+from pixloc_ros.commands.bench import _synthetic_problem
+from pixloc_ros.core.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.network import PixLocModel
+from pixloc_ros.core.optimizer import LMConfig
+torch.manual_seed(0)
+model = PixLocModel()
+model.config.channels_last = True
+args = SimpleNamespace(seed=0, width=1024, height=768, points=5000, hypotheses=4)
+image, camera, points, init = _synthetic_problem(args, torch.device("cuda"), model)
+loc = Localizer(model, LocalizerConfig(device="cuda", min_valid_points=1, return_confidences=False,
+                                       lm=LMConfig(stop_dt=0.0, stop_dw_deg=0.0)))
+for _ in range(3):
+    loc.localize(image, camera, points, init)
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+    r = loc.localize(image, camera, points, init)
+print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=40))
+print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=40))
+PY
+
+if [ -n "$world" ] && [ -d "$world/sfm" ]; then
+    echo "== build-map on CUDA"
+    $px weights init --out /tmp/w.safetensors > /dev/null
+    for edge in 320 0; do
+        arg=(); [ "$edge" != 0 ] && arg=(--max-image-edge "$edge")
+        start=$(date +%s.%N)
+        $px build-map --colmap "$world/sfm" --images "$world/mapping/images" --weights /tmp/w.safetensors \
+            --out /tmp/map_$edge.pxmap --georef "$world/georef.json" --device cuda --quiet "${arg[@]}" \
+            > "$out/build_map_$edge.log" 2>&1
+        end=$(date +%s.%N)
+        n=$(ls "$world/mapping/images" | wc -l)
+        python3 -c "print(f'   max edge $edge (0 = full size): $n images in {$end - $start:.1f} s (process, incl. start-up)')"
+        tail -3 "$out/build_map_$edge.log"
+    done
+fi
