@@ -235,6 +235,22 @@ def test_depth_points_lie_on_the_reference_surfaces(tiny_map):
     np.testing.assert_allclose(p_cam[:, 2].numpy(), depth[uv[:, 1], uv[:, 0]], rtol=0.05)
 
 
+def test_contrastive_term_prefers_the_true_projections():
+    """InfoNCE is near 0 when each reference feature equals the query feature at its projection,
+    large when the reference features are permuted, and its gradient reaches the query map."""
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.nn.functional.normalize(torch.randn(16, 24, 32, generator=g), dim=0).requires_grad_(True)
+    p2d = torch.stack([torch.randint(2, 30, (40,), generator=g), torch.randint(2, 22, (40,), generator=g)], -1).float()
+    ref = fmap.detach()[:, p2d[:, 1].long(), p2d[:, 0].long()].T  # exact samples at integer pixels
+    mask = torch.ones(40, dtype=torch.bool)
+    good = training.contrastive_term(fmap, ref, p2d, mask, 0.07, 2.0)
+    bad = training.contrastive_term(fmap, ref[torch.randperm(40, generator=g)], p2d, mask, 0.07, 2.0)
+    assert float(good) < 0.5 < float(bad)
+    bad.backward()
+    assert fmap.grad is not None and float(fmap.grad.abs().max()) > 0
+    assert float(training.contrastive_term(fmap, ref, p2d, torch.zeros(40, dtype=torch.bool), 0.07, 2.0)) == 0.0
+
+
 def test_gradients_reach_features_confidences_and_damping(tiny_map):
     colmap, images, _ = tiny_map
     sampler = training.PairSampler(read_model(colmap), images, _pair_config())

@@ -87,6 +87,9 @@ def register(subparsers) -> None:
     p.add_argument("--depth-points", choices=["keypoints", "textured"], default=None,
                    help="virtual pairs take their 3D points from the rendered depth of the map image, at its "
                         "SIFT keypoints or at textured pixels (denser than the SfM points; with --synth-world)")
+    p.add_argument("--contrastive-weight", type=float, default=0.0,
+                   help="weight of an auxiliary dense contrastive term (not in the paper): use ~1 when training "
+                        "from random initialisation, where the paper's loss alone lets the features collapse")
     p.add_argument("--no-jitter", action="store_true", help="no colour jitter")
     p.add_argument("--val-conditions", type=_names, default=(), metavar="A,B",
                    help="held-out conditions of the validation pairs (with --synth-world)")
@@ -153,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         val_every=args.val_every if args.val_pairs > 0 else 0, seed=args.seed, device=args.device,
         num_threads=args.threads,
-        amp=not args.no_amp, pairs=pairs_cfg, augment=augment)
+        amp=not args.no_amp, pairs=pairs_cfg, augment=augment,
+        loss=training.LossConfig(contrastive_weight=args.contrastive_weight))
     if args.lm_pad is not None:
         config = replace(config, lm_pad=args.lm_pad)
     try:

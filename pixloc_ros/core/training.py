@@ -120,6 +120,14 @@ class LossConfig:
     clamp_px: float = 50.0  # per-level error clamp
     success_thresh: float = 3.0  # a level succeeded when its error is below this x its stride
     min_points: int = 10  # pairs with fewer points valid under both the true and the initial pose count 0
+    # Auxiliary dense contrastive term (not in the paper; for training from random initialisation,
+    # where the LM's gradient alone lets the features collapse): per level, the reference feature
+    # of each point must pick its own true projection in the query among the other points'
+    # projections (InfoNCE, temperature below); pairs of points closer than ``contrastive_min_sep``
+    # level pixels are not used as negatives. 0 disables it (the paper's recipe).
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.07
+    contrastive_min_sep: float = 2.0
 
 
 @dataclass
@@ -485,6 +493,7 @@ class PairOutput:
     translation_error_m: float  # camera-centre distance of the final estimate vs the truth
     num_points: int  # points valid under both the true and the initial pose
     valid: bool  # enough points for the loss
+    contrastive: float = math.nan  # the auxiliary contrastive term (mean over levels), nan when off
 
 
 def robust_reprojection_error(pose: Pose, xyz: torch.Tensor, p_true: torch.Tensor, mask: torch.Tensor,
@@ -523,6 +532,29 @@ def reference_terms(features: list[torch.Tensor], confidences: list[torch.Tensor
         feats.append(F.normalize(s.values[0, :, :C], dim=-1))
         confs.append(s.values[0, :, C] * (s.valid[0] & visible).to(table.dtype))
     return feats, confs
+
+
+def contrastive_term(query_features: torch.Tensor, ref_features: torch.Tensor, p2d: torch.Tensor,
+                     mask: torch.Tensor, temperature: float, min_sep: float) -> torch.Tensor:
+    """InfoNCE of reference features against the query features at the points' true projections.
+
+    query_features (C, H, W) of one level (L2-normalised); ref_features (N, C); p2d (N, 2) true
+    projections in that level's pixels; mask (N,) points to use. Each point's positive is its own
+    projection, its negatives the other points' projections at least ``min_sep`` pixels away.
+    Returns a scalar (0 with fewer than 2 usable points). Differentiable in both feature sets.
+    """
+    s = BilinearSampler(query_features).sample(p2d[None].to(query_features.dtype), 0.0, gradients=False)
+    use = mask & s.valid[0]
+    if int(use.sum()) < 2:
+        return query_features.new_zeros(())
+    fq = F.normalize(s.values[0][use], dim=-1)
+    fr = ref_features[use].to(fq.dtype)
+    logits = fr @ fq.T / temperature  # (M, M): row i = reference i against every projection
+    p = p2d[use]
+    close = torch.cdist(p, p) < min_sep
+    close.fill_diagonal_(False)
+    logits = logits.masked_fill(close, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(fq), device=fq.device))
 
 
 def _images_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -572,6 +604,17 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
 
     pose = init[None]
     total = torch.zeros((), device=device)
+    contrastive = math.nan
+    if loss_cfg.contrastive_weight > 0 and valid:
+        p_cam_true = truth.transform(xyz)
+        terms = []
+        for level, stride in enumerate(STRIDES):
+            p_l, _ = q_cam.scale(1.0 / stride).world2image(p_cam_true)
+            terms.append(contrastive_term(q_f[level][0], f_ref[level], p_l, mask & (c_ref[level] > 0),
+                                          loss_cfg.contrastive_temperature, loss_cfg.contrastive_min_sep))
+        aux = torch.stack(terms).mean()
+        total = total + loss_cfg.contrastive_weight * aux
+        contrastive = float(aux.detach())
     errors: dict[int, float] = {}
     success: dict[int, bool] = {}
     previous_ok = True
@@ -593,7 +636,7 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     rot, trans = pose_error(final, pair.query_from_world.double())
     return PairOutput(total, [errors.get(lv, math.nan) for lv in range(3)], init_error,
                       [success.get(lv, False) for lv in range(3)], final, float(rot), float(trans),
-                      num_points, valid)
+                      num_points, valid, contrastive)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -858,6 +901,7 @@ def _record(step: int, window: list[PairOutput], model: PixLocModel, seconds: fl
     return {
         "step": step,
         "loss": mean([float(o.loss.detach()) for o in window if o.valid]),
+        "contrastive": mean([o.contrastive for o in window if o.valid]),
         "error_px": [mean([o.level_errors[lv] for o in window if o.valid]) for lv in range(3)],
         "init_error_px": mean([o.init_error for o in window if o.valid]),
         "success": [float(np.mean([o.level_success[lv] for o in window])) for lv in range(3)],
@@ -874,7 +918,8 @@ def _format_record(r: dict) -> str:
     e = r["error_px"]
     s = r["success"]
     d = r["damping"]
-    return (f"step {r['step']:6d}  loss {r['loss']:7.3f}  err px fine/mid/coarse {e[0]:6.2f} {e[1]:6.2f} {e[2]:6.2f}"
+    aux = f"  contrastive {r['contrastive']:.3f}" if math.isfinite(r.get("contrastive", math.nan)) else ""
+    return (f"step {r['step']:6d}  loss {r['loss']:7.3f}{aux}  err px fine/mid/coarse {e[0]:6.2f} {e[1]:6.2f} {e[2]:6.2f}"
             f" (init {r['init_error_px']:6.2f})  success {s[0]:.2f} {s[1]:.2f} {s[2]:.2f}"
             f"  median {r['median_translation_m']:.3f} m {r['median_rotation_deg']:.2f} deg"
             f"  {r['seconds_per_step']:.2f} s/pair"
@@ -884,6 +929,6 @@ def _format_record(r: dict) -> str:
 __all__ = [
     "AugmentConfig", "PairConfig", "LossConfig", "TrainConfig", "TrainingPair", "PairSampler", "PairOutput",
     "ValidationResult", "TrainResult", "RenderFn", "color_jitter", "car_like_offset", "initial_reprojection_error",
-    "robust_reprojection_error", "reference_terms", "pair_forward", "validate", "train", "make_optimizer",
+    "robust_reprojection_error", "reference_terms", "contrastive_term", "pair_forward", "validate", "train", "make_optimizer",
     "freeze_encoder", "damping_parameters", "official_conf", "read_training_state", "CHECKPOINT_NAME",
 ]
