@@ -424,10 +424,12 @@ def test_bad_inputs(scene, ros, tmp_path, capsys):
         assert len(log_lines(node, "Resetting the localization")) == 1, node.log()
 
         # 8. Frames faster than the node: the newest waits, the one it replaced is dropped and counted.
-        # (Empty frames past the recorded odometry: the worker waits odom_wait_s on each, no pose
-        # comes out, and, unlike 230 kB images in a burst, best-effort delivery does not lose them.)
-        last, mark = again[-1], len(listener.statuses)
-        burst = [feeder.frame(len(feeder.frames) - 1, image=empty, stamp_ns=last + k * 10 * ms) for k in (1, 2, 3)]
+        # (Empty frames stamped after the last recorded odometry sample, which follows the last
+        # image: the worker waits odom_wait_s on each, no pose comes out, and, unlike 230 kB images
+        # in a burst, best-effort delivery does not lose them.)
+        last_odom = max(stamp for stamp, topic, _ in feeder.messages if topic == "/odom")
+        start, mark = max(again[-1], last_odom) + 100 * ms, len(listener.statuses)
+        burst = [feeder.frame(len(feeder.frames) - 1, image=empty, stamp_ns=start + k * 10 * ms) for k in (1, 2, 3)]
         answer(burst[-1])  # the newest is always processed
         dropped = sum(s.frames_dropped for s in listener.statuses[mark:])
         processed = sum(listener.status_at(b) is not None for b in burst)

@@ -170,10 +170,9 @@ def cholesky_solve_spd(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, 
 
     A (..., n, n), b (..., n) -> (x (..., n), ok (...) bool: every pivot positive and finite).
     Where ``ok`` is False, x is garbage-free but meaningless (pivots are clamped): callers mask it.
-    Hand-written because torch.linalg's batched factorizations on CUDA go through MAGMA/cuSOLVER
-    calls that cost about a millisecond each for a batch of 6x6 systems (measured on an H100,
-    BENCHMARKS.md), while these few element-wise ops fuse under torch.compile and need no host
-    sync; autograd flows through them (training differentiates the damped step).
+    Hand-written for torch.compile: torch.linalg's factorizations stay opaque library calls
+    (MAGMA/cuSOLVER on CUDA) in a compiled graph, while these element-wise ops fuse with the rest
+    of the LM iteration. Autograd flows through them (training differentiates the damped step).
     """
     n = A.shape[-1]
     tiny = torch.finfo(A.dtype).tiny
@@ -211,8 +210,8 @@ def damped_solve(H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, lambda
     """``delta = -(H + diag(max(damping * diag(H), lambda_min)))^-1 g`` without raising.
 
     H (B, 6, 6), g (B, 6), damping (6,) -> (delta (B, 6) in H's dtype, ok (B,) bool). Solved in
-    float64 by Cholesky (``torch.linalg``; ``cholesky_solve_spd`` under torch.compile). The damped system of a Gauss-Newton Hessian is
-    positive definite (the ``lambda_min`` floor); where it is not (non-finite entries, roundoff on
+    float64 by Cholesky (``torch.linalg``; ``cholesky_solve_spd`` under torch.compile). The damped
+    system of a Gauss-Newton Hessian is positive definite (the ``lambda_min`` floor); where it is not (non-finite entries, roundoff on
     huge values, an indefinite H) ``ok`` is False and the step is 0.
     """
     Hd = H.double()
@@ -227,8 +226,8 @@ def damped_solve(H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, lambda
         # Under torch.compile the unrolled factorization fuses into the iteration's kernels.
         x, ok = cholesky_solve_spd(A, b)
     else:
-        # Eager: one library call each (LAPACK on the CPU; on CUDA fewer launches than the
-        # unrolled version, which measured 15% slower in eager mode on an H100).
+        # Eager: library calls (LAPACK on the CPU); on CUDA the unrolled version's ~130 small
+        # kernel launches made the eager LM 17% slower on an H100 (BENCHMARKS.md).
         L, info = torch.linalg.cholesky_ex(A)
         x = torch.cholesky_solve(b[..., None], L)[..., 0]
         ok = info == 0
