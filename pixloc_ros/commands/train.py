@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--lm-iterations", type=_triple, default=(5, 5, 5), metavar="F,M,C",
                    help="LM iterations per level during training, finest first")
     p.add_argument("--lm-pad", type=float, default=None, metavar="PX",
-                   help="level-pixel border where projections are invalid (default: the engine's, 4)")
+                   help="level-pixel border where projections are invalid (default: the engine's rule, 4 px, less on small coarse maps)")
     p.add_argument("--freeze-encoder-blocks", type=int, default=0, metavar="K",
                    help="keep the first K VGG blocks fixed (cheaper CPU steps)")
     p.add_argument("--batchnorm-stats", action="store_true",
@@ -90,6 +90,9 @@ def register(subparsers) -> None:
     p.add_argument("--contrastive-weight", type=float, default=0.0,
                    help="weight of an auxiliary dense contrastive term (not in the paper): use ~1 when training "
                         "from random initialisation, where the paper's loss alone lets the features collapse")
+    p.add_argument("--contrastive-only-steps", type=int, default=0, metavar="N",
+                   help="train the first N steps with the contrastive term alone (no LM): features first, "
+                        "then the pose loss (with --contrastive-weight, from random initialisation)")
     p.add_argument("--no-jitter", action="store_true", help="no colour jitter")
     p.add_argument("--val-conditions", type=_names, default=(), metavar="A,B",
                    help="held-out conditions of the validation pairs (with --synth-world)")
@@ -135,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
     if args.no_resume and (out / training.CHECKPOINT_NAME).exists():
         print(f"pixloc-ros train: {out / training.CHECKPOINT_NAME} exists and --no-resume was given", file=sys.stderr)
         return 1
+    if args.contrastive_only_steps > 0 and args.contrastive_weight <= 0:
+        print("pixloc-ros train: --contrastive-only-steps needs --contrastive-weight > 0", file=sys.stderr)
+        return 1
     if (args.val_pairs > 0 or args.virtual_fraction >= 1.0 or args.depth_points) and not args.synth_world:
         print("pixloc-ros train: --val-pairs, --depth-points and --virtual-fraction 1 need --synth-world",
               file=sys.stderr)
@@ -157,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every if args.val_pairs > 0 else 0, seed=args.seed, device=args.device,
         num_threads=args.threads,
         amp=not args.no_amp, pairs=pairs_cfg, augment=augment,
-        loss=training.LossConfig(contrastive_weight=args.contrastive_weight))
+        loss=training.LossConfig(contrastive_weight=args.contrastive_weight),
+        contrastive_only_steps=args.contrastive_only_steps)
     if args.lm_pad is not None:
         config = replace(config, lm_pad=args.lm_pad)
     try:

@@ -38,10 +38,12 @@ class AccuracySummary:
     def as_text(self) -> str:
         """One human-readable line per figure."""
         rec = ", ".join(f"{100 * r:.1f}% @ {m:g} m/{d:g} deg" for r, (m, d) in zip(self.recall, self.thresholds))
-        return (f"frames {self.frames}, localized {self.localized}\n"
-                f"recall: {rec}\n"
-                f"median error: {self.median_translation_m:.3f} m, {self.median_rotation_deg:.2f} deg "
-                f"(max {self.max_translation_m:.3f} m, {self.max_rotation_deg:.2f} deg)")
+        if self.localized:
+            errors = (f"median error: {self.median_translation_m:.3f} m, {self.median_rotation_deg:.2f} deg "
+                      f"(max {self.max_translation_m:.3f} m, {self.max_rotation_deg:.2f} deg)")
+        else:
+            errors = "median error: none (no frame localized)"
+        return f"frames {self.frames}, localized {self.localized}\nrecall: {rec}\n{errors}"
 
 
 def summarize(translation_errors_m, rotation_errors_deg, frames: int,

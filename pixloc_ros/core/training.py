@@ -47,6 +47,7 @@ from pixloc_ros.core.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
 from pixloc_ros.core.geometry import Pose, pose_error
 from pixloc_ros.core.interpolation import BilinearSampler
+from pixloc_ros.core.localizer import level_pads
 from pixloc_ros.core.metrics import CMU_THRESHOLDS
 from pixloc_ros.core.network import STRIDES, PixLocModel
 from pixloc_ros.core.optimizer import LMConfig, optimize_level
@@ -142,8 +143,14 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay of the network (not of the damping)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     lm_iterations: tuple[int, int, int] = (5, 5, 5)  # LM iterations per level during training, finest first
-    lm_pad: float = LMConfig.pad  # level-pixel border inside which projections are invalid (as at inference)
+    # Level-pixel border inside which projections are invalid: None = the engine's rule
+    # (``localizer.level_pads``: 4 px, less on small coarse maps), as at inference; or one value.
+    lm_pad: float | None = None
     freeze_encoder_blocks: int = 0  # keep the first K VGG blocks fixed (cheaper steps on a CPU)
+    # The first steps train the features with the contrastive term alone (no LM, no pose loss):
+    # from random initialisation the pose loss otherwise teaches the confidences to switch off
+    # levels whose random-feature steps only hurt, before the features are any good.
+    contrastive_only_steps: int = 0
     reference_grad: bool = True  # backpropagate into the reference image's features too (the paper does)
     freeze_batchnorm: bool = True  # BatchNorm uses (and keeps) its running statistics while training: with
     #   one or two images per step batch statistics are noisy and differ from what inference uses
@@ -512,7 +519,7 @@ def robust_reprojection_error(pose: Pose, xyz: torch.Tensor, p_true: torch.Tenso
 
 
 def reference_terms(features: list[torch.Tensor], confidences: list[torch.Tensor], xyz: torch.Tensor,
-                    cam_from_world: Pose, camera: Camera, pad: float
+                    cam_from_world: Pose, camera: Camera, pad: float | Sequence[float]
                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Reference features and confidences of the points, as the map compiler stores them.
 
@@ -527,7 +534,8 @@ def reference_terms(features: list[torch.Tensor], confidences: list[torch.Tensor
         cam_l = camera.scale(1.0 / stride)
         p2d, visible = cam_l.world2image(p_cam)
         table = torch.cat([features[level][0], confidences[level][0]], 0)
-        s = BilinearSampler(table).sample(p2d[None].to(table.dtype), pad, gradients=False)
+        level_pad = float(pad) if isinstance(pad, (int, float)) else float(pad[level])
+        s = BilinearSampler(table).sample(p2d[None].to(table.dtype), level_pad, gradients=False)
         C = features[level].shape[1]
         feats.append(F.normalize(s.values[0, :, :C], dim=-1))
         confs.append(s.values[0, :, C] * (s.valid[0] & visible).to(table.dtype))
@@ -563,8 +571,10 @@ def _images_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.
 
 
 def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, device: torch.device,
-                 lm_iterations: Sequence[int] | None = None) -> PairOutput:
+                 lm_iterations: Sequence[int] | None = None, pose_loss: bool = True) -> PairOutput:
     """Network on both images, coarse-to-fine LM from ``pair.init``, and the loss.
+
+    ``pose_loss`` False: only the contrastive term (no LM; the pose stays at the initial one).
 
     Differentiable when called with grad enabled (and ``model.train()``); use under
     ``torch.no_grad()`` for validation. ``lm_iterations`` (finest first) overrides the config.
@@ -591,7 +601,9 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     init = pair.init.to(device=device, dtype=dt)
     ref_cam = pair.reference_camera.to(device=device, dtype=dt)
     q_cam = pair.query_camera.to(device=device, dtype=dt)
-    f_ref, c_ref = reference_terms(ref_f, ref_c, xyz, ref_pose, ref_cam, config.lm_pad)
+    ref_pads = level_pads(config.lm_pad, [f.shape[-2:] for f in ref_f])
+    query_pads = level_pads(config.lm_pad, [f.shape[-2:] for f in q_f])
+    f_ref, c_ref = reference_terms(ref_f, ref_c, xyz, ref_pose, ref_cam, ref_pads)
 
     # Loss mask as in the reference: points in front of, and inside, the query under both the
     # true and the initial pose.
@@ -618,9 +630,9 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     errors: dict[int, float] = {}
     success: dict[int, bool] = {}
     previous_ok = True
-    ran = [lv for lv in (2, 1, 0) if iters[lv] > 0]
+    ran = [lv for lv in (2, 1, 0) if iters[lv] > 0] if pose_loss else []
     for level in ran:
-        lm = LMConfig(num_iters=int(iters[level]), pad=config.lm_pad)
+        lm = LMConfig(num_iters=int(iters[level]), pad=query_pads[level])
         res = optimize_level(q_f[level][0], q_c[level][0], xyz, f_ref[level], c_ref[level],
                              q_cam.scale(1.0 / STRIDES[level]), pose, model.optimizer[level].dampingnet(), lm)
         estimate = res.cam_from_world[0]
@@ -857,7 +869,8 @@ def train(model: PixLocModel, sampler: PairSampler, config: TrainConfig, out_dir
             outputs = []
             for _ in range(config.batch_size):
                 pair = sampler.sample(rng)
-                out_pair = pair_forward(model, pair, config, device)
+                out_pair = pair_forward(model, pair, config, device,
+                                        pose_loss=step >= config.contrastive_only_steps)
                 loss = out_pair.loss / config.batch_size
                 if out_pair.valid and loss.requires_grad and torch.isfinite(loss):
                     scaler.scale(loss).backward()

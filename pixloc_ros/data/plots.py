@@ -40,7 +40,8 @@ def plot_trajectory(evaluation: DriveEvaluation, path: str | Path, keyframe_xy: 
     ax.set_xlabel("map x [m]")
     ax.set_ylabel("map y [m]")
     s = evaluation.summary
-    ax.set_title(f"{s.localized}/{s.frames} frames localized, median {s.median_translation_m:.2f} m")
+    median = f", median {s.median_translation_m:.2f} m" if s.localized else ""
+    ax.set_title(f"{s.localized}/{s.frames} frames localized{median}")
     ax.legend(loc="best", fontsize=8)
     return _save(fig, plt, path)
 
