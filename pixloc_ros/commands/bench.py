@@ -51,6 +51,7 @@ def _synthetic_problem(args, device, model):
 
     from pixloc_ros.core.camera import Camera
     from pixloc_ros.core.geometry import Pose, so3_exp
+    from pixloc_ros.core.interpolation import BilinearSampler
     from pixloc_ros.core.query_points import QueryPoints
 
     g = torch.Generator().manual_seed(args.seed)
@@ -75,16 +76,12 @@ def _synthetic_problem(args, device, model):
     with torch.no_grad():
         pyramid = model.to(device).eval().extract(image)
     features, confidences = [], []
-    for level, (fmap, cmap) in enumerate(zip(pyramid.features, pyramid.confidences)):
-        stride = pyramid.strides[level] if hasattr(pyramid, "strides") else (1, 4, 16)[level]
+    for fmap, cmap, stride in zip(pyramid.features, pyramid.confidences, pyramid.strides):
         p2d, _ = camera.scale(1.0 / stride).world2image(xyz)
-        hl, wl = fmap.shape[-2:]
-        grid = torch.stack([2 * p2d[:, 0] / max(wl - 1, 1) - 1, 2 * p2d[:, 1] / max(hl - 1, 1) - 1], -1)
-        grid = grid.to(device=device, dtype=fmap.dtype)[None, None]
-        f = torch.nn.functional.grid_sample(fmap, grid, align_corners=True)[0, :, 0].T  # (N, C)
-        c = torch.nn.functional.grid_sample(cmap, grid, align_corners=True)[0, 0, 0]
-        features.append(torch.nn.functional.normalize(f, dim=-1).cpu())
-        confidences.append(c.cpu())
+        table = torch.cat([fmap[0], cmap[0]], 0)  # (C + 1, H_l, W_l): one gather for both
+        s = BilinearSampler(table).sample(p2d[None].to(device=device, dtype=table.dtype), 0.0, gradients=False)
+        features.append(torch.nn.functional.normalize(s.values[0, :, :-1], dim=-1).cpu())
+        confidences.append(s.values[0, :, -1].cpu())
     points = QueryPoints(xyz.float(), features, confidences, torch.arange(n), torch.zeros(n, dtype=torch.long))
     return image, camera, points.to(device), init
 

@@ -316,8 +316,7 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
             out = tuple(x.clone() for x in out)
         R, t, active, iterations, singular, cost_sum, num_valid = out
         if initial is None:
-            # cloned: with CUDA graphs the next replay would overwrite these output buffers
-            initial = (cost_sum.clone(), num_valid.clone())
+            initial = (cost_sum, num_valid)  # fresh tensors (CUDA-graph outputs are copied above)
         if (i + 1) % max(config.check_every, 1) == 0 and not bool(active.any()):
             break  # the only host sync of the loop
     R = _orthonormalize(R)

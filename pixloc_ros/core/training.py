@@ -607,7 +607,8 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
 
     # Loss mask as in the reference: points in front of, and inside, the query under both the
     # true and the initial pose.
-    p_true, v_true = q_cam.world2image(truth.transform(xyz))
+    p_cam_true = truth.transform(xyz)
+    p_true, v_true = q_cam.world2image(p_cam_true)
     p_init, v_init = q_cam.world2image(init.transform(xyz))
     mask = v_true & v_init & q_cam.in_image(p_true) & q_cam.in_image(p_init)
     num_points = int(mask.sum())
@@ -618,7 +619,6 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     total = torch.zeros((), device=device)
     contrastive = math.nan
     if loss_cfg.contrastive_weight > 0 and valid:
-        p_cam_true = truth.transform(xyz)
         terms = []
         for level, stride in enumerate(STRIDES):
             p_l, _ = q_cam.scale(1.0 / stride).world2image(p_cam_true)

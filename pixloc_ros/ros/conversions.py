@@ -238,12 +238,18 @@ def pose_msg_to_matrix(msg: PoseMsg) -> np.ndarray:
     return _rigid(quat_xyzw_to_matrix([o.x, o.y, o.z, o.w]), _finite_xyz(msg.position, "Pose position"))
 
 
-def matrix_to_pose_msg(T: np.ndarray) -> PoseMsg:
-    """a_from_b (4, 4) -> geometry_msgs/Pose of frame b in frame a."""
+def _translation_and_quaternion(T: np.ndarray) -> tuple[dict, Quaternion]:
+    """(4, 4) rigid transform -> ({x, y, z} of its translation, its rotation as a Quaternion msg)."""
     T = np.asarray(T, np.float64)
     q = matrix_to_quat_xyzw(T[:3, :3])
-    return PoseMsg(position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
-                   orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+    xyz = dict(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3]))
+    return xyz, Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+
+
+def matrix_to_pose_msg(T: np.ndarray) -> PoseMsg:
+    """a_from_b (4, 4) -> geometry_msgs/Pose of frame b in frame a."""
+    xyz, q = _translation_and_quaternion(T)
+    return PoseMsg(position=Point(**xyz), orientation=q)
 
 
 def transform_msg_to_matrix(msg: Transform) -> np.ndarray:
@@ -254,10 +260,8 @@ def transform_msg_to_matrix(msg: Transform) -> np.ndarray:
 
 def matrix_to_transform_msg(T: np.ndarray) -> Transform:
     """parent_from_child (4, 4) -> geometry_msgs/Transform."""
-    T = np.asarray(T, np.float64)
-    q = matrix_to_quat_xyzw(T[:3, :3])
-    return Transform(translation=Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
-                     rotation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+    xyz, q = _translation_and_quaternion(T)
+    return Transform(translation=Vector3(**xyz), rotation=q)
 
 
 # ------------------------------------------------------------------------------------ covariance
