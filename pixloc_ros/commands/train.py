@@ -88,8 +88,9 @@ def register(subparsers) -> None:
                    help="virtual pairs take their 3D points from the rendered depth of the map image, at its "
                         "SIFT keypoints or at textured pixels (denser than the SfM points; with --synth-world)")
     p.add_argument("--contrastive-weight", type=float, default=0.0,
-                   help="weight of an auxiliary dense contrastive term (not in the paper): use ~1 when training "
-                        "from random initialisation, where the paper's loss alone lets the features collapse")
+                   help="weight of an auxiliary dense contrastive term (not in the paper): keeps features "
+                        "discriminative when every VGG block trains from random initialisation, but its features "
+                        "do not match within the engine's inlier scale (BENCHMARKS.md, 'Training')")
     p.add_argument("--contrastive-only-steps", type=int, default=0, metavar="N",
                    help="train the first N steps with the contrastive term alone (no LM): features first, "
                         "then the pose loss (with --contrastive-weight, from random initialisation)")

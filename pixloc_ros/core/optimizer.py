@@ -211,8 +211,9 @@ def damped_solve(H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, lambda
 
     H (B, 6, 6), g (B, 6), damping (6,) -> (delta (B, 6) in H's dtype, ok (B,) bool). Solved in
     float64 by Cholesky (``torch.linalg``; ``cholesky_solve_spd`` under torch.compile). The damped
-    system of a Gauss-Newton Hessian is positive definite (the ``lambda_min`` floor); where it is not (non-finite entries, roundoff on
-    huge values, an indefinite H) ``ok`` is False and the step is 0.
+    system of a Gauss-Newton Hessian is positive definite (the ``lambda_min`` floor); where it is
+    not (non-finite entries, roundoff on huge values, an indefinite H) ``ok`` is False and the
+    step is 0.
     """
     Hd = H.double()
     gd = g.double()

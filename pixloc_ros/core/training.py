@@ -519,14 +519,15 @@ def robust_reprojection_error(pose: Pose, xyz: torch.Tensor, p_true: torch.Tenso
 
 
 def reference_terms(features: list[torch.Tensor], confidences: list[torch.Tensor], xyz: torch.Tensor,
-                    cam_from_world: Pose, camera: Camera, pad: float | Sequence[float]
+                    cam_from_world: Pose, camera: Camera, pads: Sequence[float]
                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Reference features and confidences of the points, as the map compiler stores them.
 
     features[l] (1, C_l, H_l, W_l), confidences[l] (1, 1, H_l, W_l) of the reference image;
-    xyz (N, 3). Returns per level (N, C_l) L2-normalised features and (N,) confidences, the
-    confidence set to 0 where the projection is behind the camera or within ``pad`` level pixels
-    of the border (so the point does not count at that level). Differentiable in the maps.
+    xyz (N, 3); pads: border of each level, level pixels, finest first (``localizer.level_pads``).
+    Returns per level (N, C_l) L2-normalised features and (N,) confidences, the confidence set
+    to 0 where the projection is behind the camera or within that level's pad of the border (so
+    the point does not count at that level). Differentiable in the maps.
     """
     p_cam = cam_from_world.transform(xyz)
     feats, confs = [], []
@@ -534,8 +535,7 @@ def reference_terms(features: list[torch.Tensor], confidences: list[torch.Tensor
         cam_l = camera.scale(1.0 / stride)
         p2d, visible = cam_l.world2image(p_cam)
         table = torch.cat([features[level][0], confidences[level][0]], 0)
-        level_pad = float(pad) if isinstance(pad, (int, float)) else float(pad[level])
-        s = BilinearSampler(table).sample(p2d[None].to(table.dtype), level_pad, gradients=False)
+        s = BilinearSampler(table).sample(p2d[None].to(table.dtype), float(pads[level]), gradients=False)
         C = features[level].shape[1]
         feats.append(F.normalize(s.values[0, :, :C], dim=-1))
         confs.append(s.values[0, :, C] * (s.valid[0] & visible).to(table.dtype))
