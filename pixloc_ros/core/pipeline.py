@@ -516,6 +516,8 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     from .localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
-    index = MapIndex.open(map_file, expected_fingerprint=weights_fingerprint(model))
     loc_cfg = _replace(localizer_config or LocalizerConfig(), device=device)
-    return RelocalizationPipeline(Localizer(model, loc_cfg), index, config)
+    localizer = Localizer(model, loc_cfg)
+    index = MapIndex.open(map_file, expected_fingerprint=weights_fingerprint(model),
+                          expected_profile=localizer.profile.name)
+    return RelocalizationPipeline(localizer, index, config)

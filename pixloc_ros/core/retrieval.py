@@ -149,9 +149,10 @@ class MapIndex:
         self._camera_cache = None  # (camera object, its numpy arrays) for the frustum check
 
     @classmethod
-    def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False) -> "MapIndex":
+    def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
+             expected_profile: str | None = None) -> "MapIndex":
         """Open the map at ``path`` (see ``mapfile.open_map`` for the checks) and index it."""
-        return cls(open_map(path, expected_fingerprint, verify))
+        return cls(open_map(path, expected_fingerprint, verify, expected_profile))
 
     # ---- map facts ----------------------------------------------------------------------
     @property
