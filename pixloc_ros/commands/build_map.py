@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         stats = compile_map(sfm, args.images, model, args.out, fingerprint, georef, config,
                             progress=not args.quiet)
         if args.verify:
-            open_map(stats.path, expected_fingerprint=fingerprint, verify=True)
+            open_map(stats.path, expected_fingerprint=fingerprint, verify=True,
+                     expected_profile=model.engine_profile.name)
     except (FileNotFoundError, ValueError, WeightsError, MapFileError) as err:
         print(f"pixloc-ros build-map: error: {err}", file=sys.stderr)
         return 1
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
           f"confidence 0 at the border of levels 1.. for {', '.join(str(n) for n in stats.num_zero_confidence[1:])}), "
           f"{size / 2**20:.1f} MiB ({size / max(stats.num_points, 1):.0f} B/point)")
     print(f"device {device}: {stats.seconds:.1f} s, {stats.images_per_s:.2f} images/s "
-          f"(network {stats.network_seconds:.1f} s); weights {fingerprint[:16]}...")
+          f"(network {stats.network_seconds:.1f} s); weights {fingerprint[:16]}..., "
+          f"{model.engine_profile.name} engine profile")
     if stats.skipped_images:
         print(f"skipped {len(stats.skipped_images)} images without points of track >= {args.min_track_length}")
     return 0

@@ -83,7 +83,7 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     map_file = out / "map.pxmap"
     if map_file.exists():
         try:
-            open_map(map_file, expected_fingerprint=fingerprint)
+            open_map(map_file, expected_fingerprint=fingerprint, expected_profile=model.engine_profile.name)
             _step(f"map: {map_file} (present, built with these weights)")
             return map_file
         except MapFileError as err:
