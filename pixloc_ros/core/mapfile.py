@@ -178,6 +178,35 @@ class Observations:
         return [self.point_index, self.uv, self.confidence, *self.features]
 
 
+@dataclass
+class KeyframeRecord:
+    """One keyframe row of the keyframe arrays (what a writer needs besides its observations)."""
+
+    image_id: int  # COLMAP image id
+    name: str
+    R: np.ndarray  # (3, 3) float64, cam_from_world rotation
+    t: np.ndarray  # (3,) float64, cam_from_world translation, metres
+    camera_index: int  # into the header's cameras
+    image_size: tuple[int, int]  # (width, height) the features were computed at
+
+    @classmethod
+    def of_map(cls, mapfile: "MapFile", row: int) -> "KeyframeRecord":
+        """Keyframe ``row`` of an open map."""
+        w, h = (int(v) for v in mapfile.keyframe_image_size[row])
+        return cls(int(mapfile.keyframe_ids[row]), mapfile.header.keyframe_names[row],
+                   np.array(mapfile.keyframe_R[row]), np.array(mapfile.keyframe_t[row]),
+                   int(mapfile.keyframe_camera_index[row]), (w, h))
+
+
+def keyframe_arrays_of(records: list[KeyframeRecord]) -> dict[str, np.ndarray]:
+    """The keyframe arrays ``MapWriter.finish`` takes, from records in keyframe order."""
+    return {"keyframe_ids": np.array([r.image_id for r in records], np.int64),
+            "keyframe_camera_index": np.array([r.camera_index for r in records], np.int32),
+            "keyframe_R": np.array([r.R for r in records], np.float64).reshape(-1, 3, 3),
+            "keyframe_t": np.array([r.t for r in records], np.float64).reshape(-1, 3),
+            "keyframe_image_size": np.array([r.image_size for r in records], np.int32).reshape(-1, 2)}
+
+
 def observation_arrays(levels: list[LevelInfo]) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Observation array names -> (dtype, trailing shape), in file (and CRC) order."""
     arrays = {"obs_point_index": ("<i4", ()), "obs_uv": ("<f4", (2,)), "obs_confidence": ("<f2", (len(levels),))}
