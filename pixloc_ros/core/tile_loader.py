@@ -98,7 +98,8 @@ class TileLoader:
         self._wanted: list[int] = []  # entry numbers, in load order
         self._keep: set[int] = set()
         self._failed: dict[int, TileFailure] = {}
-        self._anchor: np.ndarray | None = None  # last position the plan was made for (x, y)
+        self._anchor: np.ndarray | None = None  # last position the plan was requested for (x, y)
+        self._target = None  # (position, direction) waiting to be planned by the loader thread
         self._direction: np.ndarray | None = None  # unit (x, y) of travel
         self._busy = False
         self._stop = False
@@ -116,8 +117,9 @@ class TileLoader:
         return self._ready.get(number)
 
     def observe(self, position) -> None:
-        """The vehicle (or a prior) is at ``position`` (2+,) in the map frame: plan the wanted
-        tiles when it moved ``min_motion_m`` since the last plan. Cheap; never blocks on I/O."""
+        """The vehicle (or a prior) is at ``position`` (2+,) in the map frame. Cheap (no planning,
+        no I/O here): when it moved ``min_motion_m`` since the last time, the loader thread
+        re-plans the wanted tiles around it and ahead of it."""
         p = np.asarray(position, np.float64).reshape(-1)[:2]
         if not np.isfinite(p).all():
             return
@@ -128,16 +130,25 @@ class TileLoader:
                 return
             self._direction = (p - anchor) / moved if moved < self.config.jump_m else None
         self._anchor = p
-        self._plan(p, self._direction)
+        self._request(p, self._direction)
 
     def prefetch(self, position) -> None:
         """A coarse prior (GNSS fix, initial pose) at ``position``: plan around it, no direction."""
         p = np.asarray(position, np.float64).reshape(-1)[:2]
         if np.isfinite(p).all():
             self._anchor, self._direction = p, None
-            self._plan(p, None)
+            self._request(p, None)
 
-    def _plan(self, p: np.ndarray, direction: np.ndarray | None) -> None:
+    def _request(self, p: np.ndarray, direction: np.ndarray | None) -> None:
+        with self._cond:
+            self._target = (p, direction)
+            self._cond.notify_all()
+
+    def _ensure_plan(self) -> None:
+        """Turn the latest requested position into the wanted / kept tile sets (callers hold the lock)."""
+        if self._target is None:
+            return
+        (p, direction), self._target = self._target, None
         cfg, grid = self.config, self.tiled.grid
         centres = [p] if direction is None or cfg.lookahead_m <= 0 else [p, p + cfg.lookahead_m * direction]
         wanted: list[int] = []
@@ -146,15 +157,13 @@ class TileLoader:
                 n = self._number.get(key)
                 if n is not None and n not in wanted:
                     wanted.append(n)
-        wanted = wanted[:cfg.max_loaded_tiles]
-        keep = set(wanted)
+        self._wanted = wanted[:cfg.max_loaded_tiles]
+        self._keep = set(self._wanted)
         for c in centres:
-            keep.update(n for key in grid.keys_within(c, cfg.load_radius_m + cfg.keep_margin_m)
-                        if (n := self._number.get(key)) is not None)
-        with self._cond:
-            if wanted != self._wanted or keep != self._keep:
-                self._wanted, self._keep = wanted, keep
-                self._cond.notify_all()
+            for key in grid.keys_within(c, cfg.load_radius_m + cfg.keep_margin_m):
+                n = self._number.get(key)
+                if n is not None:
+                    self._keep.add(n)
 
     def fail(self, key: TileKey, message: str) -> None:
         """Mark a ready tile as damaged (the retrieval thread met a bad block): drop and report it."""
@@ -175,6 +184,7 @@ class TileLoader:
     def pending(self) -> list[TileKey]:
         """Wanted tiles neither loaded nor failed."""
         with self._cond:
+            self._ensure_plan()
             return [self.tiled.entries[n].key for n in self._next_loads()]
 
     def failure(self, key: TileKey) -> TileFailure | None:
@@ -183,6 +193,7 @@ class TileLoader:
     def health(self) -> TileHealth:
         """Loaded, pending and failed tiles, with a level for diagnostics."""
         with self._cond:
+            self._ensure_plan()
             failed = list(self._failed.values())
             pending = [self.tiled.entries[n].key for n in self._next_loads()]
         loaded = self.loaded_keys
@@ -207,7 +218,7 @@ class TileLoader:
             return True
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._busy or self._next_loads() or self._evictable():
+            while self._busy or self._target is not None or self._next_loads() or self._evictable():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -259,6 +270,7 @@ class TileLoader:
         with self._cond:
             if self._stop:
                 return False
+            self._ensure_plan()
             for n in self._evictable():
                 self._drop(n)
                 self.evictions += 1
@@ -300,7 +312,8 @@ class TileLoader:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and not self._next_loads() and not self._evictable():
+                while (not self._stop and self._target is None and not self._next_loads()
+                       and not self._evictable()):
                     # Failed tiles come due for a retry without anyone calling: wake up for that too.
                     self._cond.wait(timeout=min(self.config.retry_after_s, 5.0)
                                     if self._failed and math.isfinite(self.config.retry_after_s) else None)

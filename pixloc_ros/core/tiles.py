@@ -82,12 +82,18 @@ class TileGrid:
         return float(math.hypot(d[0], d[1]))
 
     def keys_within(self, xy, radius_m: float) -> list[TileKey]:
-        """Tiles whose square comes within ``radius_m`` of ``xy`` (2+,), nearest first."""
+        """Tiles whose square comes within ``radius_m`` of ``xy`` (2+,), nearest first (ties by key)."""
         p = np.asarray(xy, np.float64)[:2]
         (i0, j0), (i1, j1) = self.keys_of(np.stack([p - radius_m, p + radius_m]))
-        keys = [(i, j) for i in range(int(i0), int(i1) + 1) for j in range(int(j0), int(j1) + 1)]
-        dist = {k: self.distance(k, p) for k in keys}
-        return sorted((k for k in keys if dist[k] <= radius_m), key=lambda k: (dist[k], k))
+        i, j = np.arange(i0, i1 + 1), np.arange(j0, j1 + 1)
+        lo_x, lo_y = self.origin_xy[0] + i * self.size_m, self.origin_xy[1] + j * self.size_m
+        dx = np.maximum(np.maximum(lo_x - p[0], p[0] - (lo_x + self.size_m)), 0.0)
+        dy = np.maximum(np.maximum(lo_y - p[1], p[1] - (lo_y + self.size_m)), 0.0)
+        d = np.hypot(dx[:, None], dy[None, :]).reshape(-1)
+        ii, jj = np.repeat(i, len(j)), np.tile(j, len(i))
+        order = np.lexsort((jj, ii, d))
+        order = order[d[order] <= radius_m]
+        return list(zip(ii[order].tolist(), jj[order].tolist()))
 
 
 def tile_file_name(key: TileKey) -> str:
