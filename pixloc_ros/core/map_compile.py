@@ -40,7 +40,8 @@ from pixloc_ros.core.colmap_io import SfmModel
 from pixloc_ros.core.georef import Georeference
 from pixloc_ros.core.interpolation import BilinearSampler
 from pixloc_ros.core.localizer import level_pads
-from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
+from pixloc_ros.core.mapfile import (KeyframeRecord, LevelInfo, MapCamera, MapHeader, MapWriter, Observations,
+                                     keyframe_arrays_of)
 
 SAMPLE_AT = ("reprojection", "keypoint")
 
@@ -135,6 +136,115 @@ def sample_positions(sfm: SfmModel, image_id: int, point_xyz: np.ndarray, keypoi
     return p2d.numpy(), valid.numpy()
 
 
+@dataclass
+class PointSelection:
+    """The SfM points a map keeps (track length >= ``min_track_length``) and their rows."""
+
+    point_ids: np.ndarray  # (P,) int64
+    xyz: np.ndarray  # (P, 3) float64
+    track_lengths: np.ndarray  # (P,) int64
+    row_of_id: dict[int, int]  # SfM point id -> row
+
+    @classmethod
+    def of(cls, sfm: SfmModel, min_track_length: int) -> "PointSelection":
+        track_lengths = sfm.track_lengths
+        keep = track_lengths >= min_track_length
+        point_ids = sfm.point_ids[keep]
+        return cls(point_ids, sfm.xyz[keep], track_lengths[keep], {int(pid): row for row, pid in enumerate(point_ids)})
+
+    def rows_observed_by(self, image) -> tuple[np.ndarray, np.ndarray]:
+        """(keypoint indices (n,), point rows (n,)) of ``image``'s observations of kept points."""
+        obs = np.flatnonzero(image.point3D_ids >= 0)
+        rows_idx = np.array([self.row_of_id.get(int(pid), -1) for pid in image.point3D_ids[obs]], np.int64)
+        return obs[rows_idx >= 0], rows_idx[rows_idx >= 0]
+
+
+@dataclass
+class CompiledKeyframe:
+    """One keyframe's share of a map: its row and its observations (point rows of the selection)."""
+
+    record: KeyframeRecord
+    observations: Observations
+    num_dropped: int  # candidates in the finest level's pad band or behind the camera
+    num_zero_confidence: np.ndarray  # (L,) stored observations with confidence 0, per level
+    network_seconds: float
+
+
+def map_levels(model) -> tuple[list[LevelInfo], tuple[int, ...]]:
+    """Levels (stride, channels) of ``model``'s features, from a tiny forward pass (dims depend on the weights)."""
+    with torch.no_grad():
+        probe = model.extract(torch.zeros(1, 3, 32, 32, device=model.device))
+    strides = tuple(int(s) for s in probe.strides)
+    return [LevelInfo(s, int(f.shape[1])) for s, f in zip(strides, probe.features)], strides
+
+
+def keyframe_plan(sfm: SfmModel, points: PointSelection) -> tuple[list[int], list[str], dict[int, int]]:
+    """Which registered images become keyframes: (image ids in map order, names of the images
+    skipped for observing no kept point, camera id -> camera index in order of first use)."""
+    image_ids, skipped, camera_index = [], [], {}
+    for image_id in sorted(sfm.images):
+        image = sfm.images[image_id]
+        if len(points.rows_observed_by(image)[0]) == 0:
+            skipped.append(image.name)
+            continue
+        camera_index.setdefault(image.camera_id, len(camera_index))
+        image_ids.append(image_id)
+    return image_ids, skipped, camera_index
+
+
+def compile_keyframe(sfm: SfmModel, image_id: int, image_dir: Path, model, points: PointSelection,
+                     strides: tuple[int, ...], camera_index: int, config: CompileConfig) -> CompiledKeyframe:
+    """Run ``model`` on keyframe ``image_id`` and sample its observations of ``points`` (see the
+    module docstring). The one per-keyframe step of every compile path (one file, tiles, Ray)."""
+    device = model.device
+    image = sfm.images[image_id]
+    cam = sfm.cameras[image.camera_id]
+    obs, rows_idx = points.rows_observed_by(image)
+    p2d, valid = sample_positions(sfm, image_id, points.xyz[rows_idx], image.xys[obs], config.sample_at)
+
+    rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, config.max_image_edge)
+    h, w = rgb.shape[:2]
+    scale = np.array([w / cam.width, h / cam.height])
+    uv = (p2d + 0.5) * scale - 0.5  # pixel centres of the (resized) network input
+
+    t0 = time.perf_counter()
+    pyramid = model.extract(rgb)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    net_seconds = time.perf_counter() - t0
+
+    uv_t = torch.from_numpy(uv).to(device=device, dtype=torch.float32)
+    pads = level_pads(config.border_pad, [f.shape[-2:] for f in pyramid.features])
+    sampled_f, sampled_c = [], []
+    for level, stride in enumerate(strides):
+        p = ((uv_t + 0.5) / stride - 0.5)[None]
+        feat = BilinearSampler(pyramid.features[level][0]).sample(p, pads[level], gradients=False)
+        conf = BilinearSampler(pyramid.confidences[level][0]).sample(p, pads[level], gradients=False)
+        inside = feat.valid[0].cpu().numpy()
+        c = conf.values[0, :, 0].cpu().numpy()
+        if level == 0:
+            valid &= inside  # the finest level decides whether the observation exists
+        else:
+            c = np.where(inside, c, 0.0).astype(c.dtype)  # no weight at this level only
+        # Interpolating unit vectors shortens them: renormalise, as the reference does
+        # (normalize_descriptors) before the features enter the cost.
+        sampled_f.append(torch.nn.functional.normalize(feat.values[0], dim=-1).cpu().numpy())
+        sampled_c.append(c)
+
+    confidence = np.stack(sampled_c, -1)[valid].astype(np.float16)
+    observations = Observations(rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
+                                confidence, [f[valid].astype(np.float16) for f in sampled_f])
+    record = KeyframeRecord(image_id, image.name, image.R, image.t, camera_index, (w, h))
+    return CompiledKeyframe(record, observations, int((~valid).sum()), (confidence == 0).sum(0), net_seconds)
+
+
+def map_cameras(sfm: SfmModel, camera_index: dict[int, int]) -> list[MapCamera]:
+    """The header's camera list, in camera-index order."""
+    return [MapCamera(cid, sfm.cameras[cid].model, sfm.cameras[cid].width, sfm.cameras[cid].height,
+                      tuple(float(v) for v in sfm.cameras[cid].params))
+            for cid, _ in sorted(camera_index.items(), key=lambda kv: kv[1])]
+
+
 def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Path,
                 weights_fingerprint: str, georef: Georeference | None = None,
                 config: CompileConfig | None = None, progress: bool = True) -> CompileStats:
@@ -151,22 +261,13 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
     device = model.device
 
     # Points kept: track length >= min; their rows in the map's point table.
-    track_lengths = sfm.track_lengths
-    keep = track_lengths >= config.min_track_length
-    point_ids = sfm.point_ids[keep]
-    point_xyz = sfm.xyz[keep]
-    row_of_id = {int(pid): row for row, pid in enumerate(point_ids)}
+    points = PointSelection.of(sfm, config.min_track_length)
+    levels, strides = map_levels(model)
+    image_ids, skipped, camera_index = keyframe_plan(sfm, points)
+    if not image_ids:
+        raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
 
-    # Levels: channel counts from a tiny forward pass (dims depend on the weights' layout).
-    with torch.no_grad():
-        probe = model.extract(torch.zeros(1, 3, 32, 32, device=device))
-    strides = tuple(int(s) for s in probe.strides)
-    levels = [LevelInfo(s, int(f.shape[1])) for s, f in zip(strides, probe.features)]
-
-    image_ids = sorted(sfm.images)
-    kf_ids, kf_names, kf_R, kf_t, kf_cam, kf_size = [], [], [], [], [], []
-    camera_index: dict[int, int] = {}
-    skipped, dropped, net_seconds = [], 0, 0.0
+    records, dropped, net_seconds = [], 0, 0.0
     zeroed = np.zeros(len(levels), np.int64)
     iterator = image_ids
     if progress:
@@ -175,78 +276,32 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
 
     with MapWriter(out_path, levels) as writer:
         for image_id in iterator:
-            image = sfm.images[image_id]
-            cam = sfm.cameras[image.camera_id]
-            obs = np.flatnonzero(image.point3D_ids >= 0)
-            rows_idx = np.array([row_of_id.get(int(pid), -1) for pid in image.point3D_ids[obs]], np.int64)
-            obs, rows_idx = obs[rows_idx >= 0], rows_idx[rows_idx >= 0]
-            if len(obs) == 0:
-                skipped.append(image.name)
-                continue
-            p2d, valid = sample_positions(sfm, image_id, point_xyz[rows_idx], image.xys[obs], config.sample_at)
+            kf = compile_keyframe(sfm, image_id, image_dir, model, points, strides,
+                                  camera_index[sfm.images[image_id].camera_id], config)
+            writer.add_keyframe_observations(kf.observations)
+            records.append(kf.record)
+            dropped += kf.num_dropped
+            zeroed += kf.num_zero_confidence
+            net_seconds += kf.network_seconds
 
-            rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, config.max_image_edge)
-            h, w = rgb.shape[:2]
-            scale = np.array([w / cam.width, h / cam.height])
-            uv = (p2d + 0.5) * scale - 0.5  # pixel centres of the (resized) network input
-
-            t0 = time.perf_counter()
-            pyramid = model.extract(rgb)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            net_seconds += time.perf_counter() - t0
-
-            uv_t = torch.from_numpy(uv).to(device=device, dtype=torch.float32)
-            pads = level_pads(config.border_pad, [f.shape[-2:] for f in pyramid.features])
-            sampled_f, sampled_c = [], []
-            for level, stride in enumerate(strides):
-                p = ((uv_t + 0.5) / stride - 0.5)[None]
-                feat = BilinearSampler(pyramid.features[level][0]).sample(p, pads[level], gradients=False)
-                conf = BilinearSampler(pyramid.confidences[level][0]).sample(p, pads[level], gradients=False)
-                inside = feat.valid[0].cpu().numpy()
-                c = conf.values[0, :, 0].cpu().numpy()
-                if level == 0:
-                    valid &= inside  # the finest level decides whether the observation exists
-                else:
-                    c = np.where(inside, c, 0.0).astype(c.dtype)  # no weight at this level only
-                # Interpolating unit vectors shortens them: renormalise, as the reference does
-                # (normalize_descriptors) before the features enter the cost.
-                sampled_f.append(torch.nn.functional.normalize(feat.values[0], dim=-1).cpu().numpy())
-                sampled_c.append(c)
-
-            dropped += int((~valid).sum())
-            confidence = np.stack(sampled_c, -1)[valid].astype(np.float16)
-            zeroed += (confidence == 0).sum(0)
-            writer.add_keyframe_observations(Observations(
-                rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
-                confidence, [f[valid].astype(np.float16) for f in sampled_f]))
-
-            camera_index.setdefault(image.camera_id, len(camera_index))
-            kf_ids.append(image_id)
-            kf_names.append(image.name)
-            kf_R.append(image.R)
-            kf_t.append(image.t)
-            kf_cam.append(camera_index[image.camera_id])
-            kf_size.append((w, h))
-
-        if not kf_ids:
-            raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
-        cameras = [MapCamera(cid, sfm.cameras[cid].model, sfm.cameras[cid].width, sfm.cameras[cid].height,
-                             tuple(float(v) for v in sfm.cameras[cid].params))
-                   for cid, _ in sorted(camera_index.items(), key=lambda kv: kv[1])]
         num_obs = writer.num_observations
-        info = {"config": asdict(config), "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "device": str(device), "num_dropped_observations": dropped, "skipped_images": skipped,
-                "num_zero_confidence_per_level": [int(v) for v in zeroed],
-                "network_seconds": round(net_seconds, 3)}
-        info["pixloc_ros_version"] = __version__
-        header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels, cameras,
-                           kf_names, georef, info)
-        path = writer.finish(
-            header,
-            {"keyframe_ids": np.array(kf_ids), "keyframe_camera_index": np.array(kf_cam),
-             "keyframe_R": np.stack(kf_R), "keyframe_t": np.stack(kf_t), "keyframe_image_size": np.array(kf_size)},
-            {"point_ids": point_ids, "point_xyz": point_xyz, "point_track_length": track_lengths[keep]})
-    return CompileStats(path, len(kf_ids), len(point_ids), num_obs, dropped, skipped,
+        header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels,
+                           map_cameras(sfm, camera_index), [r.name for r in records], georef,
+                           compile_info(config, device, dropped, skipped, zeroed, net_seconds))
+        path = writer.finish(header, keyframe_arrays_of(records),
+                             {"point_ids": points.point_ids, "point_xyz": points.xyz,
+                              "point_track_length": points.track_lengths})
+    return CompileStats(path, len(records), len(points.point_ids), num_obs, dropped, skipped,
                         time.perf_counter() - start, net_seconds, path.stat().st_size,
                         tuple(int(v) for v in zeroed))
+
+
+def compile_info(config: CompileConfig, device, dropped: int, skipped: list[str], zeroed: np.ndarray,
+                 net_seconds: float) -> dict:
+    """The header's ``compile_info``: options and statistics of a compile."""
+    info = {"config": asdict(config), "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "device": str(device), "num_dropped_observations": dropped, "skipped_images": skipped,
+            "num_zero_confidence_per_level": [int(v) for v in zeroed],
+            "network_seconds": round(net_seconds, 3)}
+    info["pixloc_ros_version"] = __version__
+    return info
