@@ -244,6 +244,10 @@ def main(argv=None) -> int:
               f"p90 {np.percentile(c, 90):.3f} ms, max {c.max():.2f} ms (n={len(a)})")
 
     stats(np.ones(len(wall), bool), "all frames")
+    slow = np.flatnonzero(wall > 5)
+    if len(slow):
+        print(f"frames over 5 ms (index: wall/cpu ms, tile switch nearby): " + ", ".join(
+            f"{i}: {wall[i]:.1f}/{cpu[i]:.1f}{' S' if switch[i] else ''}" for i in slow[:40]))
     stats(switch, "frames around tile switches (+-2)")
     print(f"rows per frame median {int(np.median(rows))}; frames whose nearest keyframe's tile was not loaded: "
           f"{misses}; tile switches {int(sum(tile_of_frame[i] != tile_of_frame[i - 1] for i in range(1, len(priors))))}")

@@ -34,6 +34,8 @@ from pixloc_ros.core.tiles import TiledMap, TileError, TileKey
 
 logger = logging.getLogger(__name__)
 
+RETIRE_AFTER_S = 1.0  # a dropped tile stays mapped this long (a retrieval may still read it), then is unmapped
+
 
 @dataclass
 class TileLoaderConfig:
@@ -94,6 +96,7 @@ class TileLoader:
         self._number = {e.key: n for n, e in enumerate(tiled.entries)}
         self.ready_mask = np.zeros(len(tiled.entries), bool)  # (T,) read by the retrieval thread
         self._ready: dict[int, object] = {}  # entry number -> (MapFile, PointTable); replaced, never mutated
+        self._retired: list[tuple[float, object]] = []  # (when dropped, (MapFile, PointTable)) awaiting release
         self._cond = threading.Condition()
         self._wanted: list[int] = []  # entry numbers, in load order
         self._keep: set[int] = set()
@@ -235,6 +238,7 @@ class TileLoader:
         with self._cond:
             for n in list(self._ready):
                 self._drop(n)
+            self._release_retired(everything=True)
 
     # ---- the loader thread ---------------------------------------------------------------
     def _next_loads(self) -> list[int]:
@@ -246,13 +250,24 @@ class TileLoader:
         return [n for n in self._ready if n not in self._keep]
 
     def _drop(self, n: int) -> None:
-        """Unpublish tile ``n`` (callers hold the lock). The file is unmapped once the last view
-        of it is gone: a retrieval that holds the tile right now finishes with it."""
+        """Unpublish tile ``n`` (callers hold the lock). A retrieval that holds the tile right now
+        finishes with it; the tile is kept for ``RETIRE_AFTER_S`` and then released on the loader
+        thread: unmapping a file of a few hundred MB takes tens of milliseconds, which must not
+        fall on the retrieval thread when it drops the last view."""
         if n in self._ready:
             ready = dict(self._ready)
-            del ready[n]
+            self._retired.append((time.monotonic(), ready.pop(n)))
             self.ready_mask[n] = False
             self._ready = ready
+
+    def _release_retired(self, everything: bool = False) -> None:
+        """Unmap the tiles dropped more than ``RETIRE_AFTER_S`` ago (the loader thread; callers hold the lock)."""
+        now = time.monotonic()
+        old = [r for r in self._retired if everything or now - r[0] >= RETIRE_AFTER_S]
+        if old:
+            self._retired = [r for r in self._retired if not (everything or now - r[0] >= RETIRE_AFTER_S)]
+            for _, (tile, _table) in old:
+                tile.close()  # the last references go when this returns: unmapped on this thread
 
     def _record_failure(self, n: int, message: str) -> None:
         self._failed[n] = TileFailure(self.tiled.entries[n].key, message, time.monotonic())
@@ -270,6 +285,7 @@ class TileLoader:
         with self._cond:
             if self._stop:
                 return False
+            self._release_retired()
             self._ensure_plan()
             for n in self._evictable():
                 self._drop(n)
@@ -314,6 +330,10 @@ class TileLoader:
             with self._cond:
                 while (not self._stop and self._target is None and not self._next_loads()
                        and not self._evictable()):
+                    if self._retired:  # due for release soon
+                        self._cond.wait(timeout=RETIRE_AFTER_S)
+                        self._release_retired()
+                        continue
                     # Failed tiles come due for a retry without anyone calling: wake up for that too.
                     self._cond.wait(timeout=min(self.config.retry_after_s, 5.0)
                                     if self._failed and math.isfinite(self.config.retry_after_s) else None)
