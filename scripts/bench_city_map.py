@@ -169,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="/tmp/bench_city")
     parser.add_argument("--reuse", action="store_true", help="reuse an existing --out map")
     parser.add_argument("--keep", action="store_true", help="keep the map afterwards")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() after opening (what a long-running node can do: the garbage "
+                             "collector then skips the objects of the imports)")
     args = parser.parse_args(argv)
 
     import shutil
@@ -212,6 +215,20 @@ def main(argv=None) -> int:
     index.prefetch(-priors[0][:3, :3].T @ priors[0][:3, 3])
     index.loader.wait_idle(120)
     index.retrieve(priors[0], num_keyframes=args.k)  # warm-up (first calls into numpy/torch), not timed
+    import gc
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    collections = []  # (thread name, generation, ms) of every garbage collection during the drive
+
+    def on_gc(phase, info, _start=[0.0]):
+        if phase == "start":
+            _start[0] = time.perf_counter()
+        else:
+            collections.append((threading.current_thread().name, info["generation"],
+                                (time.perf_counter() - _start[0]) * 1e3))
+
+    gc.callbacks.append(on_gc)
     period = 1.0 / args.fps
     wall, cpu, rows, rss, loaded, tile_of_frame, misses = [], [], [], [], [], [], 0
     grid = index.tiled.grid
@@ -231,6 +248,7 @@ def main(argv=None) -> int:
         loaded.append(len(index.loader.loaded_keys))
         next_frame += period
         time.sleep(max(0.0, next_frame - time.perf_counter()))
+    gc.callbacks.remove(on_gc)
     wall, cpu = np.asarray(wall), np.asarray(cpu)
     switch = np.zeros(len(priors), bool)
     for i in range(1, len(priors)):
@@ -254,6 +272,10 @@ def main(argv=None) -> int:
     h = index.health()
     print(f"loader: {h.loads} tiles loaded, {h.evictions} evicted, slowest open+verify {h.max_load_s:.2f} s, "
           f"loaded at once max {max(loaded)}, failed {len(h.failed)}")
+    long_gc = [c for c in collections if c[2] > 1.0]
+    print(f"garbage collections during the drive: {len(collections)}, over 1 ms: "
+          + (", ".join(f"{t} gen{g} {ms:.0f} ms" for t, g, ms in long_gc[:10]) or "none")
+          + (" (gc.freeze() after opening)" if args.gc_freeze else ""))
     rss = np.asarray(rss)
     print(f"RSS over the drive: min {rss.min():.0f} MiB, median {np.median(rss):.0f} MiB, max {rss.max():.0f} MiB")
     for km in range(0, int(driven[-1] // 1000) + 1):

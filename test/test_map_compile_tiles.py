@@ -144,7 +144,7 @@ def test_ray_built_tiles_equal_single_process_tiles(synthetic, builds, tmp_path)
     fp = weights_fingerprint(model)
     stats = compile_tiled_map(sfm, root / "images", model, tmp_path / "ray_tiles", fp, TILE, config=CONFIG,
                               progress=False, ray=RayOptions(workers=2, device="cpu"), weights_path=weights)
-    assert stats.engine == "ray: 2 workers" and stats.tiles_built == 4
+    assert stats.engine == "ray: 2 workers" and stats.tiles_built == 4 and stats.startup_seconds > 0
     for entry in open_tiled_map(single.summary.folder).entries:
         a, ha = tile_arrays(single.summary.folder / entry.file)
         b, hb = tile_arrays(tmp_path / "ray_tiles" / entry.file)

@@ -147,7 +147,8 @@ def _print_tiled(stats, fingerprint: str, args) -> None:
           f"({s.num_point_rows} rows over the tiles), {s.num_observations} observations, "
           f"{s.bytes / 2**20:.1f} MiB (largest tile {s.largest_tile_bytes / 2**20:.1f} MiB)")
     rate = f"{stats.images_per_s:.2f} images/s" if stats.keyframes_built else "nothing to compute"
-    print(f"{stats.engine}: {stats.seconds:.1f} s for {stats.keyframes_built} keyframes, {rate} "
+    engine = stats.engine + (f" (start-up {stats.startup_seconds:.1f} s)" if stats.startup_seconds else "")
+    print(f"{engine}: {stats.seconds:.1f} s for {stats.keyframes_built} keyframes, {rate} "
           f"(network {stats.network_seconds:.1f} s); {stats.num_dropped_observations} observations dropped at the "
           f"image border; weights {fingerprint[:16]}...")
     if stats.skipped_images:

@@ -347,6 +347,7 @@ class TiledCompileStats:
     seconds: float
     network_seconds: float
     engine: str  # "single process" or "ray: N workers"
+    startup_seconds: float = 0.0  # of the engine (Ray and its workers loading the weights), within ``seconds``
     removed_files: list[str] = field(default_factory=list)  # tile files of an earlier build no tile uses now
 
     @property
@@ -464,10 +465,10 @@ def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str 
         from pixloc_ros.core.map_compile_ray import compile_tiles_on_ray
         if weights_path is None:
             raise ValueError("compiling on Ray needs weights_path: the workers load the weights themselves")
-        results, engine = compile_tiles_on_ray(todo, image_dir, weights_path, weights_fingerprint, strides, config,
-                                               writer, ray, progress)
+        results, engine, startup = compile_tiles_on_ray(todo, image_dir, weights_path, weights_fingerprint, strides,
+                                                        config, writer, ray, progress)
     else:
-        engine, results, bar = "single process", [], None
+        engine, results, bar, startup = "single process", [], None, 0.0
         if progress and todo:
             from tqdm import tqdm
             bar = tqdm(total=sum(len(t.image_ids) for t in todo), desc="build-map", unit="image")
@@ -487,4 +488,4 @@ def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str 
     summary = writer.finish([t.key for t in tasks], reused=len(tasks) - len(todo))
     return TiledCompileStats(summary, len(results), len(tasks) - len(todo), sum(r.num_keyframes for r in results),
                              sum(r.num_dropped for r in results), skipped, time.perf_counter() - start,
-                             sum(r.network_seconds for r in results), engine, removed)
+                             sum(r.network_seconds for r in results), engine, startup, removed)

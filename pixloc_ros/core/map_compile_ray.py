@@ -55,14 +55,18 @@ class TileWorker:
         self.image_dir, self.config = image_dir, config
         self.writer = TiledMapWriter(out_dir, grid, header)
 
+    def ready(self) -> bool:
+        return True
+
     def compile(self, task: TileTask) -> TileResult:
         return compile_tile(task, self.image_dir, self.model, self.strides, self.config, self.writer)
 
 
 def compile_tiles_on_ray(tasks: list[TileTask], image_dir: str | Path, weights_path: str | Path, fingerprint: str,
                          strides, config: CompileConfig, writer: TiledMapWriter, options: RayOptions,
-                         progress: bool = True) -> tuple[list[TileResult], str]:
-    """Compile ``tasks`` on Ray (see the module docstring); returns (results, "ray: N workers").
+                         progress: bool = True) -> tuple[list[TileResult], str, float]:
+    """Compile ``tasks`` on Ray (see the module docstring); returns (results, "ray: N workers",
+    seconds of start-up: Ray's and the workers' (loading the weights)).
     ValueError when Ray is not installed or a worker fails (its message)."""
     try:
         import ray
@@ -70,7 +74,9 @@ def compile_tiles_on_ray(tasks: list[TileTask], image_dir: str | Path, weights_p
     except ImportError as err:
         raise ValueError(f"--ray needs Ray ({err}): pip install ray (or pip install '.[ray]')") from None
     if not tasks:
-        return [], "ray: nothing to compile"
+        return [], "ray: nothing to compile", 0.0
+    import time
+    t0 = time.perf_counter()
     started = not ray.is_initialized()
     if started:
         if options.address is None:
@@ -88,6 +94,12 @@ def compile_tiles_on_ray(tasks: list[TileTask], image_dir: str | Path, weights_p
         actors = [actor.remote(str(Path(weights_path).resolve()), device, fingerprint, str(Path(image_dir).resolve()),
                                config, str(writer.folder.resolve()), writer.grid, writer.header)
                   for _ in range(workers)]
+        try:
+            ray.get([a.ready.remote() for a in actors])
+        except ray.exceptions.RayError as err:
+            cause = getattr(err, "cause", None) or err
+            raise ValueError(f"a Ray worker failed to start: {type(cause).__name__}: {cause}") from None
+        startup = time.perf_counter() - t0
         bar = None
         if progress:
             from tqdm import tqdm
@@ -108,7 +120,7 @@ def compile_tiles_on_ray(tasks: list[TileTask], image_dir: str | Path, weights_p
                 bar.close()
             for a in actors:
                 ray.kill(a)
-        return results, f"ray: {workers} worker{'s' if workers > 1 else ''}"
+        return results, f"ray: {workers} worker{'s' if workers > 1 else ''}", startup
     finally:
         if started:
             ray.shutdown()

@@ -186,7 +186,7 @@ class TiledMap:
 
     def open_tile(self, key: TileKey, verify: bool = True) -> MapFile:
         """Open tile ``key``'s file and check it against the index (and, with ``verify``, every
-        observation now). Raises TileError with the file and the reason."""
+        observation now, by reading the file). Raises TileError with the file and the reason."""
         entry = self.tiles[key]
         path = self.folder / entry.file
         try:
@@ -210,8 +210,8 @@ class TiledMap:
             if problem:
                 raise TileError(key, f"map tile {key} ({path}) does not belong to this map: {problem}; rebuild the map "
                                      f"(`pixloc-ros build-map ... --tile-size {self.grid.size_m:g}`)")
-            if verify:
-                tile.verify()
+            if verify:  # by reading: the retrieval thread's page tables stay small (tile_loader.py)
+                tile.verify_by_reading()
         except TileError:
             tile.close()
             raise
