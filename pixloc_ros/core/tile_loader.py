@@ -238,7 +238,7 @@ class TileLoader:
         with self._cond:
             for n in list(self._ready):
                 self._drop(n)
-            self._release_retired(everything=True)
+        self._release_retired(everything=True)
 
     # ---- the loader thread ---------------------------------------------------------------
     def _next_loads(self) -> list[int]:
@@ -261,13 +261,14 @@ class TileLoader:
             self._ready = ready
 
     def _release_retired(self, everything: bool = False) -> None:
-        """Unmap the tiles dropped more than ``RETIRE_AFTER_S`` ago (the loader thread; callers hold the lock)."""
-        now = time.monotonic()
-        old = [r for r in self._retired if everything or now - r[0] >= RETIRE_AFTER_S]
-        if old:
-            self._retired = [r for r in self._retired if not (everything or now - r[0] >= RETIRE_AFTER_S)]
-            for _, (tile, _table) in old:
-                tile.close()  # the last references go when this returns: unmapped on this thread
+        """Unmap the tiles dropped more than ``RETIRE_AFTER_S`` ago, on the loader thread and
+        outside the lock (the retrieval thread takes it in ``observe``)."""
+        with self._cond:
+            now = time.monotonic()
+            due = [r for r in self._retired if everything or now - r[0] >= RETIRE_AFTER_S]
+            self._retired = [r for r in self._retired if r not in due]
+        for _, (tile, _table) in due:
+            tile.close()  # the last references go when this returns: unmapped on this thread
 
     def _record_failure(self, n: int, message: str) -> None:
         self._failed[n] = TileFailure(self.tiled.entries[n].key, message, time.monotonic())
@@ -282,10 +283,10 @@ class TileLoader:
         """Do one unit of work (evict what fell behind, or load the next wanted tile). False when idle."""
         from pixloc_ros.core.retrieval import PointTable
 
+        self._release_retired()
         with self._cond:
             if self._stop:
                 return False
-            self._release_retired()
             self._ensure_plan()
             for n in self._evictable():
                 self._drop(n)
@@ -332,8 +333,7 @@ class TileLoader:
                        and not self._evictable()):
                     if self._retired:  # due for release soon
                         self._cond.wait(timeout=RETIRE_AFTER_S)
-                        self._release_retired()
-                        continue
+                        break
                     # Failed tiles come due for a retry without anyone calling: wake up for that too.
                     self._cond.wait(timeout=min(self.config.retry_after_s, 5.0)
                                     if self._failed and math.isfinite(self.config.retry_after_s) else None)
