@@ -282,6 +282,19 @@ def test_a_damaged_tile_is_reported_and_skipped_while_the_rest_keeps_serving(cit
     assert index.health().level == "error"  # the failure stays reported
 
 
+def test_the_start_up_check_reports_bad_tiles_without_failing(city_copy):
+    _, folder = city_copy
+    (folder / tile_file_name((3, 0))).unlink()
+    index = tiled_index(folder)
+    problems = index.verify()
+    assert len(problems) == 1 and "(3, 0)" in problems[0] and "missing" in problems[0]
+    assert index.health().level == "error" and [f.key for f in index.health().failed] == [(3, 0)]
+    T = cam_from_world([30.0, 5.0, 1.5], 0.0)
+    index.retrieve(T)
+    index.loader.wait_idle()
+    assert len(index.retrieve(T).points) > 0  # the rest serves
+
+
 def test_a_corrupt_block_met_without_background_verification_drops_the_tile(city_copy):
     _, folder = city_copy
     _flip_observation_byte(folder / tile_file_name((1, 0)))

@@ -18,7 +18,7 @@ import numpy as np
 from pixloc_ros.core.mapfile import MapCorruptedError
 from pixloc_ros.core.retrieval import MapIndex, Retrieval, _as_matrix
 from pixloc_ros.core.tile_loader import TileHealth, TileLoader, TileLoaderConfig
-from pixloc_ros.core.tiles import TiledMap, open_tiled_map
+from pixloc_ros.core.tiles import TiledMap, TileError, open_tiled_map
 
 
 class TiledMapIndex(MapIndex):
@@ -76,6 +76,20 @@ class TiledMapIndex(MapIndex):
                 self.loader.fail(self.tiled.entries[number].key, str(err))
                 out.append(None)
         return out
+
+    def verify(self) -> list[str]:
+        """Start-up check of a tiled map: the index was checked on open; here every tile file is
+        opened and its header and small arrays checked (not its observations: gigabytes for a
+        city, checked when the tile loads). A bad tile is reported and skipped like one that
+        fails to load, not a start-up error: the rest of the map serves. Returns the messages."""
+        problems = []
+        for entry in self.tiled.entries:
+            try:
+                self.tiled.open_tile(entry.key, verify=False).close()
+            except TileError as err:
+                self.loader.fail(entry.key, str(err))
+                problems.append(str(err))
+        return problems
 
     def retrieve(self, cam_from_world, **kwargs) -> Retrieval:
         """As ``MapIndex.retrieve``; also tells the loader where the prior is (it loads ahead)."""
