@@ -14,6 +14,7 @@ from pixloc_ros.core import checkpoint as ckpt
 from pixloc_ros.core.checkpoint import (WeightsError, export_safetensors, init_weights,
                                         load_checkpoint, load_weights, save_official_checkpoint,
                                         weights_fingerprint)
+from pixloc_ros.core.engine_profile import reference_profile
 
 THETAS = np.array([[-2.0, 1.5, -1.2, 0.4, 0.1, 1.1],
                    [0.3, -0.7, 2.2, -0.1, 0.0, -1.9],
@@ -32,7 +33,9 @@ class MarkerPayload:
 
 @pytest.fixture(scope="module")
 def model():
-    m = init_weights("vgg16", seed=11)
+    # The released weights' formulation with their conf's pad (3): saved, the file is exactly
+    # what the reference writes (no pixloc_ros section).
+    m = init_weights("vgg16", seed=11, profile=reference_profile(3.0))
     with torch.no_grad():
         for level in range(3):
             m.optimizer[level].dampingnet.const.copy_(torch.from_numpy(THETAS[level]))

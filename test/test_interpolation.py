@@ -87,3 +87,20 @@ def test_half_precision_table_returns_float32():
 def test_empty_points():
     s = interpolate(torch.randn(1, 3, 5, 5), torch.zeros(2, 0, 2))
     assert s.values.shape == (2, 0, 3) and s.valid.shape == (2, 0) and s.grad.shape == (2, 0, 3, 2)
+
+
+def test_central_gradient_is_the_reference_difference_everywhere():
+    """(F(p + 1px) - F(p - 1px)) / 2 of grid_sample with zero padding, including the outermost
+    pixel band where the +-1 px samples leave the map; values equal the analytic sampler's."""
+    fmap = torch.randn(2, 4, 9, 13, dtype=torch.float64)
+    p = random_points(2, 300, 9, 13, seed=5)
+    p[:, :4] = torch.tensor([[0.0, 0.0], [12.0, 8.0], [0.3, 7.9], [12.0, 0.0]], dtype=torch.float64)
+    s = interpolate(fmap, p, gradient="central")
+    ex = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    ey = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    gx = (grid_sample_reference(fmap, p + ex) - grid_sample_reference(fmap, p - ex)) / 2
+    gy = (grid_sample_reference(fmap, p + ey) - grid_sample_reference(fmap, p - ey)) / 2
+    torch.testing.assert_close(s.grad, torch.stack([gx, gy], -1), atol=1e-12, rtol=0)
+    torch.testing.assert_close(s.values, interpolate(fmap, p).values, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="Unsupported gradient"):
+        BilinearSampler(fmap, gradient="sobel")

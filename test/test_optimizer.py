@@ -227,3 +227,65 @@ def test_elementwise_formulation_matches_matmuls(setup, monkeypatch):
     torch.testing.assert_close(b.cam_from_world.t, a.cam_from_world.t, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(b.hessian, a.hessian, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(b.cost, a.cost, rtol=1e-4, atol=1e-7)
+
+
+def test_central_gradient_terms_are_the_finite_difference_jacobian():
+    """With the reference's image gradient, g and H use J = G_central @ dp/dxi, where G_central is
+    (F(p + 1px) - F(p - 1px)) / 2 of the bilinear map and dp/dxi the projection's autograd
+    Jacobian (float64, distorted camera)."""
+    from reference_equations import central_gradient
+
+    torch.manual_seed(1)
+    C, Hh, W = 5, 40, 50
+    fmap = torch.randn(C, Hh, W, dtype=torch.float64)  # rough on purpose: central != analytic here
+    cam = Camera.from_params(W, Hh, 40.0, 42.0, 24.3, 19.6, [-0.1, 0.02, 1e-3, -1e-3, 0.001])
+    xyz = torch.cat([torch.rand(60, 2, dtype=torch.float64) * 4 - 2, 3 + torch.rand(60, 1, dtype=torch.float64) * 3], -1)
+    ref = torch.randn(60, C, dtype=torch.float64) * 0.3
+    pose = Pose.exp(torch.tensor([[0.05, -0.03, 0.1, 0.01, -0.02, 0.015]], dtype=torch.float64))
+    terms = {}
+    for gradient in ("central", "analytic"):
+        prob = _LevelProblem(fmap, None, xyz, ref, None, cam, LMConfig(pad=1.0, dtype=torch.float64, gradient=gradient))
+        terms[gradient] = prob.evaluate(pose.R, pose.t)
+    t = terms["central"]
+    p2d, _ = cam.world2image(pose[0].transform(xyz))
+    J_p = torch.autograd.functional.jacobian(
+        lambda xi: cam.world2image((Pose.exp(xi) @ pose[0]).transform(xyz))[0], torch.zeros(6, dtype=torch.float64))
+    J = central_gradient(fmap, p2d) @ J_p  # (N, C, 2) @ (N, 2, 6)
+    r = torch.nn.functional.grid_sample(fmap[None], (p2d / torch.tensor([W - 1.0, Hh - 1.0], dtype=torch.float64) * 2 - 1)[None, None],
+                                        align_corners=True)[0, :, 0].T - ref
+    w = t.w[0]
+    torch.testing.assert_close(t.g[0], torch.einsum("n,nck,nc->k", w, J, r), atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(t.H[0], torch.einsum("n,nck,ncl->kl", w, J, J), atol=1e-9, rtol=1e-7)
+    assert float((terms["analytic"].H - t.H).norm() / t.H.norm()) > 0.1
+
+
+def test_reference_stopping_tests_only_every_tenth_iteration(setup):
+    T = setup[2]
+    inits = Pose.stack([perturb(T, 0.2, 0.02, 1), perturb(T, 3.0, 0.7, 2), perturb(T, 1.0, 0.2, 3)]).float()
+    native = run_level(setup, 1, inits, LMConfig(num_iters=60, check_every=1))
+    ref = run_level(setup, 1, inits, LMConfig(num_iters=60, stopping="reference"))
+    assert set(native.iterations.tolist()) - {1, 11, 21, 31, 41, 51}  # the native rule stops anywhere...
+    assert set(ref.iterations.tolist()) <= {1, 11, 21, 31, 41, 51, 60}  # ... the reference's after 1, 11, 21, ...
+    assert ref.converged.all() and not ref.failed.any()
+    assert (ref.iterations >= native.iterations).all()
+    # The gradient criterion alone: a huge threshold stops everything after the first iteration ...
+    first = run_level(setup, 1, inits, LMConfig(num_iters=60, stopping="reference", grad_stop=1e12))
+    assert first.iterations.tolist() == [1, 1, 1]
+    # ... and with both criteria off, every iteration runs.
+    never = run_level(setup, 1, inits, LMConfig(num_iters=25, stopping="reference", grad_stop=0.0, stop_dt=0.0,
+                                                stop_dw_deg=0.0))
+    assert never.iterations.tolist() == [25, 25, 25] and not never.converged.any()
+
+
+def test_reference_rule_fails_a_hypothesis_with_too_few_points(setup):
+    """Fewer than min_valid_points valid points: the hypothesis fails and never moves again, the
+    others are not affected."""
+    _, cam, T, qp, maps = setup
+    good = perturb(T, 1.0, 0.2, 3)
+    away = Pose.exp(torch.tensor([[40.0, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64))[0] @ T  # 40 m to the side
+    inits = Pose.stack([good, away]).float()
+    res = run_level(setup, 1, inits, LMConfig(num_iters=30, stopping="reference"))
+    assert res.failed.tolist() == [False, True] and res.converged.tolist() == [True, False]
+    torch.testing.assert_close(res.cam_from_world[1].t, inits[1].t, atol=1e-6, rtol=0)
+    alone = run_level(setup, 1, inits[:1], LMConfig(num_iters=30, stopping="reference"))
+    torch.testing.assert_close(res.cam_from_world[0].t, alone.cam_from_world[0].t, atol=1e-5, rtol=0)

@@ -94,8 +94,8 @@ def test_config_file_lists_exactly_the_parameters():
     data = yaml.safe_load(CONFIG.read_text())
     assert list(data) == ["/**"]
     params = data["/**"]["ros__parameters"]
-    # camera_extrinsic is documented commented-out: an empty list has no ROS type.
-    assert set(params) == set(parameter_names()) - {"camera_extrinsic"}
+    # camera_extrinsic and iterations are documented commented-out: an empty list has no ROS type.
+    assert set(params) == set(parameter_names()) - {"camera_extrinsic", "iterations"}
     defaults = NodeSettings()
     for name, value in params.items():
         if name not in REQUIRED:

@@ -268,6 +268,33 @@ def test_gradients_reach_features_confidences_and_damping(tiny_map):
         assert float(param.grad.abs().max()) > 0, name
 
 
+@pytest.mark.parametrize("engine", ["reference", "native"])
+def test_training_solves_the_system_inference_solves(tiny_map, monkeypatch, engine):
+    """The LM inside training uses the weights' profile: its image gradient and stopping rule
+    (the reference's never stops early while training), and reference features sampled in the
+    profile's order (raw maps for the reference)."""
+    from pixloc_ros.core.engine_profile import named_profile
+
+    colmap, images, _ = tiny_map
+    pair = training.PairSampler(read_model(colmap), images, _pair_config()).sample(np.random.default_rng(0))
+    model = init_weights("vgg16", seed=0, profile=named_profile(engine))
+    training.set_train_mode(model, freeze_batchnorm=True)
+    seen, sampled = [], []
+    real_level, real_terms = training.optimize_level, training.reference_terms
+    monkeypatch.setattr(training, "optimize_level", lambda *a: seen.append(a[-1]) or real_level(*a))
+    monkeypatch.setattr(training, "reference_terms", lambda f, *a: sampled.append(f) or real_terms(f, *a))
+    out = training.pair_forward(model, pair, _train_config(), torch.device("cpu"))
+    assert out.valid and seen and sampled
+    profile = named_profile(engine)
+    assert {(c.gradient, c.stopping) for c in seen} == {(profile.gradient, profile.stopping)}
+    if engine == "reference":
+        assert all(c.stop_dt == 0 and c.grad_stop == 0 for c in seen)
+        norms = sampled[0][0].norm(dim=1)
+        assert float((norms - 1).abs().max()) > 1e-2  # raw maps, not unit vectors
+    else:
+        torch.testing.assert_close(sampled[0][0].norm(dim=1), torch.ones_like(sampled[0][0][:, 0]))
+
+
 # ---- the loop -------------------------------------------------------------------------------
 
 def _mean_loss(model, pairs, config):

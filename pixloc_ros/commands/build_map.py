@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="FILE", help="map file to write (e.g. map.pxmap)")
     parser.add_argument("--georef", metavar="FILE", help="georeference JSON (Georeference.save) for GNSS priors")
     parser.add_argument("--max-image-edge", type=int, default=None, metavar="N",
-                        help="resize keyframes so the longer side is at most N pixels (default: full size; "
-                             "use the size the node's queries run at)")
+                        help="resize keyframes so the longer side is at most N pixels (default: the weights' "
+                             "engine profile: 1024 for the released PixLoc weights, full size for native ones; "
+                             "0: full size; use the size the node's queries run at)")
     parser.add_argument("--sample-at", choices=("reprojection", "keypoint"), default="reprojection",
                         help="sample reference features at the 3D point's reprojection (PixLoc) or at the keypoint")
     parser.add_argument("--min-track-length", type=int, default=3, help="keep points seen by at least this many images")

@@ -51,6 +51,10 @@ def register(subparsers) -> None:
     p.add_argument("--init", metavar="CKPT", help="start from these weights (official .tar or .safetensors); "
                                                   "default: random initialisation (--encoder, --seed)")
     p.add_argument("--encoder", default="vgg16", choices=["vgg16", "vgg19"], help="encoder of a random init")
+    p.add_argument("--engine", choices=("native", "reference"), default=None,
+                   help="engine profile to train in (Jacobian, stopping rule, pads, reference sampling; "
+                        "docs/architecture.md): default the --init weights' own (reference for the released "
+                        "PixLoc checkpoints), native for a random init")
     p.add_argument("--steps", type=int, default=2000, help="total optimizer steps (a resumed run continues to this)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop and checkpoint after this many minutes")
     p.add_argument("--image-size", type=_size, default=None, metavar="WxH",
@@ -134,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core import training
     from pixloc_ros.core.checkpoint import WeightsError, export_safetensors, init_weights, load_weights
     from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.engine_profile import named_profile
 
     out = Path(args.out)
     if args.no_resume and (out / training.CHECKPOINT_NAME).exists():
@@ -173,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
         render_fn = _render_fn(args.synth_world) if args.synth_world else None
         sampler = training.PairSampler(sfm, args.images, pairs_cfg, augment, render_fn)
         model = load_weights(args.init) if args.init else init_weights(args.encoder, args.seed)
+        if args.engine is not None and args.engine != model.engine_profile.name:
+            # The network's image handling follows the profile too (crop vs pad to the stride).
+            model.engine_profile = named_profile(args.engine, None)
+            model.config.pad_mode = model.engine_profile.network_pad_mode
     except (FileNotFoundError, ValueError, WeightsError) as err:
         print(f"pixloc-ros train: {err}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
     pixloc-ros weights info CKPT [--json]
     pixloc-ros weights export CKPT --out FILE.safetensors [--half]
-    pixloc-ros weights init --out FILE [--encoder vgg16|vgg19] [--seed N]
+    pixloc-ros weights init --out FILE [--encoder vgg16|vgg19] [--seed N] [--engine native|reference]
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help=".safetensors, or anything else for the official checkpoint layout")
     init.add_argument("--encoder", choices=("vgg16", "vgg19"), default="vgg16")
     init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--engine", choices=("native", "reference"), default="native",
+                      help="engine profile recorded with the weights (what they will be trained and run with): "
+                           "native (this project's, default) or reference (cvg/pixloc's; docs/architecture.md)")
+    init.add_argument("--pad", type=float, default=None, metavar="PX",
+                      help="border pad of the profile, level pixels (default: reference 3, native the size rule)")
 
     parser.set_defaults(func=run)
 
@@ -48,6 +53,11 @@ def _print_info(summary: dict) -> None:
                                        in enumerate(zip(summary["output_dims"], summary["strides"]))))
     print(f"parameters:  {summary['num_parameters']:,}")
     print(f"fingerprint: {summary['fingerprint']}")
+    profile = summary["engine_profile"]
+    pad = "size rule" if profile["pad"] is None else f"{profile['pad']:g} px"
+    print(f"engine:      {profile['name']} (gradient {profile['gradient']}, stopping {profile['stopping']}, "
+          f"reference sampling {profile['reference_sampling']}, pad {pad}, "
+          f"iterations {'/'.join(map(str, profile['iterations']))})")
     if summary.get("epoch") is not None:
         print(f"epoch:       {summary['epoch']}")
     print("damping lambda = 10^(-6 + 11 sigmoid(theta)):")
@@ -61,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core.checkpoint import (WeightsError, describe, export_safetensors,
                                             init_weights, load_checkpoint, save_weights,
                                             weights_fingerprint)
+    from pixloc_ros.core.engine_profile import named_profile
 
     try:
         if args.action == "info":
@@ -78,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.out} ({loaded.encoder}, {'float16' if args.half else 'float32'}, "
                   f"fingerprint {fingerprint})")
         elif args.action == "init":
-            model = init_weights(args.encoder, args.seed)
+            model = init_weights(args.encoder, args.seed, profile=named_profile(args.engine, args.pad))
             save_weights(model, args.out)
-            print(f"wrote {args.out} ({args.encoder}, seed {args.seed}, "
+            print(f"wrote {args.out} ({args.encoder}, seed {args.seed}, {args.engine} engine, "
                   f"fingerprint {weights_fingerprint(model)})")
     except (WeightsError, ValueError, OSError) as err:
         print(f"pixloc-ros weights {args.action}: error: {err}", file=sys.stderr)

@@ -7,8 +7,13 @@ Two formats:
   ``epoch``, ``losses``, ``eval``. It is a pickle, so it is opened with
   ``torch.load(weights_only=True)`` and an allow-list of harmless types (``_safe_globals()``);
   anything else in the file makes loading fail before it is constructed.
-- ``.safetensors`` (no pickle at all), with the encoder name, a format version and the weights
-  fingerprint in its metadata.
+- ``.safetensors`` (no pickle at all), with the encoder name, a format version, the weights
+  fingerprint and the engine profile in its metadata.
+
+Every loaded model carries the engine profile its weights were trained with
+(``model.engine_profile``, ``engine_profile.profile_for_weights``): official checkpoints get the
+reference formulation with the pad of their ``conf``; files written here record theirs (in
+``conf["pixloc_ros"]`` of a checkpoint, in the safetensors metadata).
 
 The format is recognised from the file's first bytes, not its extension.
 """
@@ -29,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixloc_ros.core.engine_profile import (PROJECT_CONF_KEY, EngineProfile, native_profile,
+                                            pad_from_official_conf, profile_for_weights, reference_profile)
 from pixloc_ros.core.network import ENCODERS, OUTPUT_DIMS, VGG_BLOCKS, NetworkConfig, PixLocModel
 
 SAFETENSORS_FORMAT = "pixloc_ros.weights"  # metadata["format"] of our safetensors files
@@ -51,6 +58,11 @@ class LoadedWeights:
     conf: dict | None = None  # the official ``conf`` as plain containers (unresolved), if any
     epoch: int | None = None  # training epoch stored in an official checkpoint
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors metadata
+
+    @property
+    def profile(self) -> EngineProfile:
+        """The engine profile the weights were trained with (also ``model.engine_profile``)."""
+        return self.model.engine_profile
 
 
 def _safe_globals() -> list:
@@ -161,10 +173,12 @@ def _list_keys(label: str, keys: list[str]) -> str:
 
 
 def model_from_state_dict(state_dict: Mapping[str, torch.Tensor], encoder: str | None = None,
-                          source: str = "state dict", config: NetworkConfig | None = None) -> PixLocModel:
+                          source: str = "state dict", config: NetworkConfig | None = None,
+                          profile: EngineProfile | None = None) -> PixLocModel:
     """A :class:`PixLocModel` (eval mode, CPU) holding ``state_dict``; strict about the layout.
 
-    ``encoder`` None: inferred from the keys. Raises WeightsError listing missing, unexpected
+    ``encoder`` None: inferred from the keys; ``profile``: the weights' engine profile (default
+    native); ``config`` default: the profile's. Raises WeightsError listing missing, unexpected
     and mis-shaped keys (``source`` names the file in the message).
     """
     if not isinstance(state_dict, Mapping) or not all(
@@ -178,7 +192,7 @@ def model_from_state_dict(state_dict: Mapping[str, torch.Tensor], encoder: str |
     if encoder != inferred:
         raise WeightsError(f"{source}: the config says encoder {encoder!r} but the weights are "
                            f"laid out for {inferred!r}")
-    model = PixLocModel(encoder, config)
+    model = PixLocModel(encoder, config, profile)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -213,6 +227,14 @@ def _plain_conf(conf: object) -> dict | None:
     return None
 
 
+def _profile(path: Path, conf: dict | None, metadata: dict | None) -> EngineProfile:
+    """``profile_for_weights`` with the file named in its errors."""
+    try:
+        return profile_for_weights(conf, metadata)
+    except ValueError as err:
+        raise WeightsError(f"{path}: {err}") from err
+
+
 def _load_torch(path: Path, kind: str, config: NetworkConfig | None) -> LoadedWeights:
     obj = _torch_load(path, kind)
     if isinstance(obj, dict) and "model" in obj:
@@ -226,7 +248,7 @@ def _load_torch(path: Path, kind: str, config: NetworkConfig | None) -> LoadedWe
                            + ")")
     conf = _plain_conf(conf_obj)
     encoder = _encoder_from_conf(conf)
-    model = model_from_state_dict(state_dict, encoder, str(path), config)
+    model = model_from_state_dict(state_dict, encoder, str(path), config, _profile(path, conf, None))
     return LoadedWeights(model, path, "torch", model.encoder_name, conf,
                          epoch if isinstance(epoch, int) else None)
 
@@ -245,7 +267,7 @@ def _load_safetensors(path: Path, config: NetworkConfig | None) -> LoadedWeights
     encoder = metadata.get("encoder")
     # Half-precision exports are widened back; the model runs in float32 unless moved to fp16.
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
-    model = model_from_state_dict(state_dict, encoder, str(path), config)
+    model = model_from_state_dict(state_dict, encoder, str(path), config, _profile(path, None, metadata))
     stored = metadata.get("fingerprint")
     if stored is not None and stored != weights_fingerprint(model):
         raise WeightsError(f"{path}: the weights do not match the fingerprint in the file's "
@@ -298,6 +320,10 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600; a weights file is data others (the node's user) must read.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -310,7 +336,8 @@ def export_safetensors(model: PixLocModel, path: str | os.PathLike,
 
     ``half``: floating tensors stored as float16 (half the size; loads back as float32).
     Metadata: ``format``, ``format_version``, ``encoder``, ``dtype``, ``fingerprint`` (of the
-    weights as they load back), plus ``metadata`` (values converted with ``str``).
+    weights as they load back), ``engine_profile`` (JSON of ``model.engine_profile``), plus
+    ``metadata`` (values converted with ``str``).
     """
     from safetensors.torch import save_file
 
@@ -325,7 +352,7 @@ def export_safetensors(model: PixLocModel, path: str | os.PathLike,
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta.update(format=SAFETENSORS_FORMAT, format_version=SAFETENSORS_FORMAT_VERSION,
                 encoder=model.encoder_name, dtype="float16" if half else "float32",
-                fingerprint=fingerprint)
+                fingerprint=fingerprint, engine_profile=model.engine_profile.dumps())
     _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
     return fingerprint
 
@@ -364,16 +391,25 @@ def save_official_checkpoint(model: PixLocModel, path: str | os.PathLike,
     files. ``extra`` sets/overrides the other entries: ``optimizer``, ``lr_scheduler``
     (state dicts), ``epoch``, ``losses``, ``eval``. Everything must be loadable by
     :func:`load_checkpoint` (tensors, containers, numbers, strings, numpy scalars).
+
+    The model's engine profile is recorded in ``conf["pixloc_ros"]["engine_profile"]`` unless it is
+    exactly what an official checkpoint with this conf implies (the reference formulation with the
+    conf's pad): then the file is left as the reference would write it. The reference's loader
+    reads only ``conf.model``, so the extra section does not stop it from loading the file.
     """
     from omegaconf import OmegaConf
 
     if conf is None:
         conf = default_official_conf(model.encoder_name)
-    if not OmegaConf.is_config(conf):
-        conf = OmegaConf.create(dict(conf))
-    stated = _encoder_from_conf(OmegaConf.to_container(conf, resolve=False))
+    plain = OmegaConf.to_container(conf, resolve=False) if OmegaConf.is_config(conf) else dict(conf)
+    stated = _encoder_from_conf(plain)
     if stated is not None and stated != model.encoder_name:
         raise ValueError(f"conf says encoder {stated!r} but the model is {model.encoder_name!r}")
+    implied = reference_profile(pad_from_official_conf(plain))
+    plain.pop(PROJECT_CONF_KEY, None)
+    if model.engine_profile != implied:
+        plain[PROJECT_CONF_KEY] = {"engine_profile": model.engine_profile.to_json()}
+    conf = OmegaConf.create(plain)
     checkpoint = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "conf": conf,
@@ -395,8 +431,10 @@ def save_weights(model: PixLocModel, path: str | os.PathLike, **kwargs) -> None:
         save_official_checkpoint(model, path, **kwargs)
 
 
-def init_weights(encoder: str = "vgg16", seed: int = 0, config: NetworkConfig | None = None) -> PixLocModel:
-    """A randomly initialised model (eval mode), identical for identical ``seed``.
+def init_weights(encoder: str = "vgg16", seed: int = 0, config: NetworkConfig | None = None,
+                 profile: EngineProfile | None = None) -> PixLocModel:
+    """A randomly initialised model (eval mode), identical for identical ``seed``; its engine
+    ``profile`` (what it will be trained and run with) defaults to the native one.
 
     Convolutions: Kaiming normal (fan_out, ReLU) and zero bias, as torchvision's VGG, except
     the confidence heads (normal, std 0.01, so confidences start near 0.5); BatchNorm: weight 1, bias 0, fresh running statistics; damping thetas 0 (lambda ~ 0.32).
@@ -404,7 +442,7 @@ def init_weights(encoder: str = "vgg16", seed: int = 0, config: NetworkConfig | 
     if encoder not in VGG_BLOCKS:
         raise ValueError(f"Unsupported encoder {encoder!r}, expected one of {ENCODERS}")
     generator = torch.Generator().manual_seed(int(seed))
-    model = PixLocModel(encoder, config)
+    model = PixLocModel(encoder, config, profile or native_profile())
     heads = set(model.extractor.uncertainty.modules())
     with torch.no_grad():
         for module in model.modules():
@@ -446,6 +484,7 @@ def describe(loaded: LoadedWeights) -> dict:
         "epoch": loaded.epoch,
         "metadata": loaded.metadata,
         "conf_model": (loaded.conf or {}).get("model") if isinstance(loaded.conf, dict) else None,
+        "engine_profile": model.engine_profile.to_json(),
     }
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .camera import MIN_DEPTH, Camera
 from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
+from .engine_profile import EngineProfile, native_profile
 from .geometry import Pose
+from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor
 from .optimizer import LevelResult, LMConfig, optimize_level
 from .query_points import QueryPoints
 
@@ -59,15 +60,21 @@ def level_pads(pad: float | tuple[float, ...] | None, level_sizes) -> tuple[floa
 class LocalizerConfig:
     """Settings of the localizer (levels are listed finest first, like everywhere in the engine)."""
 
-    iterations: tuple[int, int, int] = (25, 25, 25)  # max LM iterations of levels 0, 1, 2 (0 skips a level)
-    # Border margin (level pixels) inside which projections are invalid: None = ``level_pads``' rule
-    # (the reference's 4 px at CMU size, proportionally less on small maps), one value for every
-    # level (the reference: 4.0), or a tuple per level (finest first).
+    # Max LM iterations of levels 0, 1, 2 (0 skips a level); None: the engine profile's (reference 100 each, native 25).
+    iterations: tuple[int, int, int] | None = None
+    # Border margin (level pixels) inside which projections are invalid: None = the engine
+    # profile's (reference: the checkpoint's pad at every level; native: ``level_pads``' size rule),
+    # one value for every level, or a tuple per level (finest first).
     pad: float | tuple[float, float, float] | None = None
+    # The engine formulation (``engine_profile``): None = the model's (what its weights were trained
+    # with; native for ``localize_features`` without a model). Gradient, stopping rule, defaults.
+    profile: EngineProfile | None = None
     min_valid_points: int = 50  # a hypothesis needs this many valid points at the fine level to be chosen
     device: str = "auto"  # "cpu", "cuda", "cuda:1", or "auto" (CUDA when available)
     half_precision: bool = True  # run the network under fp16 autocast on CUDA (ignored on the CPU)
-    max_image_size: int | None = None  # downscale images whose longer side exceeds this (pixels); None: never
+    # Downscale images whose longer side exceeds this (pixels); None: the engine profile's (reference
+    # 1024, like cvg/pixloc's localizer; native never); 0: never.
+    max_image_size: int | None = None
     min_normalized_eigenvalue: float = 1e-6  # below this the Jacobi-scaled fine Hessian is called rank deficient
     covariance_scale: float = 1.0  # multiplies the covariance (inflation for correlated residuals)
     return_confidences: bool = True  # copy the confidence maps to numpy for display (costs a device->host copy)
@@ -78,6 +85,10 @@ class LocalizerConfig:
     lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters and pad are replaced per level)
 
     def __post_init__(self):
+        if self.iterations is not None:
+            self.iterations = tuple(int(n) for n in self.iterations)
+            if len(self.iterations) != 3 or any(n < 0 for n in self.iterations):
+                raise ValueError(f"iterations needs 3 values >= 0 (finest first), got {self.iterations}")
         if self.pad is not None:
             if not isinstance(self.pad, (int, float)):
                 self.pad = tuple(float(v) for v in self.pad)
@@ -126,13 +137,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _check_rgb(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected a (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+
+
 def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(H, W, 3) uint8 RGB array or (3, H, W) / (1, 3, H, W) float tensor in [0, 1] -> (1, 3, H, W) float."""
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected a (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-        # np.require copies only read-only or non-contiguous arrays (e.g. views into a bag buffer).
-        return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
+        _check_rgb(image)
+        return rgb_to_tensor(image)
     if isinstance(image, torch.Tensor):
         t = image[None] if image.ndim == 3 else image
         if t.ndim != 4 or t.shape[:2] != (1, 3) or not t.is_floating_point():
@@ -175,6 +189,9 @@ class Localizer:
         if self.device.type == "cpu" and self.config.cpu_threads:
             torch.set_num_threads(int(self.config.cpu_threads))  # process-wide: the node runs one localizer
         self.model = model
+        # The formulation the LM runs: the configured one, else the one the weights were trained with.
+        self.profile: EngineProfile = (self.config.profile or getattr(model, "engine_profile", None)
+                                       or native_profile())
         if model is not None:
             model.eval().to(self.device)
             if hasattr(model, "config") and hasattr(model.config, "fp16_on_cuda"):
@@ -192,17 +209,20 @@ class Localizer:
         if self.model is None:
             raise ValueError("Localizer was built without a model: use localize_features")
         clock = _Clock(self.device)
-        tensor = image_to_tensor(image)
-        h, w = tensor.shape[-2:]
+        limit = self.config.max_image_size if self.config.max_image_size is not None else self.profile.max_image_edge
+        if isinstance(image, np.ndarray):
+            _check_rgb(image)
+            h, w = image.shape[:2]
+            tensor = rgb_to_tensor(downscale_rgb(image, limit, self.profile.resize))
+        else:
+            tensor = image_to_tensor(image)
+            h, w = tensor.shape[-2:]
+            tensor = downscale_tensor(tensor.to(self.device), limit, self.profile.resize)
         self._check_camera(camera, w, h)
         camera = camera.to(torch.float64)
-        limit = self.config.max_image_size
-        if limit is not None and max(h, w) > limit:
-            s = limit / max(h, w)
-            nw, nh = max(int(round(w * s)), 1), max(int(round(h * s)), 1)
-            tensor = F.interpolate(tensor.to(self.device), size=(nh, nw), mode="bilinear",
-                                   align_corners=False, antialias=True)
-            camera = camera.scale((nw / w, nh / h))
+        nh, nw = tensor.shape[-2:]
+        if (nw, nh) != (w, h):
+            camera = camera.scale(camera_scale(w, h, nw, nh, self.profile.resize))
         tensor = tensor.to(self.device)
         pre = clock.lap()
         pyramid = self.model.extract(tensor)
@@ -270,19 +290,24 @@ class Localizer:
             return failure(f"points_behind_camera: none of the {n} points is in front of any of the "
                            f"{poses.shape[0]} initial poses")
 
-        pads = level_pads(cfg.pad, [f.shape[-2:] for f in features])
+        profile = self.profile
+        pads = level_pads(cfg.pad if cfg.pad is not None else profile.pad, [f.shape[-2:] for f in features])
+        iterations = cfg.iterations if cfg.iterations is not None else profile.iterations
         levels: dict[int, LevelResult] = {}
         level_times = [0.0, 0.0, 0.0]
+        failed = torch.zeros(poses.shape[0], dtype=torch.bool)  # reference rule: too few points at some level
         for level in (2, 1, 0):
-            iters = int(cfg.iterations[level])
+            iters = int(iterations[level])
             if iters <= 0:
                 continue
-            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": pads[level]})
+            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": pads[level],
+                             "gradient": profile.gradient, "stopping": profile.stopping})
             res = optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
                                  pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
                                  damping[level], lm)
             poses = res.cam_from_world
             levels[level] = res
+            failed |= res.failed.cpu()
             level_times[level] = clock.lap()
         level_times = tuple(level_times)
         if not levels:
@@ -292,7 +317,7 @@ class Localizer:
         fine = levels[finest]
         num_valid = fine.num_valid.cpu()
         cost = fine.cost.float().cpu()
-        eligible = (num_valid >= cfg.min_valid_points) & torch.isfinite(cost) & ~fine.singular.cpu()
+        eligible = (num_valid >= cfg.min_valid_points) & torch.isfinite(cost) & ~fine.singular.cpu() & ~failed
 
         def per_level(attr: str, b: int) -> tuple[float, float, float]:
             return tuple(float(getattr(levels[l], attr)[b]) if l in levels else math.inf for l in range(3))
@@ -300,10 +325,15 @@ class Localizer:
         if not bool(eligible.any()):
             b = int(num_valid.argmax())
             pose = fine.cam_from_world[b].to("cpu", torch.float64)
-            why = ("singular_system: every hypothesis with enough points hit a singular LM system"
-                   if bool(((num_valid >= cfg.min_valid_points) & fine.singular.cpu()).any())
-                   else f"too_few_valid_points: best hypothesis has {int(num_valid[b])} valid points "
-                        f"at level {finest}, need {cfg.min_valid_points}")
+            enough = num_valid >= cfg.min_valid_points
+            if bool((enough & fine.singular.cpu()).any()):
+                why = "singular_system: every hypothesis with enough points hit a singular LM system"
+            elif bool((enough & failed).any()):
+                why = (f"too_few_valid_points: every hypothesis fell below {cfg.lm.min_valid_points} valid "
+                       f"points at some level (the reference's failure rule)")
+            else:
+                why = (f"too_few_valid_points: best hypothesis has {int(num_valid[b])} valid points "
+                       f"at level {finest}, need {cfg.min_valid_points}")
             return failure(why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
                            cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
                            iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),

@@ -13,15 +13,19 @@ Where to sample (``sample_at``):
   would pull the fine level's minimum away.
 - "keypoint": the detected keypoint (COLMAP convention converted: x - 0.5).
 
-Borders (the reference's interpolator masks points within 4 level pixels of a map's border):
-an observation is kept when its sample point is in front of the camera, inside the
-distortion's valid range and at least the finest level's pad (level-0 pixels) inside the
-image. At each coarser level where it falls into that level's pad band or outside the map, its
-stored confidence is 0: a zero reference confidence gives it zero weight in the LM at that
-level (the features are still stored, sampled at the clamped position), and it counts fully at
-the levels where it is valid. Dropping it everywhere instead would cost, at stride 16 on a
-320x240 image, every observation within 64 px of the border (~65 % of them). The pads follow
-``localizer.level_pads`` (the same default rule as the localizer: 4 px at CMU size).
+How the reference features are sampled and which observations are kept follows the weights'
+engine profile (``model.engine_profile``, recorded in the map header; the node refuses a map of
+another profile):
+- reference (the released weights; cvg/pixloc ``interp_sparse_observations``): the *raw* feature
+  maps are sampled and each sample is L2-normalised once; an observation is kept only when it is
+  in front of the camera, inside the distortion's range and inside [pad, size - 1 - pad] at every
+  level (the checkpoint's pad, level pixels), as the reference drops it otherwise.
+- native: the L2-normalised maps are sampled and the samples normalised again (interpolating unit
+  vectors shortens them); an observation is kept when it is valid at the finest level, and at
+  each coarser level where it falls into that level's pad band its stored confidence is 0 (no
+  weight there, full weight where it is valid). Dropping it everywhere would cost, at stride 16
+  on a 320x240 image, every observation within 64 px of the border (~65 % of them). The pads
+  follow ``localizer.level_pads`` (4 px at CMU size, less on small maps).
 """
 from __future__ import annotations
 
@@ -37,7 +41,9 @@ import torch
 from pixloc_ros import __version__
 from pixloc_ros.core.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
+from pixloc_ros.core.engine_profile import EngineProfile, native_profile
 from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.images import camera_scale, downscale_rgb, resized_size, rgb_to_tensor  # noqa: F401 (resized_size: re-export)
 from pixloc_ros.core.interpolation import BilinearSampler
 from pixloc_ros.core.localizer import level_pads
 from pixloc_ros.core.mapfile import (KeyframeRecord, LevelInfo, MapCamera, MapHeader, MapWriter, Observations,
@@ -53,11 +59,13 @@ class CompileConfig:
 
     sample_at: str = "reprojection"  # "reprojection" (PixLoc) or "keypoint"; see the module docstring
     min_track_length: int = 3  # points seen by fewer SfM images are left out (PixLoc CMU: 3)
-    max_image_edge: int | None = None  # resize keyframes so the longer side is at most this (None: as is)
-    # Level pixels kept clear of each level's border: None = ``localizer.level_pads``' default (4 at
-    # CMU size, less on small maps), one value for every level (PixLoc: 4.0), or one per level
-    # (finest first). Inside the finest pad the observation is dropped; inside a coarser one its
-    # confidence at that level is 0.
+    # Downscale keyframes so the longer side is at most this: None = the weights' engine profile's
+    # (reference 1024, native never), 0 = never.
+    max_image_edge: int | None = None
+    # Level pixels kept clear of each level's border: None = the weights' engine profile's (reference:
+    # the checkpoint's pad; native: ``localizer.level_pads``' default, 4 at CMU size, less on small
+    # maps), one value for every level, or one per level (finest first). See the module docstring
+    # for what happens to an observation inside a pad.
     border_pad: float | tuple[float, ...] | None = None
 
     def __post_init__(self):
@@ -69,8 +77,8 @@ class CompileConfig:
                 raise ValueError(f"border_pad must be >= 0 level pixels, got {self.border_pad}")
         if self.sample_at not in SAMPLE_AT:
             raise ValueError(f"Unsupported sample_at {self.sample_at!r}, expected one of {SAMPLE_AT}")
-        if self.max_image_edge is not None and self.max_image_edge < 16:
-            raise ValueError(f"max_image_edge must be >= 16 pixels, got {self.max_image_edge}")
+        if self.max_image_edge is not None and self.max_image_edge != 0 and self.max_image_edge < 16:
+            raise ValueError(f"max_image_edge must be >= 16 pixels (0: never resize), got {self.max_image_edge}")
 
 
 @dataclass
@@ -93,30 +101,16 @@ class CompileStats:
         return self.num_keyframes / self.seconds if self.seconds > 0 else float("nan")
 
 
-def resized_size(width: int, height: int, max_edge: int | None) -> tuple[int, int]:
-    """(width, height) after scaling the longer side down to ``max_edge`` (never up)."""
-    if max_edge is None or max(width, height) <= max_edge:
-        return width, height
-    s = max_edge / max(width, height)
-    return max(1, round(width * s)), max(1, round(height * s))
-
-
-def load_keyframe_image(path: Path, width: int, height: int, max_edge: int | None) -> np.ndarray:
-    """Read an image as RGB uint8 (H', W', 3), check it has the camera's size, resize if asked.
-
-    INTER_AREA for downscaling: it averages like the reference's antialiased resize and does
-    not alias fine texture into the features.
-    """
+def load_keyframe_image(path: Path, width: int, height: int, max_edge: int | None,
+                        method: str = "area") -> np.ndarray:
+    """Read an image as RGB (H', W', 3), check it has the camera's size, downscale it if asked
+    (``images.downscale_rgb``: uint8, or float32 in [0, 255] for the reference's "linear")."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FileNotFoundError(f"cannot read keyframe image {path}")
     if bgr.shape[:2] != (height, width):
         raise ValueError(f"{path} is {bgr.shape[1]}x{bgr.shape[0]} but its COLMAP camera says {width}x{height}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    new_w, new_h = resized_size(width, height, max_edge)
-    if (new_w, new_h) != (width, height):
-        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    return rgb
+    return downscale_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_edge, method)
 
 
 def sample_positions(sfm: SfmModel, image_id: int, point_xyz: np.ndarray, keypoints_colmap: np.ndarray,
@@ -135,6 +129,48 @@ def sample_positions(sfm: SfmModel, image_id: int, point_xyz: np.ndarray, keypoi
     p_cam = point_xyz @ image.R.T + image.t
     p2d, valid = camera.world2image(torch.from_numpy(p_cam))
     return p2d.numpy(), valid.numpy()
+
+
+@dataclass
+class KeyframeSamples:
+    """Reference features of one keyframe's observations, before they are stored (float32)."""
+
+    features: list[torch.Tensor]  # per level (N, C_l), L2-normalised
+    confidences: torch.Tensor  # (N, L) reference confidence per level (0 where a level does not count)
+    valid: torch.Tensor  # (N,) bool: the observation exists (see the module docstring)
+
+
+def sample_keyframe(pyramid, uv: torch.Tensor, pad: float | tuple[float, ...] | None,
+                    profile: EngineProfile) -> KeyframeSamples:
+    """Sample a keyframe's ``pyramid`` (``model.extract``, with ``keep_raw`` for the reference
+    order) at its observations ``uv`` (N, 2), pixel-centre coordinates of the network input, in
+    the order and with the border rule of ``profile`` (module docstring). ``pad``: the border of
+    every level or of each level (finest first), level pixels; None: ``localizer.level_pads``.
+    """
+    raw = profile.reference_sampling == "raw_then_normalize"
+    maps = pyramid.raw_features if raw else pyramid.features
+    if maps is None:
+        raise ValueError("the reference sampling order needs the raw features: extract with keep_raw=True")
+    pads = level_pads(pad, [f.shape[-2:] for f in pyramid.features])
+    valid = torch.ones(len(uv), dtype=torch.bool, device=uv.device)
+    features, confidences = [], []
+    for level, stride in enumerate(pyramid.strides):
+        p = ((uv + 0.5) / stride - 0.5)[None]
+        # Features and confidence share one gather (the confidence as an extra channel).
+        table = torch.cat([maps[level][0], pyramid.confidences[level][0]], 0)
+        s = BilinearSampler(table).sample(p, pads[level], gradients=False)
+        C = maps[level].shape[1]
+        inside = s.valid[0]
+        c = s.values[0, :, C]
+        if level == 0 or profile.drop_partial_observations:
+            valid &= inside  # outside this level's pad: no observation at all
+        else:
+            c = torch.where(inside, c, torch.zeros_like(c))  # no weight at this level only
+        # One normalisation of the samples (reference: of the raw maps; native: of the normalised
+        # maps, whose interpolated unit vectors are slightly shorter).
+        features.append(torch.nn.functional.normalize(s.values[0, :, :C], dim=-1))
+        confidences.append(c)
+    return KeyframeSamples(features, torch.stack(confidences, -1), valid)
 
 
 @dataclass
@@ -193,48 +229,51 @@ def keyframe_plan(sfm: SfmModel, points: PointSelection) -> tuple[list[int], lis
     return image_ids, skipped, camera_index
 
 
+@dataclass
+class KeyframeSettings:
+    """How keyframes are compiled for one model: its strides, engine profile, pad and image size."""
+
+    strides: tuple[int, ...]
+    profile: EngineProfile
+    pad: float | tuple[float, ...] | None  # CompileConfig.border_pad, else the profile's
+    max_edge: int | None  # CompileConfig.max_image_edge, else the profile's
+
+    @classmethod
+    def of(cls, model, config: "CompileConfig") -> "KeyframeSettings":
+        _, strides = map_levels(model)
+        profile = getattr(model, "engine_profile", None) or native_profile()
+        return cls(strides, profile, config.border_pad if config.border_pad is not None else profile.pad,
+                   config.max_image_edge if config.max_image_edge is not None else profile.max_image_edge)
+
+
 def compile_keyframe(sfm: SfmModel, image_id: int, image_dir: Path, model, points: PointSelection,
-                     strides: tuple[int, ...], camera_index: int, config: CompileConfig) -> CompiledKeyframe:
+                     settings: KeyframeSettings, camera_index: int, config: CompileConfig) -> CompiledKeyframe:
     """Run ``model`` on keyframe ``image_id`` and sample its observations of ``points`` (see the
     module docstring). The one per-keyframe step of every compile path (one file, tiles, Ray)."""
     device = model.device
+    profile = settings.profile
     image = sfm.images[image_id]
     cam = sfm.cameras[image.camera_id]
     obs, rows_idx = points.rows_observed_by(image)
     p2d, valid = sample_positions(sfm, image_id, points.xyz[rows_idx], image.xys[obs], config.sample_at)
 
-    rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, config.max_image_edge)
+    rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, settings.max_edge, profile.resize)
     h, w = rgb.shape[:2]
-    scale = np.array([w / cam.width, h / cam.height])
+    scale = np.array(camera_scale(cam.width, cam.height, w, h, profile.resize))
     uv = (p2d + 0.5) * scale - 0.5  # pixel centres of the (resized) network input
 
     t0 = time.perf_counter()
-    pyramid = model.extract(rgb)
+    pyramid = model.extract(rgb_to_tensor(rgb), keep_raw=profile.reference_sampling == "raw_then_normalize")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     net_seconds = time.perf_counter() - t0
 
-    uv_t = torch.from_numpy(uv).to(device=device, dtype=torch.float32)
-    pads = level_pads(config.border_pad, [f.shape[-2:] for f in pyramid.features])
-    sampled_f, sampled_c = [], []
-    for level, stride in enumerate(strides):
-        p = ((uv_t + 0.5) / stride - 0.5)[None]
-        feat = BilinearSampler(pyramid.features[level][0]).sample(p, pads[level], gradients=False)
-        conf = BilinearSampler(pyramid.confidences[level][0]).sample(p, pads[level], gradients=False)
-        inside = feat.valid[0].cpu().numpy()
-        c = conf.values[0, :, 0].cpu().numpy()
-        if level == 0:
-            valid &= inside  # the finest level decides whether the observation exists
-        else:
-            c = np.where(inside, c, 0.0).astype(c.dtype)  # no weight at this level only
-        # Interpolating unit vectors shortens them: renormalise, as the reference does
-        # (normalize_descriptors) before the features enter the cost.
-        sampled_f.append(torch.nn.functional.normalize(feat.values[0], dim=-1).cpu().numpy())
-        sampled_c.append(c)
-
-    confidence = np.stack(sampled_c, -1)[valid].astype(np.float16)
+    samples = sample_keyframe(pyramid, torch.from_numpy(uv).to(device=device, dtype=torch.float32),
+                              settings.pad, profile)
+    valid &= samples.valid.cpu().numpy()
+    confidence = samples.confidences.cpu().numpy()[valid].astype(np.float16)
     observations = Observations(rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
-                                confidence, [f[valid].astype(np.float16) for f in sampled_f])
+                                confidence, [f.cpu().numpy()[valid].astype(np.float16) for f in samples.features])
     record = KeyframeRecord(image_id, image.name, image.R, image.t, camera_index, (w, h))
     return CompiledKeyframe(record, observations, int((~valid).sum()), (confidence == 0).sum(0), net_seconds)
 
@@ -263,7 +302,8 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
 
     # Points kept: track length >= min; their rows in the map's point table.
     points = PointSelection.of(sfm, config.min_track_length)
-    levels, strides = map_levels(model)
+    levels, _ = map_levels(model)
+    settings = KeyframeSettings.of(model, config)
     image_ids, skipped, camera_index = keyframe_plan(sfm, points)
     if not image_ids:
         raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
@@ -277,7 +317,7 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
 
     with MapWriter(out_path, levels) as writer:
         for image_id in iterator:
-            kf = compile_keyframe(sfm, image_id, image_dir, model, points, strides,
+            kf = compile_keyframe(sfm, image_id, image_dir, model, points, settings,
                                   camera_index[sfm.images[image_id].camera_id], config)
             writer.add_keyframe_observations(kf.observations)
             records.append(kf.record)
@@ -288,7 +328,8 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
         num_obs = writer.num_observations
         header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels,
                            map_cameras(sfm, camera_index), [r.name for r in records], georef,
-                           compile_info(config, device, dropped, skipped, zeroed, net_seconds))
+                           compile_info(config, device, dropped, skipped, zeroed, net_seconds),
+                           engine_profile=settings.profile.to_json())
         path = writer.finish(header, keyframe_arrays_of(records),
                              {"point_ids": points.point_ids, "point_xyz": points.xyz,
                               "point_track_length": points.track_lengths})
@@ -355,8 +396,8 @@ class TiledCompileStats:
         return self.keyframes_built / self.seconds if self.seconds > 0 else float("nan")
 
 
-def plan_tiles(sfm: SfmModel, image_dir: str | Path, config: CompileConfig, grid: TileGrid, weights_fingerprint: str
-               ) -> tuple[list[TileTask], list[str], dict[int, int]]:
+def plan_tiles(sfm: SfmModel, image_dir: str | Path, config: CompileConfig, grid: TileGrid, weights_fingerprint: str,
+               engine_profile: dict | None = None) -> tuple[list[TileTask], list[str], dict[int, int]]:
     """Split the keyframes of ``sfm`` into tiles by camera centre: (tasks in key order, skipped
     image names, camera index). Each task's ``inputs_sha256`` covers the weights, the options,
     the tile's images (ids, names, poses, file size and mtime), cameras and points: a tile whose
@@ -382,7 +423,8 @@ def plan_tiles(sfm: SfmModel, image_dir: str | Path, config: CompileConfig, grid
             st = path.stat() if path.is_file() else None  # a missing image fails in compile_keyframe
             files.append([images[i].name, st.st_size if st else -1, st.st_mtime_ns if st else -1])
         digest = inputs_digest(
-            version=__version__, fingerprint=weights_fingerprint, config=asdict(config), key=list(key),
+            version=__version__, fingerprint=weights_fingerprint, profile=engine_profile, config=asdict(config),
+            key=list(key),
             grid=[grid.size_m, *grid.origin_xy], images=[[i, images[i].camera_id, camera_index[images[i].camera_id]]
                                                          for i in ids], files=files,
             R=np.stack([images[i].R for i in ids]), t=np.stack([images[i].t for i in ids]),
@@ -395,7 +437,7 @@ def plan_tiles(sfm: SfmModel, image_dir: str | Path, config: CompileConfig, grid
     return tasks, skipped, camera_index
 
 
-def compile_tile(task: TileTask, image_dir: str | Path, model, strides: tuple[int, ...], config: CompileConfig,
+def compile_tile(task: TileTask, image_dir: str | Path, model, settings: KeyframeSettings, config: CompileConfig,
                  writer: TiledMapWriter, on_keyframe=None) -> TileResult:
     """Compile and write one tile: ``compile_keyframe`` for each of its images, streamed into
     the tile's file. ``on_keyframe()`` is called after each keyframe (progress bars)."""
@@ -407,7 +449,7 @@ def compile_tile(task: TileTask, image_dir: str | Path, model, strides: tuple[in
     def keyframes():
         nonlocal zeroed
         for image_id in task.image_ids:
-            kf = compile_keyframe(task.sfm, image_id, Path(image_dir), model, task.points, strides,
+            kf = compile_keyframe(task.sfm, image_id, Path(image_dir), model, task.points, settings,
                                   task.camera_index[task.sfm.images[image_id].camera_id], config)
             result.num_keyframes += 1
             result.num_observations += len(kf.observations)
@@ -417,7 +459,7 @@ def compile_tile(task: TileTask, image_dir: str | Path, model, strides: tuple[in
             yield kf.record, kf.observations
             if on_keyframe is not None:
                 on_keyframe()
-        result.num_zero_confidence = [int(v) for v in np.broadcast_to(zeroed, (len(strides),))]
+        result.num_zero_confidence = [int(v) for v in np.broadcast_to(zeroed, (len(settings.strides),))]
         tile_info.update(num_dropped_observations=result.num_dropped,
                          num_zero_confidence_per_level=result.num_zero_confidence,
                          network_seconds=round(result.network_seconds, 3))
@@ -431,12 +473,13 @@ def compile_tile(task: TileTask, image_dir: str | Path, model, strides: tuple[in
 
 def tiled_header(sfm: SfmModel, model_encoder: str, levels: list[LevelInfo], camera_index: dict[int, int],
                  weights_fingerprint: str, georef: Georeference | None, config: CompileConfig, device,
-                 skipped: list[str]) -> MapHeader:
+                 skipped: list[str], profile: EngineProfile) -> MapHeader:
     """The header fields every tile of a tiled compile shares (per-tile names and statistics are added per tile)."""
     info = compile_info(config, device, 0, skipped, np.zeros(len(levels), np.int64), 0.0)
     for per_tile in ("num_dropped_observations", "num_zero_confidence_per_level", "network_seconds"):
         info.pop(per_tile)
-    return MapHeader(weights_fingerprint, model_encoder, levels, map_cameras(sfm, camera_index), [], georef, info)
+    return MapHeader(weights_fingerprint, model_encoder, levels, map_cameras(sfm, camera_index), [], georef, info,
+                     engine_profile=profile.to_json())
 
 
 def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str | Path, weights_fingerprint: str,
@@ -454,18 +497,20 @@ def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str 
     config = config or CompileConfig()
     start = time.perf_counter()
     grid = TileGrid(tile_size_m)
-    tasks, skipped, camera_index = plan_tiles(sfm, image_dir, config, grid, weights_fingerprint)
-    levels, strides = map_levels(model)
+    levels, _ = map_levels(model)
+    settings = KeyframeSettings.of(model, config)
+    tasks, skipped, camera_index = plan_tiles(sfm, image_dir, config, grid, weights_fingerprint,
+                                              settings.profile.to_json())
     device = ray.device if ray is not None else model.device
     header = tiled_header(sfm, getattr(model, "encoder_name", "unknown"), levels, camera_index, weights_fingerprint,
-                          georef, config, device, skipped)
+                          georef, config, device, skipped, settings.profile)
     writer = TiledMapWriter(out_dir, grid, header)
     todo = [t for t in tasks if not writer.is_current(t.key, t.inputs_sha256)]
     if ray is not None:
         from pixloc_ros.core.map_compile_ray import compile_tiles_on_ray
         if weights_path is None:
             raise ValueError("compiling on Ray needs weights_path: the workers load the weights themselves")
-        results, engine, startup = compile_tiles_on_ray(todo, image_dir, weights_path, weights_fingerprint, strides,
+        results, engine, startup = compile_tiles_on_ray(todo, image_dir, weights_path, weights_fingerprint,
                                                         config, writer, ray, progress)
     else:
         engine, results, bar, startup = "single process", [], None, 0.0
@@ -475,7 +520,7 @@ def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str 
         for task in todo:
             if bar is not None:
                 bar.set_postfix_str(f"tile {task.key}")
-            results.append(compile_tile(task, image_dir, model, strides, config, writer,
+            results.append(compile_tile(task, image_dir, model, settings, config, writer,
                                         on_keyframe=bar.update if bar is not None else None))
         if bar is not None:
             bar.close()

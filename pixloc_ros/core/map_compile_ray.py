@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixloc_ros.core.map_compile import CompileConfig, TileResult, TileTask, compile_tile, map_levels
+from pixloc_ros.core.map_compile import CompileConfig, KeyframeSettings, TileResult, TileTask, compile_tile
 from pixloc_ros.core.tiles import TiledMapWriter
 
 
@@ -51,7 +51,7 @@ class TileWorker:
         if found != fingerprint:
             raise ValueError(f"worker on {os.uname().nodename}: {weights_path} holds weights {found[:16]}..., the "
                              f"driver's are {fingerprint[:16]}...: every node must see the same weights file")
-        _, self.strides = map_levels(self.model)
+        self.settings = KeyframeSettings.of(self.model, config)
         self.image_dir, self.config = image_dir, config
         self.writer = TiledMapWriter(out_dir, grid, header)
 
@@ -59,11 +59,11 @@ class TileWorker:
         return True
 
     def compile(self, task: TileTask) -> TileResult:
-        return compile_tile(task, self.image_dir, self.model, self.strides, self.config, self.writer)
+        return compile_tile(task, self.image_dir, self.model, self.settings, self.config, self.writer)
 
 
 def compile_tiles_on_ray(tasks: list[TileTask], image_dir: str | Path, weights_path: str | Path, fingerprint: str,
-                         strides, config: CompileConfig, writer: TiledMapWriter, options: RayOptions,
+                         config: CompileConfig, writer: TiledMapWriter, options: RayOptions,
                          progress: bool = True) -> tuple[list[TileResult], str, float]:
     """Compile ``tasks`` on Ray (see the module docstring); returns (results, "ray: N workers",
     seconds of start-up: Ray's and the workers' (loading the weights)).

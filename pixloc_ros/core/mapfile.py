@@ -104,6 +104,10 @@ class WeightsMismatchError(MapFileError):
     """The map's reference features were computed with other weights than the caller's."""
 
 
+class ProfileMismatchError(MapFileError):
+    """The map's reference features were sampled in another engine profile than the caller runs."""
+
+
 @dataclass(frozen=True)
 class LevelInfo:
     """One feature level: its stride in pixels and number of channels."""
@@ -135,6 +139,14 @@ class MapHeader:
     georef: Georeference | None = None
     compile_info: dict[str, Any] = field(default_factory=dict)  # options and statistics, JSON-able
     format_version: int = FORMAT_VERSION
+    # The engine profile the reference features were sampled in (``EngineProfile.to_json()``);
+    # None in maps written before profiles existed, which were all compiled the native way.
+    engine_profile: dict[str, Any] | None = None
+
+    @property
+    def profile_name(self) -> str:
+        """Name of the engine profile that compiled the map ("native" for maps that predate profiles)."""
+        return str((self.engine_profile or {}).get("name", "native"))
 
     def to_json(self) -> dict:
         """JSON-able dict of this header (the array table is added by the writer)."""
@@ -156,6 +168,7 @@ class MapHeader:
                 georef=Georeference(**d["georef"]) if d.get("georef") else None,
                 compile_info=dict(d.get("compile_info", {})),
                 format_version=int(d["format_version"]),
+                engine_profile=dict(d["engine_profile"]) if d.get("engine_profile") else None,
             )
         except (KeyError, TypeError) as err:
             raise MapFileError(f"map header lacks or mangles field {err}") from err
@@ -528,14 +541,16 @@ def _read_preamble(path: Path, f, file_size: int) -> tuple[int, int, bytes]:
     return header_offset, header_len, digest
 
 
-def open_map(path: str | Path, expected_fingerprint: str | None = None, verify: bool = False) -> MapFile:
+def open_map(path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
+             expected_profile: str | None = None) -> MapFile:
     """Open a map file without reading its observations.
 
     Checks on open: magic, format version (MapVersionError), total size (truncation), header
     sha256, that every array lies inside the file with the size its dtype and shape imply, the
     CRC-32 of the keyframe and point arrays, the CSR offsets, and (if ``expected_fingerprint``
     is given) that the map was built with those weights (WeightsMismatchError naming both and
-    how to rebuild). ``verify=True`` also checks all observations now (reads everything).
+    how to rebuild), and (if ``expected_profile`` is given) that it was compiled in that engine
+    profile (ProfileMismatchError). ``verify=True`` also checks all observations now (reads everything).
     """
     path = Path(path)
     if not path.is_file():
@@ -564,6 +579,12 @@ def open_map(path: str | Path, expected_fingerprint: str | None = None, verify: 
                 f"{expected_fingerprint}: reference features only match the network that computed them. "
                 f"Rebuild the map with `pixloc-ros build-map --colmap <model> --images <images> "
                 f"--weights <the node's weights> --out {path}`")
+        if expected_profile is not None and header.profile_name != expected_profile:
+            raise ProfileMismatchError(
+                f"{path} was compiled in the {header.profile_name!r} engine profile, but the localizer runs "
+                f"{expected_profile!r}: the two sample reference features differently. Rebuild the map with "
+                f"`pixloc-ros build-map ... --weights <the node's weights>` (it follows the weights' profile) "
+                f"or run the localizer in the map's profile")
         _check_table(path, header, table, header_offset)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     mapfile = MapFile(path, header, table, mm, file_size)

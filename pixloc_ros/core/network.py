@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .engine_profile import EngineProfile, native_profile
+
 STRIDES = (1, 4, 16)  # stride of each output level, finest first
 OUTPUT_DIMS = (32, 128, 128)  # channels of each output level, finest first
 DECODER_DIMS = (64, 64, 64, 32)  # output channels of the decoder blocks, coarse to fine
@@ -76,16 +78,21 @@ class FeaturePyramid:
     confidences: list[torch.Tensor]
     image_size: tuple[int, int]
     strides: tuple[int, ...] = field(default=STRIDES)
+    # The features before L2 normalisation (float32), when asked for (``keep_raw``): the reference
+    # samples reference features from these and normalises the samples (engine_profile).
+    raw_features: list[torch.Tensor] | None = None
 
     def detach(self) -> "FeaturePyramid":
         """A copy without autograd history."""
+        raw = None if self.raw_features is None else [f.detach() for f in self.raw_features]
         return FeaturePyramid([f.detach() for f in self.features],
-                              [c.detach() for c in self.confidences], self.image_size, self.strides)
+                              [c.detach() for c in self.confidences], self.image_size, self.strides, raw)
 
     def to(self, device: torch.device | str) -> "FeaturePyramid":
         """A copy on ``device``."""
+        raw = None if self.raw_features is None else [f.to(device) for f in self.raw_features]
         return FeaturePyramid([f.to(device) for f in self.features],
-                              [c.to(device) for c in self.confidences], self.image_size, self.strides)
+                              [c.to(device) for c in self.confidences], self.image_size, self.strides, raw)
 
 
 def _vgg_encoder(name: str) -> nn.ModuleList:
@@ -208,9 +215,14 @@ class PixLocModel(nn.Module):
     itself to eval mode: loaders return it in eval mode, training code calls ``train()``.
     """
 
-    def __init__(self, encoder: str = "vgg16", config: NetworkConfig | None = None):
+    def __init__(self, encoder: str = "vgg16", config: NetworkConfig | None = None,
+                 profile: EngineProfile | None = None):
+        """``profile``: the engine formulation the weights belong to (default: this project's
+        native one; loaders set it from the file). ``config`` default: ``NetworkConfig`` with the
+        profile's image handling (``pad_mode``)."""
         super().__init__()
-        self.config = config or NetworkConfig()
+        self.engine_profile = profile or native_profile()
+        self.config = config or NetworkConfig(pad_mode=self.engine_profile.network_pad_mode)
         self.extractor = UNet(encoder)
         self.optimizer = nn.ModuleList(LevelOptimizer() for _ in STRIDES)
 
@@ -230,8 +242,10 @@ class PixLocModel(nn.Module):
         """Number of learnable scalars (BatchNorm running statistics excluded)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, image: torch.Tensor) -> FeaturePyramid:
+    def forward(self, image: torch.Tensor, keep_raw: bool = False) -> FeaturePyramid:
         """(B, 3, H, W) float RGB in [0, 1] on the model's device -> FeaturePyramid (float32).
+
+        ``keep_raw``: also return the features before normalisation (``FeaturePyramid.raw_features``).
 
         Keeps autograd (training goes through here); wrap in ``torch.no_grad()`` to
         extract (or call ``extract``). Level l has size ceil((H, W) / s_l) (or see ``NetworkConfig.pad_mode=None``).
@@ -260,21 +274,24 @@ class PixLocModel(nn.Module):
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
             raw_features, logits = self.extractor(image)
 
-        features, confidences = [], []
+        features, confidences, raw = [], [], []
         for stride, feat, logit in zip(STRIDES, raw_features, logits):
             if pad_mode is not None:
                 h, w = -(-height // stride), -(-width // stride)  # ceil
                 feat, logit = feat[..., :h, :w], logit[..., :h, :w]
             # Normalise and squash in float32: fp16 norms of 128-d vectors lose precision.
-            features.append(F.normalize(feat.float(), dim=1))
+            raw.append(feat.float())
+            features.append(F.normalize(raw[-1], dim=1))
             confidences.append(torch.sigmoid(-logit.float()))
-        return FeaturePyramid(features, confidences, (int(height), int(width)))
+        return FeaturePyramid(features, confidences, (int(height), int(width)),
+                              raw_features=raw if keep_raw else None)
 
-    def extract(self, image: np.ndarray | torch.Tensor) -> FeaturePyramid:
+    def extract(self, image: np.ndarray | torch.Tensor, keep_raw: bool = False) -> FeaturePyramid:
         """Features of one image or a batch, without autograd.
 
         ``image``: a (H, W, 3) uint8 RGB numpy array, or a float tensor (3, H, W) / (B, 3, H, W)
-        in [0, 1]. It is moved to the model's device. Returns float32 maps on that device.
+        in [0, 1]. It is moved to the model's device. Returns float32 maps on that device
+        (``keep_raw``: plus the unnormalised features).
         Uses ``no_grad`` rather than ``inference_mode`` so the maps can still enter autograd
         graphs later (e.g. Jacobian checks that differentiate through the interpolation).
         """
@@ -290,4 +307,4 @@ class PixLocModel(nn.Module):
         else:
             raise TypeError(f"PixLocModel.extract expects a numpy array or a tensor, got {type(image)}")
         with torch.no_grad():
-            return self.forward(tensor)
+            return self.forward(tensor, keep_raw)

@@ -11,6 +11,18 @@ Per level (DESIGN.md "Optimizer"), for the pose ``cam_from_world = (R, t)`` of e
 Every step is applied (no accept/reject test), as in the reference whose damping was learned
 for exactly that.
 
+The image gradient ``dF/dp`` (``LMConfig.gradient``, see ``interpolation``) and the stopping rule
+(``LMConfig.stopping``) are part of the weights' engine profile (``engine_profile``):
+- "reference" stopping (cvg/pixloc ``BaseOptimizer.early_stop``): convergence is tested only after
+  the iterations whose 0-based index is a multiple of 10 (1, 11, 21, ... counted from 1); a
+  hypothesis stops there when its step moved less than ``stop_dt`` and ``stop_dw_deg``, or when the
+  norm of its gradient ``g`` (at the pose before that step) is below ``grad_stop``. A hypothesis
+  with fewer than ``min_valid_points`` valid points fails (its steps are zero from then on, and
+  ``LevelResult.failed`` says so), as the reference's ``failed`` mask does. The reference stops a
+  whole batch when all of it is done; here each hypothesis stops on its own, which is what the
+  reference does for a batch of one, its evaluation setting.
+- "native" stopping: each hypothesis stops at its first step under ``stop_dt`` / ``stop_dw_deg``.
+
 Performance notes (the loop is meant to run on a GPU without host round trips):
 - shapes are static over the iterations; hypotheses that converged keep being evaluated but
   stop moving (a per-hypothesis mask), and the only host sync is the early-stop test every
@@ -32,8 +44,9 @@ from dataclasses import dataclass
 import torch
 
 from .camera import Camera
+from .engine_profile import REFERENCE_CHECK_EVERY, STOPPING_RULES
 from .geometry import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
-from .interpolation import BilinearSampler
+from .interpolation import GRADIENTS, BilinearSampler
 from .small_ops import gram_rows, small_matmul, weighted_outer_sum
 
 
@@ -47,12 +60,22 @@ class LMConfig:
     cauchy_scale: float = 0.1  # c of the Cauchy robust cost on the squared feature residual (reference value)
     stop_dt: float = 5e-3  # a hypothesis has converged when its step moves the translation less than this (m) ...
     stop_dw_deg: float = 0.05  # ... and rotates less than this (degrees); the reference's criteria
-    check_every: int = 5  # test "all hypotheses converged" (a host sync) only every this many iterations
+    check_every: int = 5  # native stopping: test "all hypotheses converged" (a host sync) only every this many iterations
+    gradient: str = "analytic"  # image gradient: "central" (reference) or "analytic" (native); see ``interpolation``
+    stopping: str = "native"  # "reference" or "native" (module docstring)
+    grad_stop: float = 1e-4  # reference stopping: a hypothesis whose |g| falls below this has converged
+    min_valid_points: int = 10  # reference stopping: fewer valid points than this and the hypothesis fails
     dtype: torch.dtype = torch.float32  # arithmetic dtype of the per-point terms; the 6x6 solves run in float64
     compile: bool = False  # torch.compile one LM iteration (fuses its ~100 small kernels; for CUDA). The first
     #                        call per shape compiles (tens of seconds): warm up at start-up
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (adds CUDA graphs)
     point_bucket: int = 1024  # with compile: pad the point count up to a multiple of this so shapes repeat
+
+    def __post_init__(self):
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"Unsupported gradient {self.gradient!r}, expected one of {GRADIENTS}")
+        if self.stopping not in STOPPING_RULES:
+            raise ValueError(f"Unsupported stopping rule {self.stopping!r}, expected one of {STOPPING_RULES}")
 
 
 @dataclass
@@ -73,6 +96,7 @@ class LevelResult:
     weights: torch.Tensor  # (B, N) final per-point weights w (0 where invalid)
     inlier_ratio: torch.Tensor  # (B,) share of valid points with rho'(e) >= 0.5, i.e. e <= 2 c^2
     singular: torch.Tensor  # (B,) bool: some damped system was not positive definite (step fell back)
+    failed: torch.Tensor  # (B,) bool: reference stopping: fewer than min_valid_points valid at some iteration
 
 
 @dataclass
@@ -108,7 +132,7 @@ class _LevelProblem:
             confidence = torch.ones(1, H, W, dtype=features.dtype, device=device)
         confidence = confidence.reshape(1, H, W).to(features.dtype)
         # Confidence as channel C: one gather per tap serves features and confidence.
-        self.sampler = BilinearSampler(torch.cat([features, confidence], 0))
+        self.sampler = BilinearSampler(torch.cat([features, confidence], 0), gradient=config.gradient)
         self.C = C
         # Rows with non-finite coordinates can never be valid; zero them so nothing NaN enters sums.
         finite = torch.isfinite(xyz).all(-1)
@@ -238,15 +262,21 @@ def damped_solve(H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, lambda
 
 
 def _lm_step(prob: "_LevelProblem", R: torch.Tensor, t: torch.Tensor, active: torch.Tensor,
-             iterations: torch.Tensor, singular: torch.Tensor, lam: torch.Tensor, lambda_min: float,
-             stop_dt: float, stop_dw: float):
+             iterations: torch.Tensor, singular: torch.Tensor, failed: torch.Tensor, lam: torch.Tensor,
+             lambda_min: float, stop_dt: float, stop_dw: float, grad_stop: float, min_valid: int,
+             reference: bool, check: bool):
     """One LM iteration for all hypotheses; only tensors in and out, no host sync (compilable).
 
-    Hypotheses that are no longer ``active`` are evaluated but not moved.
-    Returns (R, t, active, iterations, singular, cost_sum, num_valid) at the new state; the cost
-    and count are those evaluated at the input pose.
+    Hypotheses that are no longer ``active`` are evaluated but not moved. ``reference``: the
+    reference's stopping rule and failure on too few valid points (module docstring); ``check``:
+    whether this iteration tests convergence (always true for the native rule).
+    Returns (R, t, active, iterations, singular, failed, cost_sum, num_valid) at the new state;
+    the cost and count are those evaluated at the input pose.
     """
     terms = prob.evaluate(R, t)
+    if reference:
+        failed = failed | (active & (terms.num_valid < min_valid))
+        active = active & ~failed
     delta, ok = damped_solve(terms.H, terms.g, lam, lambda_min)
     delta = torch.where(active[:, None], delta, torch.zeros_like(delta))
     dR = so3_exp(delta[:, 3:])
@@ -254,9 +284,12 @@ def _lm_step(prob: "_LevelProblem", R: torch.Tensor, t: torch.Tensor, active: to
     t = (dR @ t[..., None])[..., 0] + delta[:, :3]
     iterations = iterations + active.long()
     singular = singular | (active & ~ok)
-    small = (delta[:, :3].norm(dim=-1) < stop_dt) & (delta[:, 3:].norm(dim=-1) < stop_dw)
-    active = active & ~small
-    return R, t, active, iterations, singular, terms.cost_sum, terms.num_valid
+    if check:
+        small = (delta[:, :3].norm(dim=-1) < stop_dt) & (delta[:, 3:].norm(dim=-1) < stop_dw)
+        if reference:
+            small = small | (terms.g.norm(dim=-1) < grad_stop)
+        active = active & ~small
+    return R, t, active, iterations, singular, failed, terms.cost_sum, terms.num_valid
 
 
 _COMPILED_STEPS: dict = {}
@@ -303,7 +336,9 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
     active = torch.ones(B, dtype=torch.bool, device=device)
     iterations = torch.zeros(B, dtype=torch.int64, device=device)
     singular = torch.zeros(B, dtype=torch.bool, device=device)
+    failed = torch.zeros(B, dtype=torch.bool, device=device)
     stop_dw = math.radians(config.stop_dw_deg)
+    reference = config.stopping == "reference"
     step = _compiled_step(config.compile_mode) if config.compile else _lm_step
     # CUDA graphs (torch.compile's "reduce-overhead"/"max-autotune") reuse their output buffers on
     # the next replay: mark each iteration as a new step and copy the state out of the graph.
@@ -312,13 +347,17 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
     for i in range(config.num_iters):
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        out = step(prob, R, t, active, iterations, singular, lam, config.lambda_min, config.stop_dt, stop_dw)
+        # Reference rule: convergence is tested after iterations 1, 11, 21, ... (0-based i % 10 == 0).
+        check = i % REFERENCE_CHECK_EVERY == 0 if reference else True
+        out = step(prob, R, t, active, iterations, singular, failed, lam, config.lambda_min, config.stop_dt,
+                   stop_dw, config.grad_stop, config.min_valid_points, reference, check)
         if graphs:
             out = tuple(x.clone() for x in out)
-        R, t, active, iterations, singular, cost_sum, num_valid = out
+        R, t, active, iterations, singular, failed, cost_sum, num_valid = out
         if initial is None:
             initial = (cost_sum, num_valid)  # fresh tensors (CUDA-graph outputs are copied above)
-        if (i + 1) % max(config.check_every, 1) == 0 and not bool(active.any()):
+        sync = check if reference else (i + 1) % max(config.check_every, 1) == 0
+        if sync and not bool(active.any()):
             break  # the only host sync of the loop
     R = _orthonormalize(R)
     # Final evaluation (its reductions in float64: this Hessian feeds the covariance).
@@ -338,7 +377,7 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
         num_valid=final.num_valid,
         num_valid_initial=initial[1],
         iterations=iterations,
-        converged=~active,
+        converged=~active & ~failed,
         hessian=final.H.double(),
         gradient=final.g.double(),
         weighted_sq_residual=wr2,
@@ -346,4 +385,5 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
         weights=final.w[:, :prob.num_points].to(dt),
         inlier_ratio=inliers.to(dt) / final.num_valid.clamp(min=1).to(dt),
         singular=singular,
+        failed=failed,
     )

@@ -521,6 +521,8 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     from .localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
-    index = open_map_index(map_file, expected_fingerprint=weights_fingerprint(model))
     loc_cfg = _replace(localizer_config or LocalizerConfig(), device=device)
-    return RelocalizationPipeline(Localizer(model, loc_cfg), index, config)
+    localizer = Localizer(model, loc_cfg)
+    index = open_map_index(map_file, expected_fingerprint=weights_fingerprint(model),
+                           expected_profile=localizer.profile.name)
+    return RelocalizationPipeline(localizer, index, config)

@@ -210,9 +210,10 @@ class MapIndex:
         self.map.close()
 
     @classmethod
-    def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False) -> "MapIndex":
+    def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
+             expected_profile: str | None = None) -> "MapIndex":
         """Open the map at ``path`` (see ``mapfile.open_map`` for the checks) and index it."""
-        return cls(open_map(path, expected_fingerprint, verify))
+        return cls(open_map(path, expected_fingerprint, verify, expected_profile))
 
     # ---- map facts ----------------------------------------------------------------------
     @property
@@ -492,7 +493,7 @@ class MapIndex:
 
 
 def open_map_index(path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
-                   tile_loader_config=None) -> MapIndex:
+                   expected_profile: str | None = None, tile_loader_config=None) -> MapIndex:
     """Open a map for retrieval: a map file (``MapIndex``) or a tiled map folder
     (``core.tiled_index.TiledMapIndex``, whose loader thread starts; ``tile_loader_config`` is
     its ``TileLoaderConfig``). Both answer the same calls; see ``MapIndex.open`` for the checks."""
@@ -500,5 +501,6 @@ def open_map_index(path: str | Path, expected_fingerprint: str | None = None, ve
 
     if is_tiled_map(path):
         from pixloc_ros.core.tiled_index import TiledMapIndex
-        return TiledMapIndex.open(path, expected_fingerprint, verify, tile_loader_config)
-    return MapIndex.open(path, expected_fingerprint, verify)
+        return TiledMapIndex.open(path, expected_fingerprint, verify, tile_loader_config,
+                                  expected_profile=expected_profile)
+    return MapIndex.open(path, expected_fingerprint, verify, expected_profile)

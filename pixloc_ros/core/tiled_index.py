@@ -40,10 +40,11 @@ class TiledMapIndex(MapIndex):
 
     @classmethod
     def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
-             loader_config: TileLoaderConfig | None = None, start_loader: bool = True) -> "TiledMapIndex":
-        """Open the tiled map folder ``path`` (the index's checks; ``verify`` also opens and checks
-        every tile now, reading all of them)."""
-        tiled = open_tiled_map(path, expected_fingerprint)
+             loader_config: TileLoaderConfig | None = None, start_loader: bool = True,
+             expected_profile: str | None = None) -> "TiledMapIndex":
+        """Open the tiled map folder ``path`` (the index's checks, weights and engine profile as
+        ``mapfile.open_map``; ``verify`` also opens and checks every tile now, reading all of them)."""
+        tiled = open_tiled_map(path, expected_fingerprint, expected_profile)
         if verify:
             tiled.verify()
         return cls(tiled, loader_config, start_loader)

@@ -190,7 +190,8 @@ class TiledMap:
         entry = self.tiles[key]
         path = self.folder / entry.file
         try:
-            tile = open_map(path, expected_fingerprint=self.index.weights_fingerprint)
+            tile = open_map(path, expected_fingerprint=self.index.weights_fingerprint,
+                            expected_profile=self.index.header.profile_name)
         except FileNotFoundError as err:
             raise TileError(key, f"map tile {key} is missing: {err}") from err
         except (MapFileError, OSError) as err:
@@ -233,17 +234,18 @@ class TiledMap:
         self.index.close()
 
 
-def open_tiled_map(path: str | Path, expected_fingerprint: str | None = None) -> TiledMap:
+def open_tiled_map(path: str | Path, expected_fingerprint: str | None = None,
+                   expected_profile: str | None = None) -> TiledMap:
     """Open the tiled map in folder ``path`` (or its ``index.pxmap``) without opening any tile.
 
     The index gets every check of ``mapfile.open_map`` (WeightsMismatchError when built with other
-    weights); tiles are checked when opened.
+    weights, a mismatch of the engine profile); tiles are checked when opened (against the index).
     """
     path = Path(path)
     folder = path.parent if path.is_file() else path
     if not (folder / INDEX_NAME).is_file():
         raise FileNotFoundError(f"no tiled map at {folder} (no {INDEX_NAME})")
-    return TiledMap(folder, open_map(folder / INDEX_NAME, expected_fingerprint))
+    return TiledMap(folder, open_map(folder / INDEX_NAME, expected_fingerprint, expected_profile=expected_profile))
 
 
 @dataclass

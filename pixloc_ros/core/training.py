@@ -143,8 +143,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay of the network (not of the damping)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     lm_iterations: tuple[int, int, int] = (5, 5, 5)  # LM iterations per level during training, finest first
-    # Level-pixel border inside which projections are invalid: None = the engine's rule
-    # (``localizer.level_pads``: 4 px, less on small coarse maps), as at inference; or one value.
+    # Level-pixel border inside which projections are invalid: None = the model's engine profile's
+    # (reference: the checkpoint's pad; native: ``localizer.level_pads``' rule), as at inference; or one value.
     lm_pad: float | None = None
     freeze_encoder_blocks: int = 0  # keep the first K VGG blocks fixed (cheaper steps on a CPU)
     # The first steps train the features with the contrastive term alone (no LM, no pose loss):
@@ -521,9 +521,11 @@ def robust_reprojection_error(pose: Pose, xyz: torch.Tensor, p_true: torch.Tenso
 def reference_terms(features: list[torch.Tensor], confidences: list[torch.Tensor], xyz: torch.Tensor,
                     cam_from_world: Pose, camera: Camera, pads: Sequence[float]
                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Reference features and confidences of the points, as the map compiler stores them.
+    """Reference features and confidences of the points, sampled in the order the map compiler uses.
 
-    features[l] (1, C_l, H_l, W_l), confidences[l] (1, 1, H_l, W_l) of the reference image;
+    features[l] (1, C_l, H_l, W_l) of the reference image: the raw maps for the reference profile
+    (the reference trains on normalised samples of the raw maps), the normalised ones for the
+    native profile; confidences[l] (1, 1, H_l, W_l);
     xyz (N, 3); pads: border of each level, level pixels, finest first (``localizer.level_pads``).
     Returns per level (N, C_l) L2-normalised features and (N,) confidences, the confidence set
     to 0 where the projection is behind the camera or within that level's pad of the border (so
@@ -581,18 +583,24 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     """
     iters = tuple(lm_iterations or config.lm_iterations)
     loss_cfg = config.loss
+    # Training solves the system inference will solve: the Jacobian, the stopping rule, the pads
+    # and the reference sampling order of the weights' engine profile.
+    profile = model.engine_profile
+    raw = profile.reference_sampling == "raw_then_normalize"
     same_size = pair.reference_image.shape == pair.query_image.shape
     if config.reference_grad and same_size:
-        pyr = model(_images_tensor([pair.reference_image, pair.query_image], device))
-        ref_f = [f[0:1] for f in pyr.features]
+        pyr = model(_images_tensor([pair.reference_image, pair.query_image], device), keep_raw=raw)
+        ref_maps = pyr.raw_features if raw else pyr.features
+        ref_f = [f[0:1] for f in ref_maps]
         ref_c = [c[0:1] for c in pyr.confidences]
         q_f = [f[1:2] for f in pyr.features]
         q_c = [c[1:2] for c in pyr.confidences]
     else:
         with torch.set_grad_enabled(config.reference_grad and torch.is_grad_enabled()):
-            ref = model(_images_tensor([pair.reference_image], device))
+            ref = model(_images_tensor([pair.reference_image], device), keep_raw=raw)
         query = model(_images_tensor([pair.query_image], device))
-        ref_f, ref_c, q_f, q_c = ref.features, ref.confidences, query.features, query.confidences
+        ref_f = ref.raw_features if raw else ref.features
+        ref_c, q_f, q_c = ref.confidences, query.features, query.confidences
 
     dt = torch.float32
     xyz = torch.from_numpy(pair.xyz).to(device=device, dtype=dt)
@@ -601,8 +609,14 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     init = pair.init.to(device=device, dtype=dt)
     ref_cam = pair.reference_camera.to(device=device, dtype=dt)
     q_cam = pair.query_camera.to(device=device, dtype=dt)
-    ref_pads = level_pads(config.lm_pad, [f.shape[-2:] for f in ref_f])
-    query_pads = level_pads(config.lm_pad, [f.shape[-2:] for f in q_f])
+    pad = config.lm_pad if config.lm_pad is not None else profile.pad
+    ref_pads = level_pads(pad, [f.shape[-2:] for f in ref_f])
+    query_pads = level_pads(pad, [f.shape[-2:] for f in q_f])
+    lm_settings = dict(gradient=profile.gradient, stopping=profile.stopping)
+    if profile.stopping == "reference" and model.training:
+        # The reference never stops early while training (``early_stop`` checks ``not self.training``);
+        # its failure rule (too few valid points) still applies.
+        lm_settings.update(stop_dt=0.0, stop_dw_deg=0.0, grad_stop=0.0)
     f_ref, c_ref = reference_terms(ref_f, ref_c, xyz, ref_pose, ref_cam, ref_pads)
 
     # Loss mask as in the reference: points in front of, and inside, the query under both the
@@ -632,7 +646,7 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     previous_ok = True
     ran = [lv for lv in (2, 1, 0) if iters[lv] > 0] if pose_loss else []
     for level in ran:
-        lm = LMConfig(num_iters=int(iters[level]), pad=query_pads[level])
+        lm = LMConfig(num_iters=int(iters[level]), pad=query_pads[level], **lm_settings)
         res = optimize_level(q_f[level][0], q_c[level][0], xyz, f_ref[level], c_ref[level],
                              q_cam.scale(1.0 / STRIDES[level]), pose, model.optimizer[level].dampingnet(), lm)
         estimate = res.cam_from_world[0]

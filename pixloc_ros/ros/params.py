@@ -35,14 +35,21 @@ class NodeSettings:
     device: str = _p("auto", "Where the network runs: auto (cuda when available), cuda, cuda:N or cpu.")
     cpu_threads: int = _p(0, "torch threads when the network runs on the CPU; 0: torch's default (one per core). "
                              "On a small machine shared with other nodes, 1 is often fastest.", low=0, high=256)
-    max_image_size: int = _p(0, "Images whose longer side exceeds this are downscaled before the network, "
-                                "pixels; 0: never.", low=0, high=100_000)
+    max_image_size: int = _p(-1, "Images whose longer side exceeds this are downscaled before the network, "
+                                 "pixels; 0: never; -1: the weights' engine profile's (the released PixLoc "
+                                 "weights: 1024, as the reference; native weights: never).", low=-1, high=100_000)
     num_keyframes: int = _p(3, "Reference keyframes whose 3D points are used per query.", low=1, high=32)
     num_hypotheses: int = _p(4, "Initial pose hypotheses optimised in one batch when relocalising.", low=1, high=64)
     max_points: int = _p(4000, "Most residual rows (point observations) per frame: bounds the optimizer's cost.",
                          low=10, high=10_000_000)
-    iterations: list = _p([25, 25, 25], "Most Levenberg-Marquardt iterations per level, finest level first "
-                                        "(0 skips a level).", array_type="integer")
+    iterations: list = _p([], "Most Levenberg-Marquardt iterations per level, finest level first (0 skips a "
+                              "level); empty: the weights' engine profile's (the released PixLoc weights: 100 "
+                              "per level, as the reference evaluated them; the project's native weights: 25).",
+                          array_type="integer")
+    border_pad: float = _p(-1.0, "Border (level pixels) inside which projections are invalid, every level; "
+                                 "negative: the weights' engine profile's (the released weights: their "
+                                 "checkpoint's pad, 3; native: a size rule, 4 px at 1024x768). The reference's "
+                                 "CMU evaluation used 2.", low=-1.0, high=64.0)
     # --- gating: when a result is published (core/gating.py, core/pipeline.py)
     min_valid_points: int = _p(100, "Fewest 3D points projecting validly at the fine level to accept a pose.",
                                low=3, high=1_000_000)
@@ -133,10 +140,10 @@ class NodeSettings:
                              f"{self.map_frame!r}, {self.odom_frame!r}, {self.base_frame!r}")
         if self.publish_tf and self.tf_mode == "map_odom" and not self.odom_topic:
             raise ValueError("tf_mode 'map_odom' needs odometry (odom_topic); use tf_mode 'map_base' without it")
-        if len(self.iterations) != 3 or any(int(n) < 0 or int(n) > 1000 for n in self.iterations) \
-                or not any(self.iterations):
+        if self.iterations and (len(self.iterations) != 3 or any(int(n) < 0 or int(n) > 1000 for n in self.iterations)
+                                or not any(self.iterations)):
             raise ValueError(f"Parameter 'iterations' needs 3 values in [0, 1000], not all 0 (levels fine to "
-                             f"coarse), got {self.iterations}")
+                             f"coarse), or none (the weights' profile), got {self.iterations}")
         if self.camera_extrinsic:
             ext = [float(v) for v in self.camera_extrinsic]
             if len(ext) != 7 or not all(math.isfinite(v) for v in ext):
@@ -224,6 +231,8 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
                               confirmations=s.confirmations, lost_after=s.lost_after,
                               max_prior_distance_m=s.max_prior_distance_m, gnss_min_sigma_m=s.gnss_min_sigma_m,
                               clock_jump_tolerance_s=s.clock_jump_tolerance_s)
-    localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations), device=s.device,
-                                max_image_size=s.max_image_size or None, cpu_threads=s.cpu_threads or None)
+    localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations) if s.iterations else None,
+                                pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
+                                max_image_size=None if s.max_image_size < 0 else s.max_image_size,
+                                cpu_threads=s.cpu_threads or None)
     return EngineConfigs(pipeline, localizer)
