@@ -25,6 +25,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["numpy", "torch", "scipy", "opencv-python-headless", "pycolmap", "safetensors",
                       "omegaconf", "pymap3d", "rosbags", "tqdm", "pyyaml", "matplotlib"],
+    extras_require={"ray": ["ray>=2.9"]},  # build-map --ray (tiles as Ray tasks)
     zip_safe=False,
     maintainer="pixloc_ros developers",
     description="Online 6-DoF relocalization with PixLoc for ROS 2",

@@ -101,12 +101,15 @@ class CmuFixture:
 
 
 def make_cmu_slice(root: Path, n_ref: int = 3, n_query: int = 3, seed: int = 0,
-                   write_intrinsics: bool = True) -> CmuFixture:
-    """``root/slice2`` with ``n_ref`` reference images per camera, two query days with
-    ``n_query`` posed images per camera each, and one unposed query image per day."""
+                   write_intrinsics: bool = True, number: int = 2, x0: float = 0.0, world_seed: int | None = None,
+                   index0: int = 0, time0_us: int = 0) -> CmuFixture:
+    """``root/slice<number>`` with ``n_ref`` reference images per camera, two query days with
+    ``n_query`` posed images per camera each, and one unposed query image per day; the street
+    starts ``x0`` metres along, image indices and times are offset by ``index0`` / ``time0_us``
+    (slices of one route: same ``world_seed``, consecutive stretches)."""
     rng = np.random.default_rng(seed)
-    world = dataset_from_level(seed)
-    slice_dir = root / "slice2"
+    world = dataset_from_level(seed if world_seed is None else world_seed)
+    slice_dir = root / f"slice{number}"
     if write_intrinsics:
         (root / "intrinsics.txt").write_text(CMU_INTRINSICS_TXT)
     yaw = {"c0": 45.0, "c1": -45.0}  # the two cameras look front-left and front-right
@@ -115,9 +118,9 @@ def make_cmu_slice(root: Path, n_ref: int = 3, n_query: int = 3, seed: int = 0,
         out = []
         for i in range(count):
             for k, cam in enumerate(("c0", "c1")):
-                us = start_us + i * 250_000 + k * 137  # 4 Hz, the cameras a few us apart
-                name = f"img_{first_index + i:05d}_{cam}_{us}us.jpg"
-                R, t = quantised(*street_pose(2.0 * i, yaw[cam], rng, world))
+                us = start_us + time0_us + i * 250_000 + k * 137  # 4 Hz, the cameras a few us apart
+                name = f"img_{first_index + index0 + i:05d}_{cam}_{us}us.jpg"
+                R, t = quantised(*street_pose(x0 + 2.0 * i, yaw[cam], rng, world))
                 write_image(slice_dir / folder / name, 1024, 768, seed=first_index + i + 7 * k)
                 out.append(TruePose(name, us * 1000, cam, R, t))
         return out
@@ -137,11 +140,11 @@ def make_cmu_slice(root: Path, n_ref: int = 3, n_query: int = 3, seed: int = 0,
             rows.append(f"{p.name} " + " ".join(f"{v:.6f}" for v in (*q, *p.center)))
         return "\n".join(rows) + "\n"
 
-    (slice_dir / "ground-truth-database-images-slice2.txt").write_text(pose_lines(reference))
+    (slice_dir / f"ground-truth-database-images-slice{number}.txt").write_text(pose_lines(reference))
     (slice_dir / "camera-poses").mkdir()
     for d, day in enumerate(days):
-        (slice_dir / "camera-poses" / f"slice2_{d}.txt").write_text(pose_lines(day))
-    (slice_dir / "test-images-slice2.txt").write_text(
+        (slice_dir / "camera-poses" / f"slice{number}_{d}.txt").write_text(pose_lines(day))
+    (slice_dir / f"test-images-slice{number}.txt").write_text(
         "\n".join(sorted([p.name for p in queries] + unposed)) + "\n")
     return CmuFixture(slice_dir, reference, queries, unposed, world)
 

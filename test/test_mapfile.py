@@ -263,3 +263,22 @@ def test_header_with_array_outside_the_file_refused(map_path):
     _rewrite_header(path, lambda h: h["arrays"]["obs_feature_2"].update(offset=h["arrays"]["obs_feature_2"]["offset"] + 10**9))
     with pytest.raises(MapCorruptedError, match="does not fit"):
         open_map(path)
+
+
+def test_verify_by_reading_checks_what_verify_checks(map_path):
+    path, contents = map_path
+    m = open_map(path)
+    m.verify_by_reading()
+    assert m.fully_verified
+    for k, expected in enumerate(contents.observations):  # the checked blocks read as written
+        for got, want in zip(m.keyframe_observations(k).arrays(), expected.arrays()):
+            np.testing.assert_array_equal(got, want)
+    table, m = _table(path)
+    offsets = m.keyframe_obs_offsets.copy()
+    row_bytes = table["obs_feature_2"]["nbytes"] // table["obs_feature_2"]["shape"][0]
+    del m
+    _flip(path, table["obs_feature_2"]["offset"] + int(offsets[3] + 1) * row_bytes + 1)  # keyframe 3
+    damaged = open_map(path)
+    with pytest.raises(MapCorruptedError, match="kf003"):
+        damaged.verify_by_reading()
+    assert damaged._verified[:3].all() and not damaged._verified[3]

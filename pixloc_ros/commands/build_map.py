@@ -4,6 +4,7 @@
                          [--max-image-edge N] [--sample-at reprojection|keypoint]
                          [--min-track-length 3] [--border-pad auto|PX|PX0,PX1,PX2]
                          [--device cuda|cpu] [--verify]
+                         [--tile-size M [--ray [--ray-address ADDR] [--ray-workers N]]]
 
 Runs the network once per keyframe (CUDA with fp16 autocast when available, else CPU) and
 stores the reference features of every observation; the node loads the file at start.
@@ -13,6 +14,12 @@ under "build_map") need --max-image-edge with the queries' longer side:
 
     pixloc-ros build-map --colmap DIR/sfm --images DIR/mapping/images --weights W --out DIR/map.pxmap \\
         --georef DIR/georef.json --max-image-edge 320
+
+City-scale maps: --tile-size M writes a tiled map, the folder --out with index.pxmap and one
+map file per M x M metres (core/tiles.py); the node loads the tiles around the vehicle. A
+rerun reuses every tile already built from the same inputs (resume after an interruption).
+--ray runs the tiles as Ray tasks (pip install ray): on a local Ray instance it starts (one
+worker per CPU core, or per GPU) or on the cluster at --ray-address; the result is identical.
 """
 from __future__ import annotations
 
@@ -46,7 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--verify", action="store_true", help="reopen the written file and check every block")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    tiles = parser.add_argument_group("tiled maps (city scale)")
+    tiles.add_argument("--tile-size", type=_positive, default=None, metavar="M",
+                       help="write a tiled map into the folder --out: tiles of M x M metres (e.g. 200)")
+    tiles.add_argument("--ray", action="store_true", help="compile the tiles as Ray tasks (needs --tile-size)")
+    tiles.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local instance")
+    tiles.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                       help="Ray workers (default: one per GPU, else one per CPU core)")
     parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    """argparse type: a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of metres, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
 
 
 def _border_pad(text: str) -> float | tuple[float, ...] | None:
@@ -69,23 +95,38 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.core.georef import Georeference
-    from pixloc_ros.core.map_compile import CompileConfig, compile_map
+    from pixloc_ros.core.map_compile import CompileConfig, compile_map, compile_tiled_map
     from pixloc_ros.core.mapfile import MapFileError, open_map
 
     try:
+        if (args.ray or args.ray_address or args.ray_workers) and args.tile_size is None:
+            raise ValueError("--ray compiles tiles: give --tile-size too")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         config = CompileConfig(sample_at=args.sample_at, min_track_length=args.min_track_length,
                                max_image_edge=args.max_image_edge, border_pad=args.border_pad)
         georef = Georeference.load(args.georef) if args.georef else None
         sfm = read_model(args.colmap)
-        model = load_weights(args.weights, device)
+        ray = None
+        if args.ray or args.ray_address or args.ray_workers:
+            from pixloc_ros.core.map_compile_ray import RayOptions
+            ray = RayOptions(args.ray_address, args.ray_workers, args.device or "auto")
+        # With Ray the driver only plans and reads the levels: it keeps the weights on the CPU.
+        model = load_weights(args.weights, "cpu" if ray is not None else device)
         fingerprint = weights_fingerprint(model)
+        if args.tile_size is not None:
+            stats = compile_tiled_map(sfm, args.images, model, args.out, fingerprint, args.tile_size, georef, config,
+                                      progress=not args.quiet, ray=ray, weights_path=args.weights)
+            if args.verify:
+                from pixloc_ros.core.tiles import open_tiled_map
+                open_tiled_map(args.out, expected_fingerprint=fingerprint).verify(progress=not args.quiet)
+            _print_tiled(stats, fingerprint, args)
+            return 0
         stats = compile_map(sfm, args.images, model, args.out, fingerprint, georef, config,
                             progress=not args.quiet)
         if args.verify:
             open_map(stats.path, expected_fingerprint=fingerprint, verify=True,
                      expected_profile=model.engine_profile.name)
-    except (FileNotFoundError, ValueError, WeightsError, MapFileError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, WeightsError, MapFileError) as err:
         print(f"pixloc-ros build-map: error: {err}", file=sys.stderr)
         return 1
     size = stats.file_size_bytes
@@ -99,3 +140,21 @@ def run(args: argparse.Namespace) -> int:
     if stats.skipped_images:
         print(f"skipped {len(stats.skipped_images)} images without points of track >= {args.min_track_length}")
     return 0
+
+
+def _print_tiled(stats, fingerprint: str, args) -> None:
+    """The summary of a tiled build."""
+    s = stats.summary
+    print(f"wrote {s.folder}: {s.num_tiles} tiles of {args.tile_size:g} m ({stats.tiles_built} built, "
+          f"{stats.tiles_reused} reused from an earlier run), {s.num_keyframes} keyframes, {s.num_points} points "
+          f"({s.num_point_rows} rows over the tiles), {s.num_observations} observations, "
+          f"{s.bytes / 2**20:.1f} MiB (largest tile {s.largest_tile_bytes / 2**20:.1f} MiB)")
+    rate = f"{stats.images_per_s:.2f} images/s" if stats.keyframes_built else "nothing to compute"
+    engine = stats.engine + (f" (start-up {stats.startup_seconds:.1f} s)" if stats.startup_seconds else "")
+    print(f"{engine}: {stats.seconds:.1f} s for {stats.keyframes_built} keyframes, {rate} "
+          f"(network {stats.network_seconds:.1f} s); {stats.num_dropped_observations} observations dropped at the "
+          f"image border; weights {fingerprint[:16]}...")
+    if stats.skipped_images:
+        print(f"skipped {len(stats.skipped_images)} images without points of track >= {args.min_track_length}")
+    if stats.removed_files:
+        print(f"removed {len(stats.removed_files)} tile files of an earlier build that no tile uses now")

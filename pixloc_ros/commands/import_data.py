@@ -1,5 +1,9 @@
 """``pixloc-ros import {cmu,robotcar,sequence}``: benchmark folders -> map inputs + query bags.
 
+Several CMU slices (``--slice A --slice B`` or ``--root DIR --slices 2-8``) become one import
+with one map frame for the route (the slices share the dataset's world frame); RobotCar
+Seasons is one frame already. Build a city-scale map of it with ``build-map --tile-size``.
+
 The output has the synthetic world's layout (docs/architecture.md), so ``pixloc-ros build-map``,
 ``play`` and ``evaluate`` take it as they take ``pixloc-ros synth`` output:
 ``OUT/mapping/images/``, ``OUT/sfm/``, ``OUT/georef.json``, ``OUT/queries/<sequence>/`` (MCAP),
@@ -27,8 +31,12 @@ def register(subparsers) -> None:
     datasets = parser.add_subparsers(dest="dataset", metavar="DATASET")
     datasets.required = True
 
-    cmu = datasets.add_parser("cmu", help="one Extended CMU Seasons slice")
-    cmu.add_argument("--slice", required=True, help="the sliceN folder (database/, query/, ground truth)")
+    cmu = datasets.add_parser("cmu", help="Extended CMU Seasons: one slice, several, or all of them in one map frame")
+    cmu.add_argument("--slice", action="append", metavar="DIR",
+                     help="a sliceN folder (database/, query/, ground truth); repeat it to merge slices")
+    cmu.add_argument("--root", metavar="DIR", help="the folder holding the sliceN folders (with --slices)")
+    cmu.add_argument("--slices", default="all", metavar="all|2-8,10",
+                     help="with --root: which slices to merge (default: all of them)")
     cmu.add_argument("--intrinsics", help="intrinsics.txt (default: the slice's or its parent's, "
                                           "else the published c0/c1 constants)")
     cmu.add_argument("--cameras", help="comma-separated camera names (default: c0,c1)")
@@ -121,9 +129,11 @@ def _import(args):
     from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 
     if args.dataset == "cmu":
-        from pixloc_ros.data.importers.cmu import read_cmu_slice
-        plan = read_cmu_slice(args.slice, args.intrinsics, args.include_unposed, args.sequence_gap,
-                              _csv(args.cameras))
+        from pixloc_ros.data.importers.cmu import find_slices, read_cmu_slices
+        if bool(args.slice) == bool(args.root):
+            raise ValueError("give the slices with --slice DIR (repeatable) or with --root DIR [--slices 2-8]")
+        slices = args.slice or find_slices(args.root, args.slices)
+        plan = read_cmu_slices(slices, args.intrinsics, args.include_unposed, args.sequence_gap, _csv(args.cameras))
     elif args.dataset == "robotcar":
         from pixloc_ros.data.importers.robotcar import read_robotcar
         plan = read_robotcar(args.root, args.reference_poses, args.query_poses, _csv(args.conditions),

@@ -46,7 +46,9 @@ from pixloc_ros.core.georef import Georeference
 from pixloc_ros.core.images import camera_scale, downscale_rgb, resized_size, rgb_to_tensor  # noqa: F401 (resized_size: re-export)
 from pixloc_ros.core.interpolation import BilinearSampler
 from pixloc_ros.core.localizer import level_pads
-from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
+from pixloc_ros.core.mapfile import (KeyframeRecord, LevelInfo, MapCamera, MapHeader, MapWriter, Observations,
+                                     keyframe_arrays_of)
+from pixloc_ros.core.tiles import TILES_DIR, TiledMapWriter, TileGrid, TileKey, TileSummary, inputs_digest, tile_file_name
 
 SAMPLE_AT = ("reprojection", "keypoint")
 
@@ -171,6 +173,118 @@ def sample_keyframe(pyramid, uv: torch.Tensor, pad: float | tuple[float, ...] | 
     return KeyframeSamples(features, torch.stack(confidences, -1), valid)
 
 
+@dataclass
+class PointSelection:
+    """The SfM points a map keeps (track length >= ``min_track_length``) and their rows."""
+
+    point_ids: np.ndarray  # (P,) int64
+    xyz: np.ndarray  # (P, 3) float64
+    track_lengths: np.ndarray  # (P,) int64
+    row_of_id: dict[int, int]  # SfM point id -> row
+
+    @classmethod
+    def of(cls, sfm: SfmModel, min_track_length: int) -> "PointSelection":
+        track_lengths = sfm.track_lengths
+        keep = track_lengths >= min_track_length
+        point_ids = sfm.point_ids[keep]
+        return cls(point_ids, sfm.xyz[keep], track_lengths[keep], {int(pid): row for row, pid in enumerate(point_ids)})
+
+    def rows_observed_by(self, image) -> tuple[np.ndarray, np.ndarray]:
+        """(keypoint indices (n,), point rows (n,)) of ``image``'s observations of kept points."""
+        obs = np.flatnonzero(image.point3D_ids >= 0)
+        rows_idx = np.array([self.row_of_id.get(int(pid), -1) for pid in image.point3D_ids[obs]], np.int64)
+        return obs[rows_idx >= 0], rows_idx[rows_idx >= 0]
+
+
+@dataclass
+class CompiledKeyframe:
+    """One keyframe's share of a map: its row and its observations (point rows of the selection)."""
+
+    record: KeyframeRecord
+    observations: Observations
+    num_dropped: int  # candidates in the finest level's pad band or behind the camera
+    num_zero_confidence: np.ndarray  # (L,) stored observations with confidence 0, per level
+    network_seconds: float
+
+
+def map_levels(model) -> tuple[list[LevelInfo], tuple[int, ...]]:
+    """Levels (stride, channels) of ``model``'s features, from a tiny forward pass (dims depend on the weights)."""
+    with torch.no_grad():
+        probe = model.extract(torch.zeros(1, 3, 32, 32, device=model.device))
+    strides = tuple(int(s) for s in probe.strides)
+    return [LevelInfo(s, int(f.shape[1])) for s, f in zip(strides, probe.features)], strides
+
+
+def keyframe_plan(sfm: SfmModel, points: PointSelection) -> tuple[list[int], list[str], dict[int, int]]:
+    """Which registered images become keyframes: (image ids in map order, names of the images
+    skipped for observing no kept point, camera id -> camera index in order of first use)."""
+    image_ids, skipped, camera_index = [], [], {}
+    for image_id in sorted(sfm.images):
+        image = sfm.images[image_id]
+        if len(points.rows_observed_by(image)[0]) == 0:
+            skipped.append(image.name)
+            continue
+        camera_index.setdefault(image.camera_id, len(camera_index))
+        image_ids.append(image_id)
+    return image_ids, skipped, camera_index
+
+
+@dataclass
+class KeyframeSettings:
+    """How keyframes are compiled for one model: its strides, engine profile, pad and image size."""
+
+    strides: tuple[int, ...]
+    profile: EngineProfile
+    pad: float | tuple[float, ...] | None  # CompileConfig.border_pad, else the profile's
+    max_edge: int | None  # CompileConfig.max_image_edge, else the profile's
+
+    @classmethod
+    def of(cls, model, config: "CompileConfig") -> "KeyframeSettings":
+        _, strides = map_levels(model)
+        profile = getattr(model, "engine_profile", None) or native_profile()
+        return cls(strides, profile, config.border_pad if config.border_pad is not None else profile.pad,
+                   config.max_image_edge if config.max_image_edge is not None else profile.max_image_edge)
+
+
+def compile_keyframe(sfm: SfmModel, image_id: int, image_dir: Path, model, points: PointSelection,
+                     settings: KeyframeSettings, camera_index: int, config: CompileConfig) -> CompiledKeyframe:
+    """Run ``model`` on keyframe ``image_id`` and sample its observations of ``points`` (see the
+    module docstring). The one per-keyframe step of every compile path (one file, tiles, Ray)."""
+    device = model.device
+    profile = settings.profile
+    image = sfm.images[image_id]
+    cam = sfm.cameras[image.camera_id]
+    obs, rows_idx = points.rows_observed_by(image)
+    p2d, valid = sample_positions(sfm, image_id, points.xyz[rows_idx], image.xys[obs], config.sample_at)
+
+    rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, settings.max_edge, profile.resize)
+    h, w = rgb.shape[:2]
+    scale = np.array(camera_scale(cam.width, cam.height, w, h, profile.resize))
+    uv = (p2d + 0.5) * scale - 0.5  # pixel centres of the (resized) network input
+
+    t0 = time.perf_counter()
+    pyramid = model.extract(rgb_to_tensor(rgb), keep_raw=profile.reference_sampling == "raw_then_normalize")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    net_seconds = time.perf_counter() - t0
+
+    samples = sample_keyframe(pyramid, torch.from_numpy(uv).to(device=device, dtype=torch.float32),
+                              settings.pad, profile)
+    valid &= samples.valid.cpu().numpy()
+    confidence = samples.confidences.cpu().numpy()[valid].astype(np.float16)
+    observations = Observations(rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
+                                confidence, [f.cpu().numpy()[valid].astype(np.float16) for f in samples.features])
+    record = KeyframeRecord(image_id, image.name, image.R, image.t, camera_index, (w, h))
+    return CompiledKeyframe(record, observations, int((~valid).sum()), (confidence == 0).sum(0), net_seconds)
+
+
+def map_cameras(sfm: SfmModel, camera_index: dict[int, int]) -> list[MapCamera]:
+    """The header's camera list, in camera-index order."""
+    return [MapCamera(cid, sfm.cameras[cid].model, sfm.cameras[cid].width, sfm.cameras[cid].height,
+                      tuple(float(v) for v in sfm.cameras[cid].params))
+            for cid, _ in sorted(camera_index.items(), key=lambda kv: kv[1])]
+
+
 def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Path,
                 weights_fingerprint: str, georef: Georeference | None = None,
                 config: CompileConfig | None = None, progress: bool = True) -> CompileStats:
@@ -187,26 +301,14 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
     device = model.device
 
     # Points kept: track length >= min; their rows in the map's point table.
-    track_lengths = sfm.track_lengths
-    keep = track_lengths >= config.min_track_length
-    point_ids = sfm.point_ids[keep]
-    point_xyz = sfm.xyz[keep]
-    row_of_id = {int(pid): row for row, pid in enumerate(point_ids)}
+    points = PointSelection.of(sfm, config.min_track_length)
+    levels, _ = map_levels(model)
+    settings = KeyframeSettings.of(model, config)
+    image_ids, skipped, camera_index = keyframe_plan(sfm, points)
+    if not image_ids:
+        raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
 
-    # Levels: channel counts from a tiny forward pass (dims depend on the weights' layout).
-    with torch.no_grad():
-        probe = model.extract(torch.zeros(1, 3, 32, 32, device=device))
-    strides = tuple(int(s) for s in probe.strides)
-    levels = [LevelInfo(s, int(f.shape[1])) for s, f in zip(strides, probe.features)]
-
-    profile = getattr(model, "engine_profile", None) or native_profile()
-    pad_setting = config.border_pad if config.border_pad is not None else profile.pad
-    max_edge = config.max_image_edge if config.max_image_edge is not None else profile.max_image_edge
-
-    image_ids = sorted(sfm.images)
-    kf_ids, kf_names, kf_R, kf_t, kf_cam, kf_size = [], [], [], [], [], []
-    camera_index: dict[int, int] = {}
-    skipped, dropped, net_seconds = [], 0, 0.0
+    records, dropped, net_seconds = [], 0, 0.0
     zeroed = np.zeros(len(levels), np.int64)
     iterator = image_ids
     if progress:
@@ -215,63 +317,220 @@ def compile_map(sfm: SfmModel, image_dir: str | Path, model, out_path: str | Pat
 
     with MapWriter(out_path, levels) as writer:
         for image_id in iterator:
-            image = sfm.images[image_id]
-            cam = sfm.cameras[image.camera_id]
-            obs = np.flatnonzero(image.point3D_ids >= 0)
-            rows_idx = np.array([row_of_id.get(int(pid), -1) for pid in image.point3D_ids[obs]], np.int64)
-            obs, rows_idx = obs[rows_idx >= 0], rows_idx[rows_idx >= 0]
-            if len(obs) == 0:
-                skipped.append(image.name)
-                continue
-            p2d, valid = sample_positions(sfm, image_id, point_xyz[rows_idx], image.xys[obs], config.sample_at)
+            kf = compile_keyframe(sfm, image_id, image_dir, model, points, settings,
+                                  camera_index[sfm.images[image_id].camera_id], config)
+            writer.add_keyframe_observations(kf.observations)
+            records.append(kf.record)
+            dropped += kf.num_dropped
+            zeroed += kf.num_zero_confidence
+            net_seconds += kf.network_seconds
 
-            rgb = load_keyframe_image(image_dir / image.name, cam.width, cam.height, max_edge, profile.resize)
-            h, w = rgb.shape[:2]
-            scale = np.array(camera_scale(cam.width, cam.height, w, h, profile.resize))
-            uv = (p2d + 0.5) * scale - 0.5  # pixel centres of the (resized) network input
-
-            t0 = time.perf_counter()
-            pyramid = model.extract(rgb_to_tensor(rgb), keep_raw=profile.reference_sampling == "raw_then_normalize")
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            net_seconds += time.perf_counter() - t0
-
-            samples = sample_keyframe(pyramid, torch.from_numpy(uv).to(device=device, dtype=torch.float32),
-                                      pad_setting, profile)
-            valid &= samples.valid.cpu().numpy()
-            dropped += int((~valid).sum())
-            confidence = samples.confidences.cpu().numpy()[valid].astype(np.float16)
-            zeroed += (confidence == 0).sum(0)
-            writer.add_keyframe_observations(Observations(
-                rows_idx[valid].astype(np.int32), uv[valid].astype(np.float32),
-                confidence, [f.cpu().numpy()[valid].astype(np.float16) for f in samples.features]))
-
-            camera_index.setdefault(image.camera_id, len(camera_index))
-            kf_ids.append(image_id)
-            kf_names.append(image.name)
-            kf_R.append(image.R)
-            kf_t.append(image.t)
-            kf_cam.append(camera_index[image.camera_id])
-            kf_size.append((w, h))
-
-        if not kf_ids:
-            raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
-        cameras = [MapCamera(cid, sfm.cameras[cid].model, sfm.cameras[cid].width, sfm.cameras[cid].height,
-                             tuple(float(v) for v in sfm.cameras[cid].params))
-                   for cid, _ in sorted(camera_index.items(), key=lambda kv: kv[1])]
         num_obs = writer.num_observations
-        info = {"config": asdict(config), "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "device": str(device), "num_dropped_observations": dropped, "skipped_images": skipped,
-                "num_zero_confidence_per_level": [int(v) for v in zeroed],
-                "network_seconds": round(net_seconds, 3)}
-        info["pixloc_ros_version"] = __version__
-        header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels, cameras,
-                           kf_names, georef, info, engine_profile=profile.to_json())
-        path = writer.finish(
-            header,
-            {"keyframe_ids": np.array(kf_ids), "keyframe_camera_index": np.array(kf_cam),
-             "keyframe_R": np.stack(kf_R), "keyframe_t": np.stack(kf_t), "keyframe_image_size": np.array(kf_size)},
-            {"point_ids": point_ids, "point_xyz": point_xyz, "point_track_length": track_lengths[keep]})
-    return CompileStats(path, len(kf_ids), len(point_ids), num_obs, dropped, skipped,
+        header = MapHeader(weights_fingerprint, getattr(model, "encoder_name", "unknown"), levels,
+                           map_cameras(sfm, camera_index), [r.name for r in records], georef,
+                           compile_info(config, device, dropped, skipped, zeroed, net_seconds),
+                           engine_profile=settings.profile.to_json())
+        path = writer.finish(header, keyframe_arrays_of(records),
+                             {"point_ids": points.point_ids, "point_xyz": points.xyz,
+                              "point_track_length": points.track_lengths})
+    return CompileStats(path, len(records), len(points.point_ids), num_obs, dropped, skipped,
                         time.perf_counter() - start, net_seconds, path.stat().st_size,
                         tuple(int(v) for v in zeroed))
+
+
+def compile_info(config: CompileConfig, device, dropped: int, skipped: list[str], zeroed: np.ndarray,
+                 net_seconds: float) -> dict:
+    """The header's ``compile_info``: options and statistics of a compile."""
+    info = {"config": asdict(config), "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "device": str(device), "num_dropped_observations": dropped, "skipped_images": skipped,
+            "num_zero_confidence_per_level": [int(v) for v in zeroed],
+            "network_seconds": round(net_seconds, 3)}
+    info["pixloc_ros_version"] = __version__
+    return info
+
+
+# ---- tiled maps (core/tiles.py) -------------------------------------------------------------
+@dataclass
+class TileTask:
+    """Everything one tile's compile needs; picklable (a Ray worker receives it)."""
+
+    key: TileKey
+    inputs_sha256: str
+    sfm: SfmModel  # the tile's images and the model's cameras (no points: ``points`` has them)
+    image_ids: list[int]  # map order
+    points: PointSelection  # the points the tile's images observe; rows local to the tile
+    camera_index: dict[int, int]  # camera id -> index into the map-wide camera list
+
+
+@dataclass
+class TileResult:
+    """What compiling one tile did."""
+
+    key: TileKey
+    num_keyframes: int
+    num_observations: int
+    num_dropped: int
+    num_zero_confidence: list[int]  # per level
+    network_seconds: float
+    seconds: float
+
+
+@dataclass
+class TiledCompileStats:
+    """What ``compile_tiled_map`` did."""
+
+    summary: TileSummary  # the written map (all tiles, built or reused)
+    tiles_built: int
+    tiles_reused: int  # finished in an earlier run with the same inputs: not recomputed
+    keyframes_built: int
+    num_dropped_observations: int  # in the tiles built now
+    skipped_images: list[str]
+    seconds: float
+    network_seconds: float
+    engine: str  # "single process" or "ray: N workers"
+    startup_seconds: float = 0.0  # of the engine (Ray and its workers loading the weights), within ``seconds``
+    removed_files: list[str] = field(default_factory=list)  # tile files of an earlier build no tile uses now
+
+    @property
+    def images_per_s(self) -> float:
+        return self.keyframes_built / self.seconds if self.seconds > 0 else float("nan")
+
+
+def plan_tiles(sfm: SfmModel, image_dir: str | Path, config: CompileConfig, grid: TileGrid, weights_fingerprint: str,
+               engine_profile: dict | None = None) -> tuple[list[TileTask], list[str], dict[int, int]]:
+    """Split the keyframes of ``sfm`` into tiles by camera centre: (tasks in key order, skipped
+    image names, camera index). Each task's ``inputs_sha256`` covers the weights, the options,
+    the tile's images (ids, names, poses, file size and mtime), cameras and points: a tile whose
+    file holds the same digest is not recomputed."""
+    image_dir = Path(image_dir)
+    points = PointSelection.of(sfm, config.min_track_length)
+    image_ids, skipped, camera_index = keyframe_plan(sfm, points)
+    if not image_ids:
+        raise ValueError(f"no registered image observes a point with track length >= {config.min_track_length}")
+    centers = np.stack([sfm.images[i].center for i in image_ids])
+    groups: dict[TileKey, list[int]] = {}
+    for image_id, (i, j) in zip(image_ids, grid.keys_of(centers)):
+        groups.setdefault((int(i), int(j)), []).append(image_id)
+    tasks = []
+    for key, ids in sorted(groups.items()):
+        images = {i: sfm.images[i] for i in ids}
+        rows = np.unique(np.concatenate([points.rows_observed_by(images[i])[1] for i in ids]))
+        local = PointSelection(points.point_ids[rows], points.xyz[rows], points.track_lengths[rows],
+                               {int(pid): r for r, pid in enumerate(points.point_ids[rows])})
+        files = []
+        for i in ids:
+            path = image_dir / images[i].name
+            st = path.stat() if path.is_file() else None  # a missing image fails in compile_keyframe
+            files.append([images[i].name, st.st_size if st else -1, st.st_mtime_ns if st else -1])
+        digest = inputs_digest(
+            version=__version__, fingerprint=weights_fingerprint, profile=engine_profile, config=asdict(config),
+            key=list(key),
+            grid=[grid.size_m, *grid.origin_xy], images=[[i, images[i].camera_id, camera_index[images[i].camera_id]]
+                                                         for i in ids], files=files,
+            R=np.stack([images[i].R for i in ids]), t=np.stack([images[i].t for i in ids]),
+            cameras=[[c, sfm.cameras[c].model, sfm.cameras[c].width, sfm.cameras[c].height,
+                      [float(v) for v in sfm.cameras[c].params]] for c in sorted(camera_index)],
+            point_ids=local.point_ids, point_xyz=local.xyz, track=local.track_lengths)
+        sub = SfmModel(dict(sfm.cameras), images, np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3), np.uint8),
+                       [], [])
+        tasks.append(TileTask(key, digest, sub, ids, local, camera_index))
+    return tasks, skipped, camera_index
+
+
+def compile_tile(task: TileTask, image_dir: str | Path, model, settings: KeyframeSettings, config: CompileConfig,
+                 writer: TiledMapWriter, on_keyframe=None) -> TileResult:
+    """Compile and write one tile: ``compile_keyframe`` for each of its images, streamed into
+    the tile's file. ``on_keyframe()`` is called after each keyframe (progress bars)."""
+    start = time.perf_counter()
+    result = TileResult(task.key, 0, 0, 0, [], 0.0, 0.0)
+    zeroed = 0
+    tile_info: dict = {}  # the tile's statistics for its header, filled once every keyframe is written
+
+    def keyframes():
+        nonlocal zeroed
+        for image_id in task.image_ids:
+            kf = compile_keyframe(task.sfm, image_id, Path(image_dir), model, task.points, settings,
+                                  task.camera_index[task.sfm.images[image_id].camera_id], config)
+            result.num_keyframes += 1
+            result.num_observations += len(kf.observations)
+            result.num_dropped += kf.num_dropped
+            result.network_seconds += kf.network_seconds
+            zeroed = zeroed + kf.num_zero_confidence
+            yield kf.record, kf.observations
+            if on_keyframe is not None:
+                on_keyframe()
+        result.num_zero_confidence = [int(v) for v in np.broadcast_to(zeroed, (len(settings.strides),))]
+        tile_info.update(num_dropped_observations=result.num_dropped,
+                         num_zero_confidence_per_level=result.num_zero_confidence,
+                         network_seconds=round(result.network_seconds, 3))
+
+    points = {"point_ids": task.points.point_ids, "point_xyz": task.points.xyz,
+              "point_track_length": task.points.track_lengths}
+    writer.write_tile(task.key, task.inputs_sha256, points, keyframes(), tile_info)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def tiled_header(sfm: SfmModel, model_encoder: str, levels: list[LevelInfo], camera_index: dict[int, int],
+                 weights_fingerprint: str, georef: Georeference | None, config: CompileConfig, device,
+                 skipped: list[str], profile: EngineProfile) -> MapHeader:
+    """The header fields every tile of a tiled compile shares (per-tile names and statistics are added per tile)."""
+    info = compile_info(config, device, 0, skipped, np.zeros(len(levels), np.int64), 0.0)
+    for per_tile in ("num_dropped_observations", "num_zero_confidence_per_level", "network_seconds"):
+        info.pop(per_tile)
+    return MapHeader(weights_fingerprint, model_encoder, levels, map_cameras(sfm, camera_index), [], georef, info,
+                     engine_profile=profile.to_json())
+
+
+def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str | Path, weights_fingerprint: str,
+                      tile_size_m: float, georef: Georeference | None = None, config: CompileConfig | None = None,
+                      progress: bool = True, ray=None, weights_path: str | Path | None = None) -> TiledCompileStats:
+    """Compile ``sfm`` into a tiled map in the folder ``out_dir`` (``core/tiles.py``): tiles of
+    ``tile_size_m`` by keyframe camera centre, each compiled by ``compile_tile`` (the same
+    per-keyframe step as ``compile_map``), tiles already finished with the same inputs reused.
+
+    ``model``: the loaded weights (the levels and the encoder are read from it; it compiles the
+    tiles unless ``ray``). ``ray``: ``map_compile_ray.RayOptions`` to run the tiles as Ray tasks
+    instead (the workers load ``weights_path``; results are identical to the single process).
+    Raises as ``compile_map``.
+    """
+    config = config or CompileConfig()
+    start = time.perf_counter()
+    grid = TileGrid(tile_size_m)
+    levels, _ = map_levels(model)
+    settings = KeyframeSettings.of(model, config)
+    tasks, skipped, camera_index = plan_tiles(sfm, image_dir, config, grid, weights_fingerprint,
+                                              settings.profile.to_json())
+    device = ray.device if ray is not None else model.device
+    header = tiled_header(sfm, getattr(model, "encoder_name", "unknown"), levels, camera_index, weights_fingerprint,
+                          georef, config, device, skipped, settings.profile)
+    writer = TiledMapWriter(out_dir, grid, header)
+    todo = [t for t in tasks if not writer.is_current(t.key, t.inputs_sha256)]
+    if ray is not None:
+        from pixloc_ros.core.map_compile_ray import compile_tiles_on_ray
+        if weights_path is None:
+            raise ValueError("compiling on Ray needs weights_path: the workers load the weights themselves")
+        results, engine, startup = compile_tiles_on_ray(todo, image_dir, weights_path, weights_fingerprint,
+                                                        config, writer, ray, progress)
+    else:
+        engine, results, bar, startup = "single process", [], None, 0.0
+        if progress and todo:
+            from tqdm import tqdm
+            bar = tqdm(total=sum(len(t.image_ids) for t in todo), desc="build-map", unit="image")
+        for task in todo:
+            if bar is not None:
+                bar.set_postfix_str(f"tile {task.key}")
+            results.append(compile_tile(task, image_dir, model, settings, config, writer,
+                                        on_keyframe=bar.update if bar is not None else None))
+        if bar is not None:
+            bar.close()
+    wanted = {tile_file_name(t.key) for t in tasks}
+    removed = []
+    for f in sorted((writer.folder / TILES_DIR).glob("tile_*.pxmap")):
+        if f"{TILES_DIR}/{f.name}" not in wanted:  # from an earlier build over other keyframes
+            f.unlink()
+            removed.append(f.name)
+    summary = writer.finish([t.key for t in tasks], reused=len(tasks) - len(todo))
+    return TiledCompileStats(summary, len(results), len(tasks) - len(todo), sum(r.num_keyframes for r in results),
+                             sum(r.num_dropped for r in results), skipped, time.perf_counter() - start,
+                             sum(r.network_seconds for r in results), engine, startup, removed)

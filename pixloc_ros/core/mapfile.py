@@ -191,6 +191,35 @@ class Observations:
         return [self.point_index, self.uv, self.confidence, *self.features]
 
 
+@dataclass
+class KeyframeRecord:
+    """One keyframe row of the keyframe arrays (what a writer needs besides its observations)."""
+
+    image_id: int  # COLMAP image id
+    name: str
+    R: np.ndarray  # (3, 3) float64, cam_from_world rotation
+    t: np.ndarray  # (3,) float64, cam_from_world translation, metres
+    camera_index: int  # into the header's cameras
+    image_size: tuple[int, int]  # (width, height) the features were computed at
+
+    @classmethod
+    def of_map(cls, mapfile: "MapFile", row: int) -> "KeyframeRecord":
+        """Keyframe ``row`` of an open map."""
+        w, h = (int(v) for v in mapfile.keyframe_image_size[row])
+        return cls(int(mapfile.keyframe_ids[row]), mapfile.header.keyframe_names[row],
+                   np.array(mapfile.keyframe_R[row]), np.array(mapfile.keyframe_t[row]),
+                   int(mapfile.keyframe_camera_index[row]), (w, h))
+
+
+def keyframe_arrays_of(records: list[KeyframeRecord]) -> dict[str, np.ndarray]:
+    """The keyframe arrays ``MapWriter.finish`` takes, from records in keyframe order."""
+    return {"keyframe_ids": np.array([r.image_id for r in records], np.int64),
+            "keyframe_camera_index": np.array([r.camera_index for r in records], np.int32),
+            "keyframe_R": np.array([r.R for r in records], np.float64).reshape(-1, 3, 3),
+            "keyframe_t": np.array([r.t for r in records], np.float64).reshape(-1, 3),
+            "keyframe_image_size": np.array([r.image_size for r in records], np.int32).reshape(-1, 2)}
+
+
 def observation_arrays(levels: list[LevelInfo]) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Observation array names -> (dtype, trailing shape), in file (and CRC) order."""
     arrays = {"obs_point_index": ("<i4", ()), "obs_uv": ("<f4", (2,)), "obs_confidence": ("<f2", (len(levels),))}
@@ -451,6 +480,31 @@ class MapFile:
         for i in indices:
             if not self._verified[i]:
                 self.keyframe_observations(i)
+
+    def verify_by_reading(self) -> None:
+        """As ``verify``, but with file reads instead of through the mapping: the pages land in
+        the page cache, not in this process's page tables, so checking a file neither grows the
+        RSS by its size nor makes unmapping it later expensive (a background tile loader checks
+        whole tiles while another thread retrieves). The checks are ``keyframe_observations``'."""
+        fields = [(int(self._table[name]["offset"]), np.dtype(self._table[name]["dtype"]),
+                   tuple(int(v) for v in self._table[name]["shape"][1:])) for name in self._obs_names]
+        offsets = np.asarray(self.keyframe_obs_offsets)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            if os.fstat(fd).st_size != self.file_size:
+                raise MapCorruptedError(f"{self.path} changed size since it was opened (replaced or truncated)")
+            for index in np.flatnonzero(~self._verified):
+                a, b = int(offsets[index]), int(offsets[index + 1])
+                slices = []
+                for start, dtype, tail in fields:
+                    row = dtype.itemsize * int(np.prod(tail))
+                    data = os.pread(fd, (b - a) * row, start + a * row)
+                    if len(data) != (b - a) * row:
+                        raise MapCorruptedError(f"{self.path} is shorter than its header says (truncated?)")
+                    slices.append(np.frombuffer(data, dtype).reshape(b - a, *tail))
+                self._check_block(int(index), slices)
+        finally:
+            os.close(fd)
 
     @property
     def fully_verified(self) -> bool:

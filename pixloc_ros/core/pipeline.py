@@ -33,7 +33,7 @@ from .gating import GatingConfig, gate
 from .geometry import Pose
 from .localizer import LocalizationResult, Localizer
 from .query_points import QueryPoints
-from .retrieval import MapIndex, RetrievalConfig
+from .retrieval import MapIndex, RetrievalConfig, open_map_index
 
 
 class State(IntEnum):
@@ -283,6 +283,7 @@ class RelocalizationPipeline:
                 sigma = max(sigma, math.sqrt(0.5 * np.trace(cov[:2, :2])))
         self._check_clock(stamp_ns, "GNSS")
         self._gnss = (int(stamp_ns), xyz, sigma)
+        self.index.prefetch(xyz)  # a tiled map starts loading the tiles around the fix
 
     def set_initial_pose(self, stamp_ns: int, map_from_base: np.ndarray, is_2d: bool = True) -> None:
         """An operator's initial pose (RViz "2D Pose Estimate"): relocalize from it next frame.
@@ -292,6 +293,7 @@ class RelocalizationPipeline:
         T = _check_pose(map_from_base, "initial pose")
         self._check_clock(stamp_ns, "initial pose")
         self._initial_pose = (int(stamp_ns), T, None, is_2d)
+        self.index.prefetch(T[:3, 3])
         self.state = State.RELOCALIZING
         self._anchor = None
         self._candidate_confirmations = 0
@@ -431,7 +433,9 @@ class RelocalizationPipeline:
         out.timings.retrieval_s = time.perf_counter() - t0
         out.keyframe_ids = keyframes
         if len(points) < self.config.gating.min_valid_points:
-            return self._reject(out, prior, f"too_few_map_points: {len(points)} rows near the prior", t_start)
+            why = self.index.unavailable_reason(prior.map_from_base[:3, 3])  # tiles loading or damaged
+            return self._reject(out, prior, f"too_few_map_points: {len(points)} rows near the prior"
+                                            + (f" ({why})" if why else ""), t_start)
 
         init = _to_pose(np.linalg.inv(np.stack(prior.hypotheses_map_from_cam)))
         result = self.localizer.localize(image, frame.camera, points, init)
@@ -507,8 +511,9 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
                   config: PipelineConfig | None = None, localizer_config=None) -> RelocalizationPipeline:
     """Open the weights and the map (refusing a map built with other weights) and build the pipeline.
 
-    Setup errors raise with a message that says what to fix: ``WeightsError`` for the weights,
-    ``FileNotFoundError``/``ValueError`` (from ``mapfile``) for the map.
+    ``map_file``: a map file or a tiled map folder (``core/tiles.py``; its tiles then load in
+    the background around the priors). Setup errors raise with a message that says what to fix:
+    ``WeightsError`` for the weights, ``FileNotFoundError``/``ValueError`` (from ``mapfile``) for the map.
     """
     from dataclasses import replace as _replace
 
@@ -518,6 +523,6 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     model = load_weights(weights, device="cpu")
     loc_cfg = _replace(localizer_config or LocalizerConfig(), device=device)
     localizer = Localizer(model, loc_cfg)
-    index = MapIndex.open(map_file, expected_fingerprint=weights_fingerprint(model),
-                          expected_profile=localizer.profile.name)
+    index = open_map_index(map_file, expected_fingerprint=weights_fingerprint(model),
+                           expected_profile=localizer.profile.name)
     return RelocalizationPipeline(localizer, index, config)

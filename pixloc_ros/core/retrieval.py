@@ -17,11 +17,16 @@ centres, and answers:
 The "heading" difference is the 3D angle between optical axes: it needs no gravity direction,
 so it works for maps that are not georeferenced, and for upright cars it equals the yaw
 difference up to the (small) pitch differences.
+
+A tiled map (``core/tiles.py``) is answered by ``core.tiled_index.TiledMapIndex``, a subclass
+that reads observations from the tiles loaded around the vehicle; ``open_map_index`` opens
+either. The subclass overrides the three hooks ``_usable``, ``_keyframe_blocks`` and
+``num_points``; each block of observations indexes the ``PointTable`` of its own file.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +36,7 @@ from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.camera import MIN_DEPTH, Camera
 from pixloc_ros.core.georef import Georeference
-from pixloc_ros.core.mapfile import LevelInfo, MapFile, Observations, open_map
+from pixloc_ros.core.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
 from pixloc_ros.core.query_points import QueryPoints
 
 MODES = ("observations", "averaged")
@@ -116,11 +121,45 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
+@dataclass
+class PointTable:
+    """The point arrays of one map file (views into it) that observation rows index into."""
+
+    xyz: np.ndarray  # (P, 3) float64, map frame, metres
+    ids: np.ndarray  # (P,) int64 SfM point ids (the same point keeps its id in every tile)
+    track_length: np.ndarray  # (P,) int32 SfM track length
+    _track_ok: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, mapfile: MapFile) -> "PointTable":
+        return cls(mapfile.point_xyz, mapfile.point_ids, mapfile.point_track_length)
+
+    def track_ok(self, min_track_length: int) -> np.ndarray:
+        """(P,) bool: track length >= ``min_track_length``, cached per threshold."""
+        ok = self._track_ok.get(min_track_length)
+        if ok is None:
+            ok = self._track_ok[min_track_length] = np.asarray(self.track_length) >= min_track_length
+        return ok
+
+
 class MapIndex:
-    """A compiled map opened for retrieval. Build with ``MapIndex.open(path, fingerprint)``."""
+    """A compiled map opened for retrieval. Build with ``MapIndex.open(path, fingerprint)``
+    (one map file) or ``open_map_index`` (a map file or a tiled map folder)."""
 
     def __init__(self, mapfile: MapFile):
+        tiling = mapfile.header.compile_info.get("tiled_map")
+        if isinstance(tiling, dict) and tiling.get("role") == "index":
+            raise MapFileError(f"{mapfile.path} is the index of a tiled map: open its folder "
+                               f"{mapfile.path.parent} (open_map_index) instead")
         self.map = mapfile
+        self.path = mapfile.path
+        self._init_keyframes(mapfile, np.diff(np.asarray(mapfile.keyframe_obs_offsets)) > 0)
+        # Views into the mapping (no copy): the CRC check on open has just read these pages, so
+        # the random access of every query hits the page cache.
+        self._points = PointTable.of(mapfile)
+
+    def _init_keyframes(self, mapfile: MapFile, has_observations: np.ndarray) -> None:
+        """Keyframe poses, centres, view directions and KD-trees from ``mapfile``'s keyframe arrays."""
         R = np.asarray(mapfile.keyframe_R, np.float64)
         t = np.asarray(mapfile.keyframe_t, np.float64)
         K = len(R)
@@ -137,16 +176,38 @@ class MapIndex:
             raise ValueError(f"{mapfile.path}: the map has no keyframes")
         self._tree = cKDTree(self.keyframe_centers)
         self._tree_xy = cKDTree(self.keyframe_centers[:, :2])
-        # Views into the mapping (no copy): the CRC check on open has just read these pages, so
-        # the random access of every query hits the page cache.
-        self._point_xyz = mapfile.point_xyz
-        self._point_ids = mapfile.point_ids
-        self._track_ok_cache: dict[int, np.ndarray] = {}
         # Keyframes whose observations all fell outside the feature maps at compile time hold
         # no points: retrieval skips them rather than spend one of its k slots on them.
-        self._has_observations = np.diff(np.asarray(mapfile.keyframe_obs_offsets)) > 0
+        self._has_observations = np.asarray(has_observations, bool)
+        self._keyframe_ids = np.asarray(mapfile.keyframe_ids)
         self._levels = mapfile.levels
         self._camera_cache = None  # (camera object, its numpy arrays) for the frustum check
+
+    # ---- where observations come from (a tiled map overrides these) ---------------------
+    def _usable(self, idx: np.ndarray) -> np.ndarray:
+        """(n,) bool: keyframe rows ``idx`` whose observations retrieval can read now."""
+        return self._has_observations[idx]
+
+    def _keyframe_blocks(self, kf: np.ndarray) -> list[tuple[Observations, PointTable] | None]:
+        """Per keyframe row: its observations (checked on first touch) and the point table they
+        index into; None for one that cannot be read now (never for a one-file map)."""
+        return [(self.map.keyframe_observations(int(i)), self._points) for i in kf]
+
+    def prefetch(self, position) -> None:
+        """Say where the vehicle is about to be (a GNSS fix, an initial pose): a tiled map
+        starts loading the tiles around it. Nothing to do for a one-file map."""
+
+    def unavailable_reason(self, position) -> str | None:
+        """Why map data near ``position`` cannot be read now (tiles loading or damaged), or None."""
+        return None
+
+    def health(self):
+        """``core.tile_loader.TileHealth`` of a tiled map (loaded, loading, failed tiles); None for one file."""
+        return None
+
+    def close(self) -> None:
+        """Release the map (a tiled map also stops its loader thread)."""
+        self.map.close()
 
     @classmethod
     def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
@@ -178,7 +239,7 @@ class MapIndex:
     @property
     def keyframe_ids(self) -> np.ndarray:
         """(K,) COLMAP image ids."""
-        return np.asarray(self.map.keyframe_ids)
+        return self._keyframe_ids
 
     @property
     def keyframe_names(self) -> list[str]:
@@ -201,7 +262,7 @@ class MapIndex:
     def gnss_to_map(self, latitude_deg, longitude_deg, altitude_m) -> np.ndarray:
         """WGS84 fix -> map coordinates (..., 3) through the map's georeference (ValueError if none)."""
         if self.georef is None:
-            raise ValueError(f"{self.map.path} has no georeference: rebuild it with "
+            raise ValueError(f"{self.path} has no georeference: rebuild it with "
                              "`pixloc-ros build-map ... --georef georef.json` to use GNSS priors")
         return self.georef.to_map(latitude_deg, longitude_deg, altitude_m)
 
@@ -231,13 +292,16 @@ class MapIndex:
                 cosines = self.keyframe_view_dirs[idx] @ d
             keep = cosines >= cos_max - 1e-12
             if require_observations:
-                keep &= self._has_observations[idx]
+                keep &= self._usable(idx)
             # Enough survivors, or nothing more to look at (all keyframes seen / the distance
             # bound cut the list): stop; otherwise look at twice as many candidates.
             if keep.sum() >= k or n >= num or not found.all():
                 break
             n = min(num, 2 * n)
-        sel = np.flatnonzero(keep)[:k]
+        sel = np.flatnonzero(keep)
+        # Equal distances in keyframe-id order, so the answer does not depend on how the rows are
+        # stored (a tiled map stores them by tile): the KD-tree orders ties arbitrarily.
+        sel = sel[np.lexsort((self._keyframe_ids[idx[sel]], dist[sel]))][:k]
         angles = np.degrees(np.arccos(np.clip(cosines[sel], -1.0, 1.0)))
         return idx[sel].astype(np.int64), dist[sel], angles
 
@@ -248,14 +312,6 @@ class MapIndex:
         return Camera.from_colmap(cam.model, cam.width, cam.height, np.asarray(cam.params))
 
     # ---- points -------------------------------------------------------------------------
-    def _track_ok(self, min_track_length: int) -> np.ndarray:
-        """(P,) bool, cached per threshold."""
-        ok = self._track_ok_cache.get(min_track_length)
-        if ok is None:
-            ok = np.asarray(self.map.point_track_length) >= min_track_length
-            self._track_ok_cache[min_track_length] = ok
-        return ok
-
     def retrieve(self, cam_from_world, *, camera=None, config: RetrievalConfig | None = None,
                  **overrides) -> Retrieval:
         """Keyframes and points for the prior ``cam_from_world`` (4x4 array/tensor, (R, t) or Pose).
@@ -274,18 +330,28 @@ class MapIndex:
                                                   cfg.max_distance_m, cfg.candidates, require_observations=True)
         # Views into the mapping (checked on first touch); each field is copied out once below:
         # one contiguous slice per keyframe and field.
-        blocks = [self.map.keyframe_observations(int(i)) for i in kf]
-        if not blocks:  # nothing in range: empty arrays of the right dtypes and widths
-            m = self.map
-            blocks = [Observations(m.obs_point_index[:0], m.obs_uv[:0], m.obs_confidence[:0],
-                                   [getattr(m, f"obs_feature_{l}")[:0] for l in range(len(self._levels))])]
-        point_index = np.concatenate([b.point_index for b in blocks])
-        row_kf = np.repeat(self.keyframe_ids[kf], [len(b) for b in blocks]) if len(kf) else np.zeros(0, np.int64)
-        num_obs = len(point_index)
+        entries = self._keyframe_blocks(kf)
+        readable = np.array([e is not None for e in entries], bool)
+        if not readable.all():  # a tile went away between the two calls (tiled maps only)
+            kf, dist, angles = kf[readable], dist[readable], angles[readable]
+            entries = [e for e in entries if e is not None]
+        blocks = [b for b, _ in entries] or [self._empty_observations()]
+        tables = [t for _, t in entries]
+        sizes = [len(b) for b in blocks]
+        row_kf = np.repeat(self.keyframe_ids[kf], sizes) if len(kf) else np.zeros(0, np.int64)
+        num_obs = int(sum(sizes))
 
-        keep = self._track_ok(cfg.min_track_length)[point_index]
+        if tables:  # each block indexes the point table of its own map file (tiles: one per tile)
+            def per_point(field_of) -> np.ndarray:
+                parts = [field_of(t, b.point_index) for b, t in zip(blocks, tables)]
+                return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+            keep = per_point(lambda t, rows: t.track_ok(cfg.min_track_length)[rows])
+            xyz = per_point(lambda t, rows: t.xyz[rows])
+            point_ids = per_point(lambda t, rows: t.ids[rows])
+        else:
+            keep, xyz, point_ids = np.zeros(0, bool), np.zeros((0, 3)), np.zeros(0, np.int64)
         num_dropped_track = int(num_obs - np.count_nonzero(keep))
-        xyz = self._point_xyz[point_index]
         num_dropped_frustum = 0
         if camera is not None and num_obs:
             in_track = np.count_nonzero(keep)
@@ -293,7 +359,7 @@ class MapIndex:
             num_dropped_frustum = int(in_track - np.count_nonzero(keep))
         sel = None if keep.all() else np.flatnonzero(keep)
         if sel is not None:  # per block: the selected rows, as indices local to the block
-            starts = np.cumsum([0] + [len(b) for b in blocks])
+            starts = np.cumsum([0] + sizes)
             cuts = np.searchsorted(sel, starts)
             local = [sel[cuts[i]:cuts[i + 1]] - starts[i] for i in range(len(blocks))]
 
@@ -308,18 +374,18 @@ class MapIndex:
             return out
 
         if sel is not None:
-            point_index, row_kf, xyz = point_index[sel], row_kf[sel], xyz[sel]
+            point_ids, row_kf, xyz = point_ids[sel], row_kf[sel], xyz[sel]
         num_levels = len(self._levels)
         features = [torch.from_numpy(gather([b.features[l] for b in blocks])) for l in range(num_levels)]
         # fp16 -> fp32 in torch: numpy's half conversion is not vectorised (10x slower here).
         confidences = torch.from_numpy(gather([b.confidence for b in blocks])).float()  # (N, L)
         if cfg.mode == "averaged":
-            points = self._averaged(point_index, xyz, features, confidences)
+            points = self._averaged(point_ids, xyz, features, confidences)
         else:
             points = QueryPoints(
                 torch.from_numpy(xyz.astype(np.float32)), features,
                 [confidences[:, l].contiguous() for l in range(num_levels)],
-                torch.from_numpy(self._point_ids[point_index]), torch.from_numpy(row_kf.astype(np.int64)))
+                torch.from_numpy(np.asarray(point_ids, np.int64)), torch.from_numpy(row_kf.astype(np.int64)))
         return Retrieval(kf, self.keyframe_ids[kf], dist, angles, points, num_obs, num_dropped_track,
                          num_dropped_frustum, cfg.mode)
 
@@ -364,7 +430,13 @@ class MapIndex:
         self._camera_cache = (camera, arrays)
         return arrays
 
-    def _averaged(self, point_index: np.ndarray, xyz: np.ndarray, features: list[torch.Tensor],
+    def _empty_observations(self) -> Observations:
+        """No rows, with the dtypes and widths of the map's observation arrays."""
+        return Observations(np.zeros(0, np.int32), np.zeros((0, 2), np.float32),
+                            np.zeros((0, len(self._levels)), np.float16),
+                            [np.zeros((0, level.dim), np.float16) for level in self._levels])
+
+    def _averaged(self, point_ids: np.ndarray, xyz: np.ndarray, features: list[torch.Tensor],
                   confidences: torch.Tensor) -> QueryPoints:
         """One row per point: feature = sum_i(c_i f_i) / sum_i(c_i), renormalised to unit length
         (the reference normalises after averaging); confidence = mean_i(c_i). Per level.
@@ -373,7 +445,8 @@ class MapIndex:
         formed (one ``index_add_`` over all levels side by side); when every c_i of a point is 0
         (fp16 underflow) the plain sum is used instead.
         """
-        unique, first, inverse = np.unique(point_index, return_index=True, return_inverse=True)
+        # Grouped by point id, not by row: in a tiled map one point has a row in each tile that sees it.
+        unique, first, inverse = np.unique(point_ids, return_index=True, return_inverse=True)
         n = len(unique)
         inv = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
         dims = [f.shape[1] for f in features]
@@ -390,7 +463,7 @@ class MapIndex:
         mean_conf = conf_sum / counts[:, None]
         return QueryPoints(torch.from_numpy(xyz[first].astype(np.float32)), feats,
                            [mean_conf[:, l].contiguous() for l in range(len(dims))],
-                           torch.from_numpy(self._point_ids[unique]), torch.full((n,), -1, dtype=torch.int64))
+                           torch.from_numpy(np.asarray(unique, np.int64)), torch.full((n,), -1, dtype=torch.int64))
 
     # ---- RViz initial pose --------------------------------------------------------------
     def lift_2d_pose(self, x: float, y: float, yaw: float, base_from_cam=None, k: int = 3) -> np.ndarray:
@@ -417,3 +490,17 @@ class MapIndex:
         out[:3, :3] = (Rotation.from_euler("z", yaw) * tilt).as_matrix()
         out[:3, 3] = [x, y, map_from_base[:, 2, 3].mean()]
         return out
+
+
+def open_map_index(path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
+                   expected_profile: str | None = None, tile_loader_config=None) -> MapIndex:
+    """Open a map for retrieval: a map file (``MapIndex``) or a tiled map folder
+    (``core.tiled_index.TiledMapIndex``, whose loader thread starts; ``tile_loader_config`` is
+    its ``TileLoaderConfig``). Both answer the same calls; see ``MapIndex.open`` for the checks."""
+    from pixloc_ros.core.tiles import is_tiled_map
+
+    if is_tiled_map(path):
+        from pixloc_ros.core.tiled_index import TiledMapIndex
+        return TiledMapIndex.open(path, expected_fingerprint, verify, tile_loader_config,
+                                  expected_profile=expected_profile)
+    return MapIndex.open(path, expected_fingerprint, verify, expected_profile)

@@ -107,6 +107,7 @@ class LocalizerNode(Node):
         self._last_status: LocalizationStatus | None = None
         self._last_frame_s: float | None = None
         self._last_latency_s = float("nan")
+        self._reported_tiles: set = set()  # map tiles whose failure was logged
         self._param_extrinsic = self._extrinsic_from_parameter()
 
         # --- outputs
@@ -166,6 +167,7 @@ class LocalizerNode(Node):
             self.worker.stop()
         except Exception as err:  # an error the worker kept; shutting down anyway
             self.get_logger().error(f"worker: {type(err).__name__}: {err}")
+        self.pipeline.index.close()  # a tiled map's loader thread
 
     # ----------------------------------------------------------------------- time and events
     def _check_time(self, stamp_ns: int, source: str) -> bool:
@@ -434,9 +436,23 @@ class LocalizerNode(Node):
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: localization",
                                   message=message, hardware_id=self.settings.map_file,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=[status, *self._map_diagnostics()])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
+
+    def _map_diagnostics(self) -> list[DiagnosticStatus]:
+        """A tiled map's tiles (loaded, loading, failed: ERROR, each failure logged once); none for one file."""
+        health = self.pipeline.index.health()
+        if health is None:
+            return []
+        for failure in health.failed:
+            if failure.key not in self._reported_tiles:
+                self._reported_tiles.add(failure.key)
+                self.get_logger().error(f"Map tile skipped: {failure.message}")
+        level = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN}.get(health.level, DiagnosticStatus.ERROR)
+        return [DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: map tiles",
+                                 message=health.message, hardware_id=self.settings.map_file,
+                                 values=[KeyValue(key=k, value=v) for k, v in health.values.items()])]
 
 
 def main(args: list[str] | None = None) -> int:

@@ -200,3 +200,71 @@ def read_cmu_slice(slice_dir: str | Path, intrinsics: str | Path | None = None,
                "query_ground_truth": f"{sum(f.has_pose for f in query_frames)} of "
                                      f"{total} query images posed (camera-poses/*.txt)"},
     )
+
+
+def find_slices(root: str | Path, numbers: str = "all") -> list[Path]:
+    """The ``sliceN`` folders under ``root``: all of them, or those named by ``numbers``
+    ("2-8,10"), in slice order. FileNotFoundError for a named slice that is not there."""
+    root = Path(root)
+    found = {int(m.group(1)): p for p in root.iterdir() if p.is_dir() and (m := re.fullmatch(r"slice(\d+)", p.name))} \
+        if root.is_dir() else {}
+    if not found:
+        raise FileNotFoundError(f"no sliceN folders in {root}")
+    if numbers.strip().lower() == "all":
+        return [found[n] for n in sorted(found)]
+    wanted = []
+    for part in numbers.split(","):
+        a, _, b = part.strip().partition("-")
+        try:
+            wanted += list(range(int(a), int(b or a) + 1))
+        except ValueError:
+            raise ValueError(f"--slices takes 'all' or numbers and ranges like 2-8,10, got {numbers!r}") from None
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise FileNotFoundError(f"slices {missing} are not in {root} (found {sorted(found)})")
+    return [found[n] for n in dict.fromkeys(wanted)]
+
+
+def read_cmu_slices(slice_dirs: list[str | Path], intrinsics: str | Path | None = None,
+                    include_unposed: bool = False, sequence_gap_s: float | None = DEFAULT_SEQUENCE_GAP_S,
+                    cameras: list[str] | None = None) -> ImportPlan:
+    """Several Extended CMU Seasons slices as one :class:`ImportPlan`: one map frame for the route.
+
+    The slices share the dataset's world frame (``merge.py``), so their reference images are
+    pooled (an image two slices list must have one pose), their ``sparse/`` models become one
+    (``output.write_import`` merges them; with a slice lacking ``sparse/`` pass ``sfm="triangulate"``),
+    and the query images of one camera and day, from every slice, form one drive split at gaps
+    longer than ``sequence_gap_s``. One slice gives exactly ``read_cmu_slice``'s plan.
+    """
+    from .merge import merge_cameras, merge_frames, reference_gaps
+
+    if len(slice_dirs) == 1:
+        return read_cmu_slice(slice_dirs[0], intrinsics, include_unposed, sequence_gap_s, cameras)
+    plans = [read_cmu_slice(d, intrinsics, include_unposed, sequence_gap_s, cameras) for d in slice_dirs]
+    labels = [f"slice{p.notes['slice']}" for p in plans]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"the same slice is given twice: {labels}")
+    reference = merge_frames([p.reference for p in plans], labels)
+    query_frames = merge_frames([[f for seq in p.queries.values() for f in seq] for p in plans], labels)
+    queries: dict[str, list[Frame]] = {}
+    for camera in sorted({f.camera for f in query_frames}):
+        for seq in split_by_gap([f for f in query_frames if f.camera == camera], sequence_gap_s):
+            queries[sequence_name(camera, seq, set(queries))] = seq
+    gaps = reference_gaps([p.reference for p in plans], labels)
+    far = {k: v for k, v in gaps.items() if v > 1000.0}
+    if far:
+        logger.warning("slices %s are more than 1 km from every other slice (%s): are they in the same frame?",
+                       sorted(far), ", ".join(f"{k}: {v:.0f} m" for k, v in far.items()))
+    models = [p.sfm_model for p in plans]
+    return ImportPlan(
+        source="cmu", dataset_root=Path(slice_dirs[0]).parent, cameras=merge_cameras([p.cameras for p in plans]),
+        reference=reference, queries=queries,
+        sfm_model=models if all(m is not None for m in models) else None,
+        notes={"slices": ",".join(p.notes["slice"] for p in plans), "intrinsics": plans[0].notes["intrinsics"],
+               "pose_convention": plans[0].notes["pose_convention"],
+               "frame": "the slices share the dataset's world frame; one map frame for all of them",
+               "slice_gaps_m": ", ".join(f"{k}: {v:.1f}" for k, v in gaps.items()),
+               "query_ground_truth": "; ".join(f"{lab}: {p.notes['query_ground_truth']}" for lab, p in zip(labels, plans)),
+               **({} if all(m is not None for m in models) else
+                  {"sfm": f"no sparse/ model in {[lab for lab, m in zip(labels, models) if m is None]}"})},
+    )

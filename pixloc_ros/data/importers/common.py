@@ -73,7 +73,8 @@ class ImportPlan:
     queries: dict[str, list[Frame]]  # sequence name -> frames in timestamp order
     # camera name -> (4, 4) base_from_cam; cameras not listed get base_link = camera (upright).
     base_from_cam: dict[str, np.ndarray] = field(default_factory=dict)
-    sfm_model: Path | None = None  # a COLMAP model of the reference images, in the dataset's world
+    # COLMAP model(s) of the reference images, in the dataset's world (several: merged slices)
+    sfm_model: Path | list[Path] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # provenance lines for import.json
 
     def base_from_cam_of(self, camera: str) -> np.ndarray:

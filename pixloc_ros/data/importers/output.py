@@ -131,7 +131,7 @@ def _write_import(plan: ImportPlan, out: Path, options: ImportOptions) -> Import
         model = triangulate.triangulate_reference(reference, plan.cameras, images_dir, out / "sfm_work")
         sfm_source = "triangulated"
     else:
-        sfm_source = f"given:{sfm_path}"
+        sfm_source = "given:" + (", ".join(map(str, sfm_path)) if isinstance(sfm_path, list) else str(sfm_path))
     from pixloc_ros.core.colmap_io import write_model
     write_model(model, out / "sfm")
 
@@ -183,8 +183,8 @@ def _write_reference_poses(path: Path, frames: list[Frame]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _resolve_sfm(plan: ImportPlan, options: ImportOptions) -> Path | None:
-    """The model to import (None: triangulate)."""
+def _resolve_sfm(plan: ImportPlan, options: ImportOptions) -> Path | list[Path] | None:
+    """The model(s) to import (None: triangulate)."""
     if options.sfm is None:
         return plan.sfm_model
     if str(options.sfm) == "triangulate":
@@ -195,15 +195,21 @@ def _resolve_sfm(plan: ImportPlan, options: ImportOptions) -> Path | None:
     return path
 
 
-def _import_model(path: Path, plan: ImportPlan, map_from_world: RigidTransform, options: ImportOptions):
+def _import_model(path: Path | list[Path], plan: ImportPlan, map_from_world: RigidTransform, options: ImportOptions):
     """Read a given model (dataset frame), check it against the reference poses, move it to the map frame.
 
+    Several models (the parts of a merged import, one world frame) become one (``merge.merge_models``).
     Every image of the model must be a reference image of the plan (the map needs its file).
     Returns (SfmModel in the map frame, (max position error m, max rotation error deg)).
     """
     from pixloc_ros.core.colmap_io import read_model
 
-    model = read_model(path)
+    if isinstance(path, list):
+        from .merge import merge_models
+        model = merge_models([read_model(p) for p in path])
+        path = ", ".join(str(p) for p in path)
+    else:
+        model = read_model(path)
     by_name = {f.name: f for f in plan.reference}
     unknown = [im.name for im in model.images.values() if im.name not in by_name]
     if unknown:
