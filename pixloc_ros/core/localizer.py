@@ -21,6 +21,7 @@ from .covariance import normalized_min_eigenvalue, pose_covariance, residual_var
 from .engine_profile import EngineProfile, native_profile
 from .geometry import Pose
 from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor
+from .network_runtime import resolve_cpu_runtime
 from .optimizer import LevelResult, LMConfig, optimize_level
 from .query_points import QueryPoints
 
@@ -82,6 +83,10 @@ class LocalizerConfig:
     # works on small tensors, where extra threads mostly spin: on a 2-core machine shared with
     # other processes one thread was 5x faster than two (measured, see BENCHMARKS.md).
     cpu_threads: int | None = None
+    # Inference runtime of the network on the CPU (``network_runtime.CPU_RUNTIMES``): "auto" takes
+    # OpenVINO or ONNX Runtime when installed (about 3x faster than torch here, BENCHMARKS.md),
+    # else torch; naming a runtime that is not installed fails at start.
+    cpu_runtime: str = "auto"
     lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters and pad are replaced per level)
 
     def __post_init__(self):
@@ -195,8 +200,11 @@ class Localizer:
         if model is not None:
             model.eval().to(self.device)
             if hasattr(model, "config") and hasattr(model.config, "fp16_on_cuda"):
-                # The network owns its autocast switch; mirror ours into it.
+                # The network owns its autocast switch and CPU runtime; mirror ours into it.
                 model.config.fp16_on_cuda = self.config.half_precision
+                model.config.cpu_runtime = self.config.cpu_runtime
+                if self.device.type == "cpu":
+                    resolve_cpu_runtime(self.config.cpu_runtime)  # ValueError now if it is missing
 
     def localize(self, image: np.ndarray | torch.Tensor, camera: Camera, points: QueryPoints,
                  init_poses: Pose) -> LocalizationResult:
