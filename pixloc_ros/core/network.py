@@ -231,6 +231,7 @@ class PixLocModel(nn.Module):
         self.config = config or NetworkConfig(pad_mode=self.engine_profile.network_pad_mode)
         self.extractor = UNet(encoder)
         self.optimizer = nn.ModuleList(LevelOptimizer() for _ in STRIDES)
+        self._compiled: CompiledUNet | None = None  # the UNet in a CPU runtime, built on first use
 
     @property
     def encoder_name(self) -> str:
@@ -309,7 +310,7 @@ class PixLocModel(nn.Module):
         runtime = self.cpu_runtime()
         if runtime == "torch":
             return None
-        compiled = getattr(self, "_compiled", None)
+        compiled = self._compiled
         if compiled is None or compiled.runtime != runtime:
             compiled = self._compiled = CompiledUNet(self.extractor, runtime)
         return compiled
