@@ -42,15 +42,21 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def interpreted() -> bool:
+    """Whether the kernels were built for Triton's interpreter (``TRITON_INTERPRET=1`` at import)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from . import lm_kernels
+    return isinstance(lm_kernels.lm_terms_kernel, InterpretedFunction)
+
+
 def kernels(device: torch.device):
     """(terms kernel, update kernel) for tensors on ``device``: compiled for CUDA; on the CPU they
     exist only in Triton's interpreter, i.e. with ``TRITON_INTERPRET=1`` set before triton is
     first imported (Triton's own library functions, ``tl.sum`` among them, are interpreted only
     then; the tests' conftest sets it on machines without CUDA)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
     from . import lm_kernels as k
-    if device.type != "cuda" and not isinstance(k.lm_terms_kernel, InterpretedFunction):
+    if device.type != "cuda" and not interpreted():
         raise RuntimeError("the fused LM runs on CUDA tensors; on the CPU only in Triton's interpreter "
                            "(set TRITON_INTERPRET=1 before the process imports triton; for tests)")
     return k.lm_terms_kernel, k.lm_update_kernel
@@ -299,4 +305,4 @@ def optimize_level_fused(features: torch.Tensor, confidence: torch.Tensor | None
     )
 
 
-__all__ = ["optimize_level_fused", "triton_available", "segments_of", "block_points"]
+__all__ = ["optimize_level_fused", "triton_available", "interpreted", "segments_of", "block_points"]

@@ -319,7 +319,7 @@ def resolve_lm_path(config: LMConfig, features, confidence, xyz, ref_features, r
                     damping) -> str:
     """"torch" or "fused" for this problem (``LMConfig.path``); ValueError when "fused" is asked
     for a problem the fused kernels do not handle."""
-    from .fused_lm import triton_available
+    from .fused_lm import interpreted, triton_available
 
     tensors = [t for t in (features, confidence, xyz, ref_features, ref_confidence, init.R, init.t, damping)
                if t is not None]
@@ -332,6 +332,9 @@ def resolve_lm_path(config: LMConfig, features, confidence, xyz, ref_features, r
         why = "float32 without torch.compile only"
     elif not triton_available():
         why = "triton is not installed (pip install triton)"
+    elif xyz.device.type != "cuda" and not interpreted():
+        why = ("its kernels run on CUDA tensors (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1 "
+               "before triton is imported, for tests)")
     if config.path == "fused":
         if why:
             raise ValueError(f"LMConfig.path='fused' cannot run this problem: {why}")
