@@ -126,3 +126,12 @@ def test_localizer_uses_the_runtime_and_finds_the_same_pose(weights):
     assert a.iterations == b.iterations and a.num_valid == b.num_valid
     torch.testing.assert_close(a.cam_from_world.t, b.cam_from_world.t, atol=1e-4, rtol=0)
     assert math.isclose(a.cost[0], b.cost[0], rel_tol=1e-3, abs_tol=1e-6)
+
+
+@pytest.mark.skipif(resolve_cpu_runtime("auto") == "torch", reason="no CPU runtime installed")
+def test_warm_up_builds_the_runtime_for_the_frame_size(weights):
+    model = model_with(weights, "torch")
+    loc = Localizer(model, LocalizerConfig(device="cpu"))
+    assert loc.warm_up(64, 48) > 0
+    compiled = model._compiled
+    assert compiled is not None and [k[0] for k in compiled._sessions] == [(1, 3, 48, 64)]

@@ -241,6 +241,18 @@ class Localizer:
         result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s, clock.total())
         return result
 
+    def warm_up(self, width: int, height: int) -> float:
+        """Run the network once on a black ``width`` x ``height`` image: builds what its first call
+        would (a CPU runtime's ONNX export and compiled model for that size, lazily initialised
+        kernels), so that the first real frame is not slower than the others. Returns seconds."""
+        if self.model is None:
+            return 0.0
+        start = time.perf_counter()
+        limit = self.config.max_image_size if self.config.max_image_size is not None else self.profile.max_image_edge
+        image = downscale_rgb(np.zeros((int(height), int(width), 3), np.uint8), limit, self.profile.resize)
+        self.model.extract(rgb_to_tensor(image).to(self.device))
+        return time.perf_counter() - start
+
     @staticmethod
     def _check_camera(camera: Camera, width: int, height: int) -> None:
         if camera.shape != ():
