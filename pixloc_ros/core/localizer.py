@@ -87,6 +87,10 @@ class LocalizerConfig:
     # OpenVINO or ONNX Runtime when installed (about 3x faster than torch here, BENCHMARKS.md),
     # else torch; naming a runtime that is not installed fails at start.
     cpu_runtime: str = "auto"
+    # torch threads of the LM on the CPU (None: as many as the network): its tensors are small, and
+    # more threads only add OpenMP start-up and spinning (2 threads: 5-10x slower LM on the 2-core
+    # box, BENCHMARKS.md), while the network gains from every core.
+    lm_cpu_threads: int | None = 1
     lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters and pad are replaced per level)
 
     def __post_init__(self):
@@ -263,6 +267,20 @@ class Localizer:
 
     def localize_features(self, pyramid, camera: Camera, points: QueryPoints, init_poses: Pose,
                           damping: torch.Tensor) -> LocalizationResult:
+        """Coarse-to-fine LM on given feature maps (no network); see ``_localize_features``.
+        On the CPU it runs with ``LocalizerConfig.lm_cpu_threads`` torch threads."""
+        threads = self.config.lm_cpu_threads
+        previous = torch.get_num_threads()
+        if self.device.type != "cpu" or not threads or threads == previous:
+            return self._localize_features(pyramid, camera, points, init_poses, damping)
+        torch.set_num_threads(int(threads))
+        try:
+            return self._localize_features(pyramid, camera, points, init_poses, damping)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _localize_features(self, pyramid, camera: Camera, points: QueryPoints, init_poses: Pose,
+                           damping: torch.Tensor) -> LocalizationResult:
         """Coarse-to-fine LM on given feature maps (no network).
 
         pyramid: a ``network.FeaturePyramid`` or any object with ``features`` (3 tensors

@@ -1,7 +1,7 @@
 """The PixLoc UNet through an optimised CPU inference runtime (OpenVINO or ONNX Runtime).
 
-On the CPU, PyTorch runs the VGG16 UNet at 640x480 in about 4.5 s on one core of the project's
-machine; OpenVINO's CPU plugin in float32 takes about a third of that (BENCHMARKS.md, "CPU
+On the CPU, PyTorch runs the VGG16 UNet at 640x480 in about 2.5 s of CPU time on one core of
+the project's machine; OpenVINO's CPU plugin in float32 needs 1.3-1.8 s (BENCHMARKS.md, "CPU
 network runtimes"), with the same maps within 1e-6. ``CompiledUNet`` exports the UNet once to
 ONNX (``torch.onnx.export``, height and width dynamic), then builds one runtime session per input
 size (OpenVINO compiles static shapes, a fraction of a second each) and runs the forward pass
