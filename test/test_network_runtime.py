@@ -132,6 +132,7 @@ def test_localizer_uses_the_runtime_and_finds_the_same_pose(weights):
 def test_warm_up_builds_the_runtime_for_the_frame_size(weights):
     model = model_with(weights, "torch")
     loc = Localizer(model, LocalizerConfig(device="cpu"))
-    assert loc.warm_up(64, 48) > 0
     compiled = model._compiled
-    assert compiled is not None and [k[0] for k in compiled._sessions] == [(1, 3, 48, 64)]
+    assert compiled is not None and compiled._onnx  # exported at start-up
+    assert loc.warm_up(64, 48) > 0
+    assert (1, 3, 48, 64) in [k[0] for k in compiled._sessions]

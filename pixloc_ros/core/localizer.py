@@ -207,8 +207,10 @@ class Localizer:
                 # The network owns its autocast switch and CPU runtime; mirror ours into it.
                 model.config.fp16_on_cuda = self.config.half_precision
                 model.config.cpu_runtime = self.config.cpu_runtime
-                if self.device.type == "cpu":
-                    resolve_cpu_runtime(self.config.cpu_runtime)  # ValueError now if it is missing
+                if self.device.type == "cpu" and resolve_cpu_runtime(self.config.cpu_runtime) != "torch":
+                    # The runtime's ONNX export (seconds; the graph is size-independent) happens here,
+                    # at start-up, not in the first frame; ``warm_up`` also compiles for a frame size.
+                    model.extract(torch.zeros(1, 3, 32, 32))
 
     def localize(self, image: np.ndarray | torch.Tensor, camera: Camera, points: QueryPoints,
                  init_poses: Pose) -> LocalizationResult:
