@@ -324,6 +324,8 @@ def resolve_lm_path(config: LMConfig, features, confidence, xyz, ref_features, r
     for a problem the fused kernels do not handle."""
     from .fused_lm import interpreted, triton_available
 
+    if config.path == "torch" or (config.path == "auto" and xyz.device.type != "cuda"):
+        return "torch"  # without importing triton (its import costs about a second)
     tensors = [t for t in (features, confidence, xyz, ref_features, ref_confidence, init.R, init.t, damping)
                if t is not None]
     why = None
@@ -342,9 +344,7 @@ def resolve_lm_path(config: LMConfig, features, confidence, xyz, ref_features, r
         if why:
             raise ValueError(f"LMConfig.path='fused' cannot run this problem: {why}")
         return "fused"
-    if config.path == "auto" and why is None and xyz.device.type == "cuda":
-        return "fused"
-    return "torch"
+    return "fused" if why is None else "torch"
 
 
 def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz: torch.Tensor,
