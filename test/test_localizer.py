@@ -214,3 +214,27 @@ def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
     assert deg < 0.01 and m < 0.005, (deg, m)
     np.testing.assert_allclose(r.covariance, cpu.covariance, rtol=0.05, atol=1e-9)
     assert_nan_free(r)
+
+
+def test_lm_runs_with_its_own_cpu_threads(scene_setup, monkeypatch):
+    """LocalizerConfig.lm_cpu_threads: the LM's small tensors run on one thread, whatever the
+    network uses; torch's setting is restored afterwards."""
+    from pixloc_ros.core import localizer as localizer_module
+
+    _, cam, T, pyramid, qp = scene_setup
+    seen = []
+    real = localizer_module.optimize_level
+    monkeypatch.setattr(localizer_module, "optimize_level",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Localizer(None, LocalizerConfig(device="cpu", iterations=(1, 1, 1))).localize_features(
+            pyramid, cam, qp, perturb(T, 1.0, 0.1, 0), DAMPING)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+        seen.clear()
+        Localizer(None, LocalizerConfig(device="cpu", iterations=(1, 1, 1), lm_cpu_threads=None)).localize_features(
+            pyramid, cam, qp, perturb(T, 1.0, 0.1, 0), DAMPING)
+        assert seen == [2, 2, 2]
+    finally:
+        torch.set_num_threads(before)

@@ -3,11 +3,16 @@
     pixloc-ros bench [--device cpu|cuda|auto] [--height 480 --width 640] [--points 5000]
                      [--hypotheses 4] [--iters 25 25 25] [--repeats 20] [--warmup 3]
                      [--weights CKPT] [--early-stop] [--threads N] [--compile] [--json]
+                     [--lm-path auto|torch|fused] [--network-runtime auto|torch|openvino|onnxruntime]
+                     [--profile native|reference]
 
 Synthetic input: a random image, points in front of the camera with random unit reference
 features, hypotheses near the identity pose. Without ``--early-stop`` every level runs all its
 iterations (worst case, and what the numbers mean); with it, the LM stops as configured.
-Stage times come from the localizer, which synchronises CUDA before reading each clock.
+Stage times come from the localizer, which synchronises CUDA before reading each clock. The
+report names what ran: the network's runtime (CPU: OpenVINO / ONNX Runtime / torch), the LM path
+(fused Triton kernels with CUDA graphs, or the torch loop) and the engine profile's gradient and
+stopping rule (``--profile``; default native). ``--hypotheses 64`` batches 64 initial poses.
 """
 from __future__ import annotations
 
@@ -39,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode with --compile, e.g. reduce-overhead (adds CUDA graphs)")
     p.add_argument("--channels-last", action="store_true", help="network in NHWC layout on CUDA")
+    p.add_argument("--lm-path", choices=("auto", "torch", "fused"), default="auto",
+                   help="LM implementation (LMConfig.path): auto = fused Triton kernels on CUDA when installed")
+    p.add_argument("--network-runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
+                   help="CPU inference runtime of the network (LocalizerConfig.cpu_runtime)")
+    p.add_argument("--profile", choices=("native", "reference"), default="native",
+                   help="engine profile: image gradient and stopping rule (reference: central, tested every 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -120,13 +131,29 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.channels_last:
         model.config.channels_last = True
-    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode)
-    if not args.early_stop:
-        lm = LMConfig(stop_dt=0.0, stop_dw_deg=0.0, compile=args.compile, compile_mode=args.compile_mode)
+    from pixloc_ros.core.engine_profile import named_profile
+    from pixloc_ros.core.optimizer import resolve_lm_path
+
+    stops = {} if args.early_stop else dict(stop_dt=0.0, stop_dw_deg=0.0, grad_stop=0.0)
+    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode, path=args.lm_path, **stops)
+    profile = named_profile(args.profile)
     config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
-                             min_valid_points=1, return_confidences=False, lm=lm)
-    localizer = Localizer(model, config)
+                             min_valid_points=1, return_confidences=False, lm=lm, profile=profile,
+                             cpu_runtime=args.network_runtime)
+    try:
+        localizer = Localizer(model, config)
+        network_runtime = "torch (CUDA)" if device.type == "cuda" else model.cpu_runtime()
+    except ValueError as err:
+        print(f"pixloc-ros bench: {err}", file=sys.stderr)
+        return 1
     image, camera, points, init = _synthetic_problem(args, device, model)
+    try:
+        probe = LMConfig(**{**lm.__dict__, "gradient": profile.gradient, "stopping": profile.stopping})
+        lm_path = resolve_lm_path(probe, points.features[0].new_zeros(1, 2, 2), None, points.xyz,
+                                  points.features[0], None, init.to(device), torch.zeros(6, device=device))
+    except ValueError as err:
+        print(f"pixloc-ros bench: {err}", file=sys.stderr)
+        return 1
 
     stages: dict[str, list[float]] = {k: [] for k in ("network", "lm_level2", "lm_level1", "lm_level0",
                                                       "lm_total", "total")}
@@ -153,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         "iters_finest_first": list(args.iters), "iterations_run_finest_first": list(iterations or ()),
         "early_stop": args.early_stop, "compile": args.compile, "compile_mode": args.compile_mode,
         "channels_last": args.channels_last, "weights": args.weights or "random-init",
+        "network_runtime": network_runtime, "lm_path": lm_path, "profile": profile.name,
+        "gradient": profile.gradient, "stopping": profile.stopping,
         "network_dtype": "fp16" if device.type == "cuda" and not args.fp32 else "fp32",
         "repeats": args.repeats, "warmup": args.warmup, "outcomes": reasons,
         "stages": {k: _stats(v) for k, v in stages.items()},
@@ -164,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
           f"threads): {args.width}x{args.height}, {args.points} points, {args.hypotheses} hypotheses, "
           f"iterations (L0 L1 L2) {list(iterations)} of {list(args.iters)}, network {summary['network_dtype']}, "
           f"{args.repeats} repeats after {args.warmup} warm-up; outcomes {reasons}")
+    print(f"  network runtime {network_runtime}, LM path {lm_path}, profile {profile.name} "
+          f"({profile.gradient} gradient, {profile.stopping} stopping)")
     print(f"  {'stage':<10} {'median ms':>10} {'p90 ms':>10}")
     for name, s in summary["stages"].items():
         print(f"  {name:<10} {s['median_ms']:>10.2f} {s['p90_ms']:>10.2f}")

@@ -53,11 +53,17 @@ class BilinearSampler:
     (H*W, C) transpose happens once, and each gathered tap is a contiguous row of C channels.
     """
 
-    def __init__(self, fmap: torch.Tensor, dtype: torch.dtype | None = None, gradient: str = "analytic"):
+    def __init__(self, fmap: torch.Tensor, dtype: torch.dtype | None = None, gradient: str = "analytic",
+                 confidence: torch.Tensor | None = None):
         """fmap: (C, H, W) or (Bf, C, H, W); Bf is 1 (shared by all hypotheses: nothing is
         copied per hypothesis) or the batch size of the points. ``dtype``: storage dtype of the
         gathered taps (default: the map's; values come back in the points' dtype).
-        ``gradient``: "central" or "analytic" (module docstring); values are the same for both."""
+        ``gradient``: "central" or "analytic" (module docstring); values are the same for both.
+        ``confidence``: optional (H, W), (1, H, W) or (Bf, 1, H, W) map sampled (value only) by
+        ``sample_with_confidence`` at the same cells.
+
+        The table is a view, not a copy, when the map is stored channels-last (NHWC strides, as
+        the CPU runtimes' maps are, ``network_runtime``); otherwise the transpose is one copy."""
         if gradient not in GRADIENTS:
             raise ValueError(f"Unsupported gradient {gradient!r}, expected one of {GRADIENTS}")
         self.gradient = gradient
@@ -71,6 +77,11 @@ class BilinearSampler:
         self.shape = (Bf, C, H, W)
         table = fmap.permute(0, 2, 3, 1).reshape(Bf * H * W, C)
         self.table = table.to(dtype) if dtype is not None else table.contiguous()
+        self.conf_table = None
+        if confidence is not None:
+            if confidence.numel() != Bf * H * W:
+                raise ValueError(f"confidence {tuple(confidence.shape)} does not match the {Bf}x{H}x{W} map")
+            self.conf_table = confidence.reshape(Bf * H * W).to(self.table.dtype)
 
     def sample_stacked(self, p: torch.Tensor, pad: float = 0.0, gradients: bool = True
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +94,18 @@ class BilinearSampler:
         per point: few kernels, few passes over memory. B must equal Bf, or Bf must be 1. Points outside [pad, size-1-pad] are marked invalid
         (their values are those of the clamped position: finite, but meaningless).
         """
+        M, valid, _ = self._sample(p, pad, gradients, False)
+        return M, valid
+
+    def sample_with_confidence(self, p: torch.Tensor, pad: float = 0.0
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``sample_stacked`` (with gradients) plus the bilinear confidence at the same points:
+        p (B, N, 2) -> (M (B, N, 3, C), valid (B, N), confidence (B, N)). Needs ``confidence``."""
+        if self.conf_table is None:
+            raise ValueError("BilinearSampler was built without a confidence map")
+        return self._sample(p, pad, True, True)
+
+    def _sample(self, p: torch.Tensor, pad: float, gradients: bool, with_confidence: bool):
         Bf, C, H, W = self.shape
         B, N, _ = p.shape
         if Bf not in (1, B):
@@ -101,20 +124,24 @@ class BilinearSampler:
         one = torch.ones_like(ax)
         bx, by = one - ax, one - ay
         base = (torch.arange(B, device=p.device) * (H * W))[:, None] if Bf > 1 else None
-        if self.gradient == "central" and gradients:
-            return self._sample_central(x0.long(), y0.long(), ax, ay, bx, by, base, p.dtype), valid
         idx = y0.long() * W + x0.long()  # (B, N)
         if base is not None:
             idx = idx + base
         # taps in the order 00, 10, 01, 11 (x first)
-        offsets = torch.tensor([0, 1, W, W + 1], device=p.device)
-        taps = self.table.index_select(0, (idx[..., None] + offsets).reshape(-1)).view(B, N, 4, C)
+        cell = (idx[..., None] + torch.tensor([0, 1, W, W + 1], device=p.device)).reshape(-1)
+        conf = None
+        if with_confidence:
+            ctaps = self.conf_table.index_select(0, cell).view(B, N, 4).to(p.dtype)
+            conf = bx * (by * ctaps[..., 0] + ay * ctaps[..., 2]) + ax * (by * ctaps[..., 1] + ay * ctaps[..., 3])
+        if self.gradient == "central" and gradients:
+            return self._sample_central(x0.long(), y0.long(), ax, ay, bx, by, base, p.dtype), valid, conf
+        taps = self.table.index_select(0, cell).view(B, N, 4, C)
         # rows: value, d/dx, d/dy; columns: taps 00, 10, 01, 11
         weights = torch.stack([bx * by, ax * by, bx * ay, ax * ay,
                                -by, by, -ay, ay,
                                -bx, -ax, bx, ax], -1).view(B, N, 3, 4)
         M = small_matmul(weights, taps.to(p.dtype))
-        return M, valid
+        return M, valid, conf
 
     def _sample_central(self, x0: torch.Tensor, y0: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor,
                         bx: torch.Tensor, by: torch.Tensor, base: torch.Tensor | None,

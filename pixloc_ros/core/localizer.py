@@ -21,6 +21,7 @@ from .covariance import normalized_min_eigenvalue, pose_covariance, residual_var
 from .engine_profile import EngineProfile, native_profile
 from .geometry import Pose
 from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor
+from .network_runtime import resolve_cpu_runtime
 from .optimizer import LevelResult, LMConfig, optimize_level
 from .query_points import QueryPoints
 
@@ -82,6 +83,14 @@ class LocalizerConfig:
     # works on small tensors, where extra threads mostly spin: on a 2-core machine shared with
     # other processes one thread was 5x faster than two (measured, see BENCHMARKS.md).
     cpu_threads: int | None = None
+    # Inference runtime of the network on the CPU (``network_runtime.CPU_RUNTIMES``): "auto" takes
+    # OpenVINO or ONNX Runtime when installed (about 3x faster than torch here, BENCHMARKS.md),
+    # else torch; naming a runtime that is not installed fails at start.
+    cpu_runtime: str = "auto"
+    # torch threads of the LM on the CPU (None: as many as the network): its tensors are small, and
+    # more threads only add OpenMP start-up and spinning (2 threads: 5-10x slower LM on the 2-core
+    # box, BENCHMARKS.md), while the network gains from every core.
+    lm_cpu_threads: int | None = 1
     lm: LMConfig = field(default_factory=LMConfig)  # shared LM settings (its num_iters and pad are replaced per level)
 
     def __post_init__(self):
@@ -195,8 +204,13 @@ class Localizer:
         if model is not None:
             model.eval().to(self.device)
             if hasattr(model, "config") and hasattr(model.config, "fp16_on_cuda"):
-                # The network owns its autocast switch; mirror ours into it.
+                # The network owns its autocast switch and CPU runtime; mirror ours into it.
                 model.config.fp16_on_cuda = self.config.half_precision
+                model.config.cpu_runtime = self.config.cpu_runtime
+                if self.device.type == "cpu" and resolve_cpu_runtime(self.config.cpu_runtime) != "torch":
+                    # The runtime's ONNX export (seconds; the graph is size-independent) happens here,
+                    # at start-up, not in the first frame; ``warm_up`` also compiles for a frame size.
+                    model.extract(torch.zeros(1, 3, 32, 32))
 
     def localize(self, image: np.ndarray | torch.Tensor, camera: Camera, points: QueryPoints,
                  init_poses: Pose) -> LocalizationResult:
@@ -233,6 +247,18 @@ class Localizer:
         result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s, clock.total())
         return result
 
+    def warm_up(self, width: int, height: int) -> float:
+        """Run the network once on a black ``width`` x ``height`` image: builds what its first call
+        would (a CPU runtime's ONNX export and compiled model for that size, lazily initialised
+        kernels), so that the first real frame is not slower than the others. Returns seconds."""
+        if self.model is None:
+            return 0.0
+        start = time.perf_counter()
+        limit = self.config.max_image_size if self.config.max_image_size is not None else self.profile.max_image_edge
+        image = downscale_rgb(np.zeros((int(height), int(width), 3), np.uint8), limit, self.profile.resize)
+        self.model.extract(rgb_to_tensor(image).to(self.device))
+        return time.perf_counter() - start
+
     @staticmethod
     def _check_camera(camera: Camera, width: int, height: int) -> None:
         if camera.shape != ():
@@ -243,6 +269,20 @@ class Localizer:
 
     def localize_features(self, pyramid, camera: Camera, points: QueryPoints, init_poses: Pose,
                           damping: torch.Tensor) -> LocalizationResult:
+        """Coarse-to-fine LM on given feature maps (no network); see ``_localize_features``.
+        On the CPU it runs with ``LocalizerConfig.lm_cpu_threads`` torch threads."""
+        threads = self.config.lm_cpu_threads
+        previous = torch.get_num_threads()
+        if self.device.type != "cpu" or not threads or threads == previous:
+            return self._localize_features(pyramid, camera, points, init_poses, damping)
+        torch.set_num_threads(int(threads))
+        try:
+            return self._localize_features(pyramid, camera, points, init_poses, damping)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _localize_features(self, pyramid, camera: Camera, points: QueryPoints, init_poses: Pose,
+                           damping: torch.Tensor) -> LocalizationResult:
         """Coarse-to-fine LM on given feature maps (no network).
 
         pyramid: a ``network.FeaturePyramid`` or any object with ``features`` (3 tensors

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .engine_profile import EngineProfile, native_profile
+from .network_runtime import CPU_RUNTIMES, CompiledUNet, resolve_cpu_runtime
 
 STRIDES = (1, 4, 16)  # stride of each output level, finest first
 OUTPUT_DIMS = (32, 128, 128)  # channels of each output level, finest first
@@ -57,10 +58,15 @@ class NetworkConfig:
     # On CUDA, run the convolutions in NHWC (channels-last) layout, which fp16 tensor-core kernels
     # prefer; the weights are converted on the first such call. Outputs are the same maps.
     channels_last: bool = False
+    # Inference runtime of the UNet for CPU images without autograd (``network_runtime``): "torch",
+    # "openvino", "onnxruntime" or "auto" (the fastest installed). Training and CUDA always use torch.
+    cpu_runtime: str = "torch"
 
     def __post_init__(self):
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"Unsupported pad_mode {self.pad_mode!r}, expected one of {PAD_MODES}")
+        if self.cpu_runtime not in CPU_RUNTIMES:
+            raise ValueError(f"Unsupported cpu_runtime {self.cpu_runtime!r}, expected one of {CPU_RUNTIMES}")
 
 
 @dataclass
@@ -225,6 +231,7 @@ class PixLocModel(nn.Module):
         self.config = config or NetworkConfig(pad_mode=self.engine_profile.network_pad_mode)
         self.extractor = UNet(encoder)
         self.optimizer = nn.ModuleList(LevelOptimizer() for _ in STRIDES)
+        self._compiled: CompiledUNet | None = None  # the UNet in a CPU runtime, built on first use
 
     @property
     def encoder_name(self) -> str:
@@ -271,8 +278,12 @@ class PixLocModel(nn.Module):
                 self.extractor.to(memory_format=torch.channels_last)
                 self._channels_last_weights = True
             image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
-            raw_features, logits = self.extractor(image)
+        compiled = self._compiled_unet(image)
+        if compiled is not None:
+            raw_features, logits = compiled(image)
+        else:
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
+                raw_features, logits = self.extractor(image)
 
         features, confidences, raw = [], [], []
         for stride, feat, logit in zip(STRIDES, raw_features, logits):
@@ -285,6 +296,24 @@ class PixLocModel(nn.Module):
             confidences.append(torch.sigmoid(-logit.float()))
         return FeaturePyramid(features, confidences, (int(height), int(width)),
                               raw_features=raw if keep_raw else None)
+
+    def cpu_runtime(self) -> str:
+        """The runtime the UNet runs in for CPU inference (``NetworkConfig.cpu_runtime`` resolved)."""
+        return resolve_cpu_runtime(self.config.cpu_runtime)
+
+    def _compiled_unet(self, image: torch.Tensor) -> CompiledUNet | None:
+        """The runtime-compiled UNet for this forward pass, or None where torch must run it:
+        CUDA, autograd, training mode (batch statistics), batches, non-float32 images."""
+        if (image.is_cuda or self.training or torch.is_grad_enabled() or image.shape[0] != 1
+                or image.dtype != torch.float32 or self.config.cpu_runtime == "torch"):
+            return None
+        runtime = self.cpu_runtime()
+        if runtime == "torch":
+            return None
+        compiled = self._compiled
+        if compiled is None or compiled.runtime != runtime:
+            compiled = self._compiled = CompiledUNet(self.extractor, runtime)
+        return compiled
 
     def extract(self, image: np.ndarray | torch.Tensor, keep_raw: bool = False) -> FeaturePyramid:
         """Features of one image or a batch, without autograd.

@@ -31,10 +31,13 @@ Performance notes (the loop is meant to run on a GPU without host round trips):
   ``J^T J = A^T (G^T G) A`` and ``J^T r = A^T (G^T r)``. The C-sized work is one gather of the
   2x2 stencil, one (3 x 4) @ (4 x C) product giving [F, dF/dx, dF/dy], and one (3 x 3) Gram
   matrix of [r, G] per point; the (B, N, C, 6) Jacobian never exists;
-- the query map is shared by all hypotheses (one channels-last table, confidence appended as an
-  extra channel so that the same gather serves both);
+- the query map is shared by all hypotheses (one channels-last table, a view when the network
+  returned NHWC maps, and the confidence gathered at the same cells);
 - ``LMConfig.compile`` wraps one iteration in ``torch.compile`` (kernel fusion; with
-  ``compile_mode="reduce-overhead"`` also CUDA graphs), padding the points to fixed buckets.
+  ``compile_mode="reduce-overhead"`` also CUDA graphs), padding the points to fixed buckets;
+- ``LMConfig.path`` "fused" (the default "auto" on CUDA with triton installed) runs the whole level
+  in ``fused_lm``: two Triton kernels per iteration, the loop as CUDA graphs, no Python between
+  iterations; same results within float32 round-off (test_fused_lm.py). The CPU keeps this loop.
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ from .engine_profile import REFERENCE_CHECK_EVERY, STOPPING_RULES
 from .geometry import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
 from .interpolation import GRADIENTS, BilinearSampler
 from .small_ops import gram_rows, small_matmul, weighted_outer_sum
+
+
+LM_PATHS = ("auto", "torch", "fused")
 
 
 @dataclass
@@ -69,9 +75,16 @@ class LMConfig:
     compile: bool = False  # torch.compile one LM iteration (fuses its ~100 small kernels; for CUDA). The first
     #                        call per shape compiles (tens of seconds): warm up at start-up
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (adds CUDA graphs)
-    point_bucket: int = 1024  # with compile: pad the point count up to a multiple of this so shapes repeat
+    point_bucket: int = 1024  # with compile or the fused path on CUDA: pad the point count up to a multiple
+    #                           of this so shapes (compiled graphs, CUDA graphs) repeat
+    # "torch": the loop below; "fused": one level in fused Triton kernels and CUDA graphs (``fused_lm``;
+    # on CPU tensors Triton's interpreter, for tests); "auto": fused on CUDA when Triton is installed
+    # and the problem allows it (no autograd, shared reference features, float32, no ``compile``).
+    path: str = "auto"
 
     def __post_init__(self):
+        if self.path not in LM_PATHS:
+            raise ValueError(f"Unsupported LM path {self.path!r}, expected one of {LM_PATHS}")
         if self.gradient not in GRADIENTS:
             raise ValueError(f"Unsupported gradient {self.gradient!r}, expected one of {GRADIENTS}")
         if self.stopping not in STOPPING_RULES:
@@ -130,9 +143,10 @@ class _LevelProblem:
                              f"{xyz.shape[0]} points x {C} channels")
         if confidence is None:
             confidence = torch.ones(1, H, W, dtype=features.dtype, device=device)
-        confidence = confidence.reshape(1, H, W).to(features.dtype)
-        # Confidence as channel C: one gather per tap serves features and confidence.
-        self.sampler = BilinearSampler(torch.cat([features, confidence], 0), gradient=config.gradient)
+        # The table is a view of a channels-last map (no copy); the confidence is gathered at the
+        # same cells (its own 1-channel table).
+        self.sampler = BilinearSampler(features, gradient=config.gradient,
+                                       confidence=confidence.reshape(1, H, W).to(features.dtype))
         self.C = C
         # Rows with non-finite coordinates can never be valid; zero them so nothing NaN enters sums.
         finite = torch.isfinite(xyz).all(-1)
@@ -162,15 +176,12 @@ class _LevelProblem:
         """Cost, gradient and Gauss-Newton Hessian at the poses (R (B,3,3), t (B,3))."""
         p_c = small_matmul(self.xyz[None], R.transpose(-1, -2)) + t[:, None, :]  # (B, N, 3)
         p2d, visible, J_p = self.camera.world2image_with_jacobian(p_c)  # J_p (B, N, 2, 3)
-        # M rows: [F, dF/dx, dF/dy] over C + 1 channels (the last one is the query confidence).
-        M, inside = self.sampler.sample_stacked(p2d, self.pad)
-        C = self.C
+        # M rows: [F, dF/dx, dF/dy] over the C channels; conf_q the query confidence there.
+        M, inside, conf_q = self.sampler.sample_with_confidence(p2d, self.pad)
         valid = visible & inside & self.point_ok
-        conf_q = M[..., 0, C]
-        M[..., 0, :C] -= self.f_ref  # row 0 becomes the residual r (in place: no extra tensor)
-        # Gram matrix of [r, G_x, G_y] over the channels: |r|^2, G^T r and G^T G in one product;
-        # the confidence channel's share is removed afterwards (cheaper than slicing M).
-        gram = gram_rows(M) - M[..., :, C, None] * M[..., None, :, C]  # (B, N, 3, 3)
+        M[..., 0, :] -= self.f_ref  # row 0 becomes the residual r (in place: no extra tensor)
+        # Gram matrix of [r, G_x, G_y] over the channels: |r|^2, G^T r and G^T G in one product.
+        gram = gram_rows(M)  # (B, N, 3, 3)
         e = gram[..., 0, 0].clamp(min=0)
         Gtr = gram[..., 1:, 0]  # (B, N, 2)
         GtG = gram[..., 1:, 1:]  # (B, N, 2, 2)
@@ -307,6 +318,35 @@ def _orthonormalize(R: torch.Tensor) -> torch.Tensor:
     return quat_xyzw_to_rotmat(rotmat_to_quat_xyzw(R))
 
 
+def resolve_lm_path(config: LMConfig, features, confidence, xyz, ref_features, ref_confidence, init: Pose,
+                    damping) -> str:
+    """"torch" or "fused" for this problem (``LMConfig.path``); ValueError when "fused" is asked
+    for a problem the fused kernels do not handle."""
+    from .fused_lm import interpreted, triton_available
+
+    if config.path == "torch" or (config.path == "auto" and xyz.device.type != "cuda"):
+        return "torch"  # without importing triton (its import costs about a second)
+    tensors = [t for t in (features, confidence, xyz, ref_features, ref_confidence, init.R, init.t, damping)
+               if t is not None]
+    why = None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        why = "autograd (training) needs the torch path"
+    elif ref_features.ndim != 2:
+        why = "per-hypothesis reference features need the torch path"
+    elif config.dtype != torch.float32 or config.compile:
+        why = "float32 without torch.compile only"
+    elif not triton_available():
+        why = "triton is not installed (pip install triton)"
+    elif xyz.device.type != "cuda" and not interpreted():
+        why = ("its kernels run on CUDA tensors (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1 "
+               "before triton is imported, for tests)")
+    if config.path == "fused":
+        if why:
+            raise ValueError(f"LMConfig.path='fused' cannot run this problem: {why}")
+        return "fused"
+    return "fused" if why is None else "torch"
+
+
 def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz: torch.Tensor,
                    ref_features: torch.Tensor, ref_confidence: torch.Tensor | None, camera: Camera,
                    init: Pose, damping: torch.Tensor, config: LMConfig | None = None) -> LevelResult:
@@ -326,6 +366,10 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
         init = init[None]
     if len(init.shape) != 1:
         raise ValueError(f"init must be a Pose of batch shape (B,), got {tuple(init.shape)}")
+    if resolve_lm_path(config, features, confidence, xyz, ref_features, ref_confidence, init, damping) == "fused":
+        from .fused_lm import optimize_level_fused
+        return optimize_level_fused(features, confidence, xyz, ref_features, ref_confidence, camera, init,
+                                    damping, config)
     device = xyz.device
     dt = config.dtype
     prob = _LevelProblem(features, confidence, xyz, ref_features, ref_confidence, camera, config)
