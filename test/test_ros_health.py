@@ -2,18 +2,11 @@
 import pytest
 
 from pixloc_ros.ros.health import ERROR, OK, WARN, InputMonitor, assess
-
-
-class Wall:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
+from ros_testing import FakeClock
 
 
 def test_monitor_counts_only_the_window():
-    wall = Wall()
+    wall = FakeClock()
     m = InputMonitor(window_s=10.0, clock=wall)
     for _ in range(5):
         m.note("image")

@@ -140,6 +140,14 @@ def wait_ready(ros: RosContext, node: ChildProcess, listener: Listener, timeout:
     assert ok and node.alive(), f"the node did not come up:\n{node.log()}"
 
 
+def await_status(ros: RosContext, listener: Listener, node: ChildProcess, stamp_ns: int, since: int = 0,
+                 timeout: float = 90.0) -> LocalizationStatus:
+    """The node's status for the frame at ``stamp_ns`` (among those after the first ``since``), once it came."""
+    ok = ros.spin_until(lambda: listener.status_at(stamp_ns, since) is not None or not node.alive(), timeout=timeout)
+    assert ok and node.alive(), f"no status for the frame at {stamp_ns}\n{node.log()}"
+    return listener.status_at(stamp_ns, since)
+
+
 def ground_truth(scene: Scene) -> dict[int, np.ndarray]:
     from pixloc_ros.data.synth import read_tum
 
@@ -352,11 +360,8 @@ def test_bad_inputs(scene, ros, tmp_path, capsys):
     listener = Listener(ros, "bad_input_listener")
     ms = 1_000_000
 
-    def answer(stamp_ns: int, since: int = 0, timeout: float = 90.0) -> LocalizationStatus:
-        ok = ros.spin_until(lambda: listener.status_at(stamp_ns, since) is not None or not node.alive(),
-                            timeout=timeout)
-        assert ok and node.alive(), f"no status for the frame at {stamp_ns}\n{node.log()}"
-        return listener.status_at(stamp_ns, since)
+    def answer(stamp_ns: int, since: int = 0) -> LocalizationStatus:
+        return await_status(ros, listener, node, stamp_ns, since)
 
     try:
         wait_ready(ros, node, listener)
@@ -549,11 +554,8 @@ def test_hostile_inputs(scene, ros, tmp_path, capsys):
     good: dict[int, LocalizationStatus] = {}  # the good frames' answers, by stamp
     player = None
 
-    def answer(stamp_ns: int, since: int = 0, timeout: float = 90.0) -> LocalizationStatus:
-        ok = ros.spin_until(lambda: listener.status_at(stamp_ns, since) is not None or not node.alive(),
-                            timeout=timeout)
-        assert ok and node.alive(), f"no status for the frame at {stamp_ns}\n{node.log()}"
-        return listener.status_at(stamp_ns, since)
+    def answer(stamp_ns: int, since: int = 0) -> LocalizationStatus:
+        return await_status(ros, listener, node, stamp_ns, since)
 
     try:
         wait_ready(ros, node, listener)

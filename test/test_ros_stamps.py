@@ -4,22 +4,16 @@ Pure tests with a fake wall clock; the node's use of it over DDS is in test_ros_
 import pytest
 
 from pixloc_ros.ros.stamps import StampGuard, Verdict
+from ros_testing import FakeClock
 
 S = 1_000_000_000
 MS = 1_000_000
 TOL = 500 * MS
 
 
-class Wall:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
-
 
 def guard():
-    wall = Wall()
+    wall = FakeClock(100.0)
     return StampGuard(TOL, live_s=2.0, clock=wall), wall
 
 

@@ -165,15 +165,21 @@ def test_dynamic_broadcaster_publishes_tfmessage_on_tf(ros):
     assert got[0].transforms[0].header.frame_id == "map"
 
 
+def camera_publishers(ros, name: str, prefix: str):
+    """Image and CameraInfo publishers on ``prefix``/image and ``prefix``/camera_info, once matched."""
+    pub_node = ros.node(name)
+    ipub = pub_node.create_publisher(Image, f"{prefix}/image", 10)
+    cpub = pub_node.create_publisher(CameraInfo, f"{prefix}/camera_info", 10)
+    assert ros.spin_until(lambda: ipub.get_subscription_count() and cpub.get_subscription_count(), timeout=20)
+    return ipub, cpub
+
+
 def test_camera_subscriber_pairs_over_dds(ros):
     pairs, dropped = [], []
     node = ros.node("cam_sub")
     CameraSubscriber(node, "/sync_test/image", "/sync_test/camera_info", 10,
                      lambda i, c: pairs.append((i, c)), dropped.append)
-    pub_node = ros.node("cam_pub")
-    ipub = pub_node.create_publisher(Image, "/sync_test/image", 10)
-    cpub = pub_node.create_publisher(CameraInfo, "/sync_test/camera_info", 10)
-    assert ros.spin_until(lambda: ipub.get_subscription_count() and cpub.get_subscription_count(), timeout=20)
+    ipub, cpub = camera_publishers(ros, "cam_pub", "/sync_test")
     S = 1_000_000_000
     for t in (1, 2, 3):
         ipub.publish(img(t * S))
@@ -195,10 +201,7 @@ def test_camera_subscriber_admit_keeps_rejected_messages_out_of_the_pairing(ros)
 
     CameraSubscriber(node, "/admit_test/image", "/admit_test/camera_info", 10, lambda i, c: pairs.append((i, c)),
                      dropped.append, admit=admit)
-    pub_node = ros.node("cam_pub_admit")
-    ipub = pub_node.create_publisher(Image, "/admit_test/image", 10)
-    cpub = pub_node.create_publisher(CameraInfo, "/admit_test/camera_info", 10)
-    assert ros.spin_until(lambda: ipub.get_subscription_count() and cpub.get_subscription_count(), timeout=20)
+    ipub, cpub = camera_publishers(ros, "cam_pub_admit", "/admit_test")
     S = 1_000_000_000
     for t in (1, 2, 3):
         ipub.publish(img(t * S))

@@ -74,15 +74,30 @@ def check_params_files(argv: list[str]) -> str | None:
             line = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
             problem = getattr(err, "problem", None) or str(err)
             return f"params file {path!r} is not valid YAML{line}: {problem}"
-        if not isinstance(data, dict) or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
-                                                 for v in data.values()):
+        keys = _node_sections(data)
+        if not keys:
             return (f"params file {path!r} must map node names to 'ros__parameters' (see config/localize.yaml: "
                     f"'/**:' then 'ros__parameters:')")
-        keys = [str(k) for k in data]
-        if not any(k in ("/**", "/*", "**") or k.rstrip("/").rsplit("/", 1)[-1] == name for k in keys):
+        if not any(k.endswith(("/**", "/*")) or k.rstrip("/").rsplit("/", 1)[-1] == name for k in keys):
             return (f"params file {path!r} has no section for this node (its sections are {keys}; use '/**' or "
                     f"'{name}')")
     return None
+
+
+def _node_sections(data, prefix: str = "") -> list[str]:
+    """The node names a params file holds parameters for: keys whose mapping has 'ros__parameters',
+    nested namespaces joined with '/' (rcl accepts both ``/ns/node:`` and ``ns:`` then ``node:``).
+    Empty when the file is not such a mapping at all."""
+    if not isinstance(data, dict):
+        return []
+    names = []
+    for key, value in data.items():
+        name = f"{prefix}/{str(key).strip('/')}" if prefix else str(key)
+        if isinstance(value, dict) and isinstance(value.get("ros__parameters"), dict):
+            names.append(name)
+        elif isinstance(value, dict):
+            names += _node_sections(value, name)
+    return names
 
 
 def main(args: list[str] | None = None) -> int:
