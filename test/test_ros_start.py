@@ -2,7 +2,8 @@
 processes that fail at start, and signals during the start-up, are in test_ros_node.py."""
 import pytest
 
-from pixloc_ros.ros.start import check_params_files, ros_arguments
+from pixloc_ros.ros.params import ros_arguments
+from pixloc_ros.ros.start import check_params_files
 
 OK_FILES = {
     "wildcard": "/**:\n  ros__parameters:\n    num_keyframes: 3\n",

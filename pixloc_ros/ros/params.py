@@ -233,26 +233,36 @@ def declare_settings(node, argv: list[str] | None = None) -> NodeSettings:
     return NodeSettings.from_values(values)
 
 
-def command_line_overrides(argv: list[str], node_name: str) -> dict[str, Any]:
-    """``-p name:=value`` (and ``-p <node_name>:name:=value``) overrides after ``--ros-args``,
-    values parsed as rcl parses them (YAML)."""
-    import yaml
-
-    out, inside, previous = {}, False, ""
+def ros_arguments(argv: list[str]) -> list[str]:
+    """The arguments between ``--ros-args`` and ``--`` (or the end), which are rcl's."""
+    out, inside = [], False
     for arg in argv:
         if arg == "--ros-args":
             inside = True
-        elif arg == "--":
+        elif arg == "--" and inside:
             inside = False
-        elif inside and previous in ("-p", "--param") and ":=" in arg:
-            name, raw = arg.split(":=", 1)
-            prefix, _, bare = name.rpartition(":")
-            if prefix in ("", node_name):
-                try:
-                    out[bare] = yaml.safe_load(raw)
-                except yaml.YAMLError:
-                    out[bare] = raw
-        previous = arg if inside else ""
+        elif inside:
+            out.append(arg)
+    return out
+
+
+def command_line_overrides(argv: list[str], node_name: str) -> dict[str, Any]:
+    """``-p name:=value`` (and ``-p <node_name>:name:=value``) overrides among ``argv``'s ROS
+    arguments, values parsed as rcl parses them (YAML)."""
+    import yaml
+
+    args = ros_arguments(argv)
+    out = {}
+    for flag, arg in zip(args, args[1:]):
+        if flag not in ("-p", "--param") or ":=" not in arg:
+            continue
+        name, raw = arg.split(":=", 1)
+        prefix, _, bare = name.rpartition(":")
+        if prefix in ("", node_name):
+            try:
+                out[bare] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                out[bare] = raw
     return out
 
 

@@ -32,19 +32,6 @@ def fatal(text: str) -> None:
     get_logger(NODE_NAME).fatal(text)
 
 
-def ros_arguments(argv: list[str]) -> list[str]:
-    """The arguments between ``--ros-args`` and ``--`` (or the end), as rcl reads them."""
-    out, inside = [], False
-    for arg in argv:
-        if arg == "--ros-args":
-            inside = True
-        elif arg == "--" and inside:
-            inside = False
-        elif inside:
-            out.append(arg)
-    return out
-
-
 def _node_name(ros_args: list[str]) -> str:
     """The node's name after ``-r __node:=...`` / ``__name:=`` remaps."""
     name = NODE_NAME
@@ -57,6 +44,8 @@ def _node_name(ros_args: list[str]) -> str:
 def check_params_files(argv: list[str]) -> str | None:
     """Why a ``--params-file`` on the command line cannot be used, or None when all are fine."""
     import yaml
+
+    from pixloc_ros.ros.params import ros_arguments
 
     ros_args = ros_arguments(argv)
     name = _node_name(ros_args)
