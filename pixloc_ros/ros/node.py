@@ -15,8 +15,8 @@ Stamps: every input passes a ``StampGuard`` (ros/stamps.py) first. A stamp far a
 clock or of the other inputs is rejected with its own message and forgotten (one bad stamp must
 not make every later frame look late); an image older than the newest (out of order) or with
 the newest's stamp (a duplicate) is skipped and named as such; a stamp far behind its input's
-newest means the data restarted: reset. Every camera image gets one status: its result, or why
-it was skipped.
+newest means the data restarted: reset. Every camera image gets one status, its result or why
+it was skipped, except one a newer frame replaced in the queue (counted in the next status).
 
 Not a lifecycle node (nav2's AMCL is): the map and weights are loaded and the map's checksums all
 verified in the constructor, before any subscription exists; a setup error ends the process with
