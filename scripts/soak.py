@@ -8,9 +8,11 @@ Starts the node as `ros2 run` does (config/localize.yaml, sim time, DDS on loopb
 of its own), plays the bag with `pixloc-ros play --loop` paced by the node's status (every frame
 processed, however slow the machine; each loop sends /clock back, so every loop also exercises a
 reset), and samples the node process every ``--sample-s`` seconds from /proc: resident memory
-(VmRSS), threads, open file descriptors. At the end it prints the RSS slope after the warm-up (a
-least-squares line through the samples, MB per minute), the RSS, thread and fd ranges, and the
-frames answered, and writes every sample to ``--json``. Linux only (/proc).
+(VmRSS), threads, open file descriptors. At the end it prints the RSS slope after the warm-up, MB
+per minute, two ways: a least-squares line through every sample, and one through each minute's
+lowest sample ("resting" RSS: a sample taken while a frame is in flight includes that frame's
+transient buffers, tens of MB on a CPU, which makes the plain fit noisy); the RSS, thread and fd
+ranges, and the frames answered; and writes every sample to ``--json``. Linux only (/proc).
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def main() -> int:
     p.add_argument("--params", default=str(REPO / "config" / "localize.yaml"))
     p.add_argument("--minutes", type=float, default=30.0, help="how long to soak")
     p.add_argument("--warmup-minutes", type=float, default=5.0, help="samples before this are not fitted")
-    p.add_argument("--sample-s", type=float, default=10.0, help="seconds between samples")
+    p.add_argument("--sample-s", type=float, default=2.0, help="seconds between samples")
     p.add_argument("--cpu-threads", type=int, default=1, help="the node's torch threads")
     p.add_argument("--json", help="write the samples and the summary here")
     args = p.parse_args()
@@ -98,7 +100,7 @@ def main() -> int:
             s.update(t_s=round(time.monotonic() - started, 1), frames=answered[0])
             samples.append(s)
             next_sample += args.sample_s
-            if len(samples) % max(1, int(60 / args.sample_s)) == 0:
+            if len(samples) % max(1, int(round(60 / args.sample_s))) == 0:
                 print(f"{s['t_s'] / 60:5.1f} min: RSS {s['rss_mb']:.1f} MB, {s['threads']} threads, {s['fds']} fds, "
                       f"{s['frames']} frames", flush=True)
     finally:
@@ -108,14 +110,23 @@ def main() -> int:
         ros.close()
 
     warm = [s for s in samples if s["t_s"] >= args.warmup_minutes * 60.0]
+    resting = {}  # minute -> the lowest sample of that minute
+    for s in warm:
+        minute = int(s["t_s"] // 60)
+        if minute not in resting or s["rss_mb"] < resting[minute]["rss_mb"]:
+            resting[minute] = s
+    resting_samples = [resting[m] for m in sorted(resting)]
     summary = {
         "minutes": round(samples[-1]["t_s"] / 60.0, 2) if samples else 0.0,
         "frames": samples[-1]["frames"] if samples else 0,
         "resets": node.log().count("Resetting the localization"),
         "warmup_minutes": args.warmup_minutes,
         "rss_slope_mb_per_min": round(slope_per_min([s["t_s"] for s in warm], [s["rss_mb"] for s in warm]), 4),
+        "resting_rss_slope_mb_per_min": round(slope_per_min([s["t_s"] for s in resting_samples],
+                                                            [s["rss_mb"] for s in resting_samples]), 4),
         "rss_mb_after_warmup": [round(min(s["rss_mb"] for s in warm), 1), round(max(s["rss_mb"] for s in warm), 1)]
         if warm else None,
+        "resting_rss_mb_per_minute": [round(s["rss_mb"], 1) for s in resting_samples],
         "threads": sorted({s["threads"] for s in samples}),
         "threads_after_warmup": sorted({s["threads"] for s in warm}),
         "fds_after_warmup": [min(s["fds"] for s in warm), max(s["fds"] for s in warm)] if warm else None,
