@@ -33,7 +33,7 @@ setup(
     entry_points={
         "console_scripts": [
             "pixloc-ros = pixloc_ros.cli:main",
-            "localizer_node = pixloc_ros.ros.node:main",
+            "localizer_node = pixloc_ros.ros.start:main",
         ],
     },
 )

@@ -7,11 +7,16 @@
 With ekf:=true, robot_localization runs two EKFs (config/ekf.yaml): the odom EKF publishes
 odom -> base_link, the map EKF fuses this node's pose and publishes map -> odom; the node's own
 tf is then switched off (publish_tf false), since two publishers of one transform fight.
+
+The node runs with FASTDDS_DEFAULT_PROFILES_FILE set to config/fastdds_large_frames.xml (unless
+the environment names a profile already, or fastdds_profile:= another): a larger shared-memory
+segment, so that its heatmaps of big frames reach best-effort subscribers such as RViz. Camera
+drivers that publish frames over ~0.5 MB best effort need the same (README, "QoS").
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -35,6 +40,12 @@ def generate_launch_description() -> LaunchDescription:
                               description="Start robot_localization's odom and map EKFs (config/ekf.yaml); "
                                           "the node's tf is switched off."),
         DeclareLaunchArgument("log_level", default_value="info", description="Log level of the localizer."),
+        DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", default_value=PathJoinSubstitution(
+                [share, "config", "fastdds_large_frames.xml"])),
+            description="Fast DDS XML profile of the localizer (FASTDDS_DEFAULT_PROFILES_FILE): default the "
+                        "environment's, else the shipped one with a 16 MiB shared-memory segment."),
     ]
     namespace = LaunchConfiguration("namespace")
     use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
@@ -55,6 +66,7 @@ def generate_launch_description() -> LaunchDescription:
              "use_sim_time": use_sim_time, "publish_tf": publish_tf},
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile")},
     )
     ekf_params = PathJoinSubstitution([share, "config", "ekf.yaml"])
     ekf_odom = Node(

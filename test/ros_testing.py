@@ -13,6 +13,16 @@ from pathlib import Path
 from pixloc_ros.ros.session import REPO, ChildProcess, RosContext, domain_id_for, ros_env  # noqa: F401
 
 
+class FakeClock:
+    """A settable monotonic clock (seconds) for code that takes ``clock=`` (throttles, guards, monitors)."""
+
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
 

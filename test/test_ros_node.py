@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
@@ -45,7 +46,7 @@ from pixloc_ros.msg import LocalizationStatus  # noqa: E402
 from pixloc_ros.ros.conversions import (covariance_from_msg, ns_to_stamp, pose_msg_to_matrix,  # noqa: E402
                                         stamp_to_ns, transform_msg_to_matrix)
 from pixloc_ros.ros.player import message_class  # noqa: E402
-from ros_testing import REPO, ChildProcess, RosContext, domain_id_for, python_cmd, ros_env  # noqa: E402
+from ros_testing import REPO, ChildProcess, RosContext, domain_id_for, python_cmd, ros_env, write_bag  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 NODE = "/pixloc_localizer"
@@ -81,16 +82,23 @@ def ros():
     ctx.close()
 
 
-def start_node(scene: Scene, ros: RosContext, log_path: Path, *overrides: str) -> ChildProcess:
-    """The node as `ros2 run` starts it, with the shipped params file and the test's map."""
-    args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"map_file:={scene.map_file}",
-            "-p", f"weights:={scene.weights}", "-p", "device:=cpu", "-p", "use_sim_time:=true"]
-    for o in overrides:
-        args += ["-p", o]
+def node_env(ros: RosContext, fastdds_profile: Path | None = None) -> dict[str, str]:
     env = ros_env(ros.domain_id)
     env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
-    return ChildProcess(python_cmd("-m", "pixloc_ros.ros.node", *args), env, log_path)
+    if fastdds_profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile)
+    return env
+
+
+def start_node(scene: Scene, ros: RosContext, log_path: Path, *overrides: str,
+               fastdds_profile: Path | None = None, map_file: Path | None = None) -> ChildProcess:
+    """The node as `ros2 run` starts it, with the shipped params file and the test's map."""
+    args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"map_file:={map_file or scene.map_file}",
+            "-p", f"weights:={scene.weights}", "-p", "device:=cpu", "-p", "use_sim_time:=true"]
+    for o in overrides:
+        args += ["-p", o]
+    return ChildProcess(python_cmd("-m", "pixloc_ros.ros.start", *args), node_env(ros, fastdds_profile), log_path)
 
 
 class Listener:
@@ -130,6 +138,14 @@ class Listener:
 def wait_ready(ros: RosContext, node: ChildProcess, listener: Listener, timeout: float = 180.0) -> None:
     ok = ros.spin_until(lambda: listener.connected() or not node.alive(), timeout=timeout)
     assert ok and node.alive(), f"the node did not come up:\n{node.log()}"
+
+
+def await_status(ros: RosContext, listener: Listener, node: ChildProcess, stamp_ns: int, since: int = 0,
+                 timeout: float = 90.0) -> LocalizationStatus:
+    """The node's status for the frame at ``stamp_ns`` (among those after the first ``since``), once it came."""
+    ok = ros.spin_until(lambda: listener.status_at(stamp_ns, since) is not None or not node.alive(), timeout=timeout)
+    assert ok and node.alive(), f"no status for the frame at {stamp_ns}\n{node.log()}"
+    return listener.status_at(stamp_ns, since)
 
 
 def ground_truth(scene: Scene) -> dict[int, np.ndarray]:
@@ -259,11 +275,11 @@ class Feeder:
     TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/gnss/fix", "/tf_static")
     ODOMETRY_LAG_NS = 60_000_000  # > the 50 ms odometry period of the synthetic drives
 
-    def __init__(self, ros: RosContext, bag: Path):
+    def __init__(self, ros: RosContext, bag: Path, name: str = "bad_input_feeder"):
         from pixloc_ros.data.bags import iter_raw
 
         self.ros = ros
-        self.node = ros.node("bad_input_feeder")
+        self.node = ros.node(name)
         self.messages = []  # (stamp, topic, msg) in log order
         for raw in iter_raw(bag, list(self.TOPICS)):
             self.messages.append((raw.stamp_ns, raw.topic, deserialize_message(raw.data, message_class(raw.msgtype))))
@@ -305,8 +321,9 @@ class Feeder:
     def rewind(self) -> None:
         self.next = 0
 
-    def frame(self, k: int, *, image=None, info=None, stamp_ns: int | None = None):
-        """Publish recorded frame ``k`` (or replacements; stamps follow ``stamp_ns``); its stamp."""
+    def frame(self, k: int, *, image=None, info=None, stamp_ns: int | None = None, clock: bool = True):
+        """Publish recorded frame ``k`` (or replacements; stamps follow ``stamp_ns``); its stamp.
+        ``clock`` False: as a sender with a wrong clock, leaving /clock and the other inputs alone."""
         recorded_stamp, recorded = self.frames[k]
         stamp = recorded_stamp if stamp_ns is None else stamp_ns
         image = copy_msg(recorded if image is None else image)
@@ -314,6 +331,11 @@ class Feeder:
         for msg in (image, info):
             if msg is not False:
                 msg.header.stamp = ns_to_stamp(stamp)
+        if not clock:
+            self.pubs["/camera/image_raw"].publish(image)
+            if info is not False:
+                self.pubs["/camera/camera_info"].publish(info)
+            return stamp
         self.play_until(stamp)
         self.publish("/camera/image_raw", image, stamp)
         if info is not False:
@@ -338,11 +360,8 @@ def test_bad_inputs(scene, ros, tmp_path, capsys):
     listener = Listener(ros, "bad_input_listener")
     ms = 1_000_000
 
-    def answer(stamp_ns: int, since: int = 0, timeout: float = 90.0) -> LocalizationStatus:
-        ok = ros.spin_until(lambda: listener.status_at(stamp_ns, since) is not None or not node.alive(),
-                            timeout=timeout)
-        assert ok and node.alive(), f"no status for the frame at {stamp_ns}\n{node.log()}"
-        return listener.status_at(stamp_ns, since)
+    def answer(stamp_ns: int, since: int = 0) -> LocalizationStatus:
+        return await_status(ros, listener, node, stamp_ns, since)
 
     try:
         wait_ready(ros, node, listener)
@@ -408,20 +427,27 @@ def test_bad_inputs(scene, ros, tmp_path, capsys):
         for k in range(len(feeder.frames)):  # one at a time, as a paced player would
             good.append(feeder.frame(k))
             statuses.append(answer(good[-1]))
-        assert listener.status_at(lonely) is None
+        lonely_status = listener.status_at(lonely)  # answered like every image, with the reason
+        assert lonely_status is not None and not lonely_status.success and "no CameraInfo" in lonely_status.reason
         assert len(log_lines(node, "no CameraInfo")) == 1, node.log()
 
         # 7. The clock jumps back (the bag restarted): one reset (whichever of /clock and the
-        # stamps reveals it first), and the drive localizes again from scratch.
-        feeder.rewind()
-        feeder.play_until(feeder.frames[0][0] - 1)
-        assert ros.spin_until(lambda: log_lines(node, "Resetting the localization"), timeout=30), node.log()
+        # stamps reveals it first). Then it restarts again within seconds: a second reset, logged
+        # on its own line too (the throttle, 60 s here, must not merge distinct events). The
+        # drive localizes again from scratch.
+        for restart in (1, 2):
+            feeder.rewind()
+            feeder.play_until(feeder.frames[0][0] - 1)
+            assert ros.spin_until(lambda: len(log_lines(node, "Resetting the localization")) == restart,
+                                  timeout=30), node.log()
+        resets = log_lines(node, "Resetting the localization")
+        assert "(reset 1)" in resets[0] and "(reset 2)" in resets[1], resets
         again, statuses_again = [], []
         for k in range(len(feeder.frames)):  # the same stamps as before the jump: only new answers count
             mark = len(listener.statuses)
             again.append(feeder.frame(k))
             statuses_again.append(answer(again[-1], since=mark))
-        assert len(log_lines(node, "Resetting the localization")) == 1, node.log()
+        assert len(log_lines(node, "Resetting the localization")) == 2, node.log()
 
         # 8. Frames faster than the node: the newest waits, the one it replaced is dropped and counted.
         # (Empty frames stamped after the last recorded odometry sample, which follows the last
@@ -475,3 +501,264 @@ def test_bad_inputs(scene, ros, tmp_path, capsys):
                     "localizing the frames after needs trained weights (PIXLOC_ROS_TEST_WEIGHTS)")
     # The good frames after the bad ones, and after the reset, are localized again.
     assert sum(s.success for s in statuses) >= 2 and sum(s.success for s in statuses_again) >= 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile input and faults (issue 17): each case over real Fast DDS against the node process, with
+# the message it must give, no wrong pose, and good frames after it localized.
+
+PROFILE = REPO / "config" / "fastdds_large_frames.xml"
+SECOND = 1_000_000_000
+
+
+def camera_frame_as(image, info, scale: int, size: tuple[int, int], encoding: str):
+    """A recorded frame as a bigger camera delivers it: upscaled ``scale`` times, centre-cropped to
+    ``size`` (width, height), in ``encoding`` (rgb8 or bgr8), and its CameraInfo to match. OpenCV's
+    resize and CameraInfo both put pixel centres at integers: c' = (c + 0.5) scale - 0.5 - crop."""
+    import cv2
+
+    from pixloc_ros.ros.conversions import image_to_rgb
+
+    rgb = image_to_rgb(image)
+    big = cv2.resize(rgb, (rgb.shape[1] * scale, rgb.shape[0] * scale), interpolation=cv2.INTER_LINEAR)
+    w, h = size
+    x0, y0 = (big.shape[1] - w) // 2, (big.shape[0] - h) // 2
+    big = big[y0:y0 + h, x0:x0 + w]
+    out = copy_msg(image)
+    out.width, out.height, out.encoding, out.step = w, h, encoding, 3 * w
+    out.data = np.ascontiguousarray(big[..., ::-1] if encoding == "bgr8" else big).tobytes()
+    cam = copy_msg(info)
+    cam.width, cam.height = w, h
+    k = np.array(info.k, float).reshape(3, 3)
+    k[0, 0] *= scale
+    k[1, 1] *= scale
+    k[0, 2] = (k[0, 2] + 0.5) * scale - 0.5 - x0
+    k[1, 2] = (k[1, 2] + 0.5) * scale - 0.5 - y0
+    cam.k = k.reshape(-1).tolist()
+    p = np.array(info.p, float).reshape(3, 4)
+    p[:2, :2] *= scale
+    p[0, 3] *= scale
+    p[0, 2] = (p[0, 2] + 0.5) * scale - 0.5 - x0
+    p[1, 2] = (p[1, 2] + 0.5) * scale - 0.5 - y0
+    cam.p = p.reshape(-1).tolist()
+    return out, cam
+
+
+def test_hostile_inputs(scene, ros, tmp_path, capsys):
+    """Real camera sizes arrive (reliable from a publisher with Fast DDS's defaults, and best effort
+    from one with the shipped profile), CameraInfo without images is an ERROR in diagnostics, one
+    future-stamped frame neither blinds nor resets the node, out-of-order and duplicate frames are
+    named and processed never / once, and an /initialpose far outside the map keeps the tracking."""
+    # max_image_size 320: the big frames cost the network what the recorded 320x240 ones do.
+    node = start_node(scene, ros, tmp_path / "node.log", "log_throttle_s:=60.0", "odom_wait_s:=1.0",
+                      "max_image_size:=320", fastdds_profile=PROFILE)
+    feeder = Feeder(ros, scene.bag, "hostile_feeder")
+    truth = ground_truth(scene)
+    listener = Listener(ros, "hostile_listener")
+    ms = 1_000_000
+    frames = feeder.frames
+    good: dict[int, LocalizationStatus] = {}  # the good frames' answers, by stamp
+    player = None
+
+    def answer(stamp_ns: int, since: int = 0) -> LocalizationStatus:
+        return await_status(ros, listener, node, stamp_ns, since)
+
+    try:
+        wait_ready(ros, node, listener)
+        assert ros.spin_until(lambda: feeder.connected() or not node.alive(), timeout=60), node.log()
+        assert log_lines(node, r"listening to camera/image_raw \(reliable\)"), node.log()
+        feeder.play_until(frames[0][0] - 300 * ms)
+
+        # 1. CameraInfo but no image (what a camera whose frames never arrive looks like): ERROR.
+        for k in (3, 2, 1):
+            info = copy_msg(feeder.infos[frames[0][0]])
+            info.header.stamp = ns_to_stamp(frames[0][0] - k * 50 * ms)
+            feeder.publish("/camera/camera_info", info, frames[0][0] - k * 50 * ms)
+        error = ros.spin_until(lambda: any(d.status[0].level == DiagnosticStatus.ERROR
+                                           and "CameraInfo arrives" in d.status[0].message
+                                           for d in listener.diagnostics), timeout=20)
+        assert error, [d.status[0].message for d in listener.diagnostics]
+
+        # 2. The recorded size: relocalize, then track.
+        for k in (0, 1):
+            good[frames[k][0]] = answer(feeder.frame(k))
+
+        # 3. Real camera sizes from this process's publisher (reliable, Fast DDS defaults: a 512 KiB
+        # shared-memory segment, which loses every best-effort frame over ~0.5 MB).
+        for k, scale, size, encoding in ((2, 4, (1280, 960), "rgb8"), (3, 6, (1920, 1080), "bgr8")):
+            image, info = camera_frame_as(frames[k][1], feeder.infos[frames[k][0]], scale, size, encoding)
+            status = answer(feeder.frame(k, image=image, info=info))
+            assert status.time_network > 0, f"{size} {encoding} frame not processed: {status.reason}"
+            good[frames[k][0]] = status
+        assert {(h.width, h.height) for h in listener.heatmaps} >= {(640, 480), (960, 540)}  # heatmap_scale 0.5
+
+        # 4. Frames stamped 20 s and 1 h ahead, /clock unchanged (a sender with a wrong clock): each
+        # answered as such, never processed; the next good frame is tracked (no "no CameraInfo").
+        for ahead in (20 * SECOND, 3600 * SECOND):
+            status = answer(feeder.frame(4, stamp_ns=frames[4][0] + ahead, clock=False))
+            assert not status.success and "stamp_ahead: image stamp" in status.reason
+            assert "ahead of the clock" in status.reason, status.reason
+        assert len(log_lines(node, "Skipped image at .*stamp_ahead")) == 1, node.log()  # throttled: 60 s
+        good[frames[4][0]] = answer(feeder.frame(4))
+        assert good[frames[4][0]].time_network > 0, good[frames[4][0]].reason
+
+        # 5. Out of order: a frame 333 ms older than the newest arrives late; then a duplicate.
+        late = frames[4][0] - 333 * ms
+        status = answer(feeder.frame(4, stamp_ns=late, clock=False))
+        assert "out_of_order: image stamp" in status.reason and "0.333 s older than the newest image" in status.reason
+        mark = len(listener.statuses)
+        feeder.frame(4, clock=False)
+        status = answer(frames[4][0], since=mark)
+        assert "duplicate_stamp" in status.reason, status.reason
+
+        # 6. RViz's initial pose 5 km from the map while tracking: refused, tracking kept (frame 5).
+        far = PoseWithCovarianceStamped()
+        far.header.frame_id = "map"
+        here = truth_at(truth, frames[4][0])
+        far.pose.pose.position.x, far.pose.pose.position.y = float(here[0, 3]) + 5000.0, float(here[1, 3])
+        far.pose.pose.orientation.w = 1.0
+        feeder.publish("/initialpose", far, frames[4][0] + 10 * ms)
+        assert ros.spin_until(lambda: log_lines(node, r"Ignored initial pose: .* m from the nearest keyframe, "
+                                                      r"outside the map"), timeout=30), node.log()
+
+        # 7. Frame 5 from a best-effort publisher with the shipped profile, in its own process (Fast
+        # DDS reads a profile once per process): 1920x1080 bgr8. The node follows the publisher's
+        # reliability and says so; the frame arrives and is tracked. The frame is in the bag twice
+        # with one stamp, in case best effort loses the first: processed once either way.
+        image, info = camera_frame_as(frames[5][1], feeder.infos[frames[5][0]], 6, (1920, 1080), "bgr8")
+        odometry = [(t, m) for t, topic, m in feeder.messages[feeder.next:] if topic == "/odom"]
+        bag = write_bag(tmp_path / "best_effort_camera", [
+            *[("/odom", "nav_msgs/msg/Odometry", t, m) for t, m in odometry],
+            ("/camera/image_raw", "sensor_msgs/msg/Image", frames[5][0], image),
+            ("/camera/camera_info", "sensor_msgs/msg/CameraInfo", frames[5][0], info),
+            ("/camera/image_raw", "sensor_msgs/msg/Image", frames[5][0] + 1, image),
+            ("/camera/camera_info", "sensor_msgs/msg/CameraInfo", frames[5][0] + 1, info)])
+        player = ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(bag), "--best-effort", "/camera/image_raw",
+                                         "--pace-topic", f"{NODE}/status", "--pace-timeout", "30",
+                                         "--wait-timeout", "60"),
+                              node_env(ros, PROFILE), tmp_path / "player.log")
+        assert ros.spin_until(lambda: not player.alive(), timeout=180), player.log()
+        assert player.wait(10) == 0, player.log()
+        assert log_lines(node, "a best-effort publisher appeared: subscribing best effort"), node.log()
+        ros.spin_until(lambda: False, timeout=1.0)  # the last tf
+        answered = [s for s in listener.statuses if stamp_to_ns(s.header.stamp) == frames[5][0] and s.time_network > 0]
+        assert len(answered) == 1, [s.reason for s in listener.statuses if stamp_to_ns(s.header.stamp) == frames[5][0]]
+        good[frames[5][0]] = answered[0]
+        assert node.alive()
+    finally:
+        if player is not None:
+            player.stop()
+        node.stop()
+    log = node.log()
+    assert not log_lines(node, r"\[(ERROR|FATAL)\]"), log
+    assert not log_lines(node, "Resetting the localization"), log  # no bad stamp reset the node
+    assert not log_lines(node, "no CameraInfo"), log  # nor made later frames look late
+
+    # No wrong pose: poses only for good frames, one each, and one map -> odom per pose.
+    pose_stamps = [stamp_to_ns(p.header.stamp) for p in listener.poses]
+    assert set(pose_stamps) <= set(good) and len(pose_stamps) == len(set(pose_stamps)), pose_stamps
+    tf_stamps = [stamp_to_ns(t.header.stamp) - TRANSFORM_TOLERANCE_NS for t in listener.tf if t.child_frame_id == "odom"]
+    assert sorted(tf_stamps) == sorted(pose_stamps)
+    errors = {}
+    for pose in listener.poses:
+        stamp = stamp_to_ns(pose.header.stamp)
+        errors[stamp] = pose_error(pose_msg_to_matrix(pose.pose.pose), truth_at(truth, stamp))
+        assert errors[stamp][0] <= MAX_ERROR[0] and errors[stamp][1] <= MAX_ERROR[1], errors[stamp]
+    with capsys.disabled():
+        print(f"\nnode hostile inputs: {len(listener.poses)} poses for {len(good)} good frames "
+              f"({'trained' if scene.trained else 'random'} weights); "
+              + "; ".join(f"frame {k}: {'pose %.2f m/%.2f deg' % errors[t] if t in errors else good[t].reason}"
+                          for k, (t, _) in enumerate(frames) if t in good))
+    if not scene.trained:
+        pytest.skip("random weights publish no pose under the shipped gates: the messages and 'no wrong pose' "
+                    "are checked, localizing needs trained weights (PIXLOC_ROS_TEST_WEIGHTS)")
+    # Good frames after each case localized: the big frames, the frame after the future stamps,
+    # and the best-effort frame after the far initial pose, the last two still tracking.
+    for k in (2, 3, 4, 5):
+        assert good[frames[k][0]].success, (k, good[frames[k][0]].reason)
+    assert good[frames[5][0]].state == LocalizationStatus.STATE_TRACKING
+
+
+def corrupt_copy(map_file: Path, out: Path) -> str:
+    """A copy of the map with one byte flipped in a keyframe's observations; that keyframe's name."""
+    from pixloc_ros.core.mapfile import open_map
+
+    m = open_map(map_file)
+    sizes = np.diff(np.asarray(m.keyframe_obs_offsets))
+    k = int(np.flatnonzero(sizes > 0)[len(np.flatnonzero(sizes > 0)) // 2])  # a keyframe in the middle
+    entry = m._table["obs_feature_0"]
+    row_bytes = entry["nbytes"] // max(1, entry["shape"][0])
+    offset = int(entry["offset"]) + int(m.keyframe_obs_offsets[k]) * row_bytes + 3
+    name = m.header.keyframe_names[k]
+    m.close()
+    data = bytearray(map_file.read_bytes())
+    data[offset] ^= 0x40
+    out.write_bytes(bytes(data))
+    return name
+
+
+def test_start_up_errors_are_one_line_without_a_traceback(scene, ros, tmp_path):
+    """Bad params files, mistyped and misspelt parameters, a damaged map, arguments rcl refuses:
+    exit 1 with one FATAL line that says what to fix, and no traceback. (Each case is a node
+    process: what `ros2 run` does.)"""
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("/**:\n  ros__parameters:\n    num_keyframes: [3\n")
+    other_node = tmp_path / "other_node.yaml"
+    other_node.write_text("localizer:\n  ros__parameters:\n    num_keyframes: 3\n")
+    damaged = tmp_path / "damaged.pxmap"
+    keyframe = corrupt_copy(scene.map_file, damaged)
+    required = ["-p", f"map_file:={scene.map_file}", "-p", f"weights:={scene.weights}", "-p", "device:=cpu"]
+    cases = [
+        (["--params-file", str(tmp_path / "missing.yaml")], f"params file '{tmp_path / 'missing.yaml'}' does not exist"),
+        (["--params-file", str(malformed)], "is not valid YAML (line 4"),
+        (["--params-file", str(other_node)], "has no section for this node (its sections are ['localizer']"),
+        (["--params-file", str(CONFIG), *required, "-p", "num_hypotheses:=four"],
+         "Parameter 'num_hypotheses' must be an integer, got 'four'"),
+        (["--params-file", str(CONFIG), *required, "-p", "num_hypothesis:=4"],
+         "Unknown parameter 'num_hypothesis' (did you mean 'num_hypotheses'?)"),
+        (["--params-file", str(CONFIG), *required, "-p", f"map_file:={damaged}"],
+         f"the observations of keyframe '{keyframe}' are corrupted (CRC-32 mismatch)"),
+        (["-r", "camera", *required], "Couldn't parse remap rule: '-r camera'"),  # rcl's own error (RCLError)
+    ]
+    for k, (args, message) in enumerate(cases):
+        proc = ChildProcess(python_cmd("-m", "pixloc_ros.ros.start", "--ros-args", *args), node_env(ros),
+                            tmp_path / f"case{k}.log")
+        try:
+            rc = proc.wait(120)
+        finally:
+            proc.stop()
+        log = proc.log()
+        fatal = log_lines(proc, r"\[FATAL\]")
+        assert rc == 1 and "Traceback" not in log, log
+        assert len(fatal) == 1 and "Cannot start: " in fatal[0] and message in fatal[0], log
+        assert not log_lines(proc, "listening to"), log  # never got as far as subscribing
+
+
+def _loaded(pid: int, library: str) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see how far the start-up got")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_start_up_ends_the_node_quietly(scene, ros, tmp_path, sig):
+    """Ctrl-C or SIGTERM while rclpy is being imported, while torch loads, and once the map is open
+    (being checked, or just after): exit 0, no traceback, no FATAL. The moments are found from the
+    files the process has mapped, not from sleeps (a loaded machine starts slower)."""
+    for k, library in enumerate(("librcl.so", "libtorch_cpu.so", scene.map_file.name)):
+        proc = ChildProcess(python_cmd("-m", "pixloc_ros.ros.start", "--ros-args", "--params-file", str(CONFIG),
+                                       "-p", f"map_file:={scene.map_file}", "-p", f"weights:={scene.weights}",
+                                       "-p", "device:=cpu"), node_env(ros), tmp_path / f"{sig.name}{k}.log")
+        try:
+            deadline = time.monotonic() + 120
+            while not _loaded(proc.proc.pid, library) and proc.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert proc.alive(), proc.log()
+            proc.proc.send_signal(sig)
+            rc = proc.wait(60)
+        finally:
+            proc.stop()
+        log = proc.log()
+        assert rc == 0 and "Traceback" not in log and not log_lines(proc, r"\[(ERROR|FATAL)\]"), (library, rc, log)

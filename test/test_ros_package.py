@@ -66,11 +66,14 @@ def test_launch_file_starts_the_installed_node_with_the_shipped_files():
     # The executable is what CMakeLists installs into lib/pixloc_ros and setup.py declares.
     assert (REPO / "scripts" / "localizer_node").exists()
     assert "scripts/localizer_node" in (REPO / "CMakeLists.txt").read_text()
-    assert "localizer_node = pixloc_ros.ros.node:main" in (REPO / "setup.py").read_text()
+    assert "localizer_node = pixloc_ros.ros.start:main" in (REPO / "setup.py").read_text()
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    for shipped in ("localize.yaml", "ekf.yaml", "pixloc.rviz"):
+    for shipped in ("localize.yaml", "ekf.yaml", "pixloc.rviz", "fastdds_large_frames.xml"):
         assert shipped in strings and (REPO / "config" / shipped).exists()
     assert {"ekf_node", "rviz2"} <= set(nodes)
+    # The node runs with the large-frame Fast DDS profile (README, QoS), overridable by the environment.
+    env = keyword(localizer, "additional_env")
+    assert env is not None and "FASTDDS_DEFAULT_PROFILES_FILE" in [ast.literal_eval(k) for k in env.keys]
     from pixloc_ros.ros import node as node_module
     assert node_module.NODE_NAME == NODE_NAME
 
@@ -141,7 +144,7 @@ def test_colcon_build_and_import_from_the_install_space(tmp_path):
     install = tmp_path / "install" / "pixloc_ros"
     assert os.access(install / "lib" / "pixloc_ros" / "localizer_node", os.X_OK)
     for shipped in ("launch/localize.launch.py", "config/localize.yaml", "config/ekf.yaml", "config/pixloc.rviz",
-                    "msg/LocalizationStatus.msg", "package.xml"):
+                    "config/fastdds_large_frames.xml", "msg/LocalizationStatus.msg", "package.xml"):
         assert (install / "share" / "pixloc_ros" / shipped).exists(), shipped
     code = (
         "import pixloc_ros, pixloc_ros.msg, pixloc_ros.ros.node, pixloc_ros.cli\n"

@@ -139,8 +139,48 @@ def test_declared_from_the_params_file_with_overrides(context):
 def test_out_of_range_override_is_refused_at_declaration(context):
     node = make_node(context, "map_file:=m", "weights:=w", "num_hypotheses:=1000")
     try:
-        with pytest.raises(InvalidParameterValueException):
+        with pytest.raises(ValueError, match=r"'num_hypotheses' = 1000 is outside \[1, 64\]") as err:
             declare_settings(node)
+        assert isinstance(err.value.__cause__, InvalidParameterValueException)
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("num_hypotheses:=four", "'num_hypotheses' must be an integer, got 'four'"),
+    ("min_inlier_ratio:=1", "'min_inlier_ratio' must be a number with a decimal point .* got 1"),
+    ("publish_tf:=maybe", "'publish_tf' must be true or false, got 'maybe'"),
+    ("iterations:=[1.5,2.0,3.0]", "'iterations' must be a list of integers"),
+])
+def test_mistyped_override_names_the_parameter_and_what_it_needs(context, override, message):
+    """With the params file (where rcl drops a -p value of another type without a word) and without."""
+    node = make_node(context, "map_file:=m", "weights:=w", override)
+    try:
+        with pytest.raises(ValueError, match=message):
+            declare_settings(node, ["node", "--ros-args", "--params-file", str(CONFIG), "-p", override])
+    finally:
+        node.destroy_node()
+    alone = Context()
+    try:
+        rclpy.init(args=["--ros-args", "-p", "map_file:=m", "-p", "weights:=w", "-p", override], context=alone,
+                   domain_id=domain_id_for(__name__))
+        node = Node("pixloc_localizer", context=alone)
+        with pytest.raises(ValueError, match=message):
+            declare_settings(node)
+        node.destroy_node()
+    finally:
+        alone.try_shutdown()
+
+
+def test_misspelt_or_unknown_parameters_are_errors_with_a_suggestion(context):
+    node = make_node(context, "map_file:=m", "weights:=w", "num_hypothesis:=4", "use_sim_time:=true",
+                     "frobnicate:=1")
+    try:
+        with pytest.raises(ValueError) as err:
+            declare_settings(node)
+        text = str(err.value)
+        assert "Unknown parameter 'num_hypothesis' (did you mean 'num_hypotheses'?)" in text
+        assert "Unknown parameter 'frobnicate'" in text and "use_sim_time" not in text  # rclpy's own
     finally:
         node.destroy_node()
 

@@ -165,15 +165,21 @@ def test_dynamic_broadcaster_publishes_tfmessage_on_tf(ros):
     assert got[0].transforms[0].header.frame_id == "map"
 
 
+def camera_publishers(ros, name: str, prefix: str):
+    """Image and CameraInfo publishers on ``prefix``/image and ``prefix``/camera_info, once matched."""
+    pub_node = ros.node(name)
+    ipub = pub_node.create_publisher(Image, f"{prefix}/image", 10)
+    cpub = pub_node.create_publisher(CameraInfo, f"{prefix}/camera_info", 10)
+    assert ros.spin_until(lambda: ipub.get_subscription_count() and cpub.get_subscription_count(), timeout=20)
+    return ipub, cpub
+
+
 def test_camera_subscriber_pairs_over_dds(ros):
     pairs, dropped = [], []
     node = ros.node("cam_sub")
     CameraSubscriber(node, "/sync_test/image", "/sync_test/camera_info", 10,
                      lambda i, c: pairs.append((i, c)), dropped.append)
-    pub_node = ros.node("cam_pub")
-    ipub = pub_node.create_publisher(Image, "/sync_test/image", 10)
-    cpub = pub_node.create_publisher(CameraInfo, "/sync_test/camera_info", 10)
-    assert ros.spin_until(lambda: ipub.get_subscription_count() and cpub.get_subscription_count(), timeout=20)
+    ipub, cpub = camera_publishers(ros, "cam_pub", "/sync_test")
     S = 1_000_000_000
     for t in (1, 2, 3):
         ipub.publish(img(t * S))
@@ -182,3 +188,76 @@ def test_camera_subscriber_pairs_over_dds(ros):
     assert ros.spin_until(lambda: len(pairs) == 2 and len(dropped) == 1, timeout=20), (len(pairs), len(dropped))
     assert stamps(pairs) == [(1, 1), (3, 3)]
     assert dropped[0].stamp_ns == 2 * S
+
+
+def test_camera_subscriber_admit_keeps_rejected_messages_out_of_the_pairing(ros):
+    """What the node's StampGuard rejects never reaches the queues (no false "no CameraInfo")."""
+    pairs, dropped, seen = [], [], []
+    node = ros.node("cam_sub_admit")
+
+    def admit(msg, is_image):
+        seen.append((msg.header.stamp.sec, is_image))
+        return msg.header.stamp.sec != 2  # image and CameraInfo at t=2 are refused
+
+    CameraSubscriber(node, "/admit_test/image", "/admit_test/camera_info", 10, lambda i, c: pairs.append((i, c)),
+                     dropped.append, admit=admit)
+    ipub, cpub = camera_publishers(ros, "cam_pub_admit", "/admit_test")
+    S = 1_000_000_000
+    for t in (1, 2, 3):
+        ipub.publish(img(t * S))
+        cpub.publish(info(t * S))
+    assert ros.spin_until(lambda: len(pairs) == 2 and len(seen) == 6, timeout=20), (len(pairs), seen)
+    assert stamps(pairs) == [(1, 1), (3, 3)] and dropped == []
+
+
+def big_image(t_ns: int, width: int = 64, height: int = 48) -> Image:
+    m = img(t_ns)
+    m.width, m.height, m.encoding, m.step = width, height, "rgb8", 3 * width
+    m.data = bytes(3 * width * height)
+    return m
+
+
+def test_image_subscription_follows_a_best_effort_publisher(ros):
+    """auto: reliable while every publisher is (any frame size arrives); a best-effort publisher
+    appearing later makes it re-subscribe best effort, said in the log; both publishers then reach it."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+    from pixloc_ros.ros.reliability import AdaptiveSubscription
+
+    got, logs = [], []
+    node = ros.node("adaptive_sub")
+    sub = AdaptiveSubscription(node, Image, "/adaptive/image", got.append, "auto", log=logs.append)
+    assert sub.reliable
+    pub_node = ros.node("adaptive_pub")
+    reliable = pub_node.create_publisher(Image, "/adaptive/image", QoSProfile(depth=5,
+                                                                             reliability=ReliabilityPolicy.RELIABLE))
+    assert ros.spin_until(lambda: reliable.get_subscription_count() > 0, timeout=20)
+    assert ros.spin_until(lambda: (reliable.publish(big_image(1)) or got), timeout=20)
+    assert sub.reliable and not logs
+    best_effort = pub_node.create_publisher(Image, "/adaptive/image", qos_profile_sensor_data)
+    assert ros.spin_until(lambda: not sub.reliable, timeout=20), "never switched to best effort"
+    assert len(logs) == 1 and "a best-effort publisher appeared: subscribing best effort" in logs[0]
+    assert ros.spin_until(lambda: best_effort.get_subscription_count() > 0, timeout=20)
+    before = len(got)
+    assert ros.spin_until(lambda: (best_effort.publish(big_image(2)) or len(got) > before), timeout=20)
+    before = len(got)
+    assert ros.spin_until(lambda: (reliable.publish(big_image(3)) or len(got) > before), timeout=20)
+    # Created with a best-effort publisher already on the topic: best effort from the start, no switch.
+    late = AdaptiveSubscription(ros.node("adaptive_late"), Image, "/adaptive/image", got.append, "auto",
+                                log=logs.append)
+    assert not late.reliable and len(logs) == 1
+
+
+def test_fixed_reliable_image_subscription_reports_a_best_effort_publisher(ros):
+    from rclpy.qos import qos_profile_sensor_data
+
+    from pixloc_ros.ros.reliability import AdaptiveSubscription
+
+    logs = []
+    sub = AdaptiveSubscription(ros.node("fixed_sub"), Image, "/fixed/image", lambda m: None, "reliable",
+                               log=logs.append)
+    ros.node("fixed_pub").create_publisher(Image, "/fixed/image", qos_profile_sensor_data)
+    assert ros.spin_until(lambda: bool(logs), timeout=20)
+    assert sub.reliable and "cannot match (RELIABILITY)" in logs[0] and "image_reliability" in logs[0]
+    with pytest.raises(ValueError, match="Unsupported reliability mode"):
+        AdaptiveSubscription(ros.node("bad_mode"), Image, "/fixed/image", lambda m: None, "sometimes")

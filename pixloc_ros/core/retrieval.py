@@ -215,6 +215,12 @@ class MapIndex:
         """Open the map at ``path`` (see ``mapfile.open_map`` for the checks) and index it."""
         return cls(open_map(path, expected_fingerprint, verify, expected_profile))
 
+    def verify(self) -> None:
+        """Check the CRC-32 of every keyframe's observations now (reads the whole map once);
+        ``mapfile.MapCorruptedError`` naming the damaged keyframe. The node calls this before it
+        subscribes, so that a damaged map is a start-up error, not a bad frame later."""
+        self.map.verify()
+
     # ---- map facts ----------------------------------------------------------------------
     @property
     def weights_fingerprint(self) -> str:

@@ -11,11 +11,22 @@ one, counted as dropped). The worker thread applies the queued events to the pip
 arrival order, then decodes and processes the frame and publishes the results. Only the worker
 thread touches the pipeline, so the pipeline needs no locking.
 
-Not a lifecycle node (nav2's AMCL is): the map and weights are loaded in the constructor, and a
-setup error ends the process with one fatal log line.
+Stamps: every input passes a ``StampGuard`` (ros/stamps.py) first. A stamp far ahead of the
+clock or of the other inputs is rejected with its own message and forgotten (one bad stamp must
+not make every later frame look late); an image older than the newest (out of order) or with
+the newest's stamp (a duplicate) is skipped and named as such; a stamp far behind its input's
+newest means the data restarted: reset. Every camera image gets one status, its result or why
+it was skipped, except one a newer frame replaced in the queue (counted in the next status).
+
+Not a lifecycle node (nav2's AMCL is): the map and weights are loaded and the map's checksums all
+verified in the constructor, before any subscription exists; a setup error ends the process with
+one fatal log line (``ros/start.py`` is the process entry).
 """
 from __future__ import annotations
 
+import math
+import re
+import sys
 import threading
 import time
 from collections import deque
@@ -38,9 +49,12 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image, NavSatFix
 from visualization_msgs.msg import MarkerArray
 
+from pixloc_ros.core.mapfile import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
+from pixloc_ros.ros.health import InputMonitor, assess
 from pixloc_ros.ros.params import NodeSettings, declare_settings, engine_configs
+from pixloc_ros.ros.stamps import StampCheck, StampGuard, Verdict
 from pixloc_ros.ros.sync import CameraSubscriber, Unmatched
 from pixloc_ros.ros.tf import StaticTransformLookup, TransformBroadcaster
 from pixloc_ros.ros.throttle import ThrottledLogger
@@ -65,6 +79,7 @@ LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=R
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MAX_PENDING_EVENTS = 10_000  # odometry at 100 Hz for 100 s of a stalled worker
 STALE_FRAMES_S = 5.0  # diagnostics warn when no camera frame came for this long
+HEALTH_WINDOW_S = 10.0  # diagnostics judge the camera input over this much wall time
 
 
 @dataclass
@@ -78,32 +93,39 @@ class CameraFrame:
 
 
 def build_pipeline(settings: NodeSettings):
-    """Open the weights and the map and build the per-frame pipeline (raises on any setup error)."""
+    """Open the weights and the map, check every checksum of the map (reads it once), and build the
+    per-frame pipeline. Raises on any setup error: a damaged map is refused here, at start, rather
+    than failing the frames that need its damaged part later."""
     from pixloc_ros.core.pipeline import load_pipeline
 
     configs = engine_configs(settings)
-    return load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline, configs.localizer)
+    pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
+                             configs.localizer)
+    pipeline.index.verify()
+    return pipeline
 
 
 class LocalizerNode(Node):
     """PixLoc relocalization: Image + CameraInfo (+ odometry, GNSS, /initialpose) -> pose, tf, status."""
 
-    def __init__(self, **node_kwargs):
+    def __init__(self, argv: list[str] | None = None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        self.settings = s = declare_settings(self)
+        self.settings = s = declare_settings(self, argv)  # argv: to catch -p overrides rcl dropped
         self.log = ThrottledLogger(self.get_logger(), s.log_throttle_s)
         started = time.perf_counter()
         self.pipeline = build_pipeline(s)
         self.get_logger().info(f"map {s.map_file}: {self.pipeline.index.num_keyframes} keyframes, "
-                               f"{self.pipeline.index.num_points} points; network on "
+                               f"{self.pipeline.index.num_points} points, every checksum verified; network on "
                                f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load)")
         self._events: deque[tuple[str, Callable[[], None]]] = deque(maxlen=MAX_PENDING_EVENTS)
-        self._time_lock = threading.Lock()
-        self._latest_stamp_ns: dict[str, int] = {}  # newest stamp per input (time-jump detection)
+        self._guard = StampGuard(int(round(s.clock_jump_tolerance_s * 1e9)))
         self._odom_cond = threading.Condition()
         self._latest_odom_ns: int | None = None  # newest odometry stamp received (the worker waits on it)
-        self._stats = {"frames": 0, "poses": 0, "rejected": 0, "bad_input": 0, "errors": 0,
-                       "unmatched_images": 0, "dropped": 0, "resets": 0}
+        self._stats = {"frames": 0, "poses": 0, "rejected": 0, "bad_input": 0, "bad_stamps": 0, "errors": 0,
+                       "map_errors": 0, "unmatched_images": 0, "dropped": 0, "resets": 0}
+        self._monitor = InputMonitor(HEALTH_WINDOW_S)
+        self._skip_reason = ""  # why the last skipped image was skipped (diagnostics)
+        self._map_error: str | None = None  # the last map error while running (diagnostics: ERROR)
         self._last_status: LocalizationStatus | None = None
         self._last_frame_s: float | None = None
         self._last_latency_s = float("nan")
@@ -122,12 +144,15 @@ class LocalizerNode(Node):
         self.tf_broadcaster = TransformBroadcaster(self) if s.publish_tf else None
         self.static_tf = StaticTransformLookup(self, on_error=lambda text: self.log.warn(text))
 
-        # --- inputs (images and GNSS with the sensor-data QoS: best effort, as drivers publish)
+        # --- inputs (CameraInfo and GNSS with the sensor-data QoS: best effort matches every publisher)
         self.worker = LatestOnlyWorker(self._process_frame, name="pixloc-worker", on_error=self._on_worker_error)
+        # Images: reliable unless a publisher is best effort (image_reliability, ros/reliability.py):
+        # best effort loses every frame over ~0.5 MB with Fast DDS's defaults.
         self.camera_sub = CameraSubscriber(
             self, self._image_topic(), s.camera_info_topic, qos_profile_sensor_data, self._on_camera,
             self._on_unmatched, compressed=s.image_transport == "compressed",
-            tolerance_ns=int(round(s.sync_tolerance_s * 1e9)))
+            tolerance_ns=int(round(s.sync_tolerance_s * 1e9)), image_reliability=s.image_reliability,
+            admit=self._admit_camera, log=lambda text: self.get_logger().warning(text))
         if s.odom_topic:
             self.create_subscription(Odometry, s.odom_topic, self._on_odometry, 100)
         if s.gnss_topic:
@@ -142,7 +167,8 @@ class LocalizerNode(Node):
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
         tf_text = (f", tf {s.map_frame} -> {s.odom_frame if s.tf_mode == 'map_odom' else s.base_frame}"
                    if s.publish_tf else ", no tf")
-        self.get_logger().info(f"listening to {self._image_topic()} + {s.camera_info_topic}"
+        reliability = "reliable" if self.camera_sub.image_sub.reliable else "best effort"
+        self.get_logger().info(f"listening to {self._image_topic()} ({reliability}) + {s.camera_info_topic}"
                                f"{', ' + s.odom_topic if s.odom_topic else ''}"
                                f"{', ' + s.gnss_topic if s.gnss_topic else ''}, {s.initial_pose_topic}; "
                                f"publishing {self.pose_pub.topic_name}{tf_text}")
@@ -170,20 +196,19 @@ class LocalizerNode(Node):
         self.pipeline.index.close()  # a tiled map's loader thread
 
     # ----------------------------------------------------------------------- time and events
-    def _check_time(self, stamp_ns: int, source: str) -> bool:
-        """Track the newest stamp per input; one far older than its input's newest means the data
-        restarted: reset. True if so. Per input, because different topics may arrive out of order
-        relative to each other (a burst replay, a lagging camera) without any restart."""
-        with self._time_lock:
-            latest = self._latest_stamp_ns.get(source)
-            jumped = latest is not None and stamp_ns < latest - self.settings.clock_jump_tolerance_s * 1e9
-            if jumped:
-                self._latest_stamp_ns = {source: stamp_ns}  # the new timeline starts here
-            elif latest is None or stamp_ns > latest:
-                self._latest_stamp_ns[source] = stamp_ns
-        if jumped:
-            self._reset(f"{source} stamp went back by {(latest - stamp_ns) * 1e-9:.1f} s (bag restarted?)")
-        return jumped
+    def _judge(self, stream: str, stamp_ns: int) -> StampCheck:
+        """The StampGuard's verdict on ``stamp_ns`` of ``stream``; resets on RESTART (the message
+        that revealed the restart then counts as the first of the new timeline)."""
+        clock = self.get_clock()
+        now_ns = clock.now().nanoseconds
+        if clock.ros_time_is_active:  # sim time: the bag's /clock (0 until the first one came)
+            ros_now, system_now = (now_ns if now_ns > 0 else None), None
+        else:
+            ros_now, system_now = None, now_ns
+        check = self._guard.check(stream, stamp_ns, ros_now, system_now)
+        if check.verdict is Verdict.RESTART:
+            self._reset(check.describe(stream))
+        return check
 
     def _on_clock_jump(self, jump) -> None:
         if jump.clock_change not in (ClockChange.ROS_TIME_NO_CHANGE, ClockChange.SYSTEM_TIME_NO_CHANGE):
@@ -191,17 +216,18 @@ class LocalizerNode(Node):
         # A data callback may have seen the restart first (and reset): reset only while some
         # input's newest stamp is still ahead of the new time.
         now_ns = self.get_clock().now().nanoseconds
-        with self._time_lock:
-            newest = max(self._latest_stamp_ns.values(), default=None)
-            if newest is None or newest < now_ns + self.settings.clock_jump_tolerance_s * 1e9:
-                return
-            self._latest_stamp_ns = {}
+        newest = self._guard.newest()
+        if newest is None or newest < now_ns + self.settings.clock_jump_tolerance_s * 1e9:
+            return
+        self._guard.forget()
         self._reset(f"/clock jumped back by {-jump.delta.nanoseconds * 1e-9:.1f} s (bag restarted?)")
 
     def _reset(self, reason: str) -> None:
         """Drop everything waiting (it belongs to the old timeline) and queue a pipeline reset."""
         self._stats["resets"] += 1
-        self.log.warn(f"Resetting the localization: {reason}")
+        # Not throttled: each reset is its own event (a restarted bag), and a burst of them is
+        # impossible (each needs time to go back by more than the tolerance).
+        self.get_logger().warning(f"Resetting the localization (reset {self._stats['resets']}): {reason}")
         with self._odom_cond:
             self._latest_odom_ns = None
         self._events.clear()
@@ -235,11 +261,22 @@ class LocalizerNode(Node):
             self._stats["bad_input"] += 1
             self.log.warn(f"Ignored odometry message: {err}")
             return
-        if not self._check_time(sample.stamp_ns, "odometry"):
-            self._events.append(("odometry", lambda: self.pipeline.add_odometry(sample.stamp_ns, sample.matrix)))
-            with self._odom_cond:
-                self._latest_odom_ns = max(sample.stamp_ns, self._latest_odom_ns or 0)
-                self._odom_cond.notify_all()
+        if self._stamp_rejected("odometry", sample.stamp_ns, "odometry message"):
+            return
+        self._events.append(("odometry", lambda: self.pipeline.add_odometry(sample.stamp_ns, sample.matrix)))
+        with self._odom_cond:
+            self._latest_odom_ns = max(sample.stamp_ns, self._latest_odom_ns or 0)
+            self._odom_cond.notify_all()
+
+    def _stamp_rejected(self, stream: str, stamp_ns: int, what: str) -> bool:
+        """For odometry and GNSS: True (logged) when the stamp is far ahead. Late or repeated
+        samples go on: the odometry buffer keeps the newest, and a late fix is still a fix."""
+        check = self._judge(stream, stamp_ns)
+        if check.verdict is not Verdict.AHEAD:
+            return False
+        self._stats["bad_stamps"] += 1
+        self.log.warn(f"Ignored {what}: {check.describe(stream)}")
+        return True
 
     def _wait_for_odometry(self, stamp_ns: int) -> None:
         """On the worker: give odometry at or after ``stamp_ns`` up to ``odom_wait_s`` to arrive (it is
@@ -257,9 +294,10 @@ class LocalizerNode(Node):
             self._stats["bad_input"] += 1
             self.log.warn(f"Ignored GNSS fix: {err}")
             return
-        if not self._check_time(fix.stamp_ns, "GNSS"):
-            self._events.append(("gnss", lambda: self.pipeline.add_gnss(
-                fix.stamp_ns, fix.latitude_deg, fix.longitude_deg, fix.altitude_m, fix.covariance)))
+        if self._stamp_rejected("GNSS", fix.stamp_ns, "GNSS fix"):
+            return
+        self._events.append(("gnss", lambda: self.pipeline.add_gnss(
+            fix.stamp_ns, fix.latitude_deg, fix.longitude_deg, fix.altitude_m, fix.covariance)))
 
     def _on_initial_pose(self, msg: PoseWithCovarianceStamped) -> None:
         s = self.settings
@@ -268,32 +306,69 @@ class LocalizerNode(Node):
             if frame and frame != s.map_frame:
                 raise ValueError(f"frame {frame!r} is not the map frame {s.map_frame!r}")
             map_from_base = conv.pose_msg_to_matrix(msg.pose.pose)
+            # RViz's "2D Pose Estimate" sends z = 0 and a yaw only: the pipeline then takes height
+            # and tilt from the map. A pose with a height or a tilt is used as it is (6-DoF).
+            is_2d = map_from_base[2, 3] == 0.0 and abs(map_from_base[2, 2] - 1.0) < 1e-9
+            self._check_inside_map(map_from_base, is_2d)
         except ValueError as err:
             self._stats["bad_input"] += 1
             self.log.warn(f"Ignored initial pose: {err}")
             return
-        # RViz's "2D Pose Estimate" sends z = 0 and a yaw only: the pipeline then takes height and
-        # tilt from the map. A pose with a height or a tilt is used as it is (6-DoF).
-        is_2d = map_from_base[2, 3] == 0.0 and abs(map_from_base[2, 2] - 1.0) < 1e-9
         # An operator's pose applies "now" on the data's timeline: RViz may stamp it 0, or with
         # wall time while a bag plays, which the pipeline would take for a jump in time.
-        with self._time_lock:
-            newest = max(self._latest_stamp_ns.values(), default=None)
+        newest = self._guard.newest()
         stamp_ns = conv.stamp_to_ns(msg.header.stamp) if newest is None else newest
         self.get_logger().info(f"initial pose ({'2D' if is_2d else '6-DoF'}) at ({map_from_base[0, 3]:.1f}, "
                                f"{map_from_base[1, 3]:.1f}) m: relocalising from it")
         self._events.append(("initialpose", lambda: self.pipeline.set_initial_pose(stamp_ns, map_from_base, is_2d)))
 
+    def _check_inside_map(self, map_from_base: np.ndarray, is_2d: bool) -> None:
+        """ValueError when an initial pose lies outside the map: it would replace good tracking with
+        a relocalization that cannot succeed. The pipeline applies the same limit to its priors
+        (max_prior_distance_m). Reads the map index from the executor thread: the index is not
+        modified after start."""
+        index = self.pipeline.index
+        x, y = float(map_from_base[0, 3]), float(map_from_base[1, 3])
+        position = (index.lift_2d_pose(x, y, math.atan2(map_from_base[1, 0], map_from_base[0, 0]))[:3, 3]
+                    if is_2d else map_from_base[:3, 3])
+        distance = index.distance_to_map(position)
+        limit = self.settings.max_prior_distance_m
+        if distance > limit:
+            raise ValueError(f"({x:.1f}, {y:.1f}) m is {distance:.0f} m from the nearest keyframe, outside the map "
+                             f"(max_prior_distance_m {limit:g} m); the current localization is kept")
+
+    def _admit_camera(self, msg, is_image: bool) -> bool:
+        """Before the pairing (CameraSubscriber's admit): whether this image or CameraInfo may be
+        paired. A rejected image is logged and answered with a status; a rejected CameraInfo only
+        when it is ahead (a late or repeated one belongs to an image skipped for that reason)."""
+        self._monitor.note("image" if is_image else "info")
+        stream = "image" if is_image else "CameraInfo"
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        check = self._judge(stream, stamp_ns)
+        if check.verdict in (Verdict.OK, Verdict.RESTART):
+            return True
+        self._stats["bad_stamps"] += 1
+        if is_image:
+            self._skip_image(stamp_ns, check.describe(stream))
+        elif check.verdict is Verdict.AHEAD:
+            self.log.warn(f"Ignored CameraInfo: {check.describe(stream)}")
+        return False
+
     def _on_camera(self, image, info) -> None:
-        stamp_ns = conv.stamp_to_ns(image.header.stamp)
-        if self._check_time(stamp_ns, "image"):
-            return  # the frame that revealed the restart is dropped with the old timeline
-        self.worker.submit(CameraFrame(stamp_ns, image, info, time.monotonic()))
+        self.worker.submit(CameraFrame(conv.stamp_to_ns(image.header.stamp), image, info, time.monotonic()))
 
     def _on_unmatched(self, item: Unmatched) -> None:
         self._stats["unmatched_images"] += 1
-        self.log.warn(f"Skipped image at {item.stamp_ns * 1e-9:.3f} s: {item.reason} "
-                      f"(is {self.settings.camera_info_topic} published?)")
+        self._skip_image(item.stamp_ns, f"{item.reason} (is {self.settings.camera_info_topic} published?)")
+
+    def _skip_image(self, stamp_ns: int, reason: str) -> None:
+        """An image that is never processed: one throttled line, and a status that says why."""
+        text = f"Skipped image at {stamp_ns * 1e-9:.3f} s: {reason}"
+        self._monitor.note("skipped")
+        self._skip_reason = reason
+        self.log.warn(text)
+        self._publish_status(LocalizationStatus(header=conv.make_header(stamp_ns, self.settings.map_frame),
+                                                state=int(self.pipeline.state), success=False, reason=text))
 
     # ------------------------------------------------------------------------------ worker
     def _on_worker_error(self, frame: CameraFrame, exc: BaseException) -> None:
@@ -335,17 +410,24 @@ class LocalizerNode(Node):
             self._wait_for_odometry(frame.stamp_ns)
         self._apply_events()
         self._stats["frames"] += 1
+        self._monitor.note("processed")
         self._last_frame_s = time.monotonic()
         try:
             frame_input, rgb = self._frame_input(frame)
             out = self.pipeline.process(frame_input)
-        except ValueError as err:  # bad input for this frame: one throttled line, no pose
-            self._stats["bad_input"] += 1
-            text = f"Skipped image at {frame.stamp_ns * 1e-9:.3f} s: {err}"
-            self.log.warn(text)
+        except MapFileError as err:  # the map, not the frame, is bad (a ValueError too: caught first)
+            self._stats["map_errors"] += 1
+            self._map_error = str(err)
+            self._monitor.note("skipped")
+            self._skip_reason = f"map_error: {err}"
+            self.log.error(f"Image at {frame.stamp_ns * 1e-9:.3f} s: map_error: {err}")
             self._publish_status(LocalizationStatus(
                 header=conv.make_header(frame.stamp_ns, self.settings.map_frame), state=int(self.pipeline.state),
-                success=False, reason=text))
+                success=False, reason=f"map_error: {err}"))
+            return
+        except ValueError as err:  # bad input for this frame: one throttled line, no pose
+            self._stats["bad_input"] += 1
+            self._skip_image(frame.stamp_ns, str(err))
             return
         self._publish_output(frame, out, rgb)
 
@@ -353,6 +435,8 @@ class LocalizerNode(Node):
     def _publish_status(self, status: LocalizationStatus) -> None:
         dropped = self.worker.take_dropped()
         self._stats["dropped"] += dropped
+        if dropped:
+            self._monitor.note("dropped", dropped)
         status.frames_dropped = dropped
         self._last_status = status
         self.status_pub.publish(status)
@@ -423,18 +507,18 @@ class LocalizerNode(Node):
         st = self._last_status
         state = STATE_NAMES.get(st.state, str(st.state)) if st is not None else "not_initialized"
         idle = None if self._last_frame_s is None else time.monotonic() - self._last_frame_s
-        if st is None or idle is None or idle > STALE_FRAMES_S:
-            level = DiagnosticStatus.WARN
-            message = "no camera frame yet" if idle is None else f"no camera frame for {idle:.0f} s"
-        elif st.state == LocalizationStatus.STATE_TRACKING and st.success:
-            level, message = DiagnosticStatus.OK, "tracking"
-        else:
-            level, message = DiagnosticStatus.WARN, f"{state}: {st.reason}" if st.reason else state
+        counts = self._monitor.counts()
+        health = assess(counts, HEALTH_WINDOW_S, state=state, reason=st.reason if st is not None else "",
+                        tracking=st is not None and st.state == LocalizationStatus.STATE_TRACKING and st.success,
+                        idle_s=idle, stale_s=STALE_FRAMES_S, map_error=self._map_error,
+                        skip_reason=self._skip_reason)
         values = {**self._stats, "state": state, "last_reason": st.reason if st is not None else "",
                   "last_time_total_s": f"{st.time_total:.3f}" if st is not None else "",
-                  "last_latency_s": f"{self._last_latency_s:.3f}"}
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: localization",
-                                  message=message, hardware_id=self.settings.map_file,
+                  "last_latency_s": f"{self._last_latency_s:.3f}",
+                  "image_reliability": "reliable" if self.camera_sub.image_sub.reliable else "best_effort",
+                  **{f"recent_{event}": n for event, n in counts.items()}}
+        status = DiagnosticStatus(level=bytes([health.level]), name=f"{self.get_fully_qualified_name()}: localization",
+                                  message=health.message, hardware_id=self.settings.map_file,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         array = DiagnosticArray(status=[status, *self._map_diagnostics()])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -455,19 +539,27 @@ class LocalizerNode(Node):
                                  values=[KeyValue(key=k, value=v) for k, v in health.values.items()])]
 
 
-def main(args: list[str] | None = None) -> int:
-    """``ros2 run pixloc_ros localizer_node``; returns the exit status (1 on a setup error)."""
-    from pixloc_ros.core.checkpoint import WeightsError
+def run(args: list[str] | None = None) -> int:
+    """Initialise rclpy, build and spin the node; the exit status (1 on a setup error). Called by
+    ``ros/start.py``, which also turns signals during the imports into a quiet exit."""
+    from rclpy._rclpy_pybind11 import RCLError
 
-    rclpy.init(args=args)
     node = None
     try:
-        node = LocalizerNode()
+        rclpy.init(args=args)
+        node = LocalizerNode(sys.argv if args is None else args)
         rclpy.spin(node)
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
-    except (ValueError, OSError, WeightsError, ParameterException) as err:  # setup: bad parameters or files
+    except RCLError as err:
+        if rclpy.ok() is False and node is None and "context is invalid" in str(err):
+            return 0  # a signal shut the context down while the node was being built
+        get_logger(NODE_NAME).fatal(f"Cannot start: {rcl_message(err)}")
+        return 1
+    except Exception as err:
+        if not _is_setup_error(err):
+            raise  # a bug: its traceback is what a bug report needs
         get_logger(NODE_NAME).fatal(f"Cannot start: {err}")
         return 1
     finally:
@@ -477,7 +569,26 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
 
 
-if __name__ == "__main__":
-    import sys
+def _is_setup_error(err: Exception) -> bool:
+    """Bad parameters or files: ValueError (settings, map), OSError (files), rclpy's parameter
+    errors, WeightsError. (WeightsError is looked up only once its module was imported, which
+    imports torch: a parameter error must not wait seconds for that.)"""
+    checkpoint = sys.modules.get("pixloc_ros.core.checkpoint")
+    weights_error = (checkpoint.WeightsError,) if checkpoint is not None else ()
+    return isinstance(err, (ValueError, OSError, ParameterException, *weights_error))
 
+
+def rcl_message(err: Exception) -> str:
+    """rcl's error text without the C source locations (", at /project/src/rcl/arguments.c:415")."""
+    return re.sub(r",? at /\S+:\d+", "", str(err)).strip()
+
+
+def main(args: list[str] | None = None) -> int:
+    """The process entry (kept for ``python -m pixloc_ros.ros.node``): see ``ros/start.py``."""
+    from pixloc_ros.ros.start import main as start_main
+
+    return start_main(args)
+
+
+if __name__ == "__main__":
     sys.exit(main())

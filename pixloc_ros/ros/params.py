@@ -78,6 +78,12 @@ class NodeSettings:
     camera_info_topic: str = _p("camera/camera_info", "CameraInfo matching the images by stamp.")
     image_transport: str = _p("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage "
                                      "(jpeg/png) on <image_topic>/compressed.", choices=("raw", "compressed"))
+    image_reliability: str = _p("auto", "QoS reliability of the image subscription. auto: reliable, switching to "
+                                        "best effort when a best-effort publisher appears (a reliable subscription "
+                                        "cannot receive from one); reliable delivers frames of any size with Fast "
+                                        "DDS's defaults, best effort loses frames over ~0.5 MB unless the publisher "
+                                        "has a larger shared-memory segment (README, QoS).",
+                                choices=("auto", "reliable", "best_effort"))
     use_rectified: bool = _p(False, "The images are rectified: use CameraInfo P and no distortion instead of K, D.")
     sync_tolerance_s: float = _p(0.0, "Largest stamp difference between an image and its CameraInfo, seconds "
                                       "(0: exact match).", low=0.0, high=1.0)
@@ -110,8 +116,9 @@ class NodeSettings:
     publish_markers: bool = _p(True, "Publish a MarkerArray of the 3D points used (coloured by final weight) "
                                      "and the keyframes.")
     # --- runtime behaviour
-    clock_jump_tolerance_s: float = _p(0.5, "A stamp or /clock going back by more than this (seconds; bag "
-                                            "restarted) resets the state.", low=0.0, high=1e6)
+    clock_jump_tolerance_s: float = _p(0.5, "Time tolerance, seconds: a stamp or /clock going back by more than "
+                                            "this (bag restarted) resets the state; a stamp more than this ahead of "
+                                            "the clock or of the other inputs is rejected.", low=0.0, high=1e6)
     log_throttle_s: float = _p(5.0, "Per-frame problems of one kind are logged at most once per period, "
                                     "seconds.", low=0.0, high=3600.0)
 
@@ -184,27 +191,133 @@ def _descriptor(f):
     return desc
 
 
-def declare_settings(node) -> NodeSettings:
+# Parameters rclpy itself declares on every node: overrides of these are not unknown.
+_RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")
+
+
+def declare_settings(node, argv: list[str] | None = None) -> NodeSettings:
     """Declare every NodeSettings field on ``node`` and return the validated settings.
 
-    Raises ValueError (bad or missing values) or rclpy's InvalidParameter*Exception (wrong type or
-    out of range in the params file).
+    Raises ValueError naming the parameter for every setup mistake: a value of the wrong type
+    (``num_hypotheses:=four``, or ``1`` for a double), out of range, missing or invalid, and an
+    override of a parameter the node does not have (a misspelt name would otherwise be silently
+    ignored by rclpy). ``argv``: the command line the node was started with; its ``-p`` overrides
+    are compared with what was declared, because rcl silently drops a ``-p`` value whose type
+    differs from the same parameter's value in a ``--params-file`` (measured with the Kilted
+    wheels: ``--params-file localize.yaml -p num_hypotheses:=four`` leaves it at 4).
     """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.parameter import Parameter
 
     values = {}
     for f in fields(NodeSettings):
         default = f.default if f.default is not MISSING else f.default_factory()
-        if f.metadata.get("array_type") and not default:
-            # An empty list has no ROS type: declare the type, unset unless overridden.
-            kind = {"double": Parameter.Type.DOUBLE_ARRAY, "integer": Parameter.Type.INTEGER_ARRAY}
-            param = node.declare_parameter(f.name, kind[f.metadata["array_type"]], _descriptor(f))
-            values[f.name] = list(param.value) if param.value is not None else []
-        elif f.metadata.get("array_type"):
-            values[f.name] = list(node.declare_parameter(f.name, default, _descriptor(f)).value)
-        else:
-            values[f.name] = node.declare_parameter(f.name, default, _descriptor(f)).value
+        try:
+            if f.metadata.get("array_type") and not default:
+                # An empty list has no ROS type: declare the type, unset unless overridden.
+                kind = {"double": Parameter.Type.DOUBLE_ARRAY, "integer": Parameter.Type.INTEGER_ARRAY}
+                param = node.declare_parameter(f.name, kind[f.metadata["array_type"]], _descriptor(f))
+                values[f.name] = list(param.value) if param.value is not None else []
+            elif f.metadata.get("array_type"):
+                values[f.name] = list(node.declare_parameter(f.name, default, _descriptor(f)).value)
+            else:
+                values[f.name] = node.declare_parameter(f.name, default, _descriptor(f)).value
+        except InvalidParameterTypeException as err:
+            raise ValueError(_type_error(f, default, _override(node, f.name))) from err
+        except InvalidParameterValueException as err:
+            meta = f.metadata
+            raise ValueError(f"Parameter {f.name!r} = {_override(node, f.name)!r} is outside "
+                             f"[{meta['low']}, {meta['high']}]") from err
+    unknown = unknown_overrides(node)
+    if unknown:
+        raise ValueError("; ".join(_unknown_error(name) for name in unknown))
+    by_name = {f.name: f for f in fields(NodeSettings)}
+    for name, given in command_line_overrides(argv or [], node.get_name()).items():
+        f = by_name.get(name)
+        if f is not None and not _same_type(given, values[name]):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            raise ValueError(_type_error(f, default, given))
     return NodeSettings.from_values(values)
+
+
+def ros_arguments(argv: list[str]) -> list[str]:
+    """The arguments between ``--ros-args`` and ``--`` (or the end), which are rcl's."""
+    out, inside = [], False
+    for arg in argv:
+        if arg == "--ros-args":
+            inside = True
+        elif arg == "--" and inside:
+            inside = False
+        elif inside:
+            out.append(arg)
+    return out
+
+
+def command_line_overrides(argv: list[str], node_name: str) -> dict[str, Any]:
+    """``-p name:=value`` (and ``-p <node_name>:name:=value``) overrides among ``argv``'s ROS
+    arguments, values parsed as rcl parses them (YAML)."""
+    import yaml
+
+    args = ros_arguments(argv)
+    out = {}
+    for flag, arg in zip(args, args[1:]):
+        if flag not in ("-p", "--param") or ":=" not in arg:
+            continue
+        name, raw = arg.split(":=", 1)
+        prefix, _, bare = name.rpartition(":")
+        if prefix in ("", node_name):
+            try:
+                out[bare] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                out[bare] = raw
+    return out
+
+
+def _same_type(given, declared) -> bool:
+    """Whether an override value has the declared value's ROS type (bool is not an integer, an
+    integer is not a double, lists compare by their elements)."""
+    if given is None:
+        return isinstance(declared, str)  # `-p name:=` is an empty string to rcl
+    if isinstance(declared, list) and isinstance(given, list):
+        return all(_same_type(g, declared[0]) for g in given) if declared and given else True
+    return type(given) is type(declared)
+
+
+def _override(node, name: str):
+    """The value the command line or a params file gave ``name`` (what the user typed)."""
+    param = getattr(node, "_parameter_overrides", {}).get(name)
+    return None if param is None else param.value
+
+
+def _type_error(f, default, given) -> str:
+    """The message for an override of the wrong type: what was given, what is expected, how to write it."""
+    expected = {bool: "true or false", int: "an integer", float: "a number with a decimal point (e.g. 1.0: ROS "
+                "refuses 1 for a double)", str: "a string"}
+    if f.metadata.get("array_type"):
+        want = f"a list of {'integers' if f.metadata['array_type'] == 'integer' else 'numbers with a decimal point'}"
+    else:
+        want = expected.get(type(default), type(default).__name__)
+    return f"Parameter {f.name!r} must be {want}, got {given!r} ({type(given).__name__})"
+
+
+def unknown_overrides(node) -> list[str]:
+    """Names given on the command line or in a params file (for this node) that the node never
+    declared: misspelt or removed parameters, which rclpy would ignore without a word.
+
+    Reads rclpy's ``Node._parameter_overrides`` (every rclpy since Foxy keeps the overrides there;
+    no public accessor exists). Call after declaring every parameter."""
+    overrides = getattr(node, "_parameter_overrides", None)
+    if overrides is None:
+        return []
+    return sorted(name for name in overrides if name not in _RCLPY_PARAMETERS and not node.has_parameter(name))
+
+
+def _unknown_error(name: str) -> str:
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, parameter_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else " (config/localize.yaml lists them all)"
+    return f"Unknown parameter {name!r}{hint}"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ class PlayOptions:
     ack_timeout_s: float = 5.0  # at the end, wait this long for reliable subscribers to acknowledge
     pace_topic: str | None = None  # before each image, wait for the previous one's answer here (module doc)
     pace_timeout_s: float = 120.0  # give up waiting for one pace message after this (then go on)
+    best_effort: Sequence[str] = ()  # topics published best effort (a sensor-data driver), the others reliable
 
 
 @dataclass
@@ -73,8 +74,12 @@ def message_class(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
-def _publisher_qos(topic: BagTopic) -> QoSProfile:
-    """Reliable (compatible with reliable and best-effort subscribers); transient-local when recorded so."""
+def _publisher_qos(topic: BagTopic, best_effort: bool = False) -> QoSProfile:
+    """Reliable (compatible with reliable and best-effort subscribers), or best effort when asked
+    (what a sensor driver with the sensor-data QoS offers); transient-local when recorded so."""
+    if best_effort and not topic.transient_local:
+        return QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
     if topic.transient_local:
         # Keep every recorded message for late joiners (several static broadcasters, one message each).
         return QoSProfile(depth=max(1, min(1000, topic.count)), history=HistoryPolicy.KEEP_LAST,
@@ -96,7 +101,7 @@ class BagPlayer:
         self.path = Path(bag)
         by_topic = {t.name: t for t in bag_topics(self.path)}
         wanted = set(self.options.topics) if self.options.topics is not None else set(by_topic)
-        missing = sorted(wanted - set(by_topic))
+        missing = sorted((wanted | set(self.options.best_effort)) - set(by_topic))
         if missing:
             raise ValueError(f"Topics {missing} are not in {self.path} (it has {sorted(by_topic)})")
         self.publishers = {}
@@ -109,7 +114,8 @@ class BagPlayer:
                 self._log(f"skipping {name}: message type {topic.msgtype} is not installed")
                 continue
             out_topic = self.options.remap.get(name, name)
-            self.publishers[name] = node.create_publisher(cls, out_topic, _publisher_qos(topic))
+            self.publishers[name] = node.create_publisher(cls, out_topic,
+                                                          _publisher_qos(topic, name in self.options.best_effort))
             self.types[name] = topic.msgtype
         self.clock_pub = node.create_publisher(Clock, "/clock", 10) if self.options.clock else None
         self._pace_sub = None
@@ -235,7 +241,8 @@ class BagPlayer:
                 pace_timeouts += not self._pause_for_pace(pending, bag_end)[1]
         wall = time.perf_counter() - wall_begin
         timeout = Duration(seconds=self.options.ack_timeout_s)
-        for pub in self.publishers.values():
-            pub.wait_for_all_acked(timeout)
+        for name, pub in self.publishers.items():
+            if name not in self.options.best_effort:  # nothing acknowledges best effort
+                pub.wait_for_all_acked(timeout)
         bag_s = 0.0 if bag_start is None else (bag_end - bag_start) * 1e-9
         return PlayStats(count, max(1, self.options.loop), wall, bag_s, per_topic, pace_timeouts)

@@ -1,7 +1,7 @@
 """Replay a recorded drive through the real node over DDS and collect what it publishes: the
 main job (`pixloc-ros demo`) and what a user watching RViz would see.
 
-The node runs as its own process (`python -m pixloc_ros.ros.node` with the params file, as
+The node runs as its own process (`python -m pixloc_ros.ros.start` with the params file, as
 `ros2 run` starts it); the bag is played by `pixloc-ros play` in another process, paced by the
 node's status so that a slow CPU still processes every frame; this process listens like RViz and
 robot_localization would.
@@ -68,7 +68,7 @@ def replay_through_node(bag: Path, params_file: Path, overrides: dict[str, str],
     env = ros_env(domain_id)
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
     ros = RosContext(domain_id)
-    node = ChildProcess([sys.executable, "-m", "pixloc_ros.ros.node", *args], env, log_dir / "node.log")
+    node = ChildProcess([sys.executable, "-m", "pixloc_ros.ros.start", *args], env, log_dir / "node.log")
     player = None
     try:
         listener = NodeListener(ros, "pixloc_demo_listener")

@@ -116,24 +116,44 @@ class CameraSubscriber:
     each pair with equal stamps; unmatched images go to ``on_unmatched(Unmatched)``.
 
     compressed: the image topic carries sensor_msgs/CompressedImage.
+    image_reliability: None subscribes the image topic with ``qos`` like the CameraInfo; "auto",
+    "reliable" or "best_effort" make it an ``AdaptiveSubscription`` (ros/reliability.py) with
+    ``qos``'s depth: how frames larger than about 0.5 MB arrive.
+    admit(msg, is_image): called first for every message; False keeps it out of the pairing (a
+    stamp the caller rejected, e.g. one far ahead of the clock, must not reach the queues).
     """
 
     def __init__(self, node, image_topic: str, info_topic: str, qos, callback: Callable[[Any, Any], None],
                  on_unmatched: Callable[[Unmatched], None] | None = None, compressed: bool = False,
-                 queue_size: int = 10, tolerance_ns: int = 0, callback_group=None):
+                 queue_size: int = 10, tolerance_ns: int = 0, callback_group=None,
+                 image_reliability: str | None = None, admit: Callable[[Any, bool], bool] | None = None,
+                 log: Callable[[str], None] | None = None):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         self._callback = callback
+        self._admit = admit
         self.sync = StampSynchronizer(queue_size, tolerance_ns, on_unmatched)
-        self.image_sub = node.create_subscription(CompressedImage if compressed else Image, image_topic,
-                                                  self._on_image, qos, callback_group=callback_group)
+        image_type = CompressedImage if compressed else Image
+        if image_reliability is None:
+            self.image_sub = node.create_subscription(image_type, image_topic, self._on_image, qos,
+                                                      callback_group=callback_group)
+        else:
+            from pixloc_ros.ros.reliability import AdaptiveSubscription
+
+            depth = qos if isinstance(qos, int) else qos.depth
+            self.image_sub = AdaptiveSubscription(node, image_type, image_topic, self._on_image, image_reliability,
+                                                  depth, log=log, callback_group=callback_group)
         self.info_sub = node.create_subscription(CameraInfo, info_topic, self._on_info, qos,
                                                  callback_group=callback_group)
 
     def _on_image(self, msg) -> None:
+        if self._admit is not None and not self._admit(msg, True):
+            return
         for image, info in self.sync.add_image(msg):
             self._callback(image, info)
 
     def _on_info(self, msg) -> None:
+        if self._admit is not None and not self._admit(msg, False):
+            return
         for image, info in self.sync.add_info(msg):
             self._callback(image, info)
