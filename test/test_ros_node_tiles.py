@@ -48,11 +48,14 @@ def test_node_skips_a_damaged_tile_and_keeps_serving(synth_map, ros, tmp_path):
                               ros_env(ros.domain_id), tmp_path / "player.log")
 
         def tile_status():
+            """The newest "map tiles" ERROR status (the first can come before any tile is loaded:
+            the damaged tile is already found by the check at start)."""
+            found = None
             for array in listener.diagnostics:
                 for s in array.status:
                     if s.name.endswith("map tiles") and s.level == DiagnosticStatus.ERROR:
-                        return s
-            return None
+                        found = s
+            return found
 
         ros.spin_until(lambda: not player.alive() and tile_status() is not None, timeout=150)
         assert player.wait(10) == 0, player.log()
