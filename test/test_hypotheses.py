@@ -143,3 +143,19 @@ def test_config_is_checked():
         HypothesisConfig(commit_frames=0)
     with pytest.raises(ValueError):
         HypothesisConfig(gate_probability=1.0)
+
+
+def test_a_challenger_while_the_tracked_pose_has_no_result_is_no_wrong_lock():
+    """The tracked pose's results jump 1.3 m (a biased minimum that agrees with itself): no wrong
+    lock while the tracked pose merely misses; once it is dropped the challenger starts from zero."""
+    d = Drive(commit_frames=2, max_misses=3)
+    d.run((0.0, 0.02, None))
+    lock = d.id_at(0.0)
+    assert d.run((0.0, 0.02, lock)).newly_committed
+    f2 = d.run((1.3, 0.02, lock))
+    biased = d.id_at(1.3)
+    f3 = d.run((1.3, 0.02, biased))
+    assert f2.wrong_lock is None and f3.wrong_lock is None and f3.committed.id == lock
+    f4 = d.run((1.3, 0.02, biased))
+    assert f4.dropped_committed.id == lock and f4.committed is None and f4.leader.lead_frames == 1
+    assert d.run((1.3, 0.02, biased)).newly_committed  # evidence gathered after the loss

@@ -213,3 +213,35 @@ def test_an_injected_wrong_lock_is_detected_and_left(localizing_weights, synth_m
     assert detected and detected[0] <= 2, [f.reason for f in after]  # noticed within 3 frames
     assert sum(f.success and f.translation_error_m > 1.0 for f in after) <= 2  # the wrong lock published at most 2
     assert after[-1].success and after[-1].translation_error_m <= 0.25, after[-1]  # and left
+
+
+@pytest.mark.slow
+def test_calibrate_command_fits_what_the_pipeline_loads(localizing_weights, synth_map, tmp_path, capsys):
+    """evaluate --json on three drives -> pixloc-ros calibrate --records -> the pipeline loads the
+    file for these weights (and refuses it for others) and publishes calibrated covariances."""
+    from pixloc_ros.cli import main
+    from pixloc_ros.core.covariance_calibration import CovarianceCalibration
+
+    reports = []
+    for condition in ("overcast", "autumn", "snow"):
+        reports.append(tmp_path / f"{condition}.json")
+        assert main(["evaluate", "--map", str(synth_map.map_file), "--bag", str(synth_map.data / "queries" / condition),
+                     "--weights", str(localizing_weights), "--device", "cpu", "--json", str(reports[-1]),
+                     "--quiet"]) == 0
+    out = tmp_path / "weights.covariance.json"
+    assert main(["calibrate", "--weights", str(localizing_weights), "--records", *map(str, reports),
+                 "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    calib = CovarianceCalibration.load(out)
+    assert calib.fitted_on["samples"] >= 12 and calib.inflation >= 1.0 and len(calib.fitted_on["drives"]) == 3
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=out)
+    assert p.calibration == calib
+    evaluation = evaluate_drive(p, synth_map.data / "queries" / "overcast")
+    published = [f for f in evaluation.frames if f.success]
+    assert published and all(f.covariance_calibrated for f in published)
+    # A calibration of other weights is a setup error that says what to do.
+    other = CovarianceCalibration(calib.hessian_scale, calib.floor_std, calib.slopes, calib.z_reference,
+                                  weights_fingerprint="0" * 64)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="pixloc-ros calibrate"):
+        load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=tmp_path / "other.json")

@@ -3,9 +3,12 @@
     pixloc-ros calibrate --weights CKPT --drive MAP BAG [--drive MAP BAG ...] [--out FILE]
     pixloc-ros calibrate --weights CKPT --records EVAL.json [EVAL.json ...] [--out FILE]
 
-Each drive is replayed through the node's pipeline (``pixloc-ros evaluate``'s path, without a
-calibration), or the per-frame records of earlier ``evaluate --json`` runs are read; the
-correctly locked frames' errors fit the model of ``core/covariance_calibration.py``. The result
+Each drive is replayed through the node's pipeline (``pixloc-ros evaluate``'s path), or the
+per-frame records of earlier ``evaluate --json`` runs are read; the correctly locked frames'
+errors fit the model of ``core/covariance_calibration.py``. One of the model's figures, a
+hypothesis' jitter, depends on the covariance the pipeline ran with (it weights the results in
+the hypothesis' filter): replay without a calibration first, then once more with
+``--replay-calibration`` set to that first fit, as the node will run. The result
 is written next to the weights (``<weights>.covariance.json``), where the node and ``evaluate``
 find it. Use drives held out from any evaluation you report: a calibration measured on the
 drives it was fitted on says nothing about the next drive.
@@ -28,6 +31,8 @@ def register(subparsers) -> None:
                    help="a map built with these weights and a drive (rosbag2 with ground truth) through it; repeatable")
     p.add_argument("--records", nargs="+", default=[], metavar="JSON",
                    help="pixloc-ros evaluate --json reports (of these weights) to fit on instead of replaying drives")
+    p.add_argument("--replay-calibration", default="", metavar="FILE",
+                   help="covariance calibration to replay the drives with (default: none)")
     p.add_argument("--out", default=None, help="output file (default: <weights>.covariance.json next to the weights)")
     p.add_argument("--params", default=None, help="node params YAML for the replay (default: config/localize.yaml)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the params file's)")
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _replay(args, map_file: str, bag: str) -> list[dict]:
-    """Per-frame records of one drive through the uncalibrated pipeline."""
+    """Per-frame records of one drive through the pipeline (with ``--replay-calibration`` or none)."""
     from dataclasses import asdict
 
     from pixloc_ros.core.pipeline import load_pipeline
@@ -93,6 +98,6 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     settings = load_settings(args.params, map_file=str(map_file), weights=str(args.weights), device=args.device)
     configs = engine_configs(settings)
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
-                             configs.localizer, calibration="")
+                             configs.localizer, calibration=args.replay_calibration or "")
     evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
     return [asdict(f) for f in evaluation.frames]

@@ -12,6 +12,12 @@ and one is *committed* (published) only when it has led, frame after frame, eith
 cost margin over every other live hypothesis or over a baseline of several metres of travel.
 The committed hypothesis keeps competing: a challenger that wins the same way is a wrong lock.
 
+Each hypothesis' pose is a small Kalman filter over the frames it was continued by (odometry
+prediction, each result fused with its covariance), not just its last result: a biased minimum
+drifts decimetres per frame in snow, and a gate centred on the last result follows it metres
+away, one accepted step at a time; centred on the filtered pose it does not. The results
+themselves are what the pipeline publishes.
+
 The pipeline (core/pipeline.py) owns the localizer; this module only keeps the books: it
 receives, per frame, the odometry motion and the optimised observations (pose, calibrated
 covariance, cost, which hypothesis each started from) and decides. Poses are (4, 4) numpy
@@ -56,10 +62,15 @@ class Observation:
 
     index: int  # position in the localizer's batch
     map_from_base: np.ndarray  # (4, 4)
-    covariance: np.ndarray  # (6, 6) ROS covariance of map_from_base (calibrated)
+    covariance: np.ndarray  # (6, 6) ROS covariance of map_from_base (calibrated): its weight in the filter
     cost: float  # fine-level mean robust cost: comparable between observations of one frame
     strong: bool  # passed the relocalization-grade checks (may build evidence towards a commit)
     source: int | None = None  # id of the hypothesis whose prediction it started from, None for a seed
+    gate_covariance: np.ndarray | None = None  # (6, 6) its covariance in the continuation gate (None: covariance)
+
+    @property
+    def gate_cov(self) -> np.ndarray:
+        return self.covariance if self.gate_covariance is None else self.gate_covariance
 
 
 @dataclass
@@ -67,7 +78,7 @@ class Hypothesis:
     """A live pose hypothesis and the evidence it has gathered."""
 
     id: int
-    map_from_base: np.ndarray  # (4, 4) latest estimate, or its prediction to the current frame
+    map_from_base: np.ndarray  # (4, 4) filtered pose at the last frame, or its prediction to the current one
     covariance: np.ndarray  # (6, 6) of map_from_base
     committed: bool = False
     observation: Observation | None = None  # this frame's result continuing it, None when missed
@@ -76,6 +87,7 @@ class Hypothesis:
     lead_frames: int = 0  # consecutive strong frames as the leader
     clear_frames: int = 0  # consecutive frames of that streak with a clear margin (or no rival)
     lead_travel_m: float = 0.0  # odometry distance over the lead streak
+    beat_frames: int = 0  # consecutive frames of that streak it beat the committed hypothesis' own result
     predicted_d2: float = math.nan  # Mahalanobis d^2 of this frame's result against the prediction
     innovations_m: list[float] = field(default_factory=list)  # last results' distances from their predictions
 
@@ -110,6 +122,20 @@ def pose_difference(a_map_from_base: np.ndarray, b_map_from_base: np.ndarray) ->
     dp = a_map_from_base[:3, 3] - b_map_from_base[:3, 3]
     phi = Rotation.from_matrix(a_map_from_base[:3, :3] @ b_map_from_base[:3, :3].T).as_rotvec()
     return np.concatenate([dp, phi])
+
+
+def fuse(prior_map_from_base: np.ndarray, prior_covariance: np.ndarray, measured_map_from_base: np.ndarray,
+         measured_covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kalman update of a pose with a direct pose measurement (error state in the ROS convention:
+    position in the map frame, left rotation vector). Returns the fused (4, 4) pose and (6, 6) covariance."""
+    P, R = np.asarray(prior_covariance, np.float64), np.asarray(measured_covariance, np.float64)
+    K = np.linalg.solve((P + R).T, P.T).T  # P (P + R)^-1
+    step = K @ pose_difference(measured_map_from_base, prior_map_from_base)
+    out = prior_map_from_base.copy()
+    out[:3, 3] += step[:3]
+    out[:3, :3] = Rotation.from_rotvec(step[3:]).as_matrix() @ prior_map_from_base[:3, :3]
+    cov = (np.eye(6) - K) @ P
+    return out, 0.5 * (cov + cov.T)
 
 
 class HypothesisTracker:
@@ -166,7 +192,7 @@ class HypothesisTracker:
         for h in self.ordered():
             inside = []
             for ob in observations:
-                d2 = mahalanobis_d2(pose_difference(ob.map_from_base, h.map_from_base), h.covariance + ob.covariance)
+                d2 = mahalanobis_d2(pose_difference(ob.map_from_base, h.map_from_base), h.covariance + ob.gate_cov)
                 if d2 <= self.gate_d2:
                     inside.append((ob.source != h.id, ob.cost, d2, ob))
             if not inside:
@@ -175,7 +201,8 @@ class HypothesisTracker:
             _, _, d2, ob = min(inside, key=lambda x: (x[0], x[1]))
             h.innovations_m = (h.innovations_m + [float(np.linalg.norm(ob.map_from_base[:3, 3] - h.position))])[
                 -cfg.jitter_frames:]
-            h.map_from_base, h.covariance, h.observation, h.predicted_d2 = ob.map_from_base, ob.covariance, ob, d2
+            h.map_from_base, h.covariance = fuse(h.map_from_base, h.covariance, ob.map_from_base, ob.covariance)
+            h.observation, h.predicted_d2 = ob, d2
             h.misses, h.frames = 0, h.frames + 1
             used.add(ob.index)
         # 2. Results that continue nothing start hypotheses (cheapest first, one per place).
@@ -187,26 +214,32 @@ class HypothesisTracker:
                 h.observation, h.frames = ob, 1
                 used.add(ob.index)
         self._merge()
-        # 3. Drop hypotheses that found no consistent result for max_misses frames.
+        # 3. Drop hypotheses that found no consistent result for max_misses frames. When the
+        #    committed one goes, the frames it was still trusted through are no evidence for its
+        #    successor (in snow a biased minimum agrees with itself for several frames while the
+        #    tracked pose's own results jump to it): every streak starts again.
         dropped_committed = None
         for h in list(self.hypotheses):
             if h.misses >= cfg.max_misses:
                 self.hypotheses.remove(h)
                 if h.committed:
                     dropped_committed = h
+        if dropped_committed is not None:
+            self._leader_id = None
         # 4. The leader of this frame and its streak.
         seen = sorted((h for h in self.hypotheses if h.observation is not None), key=lambda h: h.observation.cost)
         leader = seen[0] if seen else None
         margin = math.inf
         if len(seen) > 1:
             margin = (seen[1].observation.cost - leader.observation.cost) / max(leader.observation.cost, 1e-12)
+        current = self.committed
         for h in self.hypotheses:
             if h is not leader:
-                h.lead_frames = h.clear_frames = 0
+                h.lead_frames = h.clear_frames = h.beat_frames = 0
                 h.lead_travel_m = 0.0
         if leader is not None:
             if not leader.observation.strong:
-                leader.lead_frames = leader.clear_frames = 0
+                leader.lead_frames = leader.clear_frames = leader.beat_frames = 0
                 leader.lead_travel_m = 0.0
             else:
                 continuing = self._leader_id == leader.id and leader.lead_frames > 0
@@ -214,17 +247,23 @@ class HypothesisTracker:
                 leader.lead_frames = leader.lead_frames + 1 if continuing else 1
                 clear = margin >= cfg.commit_margin
                 leader.clear_frames = (leader.clear_frames + 1 if continuing else 1) if clear else 0
+                # Beating the committed hypothesis means beating its own result on this frame: a
+                # frame it had none counts for nothing (its misses are counted, and drop it).
+                beat = (current is not None and current is not leader and current.observation is not None
+                        and current.observation.cost - leader.observation.cost
+                        >= cfg.commit_margin * max(leader.observation.cost, 1e-12))
+                leader.beat_frames = (leader.beat_frames + 1 if continuing else 1) if beat else 0
         self._leader_id = None if leader is None else leader.id
-        # 5. Commit, or recognise a wrong lock: the same test for both.
-        decision = TrackerDecision(leader, margin, self.committed, dropped_committed=dropped_committed)
-        if leader is not None and not leader.committed and self._wins(leader):
-            current = self.committed
-            if current is None:
+        # 5. Commit; or recognise a wrong lock: a challenger that beat the committed hypothesis'
+        #    own results by the commit margin on commit_frames frames in a row.
+        decision = TrackerDecision(leader, margin, current, dropped_committed=dropped_committed)
+        if leader is not None and not leader.committed:
+            if current is None and self._wins(leader):
                 leader.committed = True
                 decision.committed, decision.newly_committed = leader, True
-            else:
-                # The tracked pose lost to a challenger: stop publishing it. The challenger keeps its
-                # streak and is committed on the next frame it still leads.
+            elif current is not None and leader.beat_frames >= cfg.commit_frames:
+                # Stop publishing the tracked pose. The challenger keeps its streak and is
+                # committed on the next frame it still leads.
                 current.committed = False
                 current.lead_frames = current.clear_frames = 0
                 decision.committed, decision.wrong_lock = None, current
