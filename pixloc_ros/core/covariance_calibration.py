@@ -4,8 +4,9 @@ Why a calibration: ``sigma^2 H^-1`` (core/covariance.py) is the covariance of th
 under independent residuals and a perfect map. Neither holds: neighbouring pixels and the
 channels of one descriptor are correlated, the SfM points and the reference features carry
 their own errors, and the features of a snowy or dark image match the summer map worse in ways
-the residuals only partly show. Measured on synthetic drives, the raw estimate is 3-10x too
-small in translation and too large in rotation, and the gap grows with the season. The model:
+the residuals only partly show. Published as it was (plus a fixed floor), it gave a mean NEES
+of 4.9 in overcast, 35 in autumn and 90 in snow (BENCHMARKS.md, "A pose the EKF can trust").
+The model:
 
     Sigma_base = inflation * m(z) * (hessian_scale * shape(Sigma_H,base) + diag(floor_std)^2)
     shape(S) = S / trace(S_position) (m^2: the Hessian's shape, unit total position variance)
@@ -13,20 +14,21 @@ small in translation and too large in rotation, and the gap grows with the seaso
 
 in base_link axes (x forward, y left, z up; rotations about them), where ``Sigma_H,base`` is
 ``sigma^2 H^-1`` moved to base_link. Only its shape is used (which directions the points
-constrain, and how rotation and translation trade off): its scale is what the correlated
-residuals make wrong, and it misleads across seasons (fitted with its scale, autumn drives came
-out 2-15x over-covered, snow under-covered; with the shape alone the drives' mean NEES were
-2.1-8.6, same likelihood). The floor holds what the Hessian cannot see (map and
-feature errors, strongest along the road); ``m(z)`` widens everything when the images match
-the map badly, by two residual statistics: the frame's fine-level inlier ratio, and the
-*jitter* of the hypothesis, the RMS distance of its last few results from their odometry
-predictions (consecutive snow or dusk frames disagree by decimetres where the odometry is good
-to centimetres, measured: median gate d^2 0.1-0.3 in overcast, 2.6-4.2 in snow and dusk, while
-the inlier ratio alone misorders seasons between worlds);
-``inflation`` is a final scale for what the frame's figures do not show (heavy tails, conditions
-that differ between drives): fitted so that every calibration drive is covered (``fit_calibration``). The parameters belong to one set of weights: they are fitted
-by ``pixloc-ros calibrate`` on drives held out from any evaluation and stored next to the
-weights (``<weights>.covariance.json``) with the weights' fingerprint, never hard-coded.
+constrain, how rotation and translation trade off): its scale is what the correlated residuals
+make wrong, and it misleads across seasons (in an exploration on the calibration drives, fitted
+with its scale the autumn drives came out 2-15x over-covered and snow under-covered; with the
+shape alone the drives' mean NEES spread less, at the same likelihood). The floor holds what the
+Hessian cannot see (map and feature errors, strongest along the road); ``m(z)`` widens
+everything when the images match the map badly, by two residual statistics: the frame's
+fine-level inlier ratio, and the *jitter* of the hypothesis, the RMS distance of its last few
+results from their odometry predictions (consecutive snow or dusk frames disagree by decimetres
+where the odometry is good to centimetres: median gate d^2 0.1-0.3 in overcast, 2.6-4.2 in snow
+and dusk on the calibration drives, while the inlier ratio alone misorders seasons between
+worlds); ``inflation`` is a final scale for what the frame's figures do not show (heavy tails,
+conditions that differ between drives), fitted so that every calibration drive is covered
+(``fit_calibration``). The parameters belong to one set of weights: they are fitted by
+``pixloc-ros calibrate`` on drives held out from any evaluation and stored next to the weights
+(``<weights>.covariance.json``) with the weights' fingerprint, never hard-coded.
 
 Errors and covariances in ROS order (x, y, z, rot_x, rot_y, rot_z), see core/covariance.py.
 """
@@ -169,7 +171,8 @@ def hessian_shape(hessian_covariance: np.ndarray) -> np.ndarray:
 
 def features(inlier_ratio: float, jitter_m: float) -> np.ndarray:
     """(2,) the figures the model scales with: (1 - inlier ratio, log(jitter + JITTER_FLOOR_M))."""
-    return np.array([1.0 - float(np.clip(inlier_ratio, 0.0, 1.0)), math.log(max(float(jitter_m), 0.0) + JITTER_FLOOR_M)])
+    return np.array([1.0 - float(np.clip(inlier_ratio, 0.0, 1.0)),
+                     math.log(max(float(jitter_m), 0.0) + JITTER_FLOOR_M)])
 
 
 # ---- fitting -------------------------------------------------------------------------------
@@ -233,10 +236,12 @@ def fit_calibration(samples: list[CalibrationSample], groups: list[str] | None =
                        for e, c, s, j in zip(errors, covs, samples, jitters)])
     labels = sorted(set(groups))
     members = {g: np.array([i for i, x in enumerate(groups) if x == g]) for g in labels}
-    needed = [float(np.quantile(values[idx], coverage)) / NEES_BOUND_95
+    # "higher": the sample at or above the quantile, so that at least a share ``coverage`` of each
+    # group ends inside (interpolating between samples left 23 of 28 inside where 24 were asked).
+    needed = [float(np.quantile(values[idx], coverage, method="higher")) / NEES_BOUND_95
               for idx in members.values() if len(idx) >= min_group]
     if not needed:  # every group is small: judge them pooled
-        needed = [float(np.quantile(values, coverage)) / NEES_BOUND_95]
+        needed = [float(np.quantile(values, coverage, method="higher")) / NEES_BOUND_95]
     calib.inflation = max(1.0, max(needed))
     inflated = values / calib.inflation
     calib.fitted_on = {

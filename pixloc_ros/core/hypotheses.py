@@ -208,7 +208,8 @@ class HypothesisTracker:
         # 2. Results that continue nothing start hypotheses (cheapest first, one per place).
         if allow_spawn:
             for ob in sorted(observations, key=lambda o: o.cost):
-                if ob.index in used or any(self._same_place(ob.map_from_base, h.map_from_base) for h in self.hypotheses):
+                if ob.index in used or any(self._same_place(ob.map_from_base, h.map_from_base)
+                                           for h in self.hypotheses):
                     continue
                 h = self.spawn(ob)
                 h.observation, h.frames = ob, 1

@@ -443,7 +443,8 @@ class RelocalizationPipeline:
             radius = max(cfg.gnss_gate_sigmas * sigma + 2.0, 5.0)
             near = self._keyframe_hypotheses(xyz, None, 180.0, radius + 10.0)
             if not near:
-                return [], f"prior_outside_map: GNSS fix is {self.index.distance_to_map(xyz):.0f} m from the nearest keyframe"
+                dist = self.index.distance_to_map(xyz)
+                return [], f"prior_outside_map: GNSS fix is {dist:.0f} m from the nearest keyframe"
             return [_Seed(k, "keyframe") for k in near], None
         return [], gnss or "no_prior: waiting for an initial pose (/initialpose) or a GNSS fix"
 
