@@ -245,3 +245,22 @@ def test_calibrate_command_fits_what_the_pipeline_loads(localizing_weights, synt
     other.save(tmp_path / "other.json")
     with pytest.raises(ValueError, match="pixloc-ros calibrate"):
         load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=tmp_path / "other.json")
+
+
+@pytest.mark.slow
+def test_a_pose_the_calibration_calls_too_uncertain_is_not_published(localizing_weights, synth_map, tmp_path):
+    """With a calibration that says every pose is known to 2 m only, the drive is tracked but
+    nothing is published, each frame saying why."""
+    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.covariance_calibration import CovarianceCalibration
+
+    fingerprint = weights_fingerprint(load_weights(str(localizing_weights), "cpu"))
+    vague = CovarianceCalibration(0.01, (2.0, 2.0, 2.0, 0.05, 0.05, 0.05), (0.0, 0.0), (0.5, -2.0),
+                                  weights_fingerprint=fingerprint).save(tmp_path / "vague.json")
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=vague)
+    states = []
+    evaluation = evaluate_drive(p, synth_map.data / "queries" / "overcast",
+                                on_frame=lambda out, frame: states.append(out.state))
+    assert not any(f.success for f in evaluation.frames)
+    assert State.TRACKING in states  # committed all the same: the gate is on publishing
+    assert any(f.reason.startswith("uncertain: calibrated sigma 2.") for f in evaluation.frames)
