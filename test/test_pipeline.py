@@ -6,6 +6,7 @@ otherwise (``localizing_weights``).
 """
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -132,8 +133,19 @@ def test_offline_evaluation_reports_the_cmu_metrics(synth_map, tmp_path):
     assert all(0 <= r <= 1 for r in report["recall"]) and report["recall"] == sorted(report["recall"])
     for key in ("median_translation_m", "median_rotation_deg"):
         assert key in report
-    assert (tmp_path / "plots" / "trajectory.png").stat().st_size > 1000
-    assert (tmp_path / "plots" / "errors.png").stat().st_size > 1000
+    cons = report["consistency"]
+    assert cons["published"] == report["localized"] and 0 <= cons["published_wrong"] <= cons["published"]
+    assert cons["nees_bound_95"] == pytest.approx(12.59, abs=0.01)
+    for rec in report["per_frame"]:
+        assert {"success", "state", "reason", "covariance", "estimate_map_from_base", "gate"} <= set(rec)
+        if rec["success"]:
+            cov = np.array(rec["covariance"])  # ROS order, base_link in the map: symmetric positive definite
+            assert cov.shape == (6, 6) and np.allclose(cov, cov.T) and np.linalg.eigvalsh(cov).min() > 0
+            assert math.isfinite(rec["nees"]) and rec["gate"]["mahalanobis_d2"] <= rec["gate"]["limit_d2"]
+        else:
+            assert rec["covariance"] is None and rec["reason"]
+    for name in ("trajectory", "errors", "nees"):
+        assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -149,3 +161,106 @@ def test_drive_is_relocalized_then_tracked_without_wrong_poses(localizing_weight
     assert s.localized >= 0.7 * s.frames, evaluation.frames
     assert s.max_translation_m <= 1.0 and s.max_rotation_deg <= 5.0  # gating: never a wrong pose
     print(f"\n{condition}: {s.as_text()}")
+
+
+# ------------------------------------------------------------------- wrong hypotheses and locks
+def _errors_m(evaluation):
+    return [f.translation_error_m for f in evaluation.frames if f.success]
+
+
+def test_a_wrong_first_frame_winner_is_never_published(localizing_weights, synth_map):
+    """Construct a drive whose first frame shows what the camera sees one frame (about 2.7 m)
+    further along the road: the relocalization of frame 0 converges there with the best cost,
+    and the next frames, tracked from it, disagree. Published only what later frames confirm."""
+    drive = read_drive(synth_map.data / "queries" / "overcast")
+    frames = list(drive.frames)
+    frames[0] = replace(frames[0], image=frames[1].image)
+    tricked = replace(drive, frames=frames)
+    outputs = []
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu")
+    evaluation = evaluate_drive(p, tricked, on_frame=lambda out, frame: outputs.append(out))
+    first = evaluation.frames[0]
+    assert first.raw_translation_error_m > 1.0, first  # the construction worked: the wrong pose led frame 0
+    assert not first.success and first.reason.startswith("relocalization_")
+    assert all(e <= 1.0 for e in _errors_m(evaluation)), evaluation.frames  # never published the wrong one
+    last = evaluation.frames[-1]
+    assert last.success and last.translation_error_m <= 0.25, last  # and ended up on the right pose
+    # Without waiting for evidence (commit on the first frame), the same drive publishes the wrong pose.
+    hasty = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", PipelineConfig(confirmations=0))
+    assert evaluate_drive(hasty, tricked).frames[0].translation_error_m > 1.0
+
+
+def test_an_injected_wrong_lock_is_detected_and_left(localizing_weights, synth_map):
+    """Track the overcast drive, then move the committed hypothesis 2.5 m along the road (a
+    wrong lock). Within a bounded number of frames the pipeline says so and publishes the right
+    pose again."""
+    drive = read_drive(synth_map.data / "queries" / "overcast")
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu")
+    outputs = []
+
+    def inject(out, frame):
+        outputs.append(out)
+        if len(outputs) == 2:
+            assert out.success, out.reason  # tracking by now
+            lock = p.tracker.committed
+            lock.map_from_base = lock.map_from_base.copy()
+            lock.map_from_base[:3, 3] += 2.5 * lock.map_from_base[:3, 0]  # 2.5 m forward
+
+    evaluation = evaluate_drive(p, drive, on_frame=inject)
+    after = evaluation.frames[2:]
+    detected = [i for i, f in enumerate(after) if f.reason.startswith("wrong_lock") or "lost after" in f.reason
+                or (f.success and f.translation_error_m <= 0.25)]
+    assert detected and detected[0] <= 2, [f.reason for f in after]  # noticed within 3 frames
+    assert sum(f.success and f.translation_error_m > 1.0 for f in after) <= 2  # the wrong lock published at most 2
+    assert after[-1].success and after[-1].translation_error_m <= 0.25, after[-1]  # and left
+
+
+@pytest.mark.slow
+def test_calibrate_command_fits_what_the_pipeline_loads(localizing_weights, synth_map, tmp_path, capsys):
+    """evaluate --json on three drives -> pixloc-ros calibrate --records -> the pipeline loads the
+    file for these weights (and refuses it for others) and publishes calibrated covariances."""
+    from pixloc_ros.cli import main
+    from pixloc_ros.core.covariance_calibration import CovarianceCalibration
+
+    reports = []
+    for condition in ("overcast", "autumn", "snow"):
+        reports.append(tmp_path / f"{condition}.json")
+        assert main(["evaluate", "--map", str(synth_map.map_file), "--bag", str(synth_map.data / "queries" / condition),
+                     "--weights", str(localizing_weights), "--device", "cpu", "--json", str(reports[-1]),
+                     "--quiet"]) == 0
+    out = tmp_path / "weights.covariance.json"
+    assert main(["calibrate", "--weights", str(localizing_weights), "--records", *map(str, reports),
+                 "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    calib = CovarianceCalibration.load(out)
+    assert calib.fitted_on["samples"] >= 12 and calib.inflation >= 1.0 and len(calib.fitted_on["drives"]) == 3
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=out)
+    assert p.calibration == calib
+    evaluation = evaluate_drive(p, synth_map.data / "queries" / "overcast")
+    published = [f for f in evaluation.frames if f.success]
+    assert published and all(f.covariance_calibrated for f in published)
+    # A calibration of other weights is a setup error that says what to do.
+    other = CovarianceCalibration(calib.hessian_scale, calib.floor_std, calib.slopes, calib.z_reference,
+                                  weights_fingerprint="0" * 64)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="pixloc-ros calibrate"):
+        load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=tmp_path / "other.json")
+
+
+@pytest.mark.slow
+def test_a_pose_the_calibration_calls_too_uncertain_is_not_published(localizing_weights, synth_map, tmp_path):
+    """With a calibration that says every pose is known to 2 m only, the drive is tracked but
+    nothing is published, each frame saying why."""
+    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.covariance_calibration import CovarianceCalibration
+
+    fingerprint = weights_fingerprint(load_weights(str(localizing_weights), "cpu"))
+    vague = CovarianceCalibration(0.01, (2.0, 2.0, 2.0, 0.05, 0.05, 0.05), (0.0, 0.0), (0.5, -2.0),
+                                  weights_fingerprint=fingerprint).save(tmp_path / "vague.json")
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", calibration=vague)
+    states = []
+    evaluation = evaluate_drive(p, synth_map.data / "queries" / "overcast",
+                                on_frame=lambda out, frame: states.append(out.state))
+    assert not any(f.success for f in evaluation.frames)
+    assert State.TRACKING in states  # committed all the same: the gate is on publishing
+    assert any(f.reason.startswith("uncertain: calibrated sigma 2.") for f in evaluation.frames)

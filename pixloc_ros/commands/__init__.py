@@ -6,6 +6,7 @@ COMMAND_MODULES = (
     "build_map",
     "play",
     "evaluate",
+    "calibrate",
     "train",
     "import_data",
     "weights",

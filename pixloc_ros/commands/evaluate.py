@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report_text(evaluation) -> str:
     """The human-readable summary of an evaluation (also printed by the demo)."""
-    lines = [evaluation.summary.as_text()]
+    lines = [evaluation.summary.as_text(), evaluation.consistency_text()]
     lat = evaluation.latency_s
     if lat:
         lines.append(f"latency per frame: p50 {1e3 * lat['p50']:.0f} ms, p90 {1e3 * lat['p90']:.0f} ms, "
@@ -112,11 +112,11 @@ def report_text(evaluation) -> str:
 
 
 def write_plots(evaluation, pipeline, out_dir, snapshot: dict) -> list[Path]:
-    """Trajectory, error-over-time and (if a frame was localized) heatmap PNGs in ``out_dir``."""
+    """Trajectory, error-over-time, NEES-over-time and (if a frame was localized) heatmap PNGs in ``out_dir``."""
     import numpy as np
 
     from pixloc_ros.data.bags import read_drive
-    from pixloc_ros.data.plots import plot_errors, plot_trajectory, save_heatmap_snapshot
+    from pixloc_ros.data.plots import plot_errors, plot_nees, plot_trajectory, save_heatmap_snapshot
 
     out_dir = Path(out_dir)
     drive = read_drive(evaluation.bag, load_images=False)
@@ -125,7 +125,7 @@ def write_plots(evaluation, pipeline, out_dir, snapshot: dict) -> list[Path]:
         fixes = np.array([[g.latitude_deg, g.longitude_deg, g.altitude_m] for g in drive.gnss])
         gnss_xy = pipeline.index.georef.to_map(fixes[:, 0], fixes[:, 1], fixes[:, 2])[:, :2]
     written = [plot_trajectory(evaluation, out_dir / "trajectory.png", pipeline.index.keyframe_centers[:, :2], gnss_xy),
-               plot_errors(evaluation, out_dir / "errors.png")]
+               plot_errors(evaluation, out_dir / "errors.png"), plot_nees(evaluation, out_dir / "nees.png")]
     if snapshot:
         written.append(save_heatmap_snapshot(snapshot["image"], snapshot["conf"], out_dir / "heatmap.png"))
     return written

@@ -116,6 +116,21 @@ class Timings:
 
 
 @dataclass
+class HypothesisResults:
+    """Where every initial pose of one localization ended (index b = the b-th initial pose), so
+    that a caller can keep several hypotheses alive across frames. Arrays are numpy, CPU."""
+
+    cam_from_world: Pose  # (B,) final poses (float64)
+    cost: np.ndarray  # (3, B) final mean robust cost per level, finest first (inf where a level did not run)
+    initial_cost: np.ndarray  # (3, B) cost where each level started
+    num_valid: np.ndarray  # (B,) int64 valid points at the fine level
+    inlier_ratio: np.ndarray  # (B,) share of valid fine-level points with rho'(e) >= 0.5
+    hessian: np.ndarray  # (B, 6, 6) undamped fine-level Gauss-Newton Hessian (engine order)
+    sigma2: np.ndarray  # (B,) residual variance factor (``covariance.residual_variance``)
+    singular: np.ndarray  # (B,) bool: an LM system of the fine level was not positive definite
+
+
+@dataclass
 class LocalizationResult:
     """Outcome of one localization. Levels are indexed finest first (index 0 = stride 1)."""
 
@@ -134,6 +149,7 @@ class LocalizationResult:
     hypothesis_costs: np.ndarray | None = None  # (B,) float32 fine cost of every hypothesis
     confidences: list[np.ndarray] | None = None  # per level (H_l, W_l) float32 query confidence, for display
     timings: Timings = field(default_factory=Timings)
+    hypotheses: HypothesisResults | None = None  # every initial pose's outcome (None when no level ran)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -359,6 +375,8 @@ class Localizer:
         cost = fine.cost.float().cpu()
         eligible = (num_valid >= cfg.min_valid_points) & torch.isfinite(cost) & ~fine.singular.cpu() & ~failed
 
+        per_hypothesis = self._hypothesis_results(levels, finest)
+
         def per_level(attr: str, b: int) -> tuple[float, float, float]:
             return tuple(float(getattr(levels[l], attr)[b]) if l in levels else math.inf for l in range(3))
 
@@ -377,7 +395,7 @@ class Localizer:
             return failure(why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
                            cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
                            iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
-                           hypothesis_costs=cost.numpy())
+                           hypothesis_costs=cost.numpy(), hypotheses=per_hypothesis)
         b = int(torch.where(eligible, cost, torch.full_like(cost, math.inf)).argmin())
         pose = fine.cam_from_world[b].to("cpu", torch.float64)
         H = fine.hessian[b].cpu().numpy()
@@ -387,7 +405,7 @@ class Localizer:
             iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
             num_valid=int(num_valid[b]), hypothesis=b, inlier_ratio=float(fine.inlier_ratio[b]),
             sigma2=sigma2, point_weights=fine.weights[b].float().cpu().numpy(),
-            hypothesis_costs=cost.numpy(), confidences=self._confidences(confidences))
+            hypothesis_costs=cost.numpy(), confidences=self._confidences(confidences), hypotheses=per_hypothesis)
         min_eig = normalized_min_eigenvalue(H)
         cov = None
         if min_eig < cfg.min_normalized_eigenvalue:
@@ -403,6 +421,20 @@ class Localizer:
         post = clock.lap()
         return LocalizationResult(True, "ok", pose, cov,
                                   timings=Timings(pre, 0.0, level_times, post, clock.total()), **common)
+
+    @staticmethod
+    def _hypothesis_results(levels: dict[int, LevelResult], finest: int) -> HypothesisResults:
+        fine = levels[finest]
+        B = fine.cost.shape[0]
+        inf = torch.full((B,), math.inf, dtype=torch.float64)
+        cost = torch.stack([levels[l].cost.double().cpu() if l in levels else inf for l in range(3)])
+        initial = torch.stack([levels[l].initial_cost.double().cpu() if l in levels else inf for l in range(3)])
+        num_valid = fine.num_valid.cpu().numpy().astype(np.int64)
+        sq = fine.weighted_sq_residual.double().cpu().numpy()
+        sigma2 = np.array([residual_variance(float(sq[b]), int(num_valid[b]), fine.num_channels) for b in range(B)])
+        return HypothesisResults(fine.cam_from_world.to("cpu", torch.float64), cost.numpy(), initial.numpy(),
+                                 num_valid, fine.inlier_ratio.double().cpu().numpy(),
+                                 fine.hessian.double().cpu().numpy(), sigma2, fine.singular.cpu().numpy())
 
     def _confidences(self, confidences: list[torch.Tensor | None]) -> list[np.ndarray] | None:
         if not self.config.return_confidences:

@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 
 from ..core.camera import Camera
+from ..core.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
+from ..core.hypothesis_books import pose_difference
 from ..core.metrics import AccuracySummary, pose_errors, summarize
 from ..core.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
 from .bags import Drive, PoseSample, read_drive
@@ -34,14 +36,33 @@ class FrameRecord:
     gt_map_from_base: list | None
     translation_error_m: float = math.nan
     rotation_error_deg: float = math.nan
-    # Error of the localizer's own estimate, published or not (NaN when PixLoc did not run):
-    # what the gating saw, for tuning it.
+    # Error of the estimate before gating (``estimate_map_from_base``), published or not (NaN
+    # when PixLoc did not run): what the gating saw, for tuning it.
     raw_translation_error_m: float = math.nan
     raw_rotation_error_deg: float = math.nan
     total_s: float = 0.0  # pipeline wall time of the frame
     network_s: float = 0.0
     optimizer_s: float = 0.0
     num_points: int = 0
+    # The published 6x6 covariance of base_link in the map, ROS order (x y z rx ry rz), None when
+    # nothing was published, and its NEES against the ground truth (6 dof).
+    covariance: list | None = None
+    nees: float = math.nan
+    covariance_calibrated: bool = False
+    # The estimate the decision was about, before gating (published or not): its pose, the
+    # covariance it would have been published with, the uncalibrated sigma^2 H^-1 (ROS order) and
+    # the fine-level inlier ratio (what ``pixloc-ros calibrate`` fits on), and its NEES.
+    estimate_map_from_base: list | None = None
+    estimate_covariance: list | None = None
+    estimate_hessian_covariance: list | None = None
+    estimate_inlier_ratio: float = math.nan
+    estimate_cost: float = math.nan  # fine-level mean robust cost
+    estimate_num_valid: int = 0
+    estimate_jitter_m: float | None = None  # jitter of its hypothesis (None: no history), m
+    estimate_nees: float = math.nan
+    # Gate statistics: d^2 of the estimate against its hypothesis' odometry prediction and the
+    # gate's limit, live hypotheses, the leader's streak (frames, metres) and cost margin.
+    gate: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -53,9 +74,36 @@ class DriveEvaluation:
     summary: AccuracySummary
     latency_s: dict[str, float] = field(default_factory=dict)  # p50 / p90 / max of frames that ran PixLoc
 
+    def consistency(self, max_translation_m: float = 1.0, max_rotation_deg: float = 5.0) -> dict:
+        """What an EKF would get from the published poses: how many are wrong (worse than
+        ``max_translation_m`` or ``max_rotation_deg``) and how consistent their covariances are
+        (NEES, 6 dof: mean, median and the share inside the 95 % chi-square bound)."""
+        published = [f for f in self.frames if f.success and f.gt_map_from_base is not None]
+        wrong = [f for f in published if not (f.translation_error_m <= max_translation_m
+                                              and f.rotation_error_deg <= max_rotation_deg)]
+        values = np.array([f.nees for f in published if math.isfinite(f.nees)])
+        return {"published": len(published), "published_wrong": len(wrong),
+                "wrong_thresholds": [max_translation_m, max_rotation_deg],
+                "nees_count": int(values.size),
+                "nees_mean": float(values.mean()) if values.size else math.nan,
+                "nees_median": float(np.median(values)) if values.size else math.nan,
+                "nees_share_inside_95": float(np.mean(values <= NEES_BOUND_95)) if values.size else math.nan,
+                "nees_bound_95": NEES_BOUND_95}
+
+    def consistency_text(self) -> str:
+        """One line: wrong published poses and NEES."""
+        c = self.consistency()
+        line = (f"published poses worse than {c['wrong_thresholds'][0]:g} m / {c['wrong_thresholds'][1]:g} deg: "
+                f"{c['published_wrong']} of {c['published']}")
+        if c["nees_count"]:
+            line += (f"; NEES (6 dof) mean {c['nees_mean']:.2f}, median {c['nees_median']:.2f}, "
+                     f"{100 * c['nees_share_inside_95']:.0f}% inside the 95% bound ({c['nees_bound_95']:.1f})")
+        return line
+
     def to_json(self) -> dict:
         """The JSON report; keys ``recall`` (3 fractions), ``median_translation_m``,
-        ``median_rotation_deg``, ``frames``, ``localized`` at the top level."""
+        ``median_rotation_deg``, ``frames``, ``localized``, ``consistency`` (wrong poses, NEES)
+        at the top level, ``per_frame`` records (``FrameRecord``)."""
         s = self.summary
         return {
             "bag": self.bag,
@@ -68,6 +116,7 @@ class DriveEvaluation:
             "max_translation_m": s.max_translation_m,
             "max_rotation_deg": s.max_rotation_deg,
             "latency_s": self.latency_s,
+            "consistency": self.consistency(),
             "per_frame": [asdict(f) for f in self.frames],
         }
 
@@ -153,14 +202,28 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
                           None if out.map_from_base is None else out.map_from_base.tolist(),
                           None if gt is None else gt.tolist(), total_s=out.timings.total_s,
                           network_s=out.timings.network_s, optimizer_s=out.timings.optimizer_s,
-                          num_points=0 if out.result is None else int(out.result.num_valid))
+                          num_points=0 if out.result is None else int(out.result.num_valid),
+                          covariance_calibrated=out.covariance_calibrated, gate=asdict(out.gate))
+        if out.success:
+            rec.covariance = out.covariance_ros.tolist()
         if out.success and gt is not None:
             dt, dr = pose_errors(out.map_from_base[:3, :3], out.map_from_base[:3, 3], gt[:3, :3], gt[:3, 3])
             rec.translation_error_m, rec.rotation_error_deg = float(dt), float(dr)
-        if out.result is not None and out.result.cam_from_world is not None and gt is not None:
-            est = out.result.cam_from_world.inv().to_4x4_numpy() @ np.linalg.inv(base_from_cam)
-            dt, dr = pose_errors(est[:3, :3], est[:3, 3], gt[:3, :3], gt[:3, 3])
-            rec.raw_translation_error_m, rec.raw_rotation_error_deg = float(dt), float(dr)
+            rec.nees = nees(pose_difference(out.map_from_base, gt), out.covariance_ros)
+        est = out.estimate_map_from_base
+        if est is not None:
+            rec.estimate_map_from_base = est.tolist()
+            rec.estimate_inlier_ratio = float(out.estimate_inlier_ratio)
+            rec.estimate_cost, rec.estimate_num_valid = float(out.estimate_cost), int(out.estimate_num_valid)
+            rec.estimate_jitter_m = out.estimate_jitter_m
+            for name in ("estimate_covariance", "estimate_hessian_covariance"):
+                value = getattr(out, name + "_ros")
+                setattr(rec, name, None if value is None else value.tolist())
+            if gt is not None:
+                dt, dr = pose_errors(est[:3, :3], est[:3, 3], gt[:3, :3], gt[:3, 3])
+                rec.raw_translation_error_m, rec.raw_rotation_error_deg = float(dt), float(dr)
+                if out.estimate_covariance_ros is not None:
+                    rec.estimate_nees = nees(pose_difference(est, gt), out.estimate_covariance_ros)
         records.append(rec)
 
     scored = [r for r in records if r.success and r.gt_map_from_base is not None]
@@ -170,3 +233,27 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
     latency = {} if ran.size == 0 else {"p50": float(np.percentile(ran, 50)), "p90": float(np.percentile(ran, 90)),
                                         "max": float(ran.max()), "count": int(ran.size)}
     return DriveEvaluation(str(drive.bag_dir), records, summary, latency)
+
+
+def calibration_samples(records: list[dict], max_translation_m: float = 1.0,
+                        max_rotation_deg: float = 5.0) -> list[CalibrationSample]:
+    """Covariance calibration samples from per-frame records (``FrameRecord`` as dicts, e.g. the
+    ``per_frame`` list of ``pixloc-ros evaluate --json``).
+
+    A frame counts when its estimate has a Hessian covariance and ground truth, and is a correct
+    lock (within ``max_translation_m`` and ``max_rotation_deg``): a wrong lock is the state
+    machine's to catch, and a Gaussian fitted to it would only widen every covariance. Errors
+    and covariances are moved to base_link axes (the model's, see core/covariance_calibration.py).
+    """
+    samples = []
+    for r in records:
+        if r.get("estimate_hessian_covariance") is None or r.get("gt_map_from_base") is None:
+            continue
+        if not (r["raw_translation_error_m"] <= max_translation_m and r["raw_rotation_error_deg"] <= max_rotation_deg):
+            continue
+        est, gt = np.asarray(r["estimate_map_from_base"], np.float64), np.asarray(r["gt_map_from_base"], np.float64)
+        A = rotation_blocks(est[:3, :3])
+        samples.append(CalibrationSample(A.T @ np.asarray(r["estimate_hessian_covariance"], np.float64) @ A,
+                                         float(r["estimate_inlier_ratio"]), r.get("estimate_jitter_m"),
+                                         A.T @ pose_difference(est, gt)))
+    return samples

@@ -2,6 +2,7 @@
 error over time, and a confidence heatmap snapshot."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,38 @@ def plot_errors(evaluation: DriveEvaluation, path: str | Path) -> Path:
         ax.set_ylabel(label)
         ax.set_yscale("symlog", linthresh=0.1)
     a2.set_xlabel("time since first frame [s]")
+    return _save(fig, plt, path)
+
+
+def plot_nees(evaluation: DriveEvaluation, path: str | Path) -> Path:
+    """NEES (6 dof) of every published pose over time against the 95 % chi-square bound, and of the
+    estimates that were not published (hollow): whether the covariance the EKF gets is honest."""
+    from ..core.covariance_calibration import NEES_BOUND_95, NEES_DOF
+
+    plt = _pyplot()
+    frames = evaluation.frames
+    if not frames:
+        raise ValueError("no frames to plot")
+    t0 = frames[0].stamp_ns
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for published, style in ((True, dict(marker="o", c="tab:blue", label="published")),
+                             (False, dict(marker="o", facecolors="none", edgecolors="0.5", label="not published"))):
+        pts = [((f.stamp_ns - t0) / 1e9, f.nees if published else f.estimate_nees) for f in frames
+               if f.success == published and math.isfinite(f.nees if published else f.estimate_nees)]
+        if pts:
+            t, v = np.array(pts).T
+            ax.scatter(t, v, s=16, zorder=3, **style)
+    ax.axhline(NEES_BOUND_95, ls="--", c="tab:red", lw=1, label=f"95% bound ({NEES_BOUND_95:.1f})")
+    ax.axhline(NEES_DOF, ls=":", c="0.4", lw=1, label=f"expected mean ({NEES_DOF})")
+    c = evaluation.consistency()
+    title = "NEES of the published poses"
+    if c["nees_count"]:
+        title += f": mean {c['nees_mean']:.1f}, {100 * c['nees_share_inside_95']:.0f}% inside the 95% bound"
+    ax.set_title(title)
+    ax.set_yscale("log")
+    ax.set_xlabel("time since first frame [s]")
+    ax.set_ylabel("NEES (6 dof)")
+    ax.legend(loc="upper right", fontsize=8)
     return _save(fig, plt, path)
 
 

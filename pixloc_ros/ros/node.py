@@ -116,13 +116,15 @@ class LocalizerNode(Node):
         self.pipeline = build_pipeline(s)
         self.get_logger().info(f"map {s.map_file}: {self.pipeline.index.num_keyframes} keyframes, "
                                f"{self.pipeline.index.num_points} points, every checksum verified; network on "
-                               f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load)")
+                               f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load); "
+                               f"covariance {'calibrated' if self.pipeline.calibration else 'uncalibrated'}")
         self._events: deque[tuple[str, Callable[[], None]]] = deque(maxlen=MAX_PENDING_EVENTS)
         self._guard = StampGuard(int(round(s.clock_jump_tolerance_s * 1e9)))
         self._odom_cond = threading.Condition()
         self._latest_odom_ns: int | None = None  # newest odometry stamp received (the worker waits on it)
         self._stats = {"frames": 0, "poses": 0, "rejected": 0, "bad_input": 0, "bad_stamps": 0, "errors": 0,
-                       "map_errors": 0, "unmatched_images": 0, "dropped": 0, "resets": 0}
+                       "map_errors": 0, "unmatched_images": 0, "dropped": 0, "resets": 0, "wrong_locks": 0,
+                       "lost": 0}
         self._monitor = InputMonitor(HEALTH_WINDOW_S)
         self._skip_reason = ""  # why the last skipped image was skipped (diagnostics)
         self._map_error: str | None = None  # the last map error while running (diagnostics: ERROR)
@@ -450,6 +452,8 @@ class LocalizerNode(Node):
                 self._publish_tf(out)
         else:
             self._stats["rejected"] += 1
+            self._stats["wrong_locks"] += out.reason.startswith("wrong_lock")
+            self._stats["lost"] += "; lost after" in out.reason
             self.log.info(f"No pose for image at {out.stamp_ns * 1e-9:.3f} s "
                           f"({STATE_NAMES.get(int(out.state))}): {out.reason}")
         result = out.result
@@ -475,7 +479,11 @@ class LocalizerNode(Node):
             success=bool(out.success), reason="" if out.success else str(out.reason),
             keyframe_ids=[int(k) for k in out.keyframe_ids], prior_distance_m=float(out.prior_distance_m),
             prior_rotation_deg=float(out.prior_rotation_deg), time_network=float(timings.network_s),
-            time_optimizer=float(timings.optimizer_s), time_total=float(timings.total_s))
+            time_optimizer=float(timings.optimizer_s), time_total=float(timings.total_s),
+            hypotheses=int(out.gate.hypotheses), lead_frames=int(out.gate.lead_frames),
+            lead_travel_m=float(out.gate.lead_travel_m), lead_margin=float(out.gate.margin),
+            gate_mahalanobis_d2=float(out.gate.mahalanobis_d2), gate_limit_d2=float(out.gate.limit_d2),
+            covariance_calibrated=bool(out.covariance_calibrated))
         if result is not None:
             status.num_points = int(result.num_valid)
             status.cost_per_level = [float(c) for c in result.cost]
@@ -514,6 +522,8 @@ class LocalizerNode(Node):
                         skip_reason=self._skip_reason)
         values = {**self._stats, "state": state, "last_reason": st.reason if st is not None else "",
                   "last_time_total_s": f"{st.time_total:.3f}" if st is not None else "",
+                  "hypotheses": st.hypotheses if st is not None else 0,
+                  "covariance": "calibrated" if self.pipeline.calibration is not None else "Hessian + floor",
                   "last_latency_s": f"{self._last_latency_s:.3f}",
                   "image_reliability": "reliable" if self.camera_sub.image_sub.reliable else "best_effort",
                   **{f"recent_{event}": n for event, n in counts.items()}}

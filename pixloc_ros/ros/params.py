@@ -63,7 +63,7 @@ class NodeSettings:
                                        "metres.", low=0.0, high=1e5)
     max_rotation_deg: float = _p(20.0, "Without a prior covariance: largest accepted rotation from the prior, "
                                        "degrees.", low=0.0, high=180.0)
-    confirmations: int = _p(1, "Tracked frames that must agree with a relocalisation before it is published.",
+    confirmations: int = _p(1, "Frames a pose hypothesis must lead (after its first) before it is published.",
                             low=0, high=100)
     lost_after: int = _p(3, "Consecutive rejected frames while tracking before the state becomes lost.",
                          low=1, high=1000)

@@ -1,0 +1,103 @@
+"""``pixloc-ros calibrate``: fit the covariance calibration of a set of weights on drives with ground truth.
+
+    pixloc-ros calibrate --weights CKPT --drive MAP BAG [--drive MAP BAG ...] [--out FILE]
+    pixloc-ros calibrate --weights CKPT --records EVAL.json [EVAL.json ...] [--out FILE]
+
+Each drive is replayed through the node's pipeline (``pixloc-ros evaluate``'s path), or the
+per-frame records of earlier ``evaluate --json`` runs are read; the correctly locked frames'
+errors fit the model of ``core/covariance_calibration.py``. One of the model's figures, a
+hypothesis' jitter, depends on the covariance the pipeline ran with (it weights the results in
+the hypothesis' filter): replay without a calibration first, then once more with
+``--replay-calibration`` set to that first fit, as the node will run. The result
+is written next to the weights (``<weights>.covariance.json``), where the node and ``evaluate``
+find it. Use drives held out from any evaluation you report: a calibration measured on the
+drives it was fitted on says nothing about the next drive.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add the ``calibrate`` sub-command."""
+    p = subparsers.add_parser("calibrate", help="fit the published covariance of a set of weights on drives with "
+                                                "ground truth", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="the weights to calibrate (.safetensors or official checkpoint)")
+    p.add_argument("--drive", nargs=2, action="append", default=[], metavar=("MAP", "BAG"),
+                   help="a map built with these weights and a drive (rosbag2 with ground truth) through it; repeatable")
+    p.add_argument("--records", nargs="+", default=[], metavar="JSON",
+                   help="pixloc-ros evaluate --json reports (of these weights) to fit on instead of replaying drives")
+    p.add_argument("--replay-calibration", default="", metavar="FILE",
+                   help="covariance calibration to replay the drives with (default: none)")
+    p.add_argument("--out", default=None, help="output file (default: <weights>.covariance.json next to the weights)")
+    p.add_argument("--params", default=None, help="node params YAML for the replay (default: config/localize.yaml)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the params file's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit and write the calibration; returns 0, or 1 with one error line on bad input."""
+    from pixloc_ros.core.checkpoint import WeightsError, load_weights, weights_fingerprint
+    from pixloc_ros.core.covariance_calibration import calibration_path_for, fit_calibration
+    from pixloc_ros.data.offline import calibration_samples
+
+    if not args.drive and not args.records:
+        print("pixloc-ros calibrate: error: give --drive MAP BAG (repeatable) or --records EVAL.json ...",
+              file=sys.stderr)
+        return 1
+    try:
+        fingerprint = weights_fingerprint(load_weights(args.weights, device="cpu"))
+        groups: list[tuple[str, list[dict]]] = []  # (drive label, per-frame records)
+        for path in args.records:
+            doc = json.loads(Path(path).read_text())
+            if not isinstance(doc, dict) or "per_frame" not in doc:
+                raise ValueError(f"{path} is not a pixloc-ros evaluate --json report")
+            groups.append((str(doc.get("bag", path)), doc["per_frame"]))
+        for map_file, bag in args.drive:
+            groups.append((str(bag), _replay(args, map_file, bag)))
+        samples, labels = [], []
+        for label, records in groups:
+            found = calibration_samples(records)
+            samples += found
+            labels += [label] * len(found)
+            print(f"{label}: {len(found)} correctly locked frames of {len(records)}")
+        calib = fit_calibration(samples, labels, fingerprint)
+    except (WeightsError, ValueError, FileNotFoundError, OSError) as err:
+        print(f"pixloc-ros calibrate: error: {err}", file=sys.stderr)
+        return 1
+    calib.fitted_on["drives"] = [label for label, _ in groups]
+    out = calib.save(args.out or calibration_path_for(args.weights))
+    f = calib.fitted_on
+    print(f"fitted on {f['samples']} frames of {len(groups)} drives: Hessian scale {calib.hessian_scale:.3g}, "
+          f"floor std {', '.join(f'{v:.3g}' for v in calib.floor_std)} (m, m, m, rad, rad, rad; base_link axes), "
+          f"slopes (1 - inlier ratio, log jitter) {calib.slopes[0]:.3g}, {calib.slopes[1]:.3g}, "
+          f"inflation {calib.inflation:.3g}")
+    print(f"on the calibration frames: mean NEES {f['pooled_mean_nees']:.2f}, "
+          f"{100 * f['pooled_share_inside_95']:.0f}% inside the 95% bound")
+    print(f"wrote {out}")
+    return 0
+
+
+def _replay(args, map_file: str, bag: str) -> list[dict]:
+    """Per-frame records of one drive through the pipeline (with ``--replay-calibration`` or none)."""
+    from dataclasses import asdict
+
+    from pixloc_ros.core.pipeline import load_pipeline
+    from pixloc_ros.data.offline import evaluate_drive
+    from pixloc_ros.ros.params import engine_configs
+
+    from .evaluate import load_settings
+
+    if not Path(bag).exists():
+        raise FileNotFoundError(f"no bag at {bag}")
+    settings = load_settings(args.params, map_file=str(map_file), weights=str(args.weights), device=args.device)
+    configs = engine_configs(settings)
+    pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
+                             configs.localizer, calibration=args.replay_calibration or "")
+    evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
+    return [asdict(f) for f in evaluation.frames]
