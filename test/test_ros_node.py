@@ -590,7 +590,10 @@ def test_hostile_inputs(scene, ros, tmp_path, capsys):
             status = answer(feeder.frame(k, image=image, info=info))
             assert status.time_network > 0, f"{size} {encoding} frame not processed: {status.reason}"
             good[frames[k][0]] = status
-        assert {(h.width, h.height) for h in listener.heatmaps} >= {(640, 480), (960, 540)}  # heatmap_scale 0.5
+        # heatmap_scale 0.5; the heatmaps are published after the status: wait for them, not just the status
+        big = {(640, 480), (960, 540)}
+        assert ros.spin_until(lambda: {(h.width, h.height) for h in listener.heatmaps} >= big, timeout=15), \
+            {(h.width, h.height) for h in listener.heatmaps}
 
         # 4. Frames stamped 20 s and 1 h ahead, /clock unchanged (a sender with a wrong clock): each
         # answered as such, never processed; the next good frame is tracked (no "no CameraInfo").

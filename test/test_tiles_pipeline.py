@@ -19,7 +19,10 @@ def test_a_drive_on_tiles_gives_the_poses_of_the_one_file_map(synth_map, tmp_pat
     one = load_pipeline(str(synth_map.map_file), str(synth_map.weights), "cpu")
     assert type(load_pipeline(str(tmp_path / "tiles"), str(synth_map.weights), "cpu").index) is TiledMapIndex
     index = TiledMapIndex.open(tmp_path / "tiles", expected_fingerprint=reference.weights_fingerprint)
-    tiled = RelocalizationPipeline(Localizer(load_weights(synth_map.weights, "cpu")), index, one.config)
+    # The same settings as the one-file pipeline, its covariance calibration included (the books
+    # fuse results with the calibrated covariance: without it the next frame starts elsewhere).
+    tiled = RelocalizationPipeline(Localizer(load_weights(synth_map.weights, "cpu")), index, one.config,
+                                   one.calibration)
     process = tiled.process
 
     def process_after_loading(frame):  # the background thread has a frame period to load what was asked

@@ -284,10 +284,22 @@ class HypothesisTracker:
                 and math.degrees(float(np.linalg.norm(d[3:]))) <= self.config.merge_rotation_deg)
 
     def _merge(self) -> None:
-        """Hypotheses that converged onto each other are one: keep the one with the most evidence."""
+        """Hypotheses that converged onto each other are one: keep the one with the most evidence.
+
+        Converged means: their filtered poses are at the same place, or this frame's results that
+        continued them are (two hypotheses whose optimisations end in the same minimum are no
+        evidence against each other; with wide covariances their filtered poses approach each
+        other only over several frames, and until then the cost margin between them would be 0)."""
         keep: list[Hypothesis] = []
+
+        def same(h: Hypothesis, k: Hypothesis) -> bool:
+            if self._same_place(h.map_from_base, k.map_from_base):
+                return True
+            return (h.observation is not None and k.observation is not None
+                    and self._same_place(h.observation.map_from_base, k.observation.map_from_base))
+
         for h in self.ordered():
-            twin = next((k for k in keep if self._same_place(h.map_from_base, k.map_from_base)), None)
+            twin = next((k for k in keep if same(h, k)), None)
             if twin is None:
                 keep.append(h)
             elif twin.observation is None and h.observation is not None:
