@@ -49,8 +49,8 @@ rng = np.random.default_rng(0)
 rows = rng.standard_normal((100_000, 300)).astype(np.float16)
 picks = [np.sort(rng.integers(0, len(rows), 2250)) for _ in range(64)]
 period, out, log = float(sys.argv[1]), sys.argv[2], []
-next_t = time.perf_counter()
 print("ready", flush=True)
+next_t = time.perf_counter() + period / 2  # half a period out of phase with the drive's frames
 while True:
     t, c = time.perf_counter(), time.thread_time()
     float(rows[picks[len(log) % 64]].astype(np.float32).sum())
@@ -199,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--load-radius", type=float, default=100.0)
     parser.add_argument("--lookahead", type=float, default=150.0)
     parser.add_argument("--max-tiles", type=int, default=16)
+    parser.add_argument("--checker-nice", type=int, default=10)
+    parser.add_argument("--checker-own-session", action="store_true")
     parser.add_argument("--checker", choices=("process", "thread"), default="process",
                         help="where tiles are checked: a child process at nice +19 in its own session, or the "
                              "loader thread (the design before)")
@@ -236,7 +238,8 @@ def main(argv=None) -> int:
     cold = all(drop_page_cache(f) for f in files)
     rss0 = rss_mib()
     cfg = TileLoaderConfig(load_radius_m=args.load_radius, lookahead_m=args.lookahead,
-                           max_loaded_tiles=args.max_tiles, checker=args.checker)
+                           max_loaded_tiles=args.max_tiles, checker=args.checker,
+                           checker_niceness=args.checker_nice, checker_own_session=args.checker_own_session)
     t0, c0 = time.perf_counter(), time.process_time()
     index = TiledMapIndex.open(out, expected_fingerprint="0" * 64, loader_config=cfg)
     t_open, c_open = time.perf_counter() - t0, time.process_time() - c0
@@ -376,9 +379,11 @@ def main(argv=None) -> int:
     print(f"rows per frame median {int(np.median(rows))}; frames whose nearest keyframe's tile was not loaded: "
           f"{misses}; tile switches {int(sum(tile_of_frame[i] != tile_of_frame[i - 1] for i in range(1, len(priors))))}")
     h = index.health()
+    where_checked = (f"a child process (nice +{cfg.checker_niceness}{', own session' if cfg.checker_own_session else ''})"
+                     if index.loader.checker else "the loader thread")
     print(f"loader: {h.loads} tiles loaded, {h.evictions} evicted, slowest open+verify {h.max_load_s:.2f} s, "
           f"loaded at once max {max(loaded)}, failed {len(h.failed)}; checks {index.loader.check_seconds:.1f} s wall "
-          f"in {'a child process (nice +%d)' % cfg.checker_niceness if index.loader.checker else 'the loader thread'}")
+          f"in {where_checked}")
     tick = os.sysconf("SC_CLK_TCK")
     loader_tid = index.loader._thread.native_id
     print(f"CPU time over the run: retrieval thread {time.thread_time():.1f} s, loader thread "

@@ -5,7 +5,16 @@ is I/O and CRC work that a thread of the node's process would do with the node's
 the node's CPU priority: each time it takes the GIL back between two reads, the node's worker
 may wait for it, and on a busy machine the loader thread is preempted while holding it. In a
 process of its own, at a lower priority (``os.nice``), the check shares neither: the node's
-process only maps files that are already checked (``TiledMap.open_tile(checked=...)``).
+process only maps files that are already checked (``MapFile.mark_checked``).
+
+Where it competes: Linux shares the CPU between sessions ("autogroups") before it shares it
+between the processes of a session. By default the checker stays in the node's session, so
+that it spends the node's share of the machine (at nice +10 it yields to the node's threads,
+and still gets about a tenth of a CPU when they are busy), and other users' load slows it no
+more than the node itself. ``own_session=True`` puts it in a session of its own at the same
+lower priority: it then yields to everything on the machine, and under other users' load it
+starves (measured in BENCHMARKS.md: at nice +19 in its own session with three busy processes
+on the two CPUs, a tile took 44 s to check and most frames found their tile not loaded).
 
 Protocol (one JSON object per line, nothing is ever unpickled): the child opens the tiled map
 itself (the index gets every check) and says ``{"ready": true, "index": <identity>}``; then,
@@ -63,8 +72,9 @@ class TileChecker:
     """
 
     def __init__(self, tiled: TiledMap, niceness: int = 19, timeout_s: float = 300.0,
-                 command: list[str] | None = None):
+                 command: list[str] | None = None, own_session: bool = False):
         self.tiled = tiled
+        self.own_session = own_session
         self.command = list(command) if command else [sys.executable, "-m", "pixloc_ros.core.tile_checker"]
         self.niceness = int(niceness)
         self.timeout_s = float(timeout_s)
@@ -86,13 +96,11 @@ class TileChecker:
         index = self.tiled.index
         cmd = [*self.command, str(self.tiled.folder),
                "--fingerprint", index.weights_fingerprint, "--profile", index.header.profile_name,
-               "--nice", str(self.niceness)]
+               "--nice", str(self.niceness)] + (["--own-session"] if self.own_session else [])
         self._stderr = tempfile.TemporaryFile()  # read back only to say why the child died
         try:
-            # A session of its own: on Linux the scheduler shares the CPU between sessions
-            # ("autogroups") first, so a checker in the node's session would spend the node's share.
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                          close_fds=True, start_new_session=True)
+                                          close_fds=True, start_new_session=self.own_session)
         except OSError as err:
             self._stop_process()
             raise TileCheckerDied(f"the tile checker process could not start ({err})", started=False) from err
@@ -207,13 +215,15 @@ def _end_process(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def lower_priority(niceness: int) -> None:
-    """Add ``niceness`` to this process's nice value and, where Linux groups processes by session
-    for scheduling (autogroups, ``/proc/self/autogroup``), to its session's group too: the
-    group's weight is what the scheduler weighs against other sessions."""
+def lower_priority(niceness: int, own_session: bool = False) -> None:
+    """Add ``niceness`` to this process's nice value; in a session of its own, where Linux groups
+    processes by session for scheduling (autogroups, ``/proc/self/autogroup``), to its session's
+    group too: the group's weight is what the scheduler weighs against other sessions."""
     if niceness <= 0:
         return
     nice = os.nice(niceness)
+    if not own_session:
+        return
     try:
         with open("/proc/self/autogroup", "w") as f:
             f.write(str(nice))
@@ -250,8 +260,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fingerprint")
     parser.add_argument("--profile")
     parser.add_argument("--nice", type=int, default=19, help="added to this process's nice value")
+    parser.add_argument("--own-session", action="store_true", help="also lower the priority of its session's group")
     args = parser.parse_args(argv)
-    lower_priority(args.nice)
+    lower_priority(args.nice, args.own_session)
     return _serve(args.folder, args.fingerprint, args.profile, sys.stdout)
 
 

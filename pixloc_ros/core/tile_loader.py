@@ -65,7 +65,8 @@ class TileLoaderConfig:
     jump_m: float = 100.0  # a position this far from the previous one is a jump (relocalization), not motion
     retry_after_s: float = 60.0  # a failed tile is tried again after this long (inf: never)
     checker: str = "process"  # where verify runs: "process" (a child at checker_niceness) or "thread" (the loader's)
-    checker_niceness: int = 19  # added to the checker process's nice value (0-19; 19: lowest priority)
+    checker_niceness: int = 10  # added to the checker process's nice value (0-19; 19: lowest priority)
+    checker_own_session: bool = False  # the checker in a session (scheduling group) of its own, see tile_checker.py
     check_timeout_s: float = 300.0  # a checker that takes longer for one tile is killed (and the check retried)
 
     def __post_init__(self):
@@ -121,7 +122,8 @@ class TileLoader:
         self.on_error = on_error
         self._prepare = prepare
         # The child process that checks tiles (started on the first check); None: check on this thread.
-        self.checker = (TileChecker(tiled, self.config.checker_niceness, self.config.check_timeout_s)
+        self.checker = (TileChecker(tiled, self.config.checker_niceness, self.config.check_timeout_s,
+                                    own_session=self.config.checker_own_session)
                         if self.config.verify and self.config.checker == "process" else None)
         self._checker_deaths: dict[int, int] = {}  # entry number -> checker deaths while checking it
         self.check_seconds = 0.0  # summed wall time of the checks (in the child or on this thread)
@@ -242,8 +244,18 @@ class TileLoader:
         values = {"tiles_loaded": str(len(loaded)), "tiles_pending": str(len(pending)),
                   "tiles_failed": ", ".join(str(f.key) for f in failed), "tile_loads": str(self.loads),
                   "tile_evictions": str(self.evictions), "tile_max_load_s": f"{self.max_load_s:.3f}",
-                  "tiles_total": str(len(self.tiled.entries))}
+                  "tiles_total": str(len(self.tiled.entries)),
+                  "tile_checker": self._checker_description()}
         return TileHealth(level, message, loaded, pending, failed, self.loads, self.evictions, self.max_load_s, values)
+
+    def _checker_description(self) -> str:
+        checker = self.checker
+        if not self.config.verify:
+            return "none (tiles are checked block by block on first use)"
+        if checker is None:
+            return "loader thread"
+        pid = checker.pid
+        return f"process (nice +{checker.niceness}, " + (f"pid {pid})" if pid else "not started)")
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Block until every wanted tile is loaded or failed (tests, benchmarks). False on timeout."""
@@ -265,12 +277,13 @@ class TileLoader:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self.checker is not None:
-            self.checker.interrupt()  # a check in progress ends now (the loader thread sees it die)
+        checker = self.checker  # (the loader thread may drop it meanwhile: fallback to checking itself)
+        if checker is not None:
+            checker.interrupt()  # a check in progress ends now (the loader thread sees it die)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        if self.checker is not None:
-            self.checker.close()
+        if checker is not None:
+            checker.close()
         with self._cond:
             for n in list(self._ready):
                 self._drop(n)
