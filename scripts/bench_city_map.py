@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import sys
 import threading
 import time
@@ -36,6 +37,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_map import cam_from_world, drop_page_cache, rss_mib  # noqa: E402
 
 BANK = 4096  # random unit feature rows per level the observations draw from
+
+# The control probe (--probe): a process of its own, no map, no tiles, no loader, at the same
+# priority as the drive, that does a retrieval's worth of fixed numpy work (gather 2250 rows of
+# 600 bytes, convert, sum) every 100 ms and records when (time.monotonic), wall ms and its
+# thread's CPU ms. Whatever stalls it is the machine (other processes on the vCPUs, the VM).
+PROBE = r"""
+import select, sys, time
+import numpy as np
+rng = np.random.default_rng(0)
+rows = rng.standard_normal((100_000, 300)).astype(np.float16)
+picks = [np.sort(rng.integers(0, len(rows), 2250)) for _ in range(64)]
+period, out, log = float(sys.argv[1]), sys.argv[2], []
+print("ready", flush=True)
+next_t = time.perf_counter() + period / 2  # half a period out of phase with the drive's frames
+while True:
+    t, c = time.perf_counter(), time.thread_time()
+    float(rows[picks[len(log) % 64]].astype(np.float32).sum())
+    log.append((time.monotonic(), (time.perf_counter() - t) * 1e3, (time.thread_time() - c) * 1e3))
+    next_t += period
+    if select.select([sys.stdin], [], [], max(0.0, next_t - time.perf_counter()))[0]:
+        break
+np.save(out, np.asarray(log))
+"""
 
 
 def layout(streets: int, length_m: int, spacing_m: float):
@@ -151,6 +175,15 @@ def route(streets: int, length_m: int, spacing_m: float, legs: int, step_m: floa
     return priors, np.asarray(driven)
 
 
+def _task_cpu_s(stat_path: str, tick: int) -> float:
+    """utime + stime (s) of a thread or process from its /proc stat file (nan if it is gone)."""
+    try:
+        fields = open(stat_path).read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=10_000_000)
@@ -166,7 +199,15 @@ def main(argv=None) -> int:
     parser.add_argument("--load-radius", type=float, default=100.0)
     parser.add_argument("--lookahead", type=float, default=150.0)
     parser.add_argument("--max-tiles", type=int, default=16)
+    parser.add_argument("--checker-nice", type=int, default=10)
+    parser.add_argument("--checker-own-session", action="store_true")
+    parser.add_argument("--checker", choices=("process", "thread"), default="process",
+                        help="where tiles are checked: a child process at nice +19 in its own session, or the "
+                             "loader thread (the design before)")
     parser.add_argument("--out", default="/tmp/bench_city")
+    parser.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the control probe (see PROBE) next to the drive")
+    parser.add_argument("--max-frames", type=int, default=0, help="stop the drive after this many frames (0: all)")
     parser.add_argument("--reuse", action="store_true", help="reuse an existing --out map")
     parser.add_argument("--keep", action="store_true", help="keep the map afterwards")
     parser.add_argument("--gc-freeze", action="store_true",
@@ -197,7 +238,8 @@ def main(argv=None) -> int:
     cold = all(drop_page_cache(f) for f in files)
     rss0 = rss_mib()
     cfg = TileLoaderConfig(load_radius_m=args.load_radius, lookahead_m=args.lookahead,
-                           max_loaded_tiles=args.max_tiles)
+                           max_loaded_tiles=args.max_tiles, checker=args.checker,
+                           checker_niceness=args.checker_nice, checker_own_session=args.checker_own_session)
     t0, c0 = time.perf_counter(), time.process_time()
     index = TiledMapIndex.open(out, expected_fingerprint="0" * 64, loader_config=cfg)
     t_open, c_open = time.perf_counter() - t0, time.process_time() - c0
@@ -209,6 +251,8 @@ def main(argv=None) -> int:
 
     step = args.speed_mps / args.fps
     priors, driven = route(args.streets, args.street_length, args.spacing, args.legs, step)
+    if args.max_frames:
+        priors, driven = priors[:args.max_frames], driven[:args.max_frames]
     print(f"drive: {driven[-1] / 1000:.1f} km, {len(priors)} frames at {args.fps:g} Hz, {args.speed_mps:g} m/s; "
           f"loader: radius {cfg.load_radius_m:g} m, lookahead {cfg.lookahead_m:g} m, at most "
           f"{cfg.max_loaded_tiles} tiles, verify {cfg.verify}")
@@ -230,14 +274,35 @@ def main(argv=None) -> int:
 
     gc.callbacks.append(on_gc)
     period = 1.0 / args.fps
+    probe = None
+    if args.probe:
+        import subprocess
+        import tempfile
+        probe_file = Path(tempfile.mkdtemp()) / "probe.npy"
+        probe = subprocess.Popen([sys.executable, "-c", PROBE, str(period), str(probe_file)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True)  # not in our scheduling group
+        probe.stdout.readline()  # "ready"
+    load_before = os.getloadavg()
     wall, cpu, rows, rss, loaded, tile_of_frame, misses = [], [], [], [], [], [], 0
+    usage = []  # per frame: the retrieval thread's (user ms, system ms, minor faults, major faults, voluntary / involuntary context switches)
+    first_use = []  # per frame: a tile served for the first time since it was loaded
+    served = set()
     grid = index.tiled.grid
     next_frame = time.perf_counter()
+    frame_at = []  # time.monotonic() at the start of each frame
     for T in priors:
+        frame_at.append(time.monotonic())
+        u0 = resource.getrusage(resource.RUSAGE_THREAD)
         t, c = time.perf_counter(), time.thread_time()
         r = index.retrieve(T, num_keyframes=args.k)
         cpu.append((time.thread_time() - c) * 1e3)
         wall.append((time.perf_counter() - t) * 1e3)
+        u1 = resource.getrusage(resource.RUSAGE_THREAD)
+        usage.append(((u1.ru_utime - u0.ru_utime) * 1e3, (u1.ru_stime - u0.ru_stime) * 1e3, u1.ru_minflt - u0.ru_minflt,
+                      u1.ru_majflt - u0.ru_majflt, u1.ru_nvcsw - u0.ru_nvcsw, u1.ru_nivcsw - u0.ru_nivcsw))
+        tiles_now = {id(index.loader.get(int(index._keyframe_tile[i]))) for i in r.keyframe_indices}
+        first_use.append(bool(tiles_now - served))
+        served |= tiles_now
         rows.append(len(r.points))
         centre = -T[:3, :3].T @ T[:3, 3]
         nearest = index.nearest_keyframes(centre, T[2, :3], 1, 60.0, 50.0)[0]
@@ -249,6 +314,14 @@ def main(argv=None) -> int:
         next_frame += period
         time.sleep(max(0.0, next_frame - time.perf_counter()))
     gc.callbacks.remove(on_gc)
+    load_after = os.getloadavg()
+    if probe is not None:
+        probe.stdin.write("stop\n")
+        probe.stdin.flush()
+        probe.wait(30)
+        probe_log = np.load(probe_file)
+    print("load average (1, 5, 15 min) before the drive " + " ".join(f"{v:.2f}" for v in load_before)
+          + ", after " + " ".join(f"{v:.2f}" for v in load_after) + f" on {os.cpu_count()} CPUs")
     wall, cpu = np.asarray(wall), np.asarray(cpu)
     switch = np.zeros(len(priors), bool)
     for i in range(1, len(priors)):
@@ -267,11 +340,56 @@ def main(argv=None) -> int:
         print(f"frames over 5 ms (index: wall/cpu ms, tile switch nearby): " + ", ".join(
             f"{i}: {wall[i]:.1f}/{cpu[i]:.1f}{' S' if switch[i] else ''}" for i in slow[:40]))
     stats(switch, "frames around tile switches (+-2)")
+    usage, first_use = np.asarray(usage), np.asarray(first_use)
+    print(f"frames that read a tile for the first time since it was loaded: {int(first_use.sum())}")
+    stats(first_use, "frames reading a newly loaded tile")
+    for label, sel in (("all frames", np.ones(len(wall), bool)), ("frames over 5 ms wall", wall > 5),
+                       ("frames over 5 ms cpu", cpu > 5), ("first reads of a tile", first_use)):
+        if sel.any():
+            u = usage[sel]
+            print(f"retrieval thread, {label} (n={int(sel.sum())}), mean per frame: user {u[:, 0].mean():.2f} ms, "
+                  f"system {u[:, 1].mean():.2f} ms, minor faults {u[:, 2].mean():.0f}, major faults {u[:, 3].mean():.2f}, "
+                  f"voluntary switches {u[:, 4].mean():.2f}, involuntary {u[:, 5].mean():.2f}")
+    heavy = np.flatnonzero(cpu > 5)
+    if len(heavy):
+        print("frames over 5 ms cpu (index: wall/cpu ms = user+system, minflt, majflt, vcsw/ivcsw, first read of a tile): "
+              + ", ".join(f"{i}: {wall[i]:.1f}/{cpu[i]:.1f} = {usage[i, 0]:.0f}+{usage[i, 1]:.0f}, {usage[i, 2]:.0f}, "
+                          f"{usage[i, 3]:.0f}, {usage[i, 4]:.0f}/{usage[i, 5]:.0f}{' F' if first_use[i] else ''}"
+                          for i in heavy[:30]))
+    if probe is not None:
+        pt, pw, pc = probe_log[:, 0], probe_log[:, 1], probe_log[:, 2]
+        print(f"control probe (own process, no map, same work every {period * 1e3:.0f} ms): wall p50 {np.median(pw):.3f} ms, "
+              f"p90 {np.percentile(pw, 90):.3f} ms, max {pw.max():.2f} ms, {int((pw > 5).sum())} of {len(pw)} over 5 ms "
+              f"({100 * (pw > 5).mean():.1f} %, drive: {100 * (wall > 5).mean():.1f} %); cpu p50 {np.median(pc):.3f} ms, "
+              f"p90 {np.percentile(pc, 90):.3f} ms, max {pc.max():.2f} ms, {int((pc > 5).sum())} over 5 ms")
+        frame_at = np.asarray(frame_at)
+        window = 0.25  # s: a frame and a probe iteration this close were stalled by the same event
+        for label, a, b in (("cpu", cpu, pc), ("wall", wall, pw)):
+            heavy_probe = np.sort(pt[b > 5])
+
+            def near(times):
+                if not len(heavy_probe):
+                    return np.zeros(len(times), bool)
+                i = np.clip(np.searchsorted(heavy_probe, times), 1, len(heavy_probe)) - 1
+                j = np.clip(i + 1, 0, len(heavy_probe) - 1)
+                return np.minimum(np.abs(heavy_probe[i] - times), np.abs(heavy_probe[j] - times)) < window
+            chance = near(frame_at).mean()  # of all frames: how often a frame is that close to a probe stall anyway
+            print(f"  frames over 5 ms {label} within {window} s of a probe iteration over 5 ms {label}: "
+                  f"{int(near(frame_at[a > 5]).sum())} of {int((a > 5).sum())} (any frame: {100 * chance:.0f} %)")
     print(f"rows per frame median {int(np.median(rows))}; frames whose nearest keyframe's tile was not loaded: "
           f"{misses}; tile switches {int(sum(tile_of_frame[i] != tile_of_frame[i - 1] for i in range(1, len(priors))))}")
     h = index.health()
+    where_checked = (f"a child process (nice +{cfg.checker_niceness}{', own session' if cfg.checker_own_session else ''})"
+                     if index.loader.checker else "the loader thread")
     print(f"loader: {h.loads} tiles loaded, {h.evictions} evicted, slowest open+verify {h.max_load_s:.2f} s, "
-          f"loaded at once max {max(loaded)}, failed {len(h.failed)}")
+          f"loaded at once max {max(loaded)}, failed {len(h.failed)}; checks {index.loader.check_seconds:.1f} s wall "
+          f"in {where_checked}")
+    tick = os.sysconf("SC_CLK_TCK")
+    loader_tid = index.loader._thread.native_id
+    print(f"CPU time over the run: retrieval thread {time.thread_time():.1f} s, loader thread "
+          f"{_task_cpu_s(f'/proc/self/task/{loader_tid}/stat', tick):.1f} s"
+          + (f", checker process {_task_cpu_s(f'/proc/{index.loader.checker.pid}/stat', tick):.1f} s"
+             if index.loader.checker and index.loader.checker.pid else ""))
     long_gc = [c for c in collections if c[2] > 1.0]
     print(f"garbage collections during the drive: {len(collections)}, over 1 ms: "
           + (", ".join(f"{t} gen{g} {ms:.0f} ms" for t, g, ms in long_gc[:10]) or "none")

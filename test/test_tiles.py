@@ -234,8 +234,9 @@ def _header_json(path):
         return f.read(length).decode()
 
 
-@pytest.mark.parametrize("damage", ["flipped_byte", "missing", "truncated", "foreign"])
-def test_a_damaged_tile_is_reported_and_skipped_while_the_rest_keeps_serving(city_copy, damage, tmp_path):
+@pytest.mark.parametrize("damage,checker", [("flipped_byte", "process"), ("missing", "process"), ("truncated", "process"),
+                                            ("foreign", "process"), ("flipped_byte", "thread")])
+def test_a_damaged_tile_is_reported_and_skipped_while_the_rest_keeps_serving(city_copy, damage, checker, tmp_path):
     one_file, folder = city_copy
     bad_key = (2, 0)
     bad = folder / tile_file_name(bad_key)
@@ -251,7 +252,9 @@ def test_a_damaged_tile_is_reported_and_skipped_while_the_rest_keeps_serving(cit
         split_map(open_map(other), tmp_path / "other_tiles", TILE)
         bad.write_bytes((tmp_path / "other_tiles" / tile_file_name(bad_key)).read_bytes())
     errors = []
-    index = TiledMapIndex.open(folder, loader_config=TileLoaderConfig(load_radius_m=25.0), start_loader=False)
+    index = TiledMapIndex.open(folder, loader_config=TileLoaderConfig(load_radius_m=25.0, checker=checker),
+                               start_loader=False)
+    assert (index.loader.checker is not None) == (checker == "process")
     index.loader.on_error = errors.append
     reference = MapIndex.open(one_file)
     T = cam_from_world([45.0, 5.0, 1.5], 0.0)  # in tile (2, 0), near tile (1, 0)... (2, 0) is 5 m ahead

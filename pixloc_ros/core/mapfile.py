@@ -235,6 +235,13 @@ def _crc32(array: np.ndarray, crc: int = 0) -> int:
     return crc
 
 
+def file_identity(path_or_stat) -> tuple[int, int, int, int]:
+    """(device, inode, size, mtime in ns) of a file (a path or an ``os.stat_result``): what tells
+    that a file is still the one that was checked earlier (replaced or rewritten files differ)."""
+    st = path_or_stat if isinstance(path_or_stat, os.stat_result) else os.stat(path_or_stat)
+    return (int(st.st_dev), int(st.st_ino), int(st.st_size), int(st.st_mtime_ns))
+
+
 def _align(offset: int) -> int:
     return -(-offset // ALIGNMENT) * ALIGNMENT
 
@@ -414,10 +421,12 @@ class MapFile:
     checks a keyframe's slices on first use; the ``obs_*`` attributes are unchecked.
     """
 
-    def __init__(self, path: Path, header: MapHeader, table: dict, mm: mmap.mmap, file_size: int):
+    def __init__(self, path: Path, header: MapHeader, table: dict, mm: mmap.mmap, file_size: int,
+                 identity: tuple[int, int, int, int] | None = None):
         self.path = path
         self.header = header
         self.file_size = file_size
+        self.identity = identity  # file_identity of the file that was mapped (None: unknown)
         self._mm = mm
         self._table = table
         self._arrays: dict[str, np.ndarray] = {}
@@ -506,6 +515,15 @@ class MapFile:
         finally:
             os.close(fd)
 
+    def mark_checked(self, identity: tuple[int, ...]) -> None:
+        """Take the observations as checked: another process ran ``verify`` on this file
+        (``core/tile_checker.py``) and saw ``identity`` (``file_identity``). MapCorruptedError,
+        and nothing marked, if the mapped file is not that one (replaced or rewritten since)."""
+        if self.identity is None or tuple(identity) != tuple(self.identity):
+            raise MapCorruptedError(f"{self.path} changed between its check and its opening (replaced or "
+                                    f"rewritten: {identity} then {self.identity}); it will be checked again")
+        self._verified[:] = True
+
     @property
     def fully_verified(self) -> bool:
         """True once every keyframe's observations have been checked."""
@@ -556,7 +574,8 @@ def open_map(path: str | Path, expected_fingerprint: str | None = None, verify: 
     if not path.is_file():
         raise FileNotFoundError(f"no map file at {path}")
     with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
+        stat = os.fstat(f.fileno())
+        file_size = stat.st_size
         header_offset, header_len, digest = _read_preamble(path, f, file_size)
         f.seek(header_offset)
         header_bytes = f.read(header_len)
@@ -587,7 +606,7 @@ def open_map(path: str | Path, expected_fingerprint: str | None = None, verify: 
                 f"or run the localizer in the map's profile")
         _check_table(path, header, table, header_offset)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    mapfile = MapFile(path, header, table, mm, file_size)
+    mapfile = MapFile(path, header, table, mm, file_size, file_identity(stat))
     _check_small_arrays(mapfile, table)
     if verify:
         mapfile.verify()

@@ -1,11 +1,21 @@
 """Background loading of map tiles around the vehicle (and ahead of it), with eviction.
 
 The retrieval thread (the node's worker) only ever *reads* which tiles are ready and tells the
-loader where it is (``observe``, a few microseconds); it never opens a file. The loader thread
-opens the wanted tiles nearest first, checks each one whole (``verify``: every observation's
-CRC-32, so the retrieval thread never pays a first-touch check nor meets a damaged block), and
-publishes it by replacing a dict (readers see the old or the new one, never a half-built one).
-It evicts tiles that fell behind: memory stays bounded by the tiles in view.
+loader where it is (``observe``, a few microseconds); it never opens a file and never computes
+anything per tile. Each tile goes through three steps before it is served:
+
+1. checked whole (``verify``: every observation's CRC-32) in a child process at a lower CPU
+   priority (``core/tile_checker.py``), so the node's process shares neither its GIL nor its
+   CPU priority with hundreds of MB of reads and CRCs (``checker="thread"`` checks on the
+   loader thread instead, by file reads);
+2. mapped by the loader thread, which checks the header and the small arrays again and that
+   the file is the one the child checked (``MapFile.mark_checked``);
+3. prepared by the loader thread (``prepare``: the per-tile structures retrieval needs, e.g. the
+   point table with its track-length masks), then published by replacing a dict (readers see
+   the old or the new one, never a half-built one).
+
+It evicts tiles that fell behind: memory stays bounded by the tiles in view. A dropped tile is
+unmapped a second later on the loader thread (``RETIRE_AFTER_S``), never on the retrieval thread.
 
 Wanted tiles: those within ``load_radius_m`` of the latest position, then those within
 ``load_radius_m`` of the point ``lookahead_m`` ahead along the direction of travel (estimated
@@ -16,8 +26,10 @@ or when the bound is reached and a nearer tile is wanted.
 
 A tile that fails to open or verify is reported (``on_error``, ``health()`` at ERROR level, with
 the file and the reason), skipped, and retried only after ``retry_after_s``; the rest of the map
-keeps serving. The loader thread holds the GIL only for short Python steps: the CRC-32 and file
-reads run in zlib / the kernel, which release it.
+keeps serving. If the checker process dies (killed, crashed, no answer within
+``check_timeout_s``), that is logged and a new one is started for the same tile; a tile during
+whose check it dies twice is reported and skipped like a damaged one. If the checker cannot be
+started at all, the loader reports it and checks on its own thread.
 """
 from __future__ import annotations
 
@@ -30,11 +42,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pixloc_ros.core.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.tile_checker import TileChecker, TileCheckerDied
 from pixloc_ros.core.tiles import TiledMap, TileError, TileKey
 
 logger = logging.getLogger(__name__)
 
 RETIRE_AFTER_S = 1.0  # a dropped tile stays mapped this long (a retrieval may still read it), then is unmapped
+CHECKERS = ("process", "thread")
 
 
 @dataclass
@@ -49,12 +64,20 @@ class TileLoaderConfig:
     min_motion_m: float = 2.0  # the direction of travel is re-estimated after this much motion
     jump_m: float = 100.0  # a position this far from the previous one is a jump (relocalization), not motion
     retry_after_s: float = 60.0  # a failed tile is tried again after this long (inf: never)
+    checker: str = "process"  # where verify runs: "process" (a child at checker_niceness) or "thread" (the loader's)
+    checker_niceness: int = 10  # added to the checker process's nice value (0-19; 19: lowest priority)
+    checker_own_session: bool = False  # the checker in a session (scheduling group) of its own, see tile_checker.py
+    check_timeout_s: float = 300.0  # a checker that takes longer for one tile is killed (and the check retried)
 
     def __post_init__(self):
         if self.load_radius_m <= 0 or self.lookahead_m < 0 or self.keep_margin_m < 0:
             raise ValueError("load_radius_m must be > 0, lookahead_m and keep_margin_m >= 0")
         if self.max_loaded_tiles < 1:
             raise ValueError(f"max_loaded_tiles must be >= 1, got {self.max_loaded_tiles}")
+        if self.checker not in CHECKERS:
+            raise ValueError(f"checker must be one of {CHECKERS}, got {self.checker!r}")
+        if not 0 <= self.checker_niceness <= 19 or not self.check_timeout_s > 0:
+            raise ValueError("checker_niceness must be in 0..19 and check_timeout_s > 0")
 
 
 @dataclass
@@ -85,14 +108,25 @@ class TileLoader:
     """Keeps the tiles of ``tiled`` that the vehicle needs open (see the module docstring).
 
     ``on_error(message)`` is called on the loader thread for each failed tile.
+    ``prepare(tile)`` (on the loader thread, before the tile is published) returns what
+    ``get`` hands out with the tile: every per-tile structure retrieval needs, so that none is
+    computed on the retrieval thread (default: the tile's ``PointTable``).
     ``start=False`` leaves the thread unstarted (``step()`` then loads synchronously: tests).
     """
 
     def __init__(self, tiled: TiledMap, config: TileLoaderConfig | None = None,
-                 on_error: Callable[[str], None] | None = None, start: bool = True):
+                 on_error: Callable[[str], None] | None = None, start: bool = True,
+                 prepare: Callable[[MapFile], object] | None = None):
         self.tiled = tiled
         self.config = config or TileLoaderConfig()
         self.on_error = on_error
+        self._prepare = prepare
+        # The child process that checks tiles (started on the first check); None: check on this thread.
+        self.checker = (TileChecker(tiled, self.config.checker_niceness, self.config.check_timeout_s,
+                                    own_session=self.config.checker_own_session)
+                        if self.config.verify and self.config.checker == "process" else None)
+        self._checker_deaths: dict[int, int] = {}  # entry number -> checker deaths while checking it
+        self.check_seconds = 0.0  # summed wall time of the checks (in the child or on this thread)
         self._number = {e.key: n for n, e in enumerate(tiled.entries)}
         self.ready_mask = np.zeros(len(tiled.entries), bool)  # (T,) read by the retrieval thread
         self._ready: dict[int, object] = {}  # entry number -> (MapFile, PointTable); replaced, never mutated
@@ -116,7 +150,7 @@ class TileLoader:
 
     # ---- called from the retrieval thread ------------------------------------------------
     def get(self, number: int):
-        """(MapFile, PointTable) of tile entry ``number`` if it is ready, else None."""
+        """(MapFile, what ``prepare`` made of it) of tile entry ``number`` if it is ready, else None."""
         return self._ready.get(number)
 
     def observe(self, position) -> None:
@@ -210,8 +244,18 @@ class TileLoader:
         values = {"tiles_loaded": str(len(loaded)), "tiles_pending": str(len(pending)),
                   "tiles_failed": ", ".join(str(f.key) for f in failed), "tile_loads": str(self.loads),
                   "tile_evictions": str(self.evictions), "tile_max_load_s": f"{self.max_load_s:.3f}",
-                  "tiles_total": str(len(self.tiled.entries))}
+                  "tiles_total": str(len(self.tiled.entries)),
+                  "tile_checker": self._checker_description()}
         return TileHealth(level, message, loaded, pending, failed, self.loads, self.evictions, self.max_load_s, values)
+
+    def _checker_description(self) -> str:
+        checker = self.checker
+        if not self.config.verify:
+            return "none (tiles are checked block by block on first use)"
+        if checker is None:
+            return "loader thread"
+        pid = checker.pid
+        return f"process (nice +{checker.niceness}, " + (f"pid {pid})" if pid else "not started)")
 
     def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Block until every wanted tile is loaded or failed (tests, benchmarks). False on timeout."""
@@ -229,12 +273,17 @@ class TileLoader:
         return True
 
     def close(self) -> None:
-        """Stop the thread and drop every tile."""
+        """Stop the thread and the checker process, and drop every tile."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        checker = self.checker  # (the loader thread may drop it meanwhile: fallback to checking itself)
+        if checker is not None:
+            checker.interrupt()  # a check in progress ends now (the loader thread sees it die)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+        if checker is not None:
+            checker.close()
         with self._cond:
             for n in list(self._ready):
                 self._drop(n)
@@ -270,7 +319,7 @@ class TileLoader:
         for _, (tile, _table) in due:
             tile.close()  # the last references go when this returns: unmapped on this thread
 
-    def _record_failure(self, n: int, message: str) -> None:
+    def _record_failure(self, n: int, message: str) -> None:  # callers hold the lock
         self._failed[n] = TileFailure(self.tiled.entries[n].key, message, time.monotonic())
         logger.error(message)
         if self.on_error is not None:
@@ -281,8 +330,6 @@ class TileLoader:
 
     def step(self) -> bool:
         """Do one unit of work (evict what fell behind, or load the next wanted tile). False when idle."""
-        from pixloc_ros.core.retrieval import PointTable
-
         self._release_retired()
         with self._cond:
             if self._stop:
@@ -304,8 +351,17 @@ class TileLoader:
         key = self.tiled.entries[n].key
         start = time.perf_counter()
         try:
-            tile = self.tiled.open_tile(key, verify=self.config.verify)
-            table = PointTable.of(tile)
+            tile = self._open(n, key)
+            if tile is None:  # the checker died: a new one checks it again next step
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+                return not self._stop
+            try:
+                prepared = self._prepare(tile) if self._prepare is not None else _point_table(tile)
+            except Exception:
+                tile.close()
+                raise
         except (TileError, OSError) as err:
             with self._cond:
                 self._busy = False
@@ -320,11 +376,51 @@ class TileLoader:
             self._failed.pop(n, None)
             if n in self._keep and not self._stop:  # still wanted after the (slow) open
                 ready = dict(self._ready)
-                ready[n] = (tile, table)
+                ready[n] = (tile, prepared)
                 self._ready = ready
                 self.ready_mask[n] = True
+            else:
+                self._retired.append((time.monotonic(), (tile, prepared)))
             self._cond.notify_all()
         return True
+
+    def _open(self, n: int, key: TileKey) -> MapFile | None:
+        """Tile ``key`` mapped and checked (TileError if it is unusable); None when the checker
+        process died during its check (logged; checked again by a new one on the next step)."""
+        if self.checker is None:
+            start = time.perf_counter()
+            tile = self.tiled.open_tile(key, verify=self.config.verify)
+            if self.config.verify:
+                self.check_seconds += time.perf_counter() - start
+            return tile
+        try:
+            verdict = self.checker.check(key)
+        except TileCheckerDied as err:
+            if self._stop:
+                return None
+            if not err.started and self.checker.starts == 0:  # never once said it was ready
+                # It never ran (no interpreter, a broken environment): check here rather than serve nothing.
+                logger.error(f"{err}; map tiles are checked on the loader thread instead")
+                self.checker = None
+                return self._open(n, key)
+            deaths = self._checker_deaths[n] = self._checker_deaths.get(n, 0) + 1
+            if deaths >= 2:
+                self._checker_deaths.pop(n)
+                raise TileError(key, f"map tile {key} could not be checked: {err} (the second time for this "
+                                     "tile); skipped") from err
+            logger.error(f"{err}; starting a new one to check map tile {key} again")
+            return None
+        self._checker_deaths.pop(n, None)
+        self.check_seconds += verdict.seconds
+        if not verdict.ok:
+            raise TileError(key, verdict.message)
+        tile = self.tiled.open_tile(key, verify=False)  # maps it; header, small arrays, belongs to the index
+        try:
+            tile.mark_checked(verdict.identity)
+        except MapCorruptedError as err:
+            tile.close()
+            raise TileError(key, f"map tile {key} is unusable: {err}") from err
+        return tile
 
     def _run(self) -> None:
         while True:
@@ -344,3 +440,8 @@ class TileLoader:
             except Exception:  # never let the thread die silently: report and go on
                 logger.exception("tile loader step failed")
                 time.sleep(0.1)
+
+
+def _point_table(tile: MapFile):
+    from pixloc_ros.core.retrieval import PointTable  # retrieval imports this module's users; import late
+    return PointTable.of(tile)

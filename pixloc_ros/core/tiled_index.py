@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixloc_ros.core.mapfile import MapCorruptedError
-from pixloc_ros.core.retrieval import MapIndex, Retrieval, _as_matrix
+from pixloc_ros.core.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.retrieval import MapIndex, PointTable, Retrieval, RetrievalConfig, _as_matrix
 from pixloc_ros.core.tile_loader import TileHealth, TileLoader, TileLoaderConfig
 from pixloc_ros.core.tiles import TiledMap, TileError, open_tiled_map
 
@@ -36,7 +36,19 @@ class TiledMapIndex(MapIndex):
         self._init_keyframes(tiled.index, tiled.keyframe_has_observations)
         self._keyframe_tile = tiled.keyframe_tile
         self._keyframe_local = tiled.keyframe_local
-        self.loader = TileLoader(tiled, loader_config, on_error=on_tile_error, start=start_loader)
+        # Track-length thresholds retrieval asked for: the loader computes their masks for every
+        # tile before publishing it (a new threshold is computed once per loaded tile, then ahead).
+        self._track_thresholds = {RetrievalConfig().min_track_length}
+        self.loader = TileLoader(tiled, loader_config, on_error=on_tile_error, start=start_loader,
+                                 prepare=self._prepare_tile)
+
+    def _prepare_tile(self, tile: MapFile) -> PointTable:
+        """On the loader thread, before ``tile`` is served: its point table with the track-length
+        masks, so that the first retrieval from a tile costs what any other does."""
+        table = PointTable.of(tile)
+        for threshold in tuple(self._track_thresholds):
+            table.track_ok(threshold)
+        return table
 
     @classmethod
     def open(cls, path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
@@ -96,6 +108,9 @@ class TiledMapIndex(MapIndex):
         """As ``MapIndex.retrieve``; also tells the loader where the prior is (it loads ahead)."""
         T = _as_matrix(cam_from_world)
         self.loader.observe(-T[:3, :3].T @ T[:3, 3])
+        threshold = kwargs.get("min_track_length", (kwargs.get("config") or RetrievalConfig()).min_track_length)
+        if threshold not in self._track_thresholds:
+            self._track_thresholds = self._track_thresholds | {threshold}  # replaced: the loader iterates a copy
         return super().retrieve(T, **kwargs)
 
     def prefetch(self, position) -> None:
