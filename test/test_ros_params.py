@@ -80,6 +80,13 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
     assert changed.pipeline.gating.min_valid_points == 42 and changed.pipeline.clock_jump_tolerance_s == 2.0
     assert (changed.localizer.iterations, changed.localizer.max_image_size, changed.localizer.device) == (
         (1, 2, 3), 640, "cpu")
+    # The tile loader's too (tiled maps).
+    from pixloc_ros.core.tile_loader import TileLoaderConfig
+
+    assert configs.tiles == TileLoaderConfig()
+    tiles = engine_configs(NodeSettings.from_values({**REQUIRED, "tile_load_radius_m": 80.0, "tile_lookahead_m": 0.0,
+                                                     "max_loaded_tiles": 4})).tiles
+    assert (tiles.load_radius_m, tiles.lookahead_m, tiles.max_loaded_tiles) == (80.0, 0.0, 4)
 
 
 def test_pipeline_states_are_the_status_message_states():

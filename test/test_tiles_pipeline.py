@@ -6,6 +6,7 @@ from pixloc_ros.core.localizer import Localizer
 from pixloc_ros.core.mapfile import open_map
 from pixloc_ros.core.pipeline import RelocalizationPipeline, load_pipeline
 from pixloc_ros.core.retrieval import MapIndex
+from pixloc_ros.core.tile_loader import TileLoaderConfig
 from pixloc_ros.core.tiled_index import TiledMapIndex
 from pixloc_ros.core.tiles import split_map
 from pixloc_ros.data.offline import evaluate_drive
@@ -17,7 +18,11 @@ def test_a_drive_on_tiles_gives_the_poses_of_the_one_file_map(synth_map, tmp_pat
     summary = split_map(open_map(synth_map.map_file), tmp_path / "tiles", tile_size_m=extent / 3)
     assert summary.num_tiles >= 3
     one = load_pipeline(str(synth_map.map_file), str(synth_map.weights), "cpu")
-    assert type(load_pipeline(str(tmp_path / "tiles"), str(synth_map.weights), "cpu").index) is TiledMapIndex
+    on_tiles = load_pipeline(str(tmp_path / "tiles"), str(synth_map.weights), "cpu",
+                             tile_loader_config=TileLoaderConfig(load_radius_m=40.0, max_loaded_tiles=2))
+    assert type(on_tiles.index) is TiledMapIndex  # loading as the node's tile parameters say
+    assert (on_tiles.index.loader.config.load_radius_m, on_tiles.index.loader.config.max_loaded_tiles) == (40.0, 2)
+    on_tiles.index.close()
     index = TiledMapIndex.open(tmp_path / "tiles", expected_fingerprint=reference.weights_fingerprint)
     # The same settings as the one-file pipeline, its covariance calibration included (the books
     # fuse results with the calibrated covariance: without it the next frame starts elsewhere).

@@ -98,6 +98,7 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     settings = load_settings(args.params, map_file=str(map_file), weights=str(args.weights), device=args.device)
     configs = engine_configs(settings)
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
-                             configs.localizer, calibration=args.replay_calibration or "")
+                             configs.localizer, calibration=args.replay_calibration or "",
+                             tile_loader_config=configs.tiles)
     evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
     return [asdict(f) for f in evaluation.frames]

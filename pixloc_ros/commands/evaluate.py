@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device)
         configs = engine_configs(settings)
         pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
-                                 configs.localizer)
+                                 configs.localizer, tile_loader_config=configs.tiles)
         bag = Path(args.bag)
         if not bag.exists():
             raise FileNotFoundError(f"no bag at {bag}")

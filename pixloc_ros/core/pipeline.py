@@ -794,12 +794,13 @@ class RelocalizationPipeline:
 
 def load_pipeline(map_file: str, weights: str, device: str = "auto",
                   config: PipelineConfig | None = None, localizer_config=None,
-                  calibration: str | Path | None = None) -> RelocalizationPipeline:
+                  calibration: str | Path | None = None, tile_loader_config=None) -> RelocalizationPipeline:
     """Open the weights, the map (refusing a map built with other weights) and the weights'
     covariance calibration, and build the pipeline.
 
     ``map_file``: a map file or a tiled map folder (``core/tiles.py``; its tiles then load in
-    the background around the priors). calibration: a calibration file (``pixloc-ros calibrate``);
+    the background around the priors, as ``tile_loader_config`` (a ``TileLoaderConfig``; None:
+    its defaults) says). calibration: a calibration file (``pixloc-ros calibrate``);
     None: the one stored next to the weights (``<weights>.covariance.json``) when it exists, else
     none; "": never calibrate. Setup errors raise with a message that says what to fix:
     ``WeightsError`` for the weights, ``FileNotFoundError``/``ValueError`` (from ``mapfile``) for
@@ -814,7 +815,8 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     fingerprint = weights_fingerprint(model)
     loc_cfg = _replace(localizer_config or LocalizerConfig(), device=device)
     localizer = Localizer(model, loc_cfg)
-    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=localizer.profile.name)
+    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=localizer.profile.name,
+                           tile_loader_config=tile_loader_config)
     calib = None
     path = calibration_path_for(weights) if calibration is None else (Path(calibration) if calibration else None)
     if path is not None and (calibration is not None or path.exists()):

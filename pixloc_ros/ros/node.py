@@ -100,7 +100,7 @@ def build_pipeline(settings: NodeSettings):
 
     configs = engine_configs(settings)
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
-                             configs.localizer)
+                             configs.localizer, tile_loader_config=configs.tiles)
     pipeline.index.verify()
     return pipeline
 

@@ -46,6 +46,14 @@ class NodeSettings:
                               "level); empty: the weights' engine profile's (the released PixLoc weights: 100 "
                               "per level, as the reference evaluated them; the project's native weights: 25).",
                           array_type="integer")
+    tile_load_radius_m: float = _p(150.0, "Tiled maps: tiles within this distance of the prior, and of the point "
+                                          "tile_lookahead_m ahead along the direction of travel, are loaded in the "
+                                          "background (and checked) before a frame needs them, metres. Keep it above "
+                                          "the distance at which keyframes are retrieved.", low=1.0, high=1e5)
+    tile_lookahead_m: float = _p(200.0, "Tiled maps: how far ahead along the direction of travel tiles are loaded "
+                                        "too, metres (0: around the prior only).", low=0.0, high=1e5)
+    max_loaded_tiles: int = _p(16, "Tiled maps: most tiles open at once (bounds the node's memory); the nearest "
+                                   "wanted ones first.", low=1, high=100_000)
     border_pad: float = _p(-1.0, "Border (level pixels) inside which projections are invalid, every level; "
                                  "negative: the weights' engine profile's (the released weights: their "
                                  "checkpoint's pad, 3; native: a size rule, 4 px at 1024x768). The reference's "
@@ -326,6 +334,7 @@ class EngineConfigs:
 
     pipeline: Any  # core.pipeline.PipelineConfig
     localizer: Any  # core.localizer.LocalizerConfig
+    tiles: Any  # core.tile_loader.TileLoaderConfig (used when the map is a tiled folder)
 
 
 def engine_configs(settings: NodeSettings) -> EngineConfigs:
@@ -334,6 +343,7 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     from pixloc_ros.core.localizer import LocalizerConfig
     from pixloc_ros.core.pipeline import PipelineConfig
     from pixloc_ros.core.retrieval import RetrievalConfig
+    from pixloc_ros.core.tile_loader import TileLoaderConfig
 
     s = settings
     gating = GatingConfig(min_valid_points=s.min_valid_points, min_inlier_ratio=s.min_inlier_ratio,
@@ -348,4 +358,6 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
                                 pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
                                 max_image_size=None if s.max_image_size < 0 else s.max_image_size,
                                 cpu_threads=s.cpu_threads or None)
-    return EngineConfigs(pipeline, localizer)
+    tiles = TileLoaderConfig(load_radius_m=s.tile_load_radius_m, lookahead_m=s.tile_lookahead_m,
+                             max_loaded_tiles=s.max_loaded_tiles)
+    return EngineConfigs(pipeline, localizer, tiles)
