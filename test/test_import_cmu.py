@@ -15,6 +15,7 @@ from pixloc_ros.core.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, parse_image_name, read_cmu_slice
+from pixloc_ros.data.importers.common import to_4x4
 from pixloc_ros.data.synth import read_mapping_poses, read_tum
 
 PUBLISHED = {  # the issue / pixloc's cmu.py: OPENCV fx fy cx cy k1 k2 p1 p2 at 1024x768
@@ -42,12 +43,6 @@ def imported(tmp_path_factory):
 
 def _cam_from_world(cam_from_map: np.ndarray, map_from_world: np.ndarray) -> np.ndarray:
     return cam_from_map @ map_from_world
-
-
-def _T(R, t):
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, t
-    return T
 
 
 def test_image_names_carry_camera_and_microseconds():
@@ -100,12 +95,12 @@ def test_map_model_and_reference_poses_round_trip(imported):
     assert summary.model_pose_deviation[0] < 1e-4
     for im in model.images.values():
         p = truth[im.name]
-        assert np.allclose(_cam_from_world(_T(im.R, im.t), map_from_world), _T(p.R, p.t), atol=1e-5)
+        assert np.allclose(_cam_from_world(to_4x4(im.R, im.t), map_from_world), to_4x4(p.R, p.t), atol=1e-5)
         assert (out / "mapping" / "images" / im.name).is_file()
     for mp in read_mapping_poses(out / "mapping" / "poses.txt"):
         p = truth[mp.name]
         assert mp.stamp_ns == parse_image_name(mp.name)[1]
-        assert np.allclose(_cam_from_world(mp.cam_from_world, map_from_world), _T(p.R, p.t), atol=1e-5)
+        assert np.allclose(_cam_from_world(mp.cam_from_world, map_from_world), to_4x4(p.R, p.t), atol=1e-5)
     # the map frame is z-up: the cameras' up (-y) points along +z within the fixture's 2 deg tilt
     ups = np.stack([-im.R[1] for im in model.images.values()])
     assert np.degrees(np.arccos(np.clip(ups[:, 2], -1, 1))).max() < 4.0
@@ -150,7 +145,7 @@ def test_bags_camera_info_timestamps_and_ground_truth(imported):
         for g in drive.ground_truth:
             p = by_stamp[g.stamp_ns]
             cam_from_map = np.linalg.inv(g.matrix @ base_from_cam)
-            assert np.allclose(cam_from_map @ map_from_world, _T(p.R, p.t), atol=1e-5)
+            assert np.allclose(cam_from_map @ map_from_world, to_4x4(p.R, p.t), atol=1e-5)
         tum_stamps, tum_poses = read_tum(out / "queries" / f"{seq.name}_gt.txt")
         assert list(tum_stamps) == stamps
         assert np.allclose(tum_poses, [g.matrix for g in drive.ground_truth], atol=1e-8)

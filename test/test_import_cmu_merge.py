@@ -11,16 +11,11 @@ from pixloc_ros.core.colmap_io import read_model
 from pixloc_ros.core.georef import Georeference
 from pixloc_ros.data.importers import ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, find_slices, read_cmu_slice, read_cmu_slices
+from pixloc_ros.data.importers.common import to_4x4
 from pixloc_ros.data.synth import read_mapping_poses
 
 GEOREF = Georeference(40.4406, -79.9959, 300.0)
 CAMS = {c.name: (c.model, c.width, c.height, c.params) for c in CMU_CAMERAS.values()}
-
-
-def _T(R, t):
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, t
-    return T
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def test_merged_import_keeps_the_slices_relative_poses_and_merges_the_models(sli
     assert summary.sfm_points == len(ma.point_ids) + len(mb.point_ids)
     meta = json.loads((tmp_path / "out" / "import.json").read_text())
     map_from_world = np.array(meta["map_from_world"])
-    truth = {p.name: _T(p.R, p.t) for p in a.reference + b.reference}
+    truth = {p.name: to_4x4(p.R, p.t) for p in a.reference + b.reference}
     mapped = {p.name: p.cam_from_world for p in read_mapping_poses(tmp_path / "out" / "mapping" / "poses.txt")}
     # one map frame: every reference pose, from either slice, is its dataset pose moved by one transform
     for name, cam_from_world in truth.items():
@@ -69,7 +64,7 @@ def test_merged_import_keeps_the_slices_relative_poses_and_merges_the_models(sli
         for i, k in zip(imgs, idxs):
             assert model.images[int(i)].point3D_ids[int(k)] == pid  # tracks and keypoints agree after renumbering
     im = model.image_by_name(b.reference[0].name)
-    np.testing.assert_allclose(_T(im.R, im.t) @ map_from_world, truth[im.name], atol=1e-6)
+    np.testing.assert_allclose(to_4x4(im.R, im.t) @ map_from_world, truth[im.name], atol=1e-6)
     # the merged model's points still project onto their keypoints (moved rigidly with the cameras)
     from pixloc_ros.core.camera import Camera
     import torch

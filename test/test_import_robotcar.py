@@ -12,19 +12,13 @@ from pixloc_ros.core.colmap_io import read_model
 from pixloc_ros.core.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
-from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL
+from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL, to_4x4
 from pixloc_ros.data.importers.robotcar import ROBOTCAR_INTRINSICS, read_nvm_poses, read_robotcar
 from pixloc_ros.data.synth import read_tum
 
 PUBLISHED = {"left": (400.0, 400.0, 500.107605, 511.461426), "rear": (400.0, 400.0, 508.222931, 498.187378),
              "right": (400.0, 400.0, 502.503754, 490.259033)}
 GEOREF = Georeference(51.7520, -1.2577, 70.0)
-
-
-def _T(R, t):
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, t
-    return T
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +85,13 @@ def test_bags_share_one_car_pose_and_carry_the_extrinsics(imported):
         assert drive.frames[0].image.shape == (1024, 1024, 3)
         # /tf_static: base_link (REP-103) from camera = base_from_car @ car_from_cam (published extrinsic)
         base_from_cam = drive.base_from_camera()
-        assert np.allclose(base_from_cam, _T(BASE_FROM_OPTICAL, np.zeros(3)) @ ROBOTCAR_EXTRINSICS[cam], atol=1e-5)
+        assert np.allclose(base_from_cam, to_4x4(BASE_FROM_OPTICAL, np.zeros(3)) @ ROBOTCAR_EXTRINSICS[cam], atol=1e-5)
         for g in drive.ground_truth:
             car_poses.setdefault(g.stamp_ns, []).append(g.matrix)
             # and the rear camera's ground truth comes back as the file's pose
             if cam == "rear":
                 p = truth[g.stamp_ns]
-                assert np.allclose(np.linalg.inv(g.matrix @ base_from_cam) @ map_from_world, _T(p.R, p.t), atol=1e-5)
+                assert np.allclose(np.linalg.inv(g.matrix @ base_from_cam) @ map_from_world, to_4x4(p.R, p.t), atol=1e-5)
         # GNSS without noise: the fix is the ground-truth base_link position, through WGS84 and back
         gt = {g.stamp_ns: g.matrix[:3, 3] for g in drive.ground_truth}
         for fix in drive.gnss:
@@ -117,7 +111,7 @@ def test_map_model_round_trip(imported):
     truth = {p.name: p for p in fx.reference}
     assert {im.name for im in model.images.values()} == set(truth)
     for im in model.images.values():
-        assert np.allclose(_T(im.R, im.t) @ map_from_world, _T(truth[im.name].R, truth[im.name].t), atol=1e-5)
+        assert np.allclose(to_4x4(im.R, im.t) @ map_from_world, to_4x4(truth[im.name].R, truth[im.name].t), atol=1e-5)
         assert (out / "mapping" / "images" / im.name).is_file()  # condition/camera/stamp.jpg kept
 
 
