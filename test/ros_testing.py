@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from pixloc_ros.ros.session import REPO, ChildProcess, RosContext, domain_id_for, ros_env  # noqa: F401
 
 
@@ -21,6 +23,15 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
+
+
+@pytest.fixture(scope="module")
+def ros(request) -> RosContext:
+    """An rclpy context of the test module's own (its DDS domain from the module's name), closed
+    after the module; a module uses it by importing it (``from ros_testing import ros``)."""
+    ctx = RosContext(domain_id_for(request.module.__name__))
+    yield ctx
+    ctx.close()
 
 
 def python_cmd(*args: str) -> list[str]:

@@ -46,7 +46,8 @@ from pixloc_ros.msg import LocalizationStatus  # noqa: E402
 from pixloc_ros.ros.conversions import (covariance_from_msg, ns_to_stamp, pose_msg_to_matrix,  # noqa: E402
                                         stamp_to_ns, transform_msg_to_matrix)
 from pixloc_ros.ros.player import message_class  # noqa: E402
-from ros_testing import REPO, ChildProcess, RosContext, domain_id_for, python_cmd, ros_env, write_bag  # noqa: E402
+from pixloc_ros.ros.replay import DRIVE_TOPICS  # noqa: E402
+from ros_testing import REPO, ChildProcess, python_cmd, ros, ros_env, RosContext, write_bag  # noqa: E402,F401 (ros: the fixture)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 NODE = "/pixloc_localizer"
@@ -73,13 +74,6 @@ class Scene:
 def scene(synth_map) -> Scene:
     """The synthetic data, weights, and the map compiled with those weights (test/conftest.py)."""
     return Scene(synth_map.data, synth_map.map_file, synth_map.weights, synth_map.trained)
-
-
-@pytest.fixture(scope="module")
-def ros():
-    ctx = RosContext(domain_id_for(__name__))
-    yield ctx
-    ctx.close()
 
 
 def node_env(ros: RosContext, fastdds_profile: Path | None = None) -> dict[str, str]:
@@ -140,6 +134,14 @@ def wait_ready(ros: RosContext, node: ChildProcess, listener: Listener, timeout:
     assert ok and node.alive(), f"the node did not come up:\n{node.log()}"
 
 
+def play_paced(bag: Path, ros: RosContext, log_path: Path) -> ChildProcess:
+    """``pixloc-ros play`` of a drive as the demo replays it: once the node's inputs are subscribed,
+    each frame after the node's status for the one before (however slow the machine)."""
+    return ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(bag), "--pace-topic", f"{NODE}/status",
+                                   "--pace-timeout", "60", "--wait-for", *DRIVE_TOPICS, "--wait-timeout", "60"),
+                        ros_env(ros.domain_id), log_path)
+
+
 def await_status(ros: RosContext, listener: Listener, node: ChildProcess, stamp_ns: int, since: int = 0,
                  timeout: float = 90.0) -> LocalizationStatus:
     """The node's status for the frame at ``stamp_ns`` (among those after the first ``since``), once it came."""
@@ -195,11 +197,7 @@ def test_end_to_end_drive(scene, ros, tmp_path, capsys):
     try:
         listener = Listener(ros, "e2e_listener")
         wait_ready(ros, node, listener)
-        player = ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(scene.bag), "--pace-topic",
-                                         f"{NODE}/status", "--pace-timeout", "60", "--wait-for",
-                                         "/camera/image_raw", "/camera/camera_info", "/odom", "/gnss/fix",
-                                         "/tf_static", "--wait-timeout", "60"),
-                              ros_env(ros.domain_id), tmp_path / "player.log")
+        player = play_paced(scene.bag, ros, tmp_path / "player.log")
         done = ros.spin_until(lambda: not player.alive() and len(listener.statuses) >= len(frame_stamps),
                               timeout=150)
         ros.spin_until(lambda: len(listener.diagnostics) > 0, timeout=5)

@@ -9,21 +9,14 @@ import pytest
 
 pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
-from ros_testing import ChildProcess, RosContext, domain_id_for, python_cmd, ros_env  # noqa: E402
-from test_ros_node import NODE, Listener, Scene, log_lines, start_node, wait_ready  # noqa: E402
+from ros_testing import ros  # noqa: E402,F401 (ros: the fixture)
+from test_ros_node import Listener, Scene, log_lines, play_paced, start_node, wait_ready  # noqa: E402
 
 from pixloc_ros.core.mapfile import open_map  # noqa: E402
 from pixloc_ros.core.retrieval import MapIndex  # noqa: E402
 from pixloc_ros.core.tiles import open_tiled_map, split_map  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def ros():
-    ctx = RosContext(domain_id_for(__name__))
-    yield ctx
-    ctx.close()
 
 
 def test_node_skips_a_damaged_tile_and_keeps_serving(synth_map, ros, tmp_path):
@@ -41,11 +34,7 @@ def test_node_skips_a_damaged_tile_and_keeps_serving(synth_map, ros, tmp_path):
     try:
         listener = Listener(ros, "tiles_listener")
         wait_ready(ros, node, listener)
-        player = ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(scene.bag), "--pace-topic",
-                                         f"{NODE}/status", "--pace-timeout", "60", "--wait-for",
-                                         "/camera/image_raw", "/camera/camera_info", "/odom", "/gnss/fix",
-                                         "/tf_static", "--wait-timeout", "60"),
-                              ros_env(ros.domain_id), tmp_path / "player.log")
+        player = play_paced(scene.bag, ros, tmp_path / "player.log")
 
         def tile_status():
             """The newest "map tiles" ERROR status (the first can come before any tile is loaded:

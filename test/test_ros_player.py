@@ -15,19 +15,12 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from pixloc_ros.ros.conversions import ns_to_stamp, rgb_to_image, stamp_to_ns  # noqa: E402
 from pixloc_ros.ros.player import _publisher_qos  # noqa: E402
-from ros_testing import ChildProcess, RosContext, domain_id_for, python_cmd, ros_env, write_bag  # noqa: E402
+from ros_testing import ChildProcess, python_cmd, ros, ros_env, write_bag  # noqa: E402,F401 (ros: the fixture)
 
 pytestmark = pytest.mark.ros
 REPO_ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000_000_000_000
 N_IMAGES, IMAGE_PERIOD, ODOM_PERIOD = 8, 100_000_000, 20_000_000
-
-
-@pytest.fixture(scope="module")
-def ros():
-    ctx = RosContext(domain_id_for(__name__))
-    yield ctx
-    ctx.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pixloc_ros.ros.conversions import matrix_to_transform_msg, ns_to_stamp, tra
 from pixloc_ros.ros.sync import CameraSubscriber, StampSynchronizer  # noqa: E402
 from pixloc_ros.ros.tf import (StaticTransformBroadcaster, StaticTransformGraph, StaticTransformLookup,  # noqa: E402
                                TransformBroadcaster, using_tf2_ros)
-from ros_testing import RosContext, domain_id_for  # noqa: E402
+from ros_testing import ros  # noqa: E402,F401 (ros: the fixture)
 
 pytestmark = pytest.mark.ros
 RNG = np.random.default_rng(3)
@@ -121,13 +121,6 @@ def test_static_graph_rejects_malformed_transforms_but_keeps_good_ones():
     with pytest.raises(ValueError, match="base->bad"):
         g.add_message(TFMessage(transforms=[good, bad]))
     np.testing.assert_allclose(g.lookup("base", "cam"), transform_msg_to_matrix(good.transform), atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def ros():
-    ctx = RosContext(domain_id_for(__name__))
-    yield ctx
-    ctx.close()
 
 
 def stamped(parent, child, T):
