@@ -82,24 +82,6 @@ def test_close_rivals_need_the_travel_baseline():
     assert f2.newly_committed and f2.committed.id == ids[0] and f2.leader.lead_travel_m == pytest.approx(6.0)
 
 
-def test_a_lead_while_the_rivals_found_nothing_is_not_a_clear_win():
-    """Two close minima; then only one of them finds a result for two frames. Its rival is still
-    alive (missing frames, not beaten), so the lead is not clear: no commit until the rival is
-    dropped (max_misses) and the leader has led clearly, alone, for commit_frames frames."""
-    d = Drive(commit_frames=2, commit_margin=0.05, commit_baseline_m=50.0, max_misses=3)
-    f0 = d.run((0.0, 0.0100, None), (2.5, 0.0101, None))
-    assert f0.committed is None and f0.live == 2
-    leader = d.id_at(0.0)
-    for _ in range(2):  # the rival misses: margin inf, but it is alive
-        out = d.run((0.0, 0.0100, leader))
-        assert out.margin == math.inf and out.live == 2
-        assert out.committed is None and out.leader.id == leader and out.leader.clear_frames == 0
-    third = d.run((0.0, 0.0100, leader))  # third miss: the rival is dropped, the leader is alone
-    assert third.live == 1 and third.committed is None and third.leader.clear_frames == 1
-    fourth = d.run((0.0, 0.0100, leader))
-    assert fourth.newly_committed and fourth.committed.id == leader
-
-
 def test_weak_observations_keep_a_hypothesis_but_never_commit_it():
     d = Drive(commit_frames=1)
     for _ in range(4):

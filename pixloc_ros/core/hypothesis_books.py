@@ -9,8 +9,7 @@ correct minimum has the lower cost whenever both were reached (15 of 15 frames t
 2-90 % lower), while no absolute threshold separates them. So the evidence is relative and
 accumulated: every hypothesis is propagated with the odometry and re-optimised on each frame,
 and one is *committed* (published) only when it has led, frame after frame, either with a clear
-cost margin over every other live hypothesis (a rival that found no result this frame leaves the
-lead unclear) or over a baseline of several metres of travel.
+cost margin over every other live hypothesis or over a baseline of several metres of travel.
 The committed hypothesis keeps competing: a challenger that wins the same way is a wrong lock.
 
 Each hypothesis' pose is a small Kalman filter over the frames it was continued by (odometry
@@ -86,7 +85,7 @@ class Hypothesis:
     misses: int = 0  # consecutive frames without a consistent result
     frames: int = 0  # frames with a consistent result
     lead_frames: int = 0  # consecutive strong frames as the leader
-    clear_frames: int = 0  # consecutive frames of that streak with a clear margin (or no rival alive)
+    clear_frames: int = 0  # consecutive frames of that streak with a clear margin (or no rival)
     lead_travel_m: float = 0.0  # odometry distance over the lead streak
     beat_frames: int = 0  # consecutive frames of that streak it beat the committed hypothesis' own result
     predicted_d2: float = math.nan  # Mahalanobis d^2 of this frame's result against the prediction
@@ -247,12 +246,7 @@ class HypothesisTracker:
                 continuing = self._leader_id == leader.id and leader.lead_frames > 0
                 leader.lead_travel_m = leader.lead_travel_m + travel_m if continuing else 0.0
                 leader.lead_frames = leader.lead_frames + 1 if continuing else 1
-                # A lead is clear by its cost margin over the rivals observed this frame. With
-                # no rival observed it is clear only when there is no rival at all: live
-                # hypotheses that found no consistent result are no evidence for the leader (on a
-                # dusk drive two such frames committed a hypothesis 1.6 m along the road while
-                # two rivals were alive and missed, and published it twice).
-                clear = margin >= cfg.commit_margin and (len(seen) > 1 or len(self.hypotheses) == 1)
+                clear = margin >= cfg.commit_margin
                 leader.clear_frames = (leader.clear_frames + 1 if continuing else 1) if clear else 0
                 # Beating the committed hypothesis means beating its own result on this frame: a
                 # frame it had none counts for nothing (its misses are counted, and drop it).
