@@ -312,19 +312,21 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tiny_map, tmp_path, ca
     pairs = [sampler.sample(rng) for _ in range(2)]
     torch.manual_seed(0)
     model = init_weights("vgg16", seed=0)
-    config = _train_config(steps=8)
+    # 24 steps: Adam on two pairs from random init is noisy step to step (8 steps left 0.4-0.9x
+    # of the loss depending on the pairs drawn); 24 left <= 0.53x on eight pair seeds tried.
+    config = _train_config(steps=24)
     before = _mean_loss(model, pairs, config)
     assert before > 0.5  # the noisy init leaves pixels of error to remove
 
     out = tmp_path / "run"
     result = training.train(model, FixedPairs(pairs), config, out, log=lambda msg: None)
-    assert result.step == 8 and result.stopped_by == "steps"
+    assert result.step == 24 and result.stopped_by == "steps"
     after = _mean_loss(model, pairs, config)
     assert after < 0.8 * before, (before, after)
 
     # metrics.jsonl: one record per step with per-level errors and the damping
     records = [json.loads(line) for line in (out / training.METRICS_NAME).read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 9))
+    assert [r["step"] for r in records] == list(range(1, 25))
     assert len(records[-1]["error_px"]) == 3 and np.array(records[-1]["damping"]).shape == (3, 6)
 
     # The checkpoint is in the official layout: the engine's loader and `weights info` read it.
@@ -338,16 +340,16 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tiny_map, tmp_path, ca
     info = json.loads(capsys.readouterr().out)
     np.testing.assert_allclose(info["damping"], model.damping().detach().double().numpy(), rtol=1e-6)
     state = training.read_training_state(ckpt)
-    assert state["step"] == 8 and state["optimizer"]["state"]  # Adam moments are saved
+    assert state["step"] == 24 and state["optimizer"]["state"]  # Adam moments are saved
 
-    # Resume: a new model object continues from step 8 with the saved weights and optimizer.
+    # Resume: a new model object continues from step 24 with the saved weights and optimizer.
     fresh = init_weights("vgg16", seed=1)
-    resumed = training.train(fresh, FixedPairs(pairs), replace(config, steps=10), out, log=lambda msg: None)
-    assert resumed.step == 10 and resumed.steps_this_run == 2
-    assert training.read_training_state(ckpt)["step"] == 10
+    resumed = training.train(fresh, FixedPairs(pairs), replace(config, steps=26), out, log=lambda msg: None)
+    assert resumed.step == 26 and resumed.steps_this_run == 2
+    assert training.read_training_state(ckpt)["step"] == 26
     assert weights_fingerprint(fresh) != weights_fingerprint(init_weights("vgg16", seed=1))
     records = [json.loads(line) for line in (out / training.METRICS_NAME).read_text().splitlines()]
-    assert [r["step"] for r in records][-2:] == [9, 10]
+    assert [r["step"] for r in records][-2:] == [25, 26]
 
 
 def test_train_command_end_to_end(tiny_map, tmp_path, capsys):
