@@ -36,11 +36,12 @@ class Drive:
         self.frame = 0
 
     def run(self, *places, strong=True):
-        """One frame: places are (offset along the road m, cost, source-id-or-None)."""
+        """One frame: places are (offset along the road m, cost, source-id-or-None[, strong])."""
         if self.frame > 0:
             self.tracker.predict(step(), grow)
-        obs = [Observation(i, at(STEP_M * self.frame + off), COV, cost, strong, src)
-               for i, (off, cost, src) in enumerate(places)]
+        obs = [Observation(i, at(STEP_M * self.frame + place[0]), COV, place[1],
+                           place[3] if len(place) > 3 else strong, place[2])
+               for i, place in enumerate(places)]
         self.frame += 1
         return self.tracker.update(obs, STEP_M if self.frame > 1 else 0.0)
 
@@ -80,6 +81,41 @@ def test_close_rivals_need_the_travel_baseline():
     assert f1.committed is None and f1.leader.lead_travel_m == pytest.approx(3.0)
     f2 = d.run((0.0, 0.0100, ids[0]), (2.5, 0.0101, ids[1]))
     assert f2.newly_committed and f2.committed.id == ids[0] and f2.leader.lead_travel_m == pytest.approx(6.0)
+
+
+def _rival_goes_silent(rival_cost, rival_strong=True):
+    """Frame 0: the truth at cost 0.0100 and a rival 2.5 m ahead; then two frames where only
+    the truth finds a result. Returns, for those two frames, (margin, live hypotheses, leader id,
+    its clear frames, committed id or None, newly committed), and the true hypothesis' id."""
+    d = Drive(commit_frames=2, commit_margin=0.05, commit_baseline_m=50.0, max_misses=3)
+    first = d.run((0.0, 0.0100, None, True), (2.5, rival_cost, None, rival_strong))
+    assert first.committed is None and first.live == 2
+    leader = d.id_at(0.0)
+    frames = []
+    for _ in range(2):  # snapshots: the hypotheses are mutated by the next frame
+        out = d.run((0.0, 0.0100, leader))
+        frames.append((out.margin, out.live, out.leader.id, out.leader.clear_frames,
+                       out.committed.id if out.committed else None, out.newly_committed))
+    return frames, leader
+
+
+def test_a_silent_rival_is_no_margin():
+    """A rival as cheap as the leader (1 % apart) that then finds no result has an unknown cost,
+    not a high one: with it alive the leader's lead is not clear and nothing is committed (a
+    dusk drive committed a wrong pose on such frames)."""
+    frames, leader = _rival_goes_silent(0.0101)
+    assert frames == [(math.inf, 2, leader, 0, None, False)] * 2
+
+
+def test_a_beaten_or_never_strong_rival_going_silent_does_not_hold_the_lead_back():
+    """The leader beat the rival by the margin on frame 0 (cost 2x lower): its lead stays clear
+    while the rival is silent and it is committed on frame 1. A rival that never passed the
+    strong checks is no counter-evidence either: commit once the leader led clearly for
+    commit_frames frames."""
+    frames, leader = _rival_goes_silent(0.0200)
+    assert frames[0] == (math.inf, 2, leader, 2, leader, True)
+    frames, leader = _rival_goes_silent(0.0101, rival_strong=False)
+    assert frames == [(math.inf, 2, leader, 1, None, False), (math.inf, 2, leader, 2, leader, True)]
 
 
 def test_weak_observations_keep_a_hypothesis_but_never_commit_it():

@@ -88,6 +88,8 @@ class Hypothesis:
     clear_frames: int = 0  # consecutive frames of that streak with a clear margin (or no rival)
     lead_travel_m: float = 0.0  # odometry distance over the lead streak
     beat_frames: int = 0  # consecutive frames of that streak it beat the committed hypothesis' own result
+    last_strong: bool = False  # its last consistent result passed the relocalization-grade checks
+    beat_rival: bool = False  # in its lead streak it beat an observed rival by the commit margin
     predicted_d2: float = math.nan  # Mahalanobis d^2 of this frame's result against the prediction
     innovations_m: list[float] = field(default_factory=list)  # last results' distances from their predictions
 
@@ -203,7 +205,7 @@ class HypothesisTracker:
                 -cfg.jitter_frames:]
             h.map_from_base, h.covariance = fuse(h.map_from_base, h.covariance, ob.map_from_base, ob.covariance)
             h.observation, h.predicted_d2 = ob, d2
-            h.misses, h.frames = 0, h.frames + 1
+            h.misses, h.frames, h.last_strong = 0, h.frames + 1, ob.strong
             used.add(ob.index)
         # 2. Results that continue nothing start hypotheses (cheapest first, one per place).
         if allow_spawn:
@@ -212,7 +214,7 @@ class HypothesisTracker:
                                            for h in self.hypotheses):
                     continue
                 h = self.spawn(ob)
-                h.observation, h.frames = ob, 1
+                h.observation, h.frames, h.last_strong = ob, 1, ob.strong
                 used.add(ob.index)
         self._merge()
         # 3. Drop hypotheses that found no consistent result for max_misses frames. When the
@@ -246,7 +248,18 @@ class HypothesisTracker:
                 continuing = self._leader_id == leader.id and leader.lead_frames > 0
                 leader.lead_travel_m = leader.lead_travel_m + travel_m if continuing else 0.0
                 leader.lead_frames = leader.lead_frames + 1 if continuing else 1
-                clear = margin >= cfg.commit_margin
+                # A lead is clear by its cost margin over the rivals observed this frame. A rival
+                # whose last result was strong and that found none this frame has an unknown cost,
+                # not a high one: its silence is no margin (a dusk drive committed a hypothesis
+                # 1.6 m along the road on two such frames, and published it). Rivals that never
+                # passed the strong checks are no counter-evidence and do not hold the lead back,
+                # and a leader that already beat an observed rival by the margin in this streak
+                # keeps its lead clear while that rival is silent (its results then usually
+                # converge onto the leader: on an overcast drive the rival 5 m behind did).
+                silent = any(h is not leader and h.observation is None and h.last_strong for h in self.hypotheses)
+                measured = len(seen) > 1 and margin >= cfg.commit_margin
+                leader.beat_rival = measured or (continuing and leader.beat_rival)
+                clear = margin >= cfg.commit_margin and (not silent or leader.beat_rival)
                 leader.clear_frames = (leader.clear_frames + 1 if continuing else 1) if clear else 0
                 # Beating the committed hypothesis means beating its own result on this frame: a
                 # frame it had none counts for nothing (its misses are counted, and drop it).
@@ -304,7 +317,7 @@ class HypothesisTracker:
                 keep.append(h)
             elif twin.observation is None and h.observation is not None:
                 twin.map_from_base, twin.covariance, twin.observation = h.map_from_base, h.covariance, h.observation
-                twin.misses, twin.predicted_d2 = 0, h.predicted_d2
+                twin.misses, twin.predicted_d2, twin.last_strong = 0, h.predicted_d2, h.last_strong
         self.hypotheses = keep
 
     def _evict(self) -> None:

@@ -759,7 +759,8 @@ class RelocalizationPipeline:
             if self.state != State.LOST or decision.live:
                 self.state = State.RELOCALIZING
             travel = f"{leader.lead_travel_m:.1f}/{hcfg.commit_baseline_m:g} m"
-            margin = "no rival" if not math.isfinite(decision.margin) else f"cost margin {100 * decision.margin:.1f}%"
+            margin = (f"cost margin {100 * decision.margin:.1f}%" if math.isfinite(decision.margin)
+                      else "no rival" if decision.live <= 1 else "no rival with a result")
             if not leader.observation.strong:
                 weak = quality_failure(*self._figures(out.result, leader.observation.index), cfg.gating)
                 reason = f"relocalization_weak: the leading hypothesis fails the relocalization checks ({weak})"
