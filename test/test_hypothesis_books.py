@@ -107,6 +107,23 @@ def test_a_silent_rival_is_no_margin():
     assert frames == [(math.inf, 2, leader, 0, None, False)] * 2
 
 
+def test_frames_with_a_silent_rival_do_not_count_towards_the_travel_baseline():
+    """Two close minima; the rival then misses three frames (9 m of travel): no commit by the 5 m
+    baseline, the lead travel stays 0. When the rival answers again (still 1 % dearer) the
+    travel counts, and 6 m later the leader is committed."""
+    d = Drive(commit_frames=2, commit_margin=0.05, commit_baseline_m=5.0, max_misses=5)
+    d.run((0.0, 0.0100, None), (2.5, 0.0101, None))
+    ids = (d.id_at(0.0), d.id_at(2.5))
+    for _ in range(3):
+        out = d.run((0.0, 0.0100, ids[0]))
+        assert out.committed is None and out.leader.id == ids[0] and out.leader.lead_travel_m == 0.0
+    travel = []
+    for _ in range(2):
+        out = d.run((0.0, 0.0100, ids[0]), (2.5, 0.0101, ids[1]))
+        travel.append((out.leader.lead_travel_m, out.newly_committed))
+    assert travel == [(3.0, False), (6.0, True)]
+
+
 def test_a_beaten_or_never_strong_rival_going_silent_does_not_hold_the_lead_back():
     """The leader beat the rival by the margin on frame 0 (cost 2x lower): its lead stays clear
     while the rival is silent and it is committed on frame 1. A rival that never passed the

@@ -86,7 +86,7 @@ class Hypothesis:
     frames: int = 0  # frames with a consistent result
     lead_frames: int = 0  # consecutive strong frames as the leader
     clear_frames: int = 0  # consecutive frames of that streak with a clear margin (or no rival)
-    lead_travel_m: float = 0.0  # odometry distance over the lead streak
+    lead_travel_m: float = 0.0  # odometry distance over the lead streak (frames with a silent rival not counted)
     beat_frames: int = 0  # consecutive frames of that streak it beat the committed hypothesis' own result
     last_strong: bool = False  # its last consistent result passed the relocalization-grade checks
     beat_rival: bool = False  # in its lead streak it beat an observed rival by the commit margin
@@ -246,7 +246,6 @@ class HypothesisTracker:
                 leader.lead_travel_m = 0.0
             else:
                 continuing = self._leader_id == leader.id and leader.lead_frames > 0
-                leader.lead_travel_m = leader.lead_travel_m + travel_m if continuing else 0.0
                 leader.lead_frames = leader.lead_frames + 1 if continuing else 1
                 # A lead is clear by its cost margin over the rivals observed this frame. A rival
                 # whose last result was strong and that found none this frame has an unknown cost,
@@ -259,7 +258,12 @@ class HypothesisTracker:
                 silent = any(h is not leader and h.observation is None and h.last_strong for h in self.hypotheses)
                 measured = len(seen) > 1 and margin >= cfg.commit_margin
                 leader.beat_rival = measured or (continuing and leader.beat_rival)
-                clear = margin >= cfg.commit_margin and (not silent or leader.beat_rival)
+                answered = not silent or leader.beat_rival
+                clear = margin >= cfg.commit_margin and answered
+                # The travel baseline, too, counts only frames on which the rivals answered: a
+                # frame led while a rival was silent is no evidence of the lead either (the same
+                # dusk drive reached 5 m that way on three such frames and committed).
+                leader.lead_travel_m = (leader.lead_travel_m + travel_m * answered) if continuing else 0.0
                 leader.clear_frames = (leader.clear_frames + 1 if continuing else 1) if clear else 0
                 # Beating the committed hypothesis means beating its own result on this frame: a
                 # frame it had none counts for nothing (its misses are counted, and drop it).
