@@ -151,6 +151,32 @@ def test_localize_with_random_network():
         loc.localize(image[:, :100], cam, pts, Pose.identity((1,)))
 
 
+def test_warm_up_runs_the_network_and_the_lm_and_changes_no_result():
+    """warm_up(w, h, num_points, hypotheses) runs the LM once on that many synthetic points and
+    initial poses (what compiles CUDA kernels before the first frame); a localization after it
+    equals one before it."""
+    network = pytest.importorskip("pixloc_ros.core.network")
+    torch.manual_seed(0)
+    loc = Localizer(network.PixLocModel(), LocalizerConfig(device="cpu", iterations=(3, 3, 3), min_valid_points=5))
+    cam = Camera.from_params(128, 96, 100.0, 100.0, 63.5, 47.5)
+    g = torch.Generator().manual_seed(1)
+    xyz = torch.cat([torch.rand(200, 2, generator=g) * 4 - 2, 4 + torch.rand(200, 1, generator=g) * 4], -1)
+    feats = [torch.nn.functional.normalize(torch.randn(200, c, generator=g), dim=-1) for c in (32, 128, 128)]
+    pts = QueryPoints(xyz, feats, [torch.rand(200, generator=g) for _ in range(3)], torch.arange(200),
+                      torch.zeros(200, dtype=torch.long))
+    image = (np.random.default_rng(2).random((96, 128, 3)) * 255).astype(np.uint8)
+    before = loc.localize(image, cam, pts, Pose.identity((2,)))
+    runs, real = [], loc.localize_features
+    loc.localize_features = lambda pyr, camera, points, inits, damping: (
+        runs.append((tuple(camera.size.tolist()), len(points), inits.shape)) or real(pyr, camera, points, inits, damping))
+    assert loc.warm_up(128, 96, num_points=300, hypotheses=4) > 0
+    assert runs == [((128.0, 96.0), 300, (4,))]
+    assert loc.warm_up(128, 96) > 0 and len(runs) == 1  # the network alone
+    after = loc.localize(image, cam, pts, Pose.identity((2,)))
+    torch.testing.assert_close(after.cam_from_world.t, before.cam_from_world.t, atol=0, rtol=0)
+    assert after.cost == before.cost and after.iterations == before.iterations
+
+
 def test_default_pads_keep_the_reference_at_cmu_size_and_shrink_on_small_maps():
     cmu = [(768, 1024), (192, 256), (48, 64)]  # level maps of a 1024x768 image, finest first
     assert level_pads(None, cmu) == (4.0, 4.0, 4.0)  # the reference's 4 px everywhere

@@ -192,7 +192,9 @@ def test_end_to_end_drive(scene, ros, tmp_path, capsys):
     drive = read_drive(scene.bag)
     frame_stamps = [f.stamp_ns for f in drive.frames]
     # Untrained weights never pass the inlier gate: lower it to exercise poses and tf (module doc).
-    node = start_node(scene, ros, tmp_path / "node.log", *(() if scene.trained else ("min_inlier_ratio:=0.0",)))
+    # warm_up_size: the network and the LM are prepared for the drive's 320x240 frames at start.
+    node = start_node(scene, ros, tmp_path / "node.log", "warm_up_size:=[320,240]",
+                      *(() if scene.trained else ("min_inlier_ratio:=0.0",)))
     player = None
     try:
         listener = Listener(ros, "e2e_listener")
@@ -210,6 +212,7 @@ def test_end_to_end_drive(scene, ros, tmp_path, capsys):
         node.stop()
     log = node.log()
     assert not log_lines(node, r"\[(ERROR|FATAL)\]"), log
+    assert log_lines(node, r"prepared for 320x240 frames \(\d+\.\d s\)"), log
 
     # One status per frame, stamped with the image, in order; dropped frames are counted (none when paced).
     assert [stamp_to_ns(s.header.stamp) for s in listener.statuses] == frame_stamps

@@ -46,6 +46,8 @@ def test_required_and_valid_defaults():
     ({"odom_frame": "map"}, "must differ"),
     ({"odom_topic": ""}, "needs odometry"),
     ({"camera_extrinsic": [0.0, 0.0, 0.0]}, "7 finite values"),
+    ({"warm_up_size": [640]}, r"'warm_up_size' needs \[width, height\]"),
+    ({"warm_up_size": [640, 0]}, "16-100000"),
     ({"camera_extrinsic": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]}, "unit length"),
     ({"no_such_parameter": 1}, "Unknown parameters"),
 ])
@@ -101,8 +103,9 @@ def test_config_file_lists_exactly_the_parameters():
     data = yaml.safe_load(CONFIG.read_text())
     assert list(data) == ["/**"]
     params = data["/**"]["ros__parameters"]
-    # camera_extrinsic and iterations are documented commented-out: an empty list has no ROS type.
-    assert set(params) == set(parameter_names()) - {"camera_extrinsic", "iterations"}
+    # camera_extrinsic, iterations and warm_up_size are documented commented-out: an empty list has
+    # no ROS type.
+    assert set(params) == set(parameter_names()) - {"camera_extrinsic", "iterations", "warm_up_size"}
     defaults = NodeSettings()
     for name, value in params.items():
         if name not in REQUIRED:
@@ -127,11 +130,12 @@ def make_node(context, *overrides: str) -> Node:
 
 def test_declared_from_the_params_file_with_overrides(context):
     node = make_node(context, "map_file:=/maps/m.pxmap", "weights:=/w.safetensors", "num_keyframes:=3",
-                     "iterations:=[10,20,30]", "camera_extrinsic:=[0.1,0.0,1.5,-0.5,0.5,-0.5,0.5]")
+                     "iterations:=[10,20,30]", "camera_extrinsic:=[0.1,0.0,1.5,-0.5,0.5,-0.5,0.5]",
+                     "warm_up_size:=[1241,376]")
     try:
         s = declare_settings(node)
         assert (s.map_file, s.weights, s.num_keyframes) == ("/maps/m.pxmap", "/w.safetensors", 3)
-        assert s.iterations == [10, 20, 30]
+        assert s.iterations == [10, 20, 30] and s.warm_up_size == [1241, 376]
         assert s.camera_extrinsic == [0.1, 0.0, 1.5, -0.5, 0.5, -0.5, 0.5]
         assert s.gnss_topic == "gnss/fix"
         descriptor = node.describe_parameter("mahalanobis_probability")

@@ -130,9 +130,12 @@ def run(args: argparse.Namespace) -> int:
     _step(f"replaying the {args.condition} drive ({len(drive.frames)} frames, mapped in summer) through the "
           f"node over DDS (domain {domain}, loopback) ...")
     started = time.perf_counter()
-    result = replay_through_node(bag, Path(args.params), {
-        "map_file": str(map_file), "weights": str(weights), "device": args.device, "use_sim_time": "true"},
-        domain, out / "logs", expected_frames=len(drive.frames))
+    overrides = {"map_file": str(map_file), "weights": str(weights), "device": args.device, "use_sim_time": "true"}
+    info = drive.camera_info
+    if info is not None:  # prepared for the drive's frames at start: the first frame is not slower
+        overrides["warm_up_size"] = f"[{info.width},{info.height}]"
+    result = replay_through_node(bag, Path(args.params), overrides, domain, out / "logs",
+                                 expected_frames=len(drive.frames))
     _step(f"replay done ({time.perf_counter() - started:.0f} s); node log: {out / 'logs' / 'node.log'}")
 
     truth = GroundTruth(drive.ground_truth)

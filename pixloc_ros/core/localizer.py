@@ -263,16 +263,33 @@ class Localizer:
         result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s, clock.total())
         return result
 
-    def warm_up(self, width: int, height: int) -> float:
+    def warm_up(self, width: int, height: int, num_points: int = 0, hypotheses: int = 1) -> float:
         """Run the network once on a black ``width`` x ``height`` image: builds what its first call
         would (a CPU runtime's ONNX export and compiled model for that size, lazily initialised
-        kernels), so that the first real frame is not slower than the others. Returns seconds."""
+        kernels), so that the first real frame is not slower than the others. With ``num_points``
+        > 0, also the LM once, on that many synthetic points (random pixels 5-30 m deep, random
+        unit reference features) from ``hypotheses`` initial poses: on CUDA that compiles the
+        fused LM kernels (Triton JIT, seconds) before the first frame. Returns seconds."""
         if self.model is None:
             return 0.0
         start = time.perf_counter()
         limit = self.config.max_image_size if self.config.max_image_size is not None else self.profile.max_image_edge
         image = downscale_rgb(np.zeros((int(height), int(width), 3), np.uint8), limit, self.profile.resize)
-        self.model.extract(rgb_to_tensor(image).to(self.device))
+        pyramid = self.model.extract(rgb_to_tensor(image).to(self.device))
+        if num_points > 0:
+            h, w = image.shape[:2]
+            camera = Camera.from_params(w, h, w, w, (w - 1) / 2, (h - 1) / 2)
+            g = torch.Generator().manual_seed(0)
+            n = int(num_points)
+            uv = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
+            z = 5.0 + 25.0 * torch.rand(n, 1, generator=g, dtype=torch.float64)
+            xyz = torch.cat([(uv - torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64)) / w * z, z], 1)
+            features = [torch.nn.functional.normalize(torch.randn(n, f.shape[1], generator=g), dim=1)
+                        for f in pyramid.features]
+            points = QueryPoints(xyz.float(), features, [torch.ones(n) for _ in features],
+                                 torch.arange(n), torch.zeros(n, dtype=torch.int64))
+            self.localize_features(pyramid, camera, points, Pose.identity((int(hypotheses),)),
+                                   self.model.damping().detach())
         return time.perf_counter() - start
 
     @staticmethod

@@ -118,6 +118,15 @@ class LocalizerNode(Node):
                                f"{self.pipeline.index.num_points} points, every checksum verified; network on "
                                f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load); "
                                f"covariance {'calibrated' if self.pipeline.calibration else 'uncalibrated'}")
+        if s.warm_up_size:
+            width, height = (int(v) for v in s.warm_up_size)
+            try:
+                seconds = self.pipeline.localizer.warm_up(width, height, num_points=s.max_points,
+                                                          hypotheses=s.num_hypotheses)
+            except RuntimeError as err:  # e.g. out of GPU memory for that size: a setup error, said as one
+                raise ValueError(f"Parameter 'warm_up_size' = [{width}, {height}]: preparing the network and "
+                                 f"the optimizer for that frame size failed: {err}") from err
+            self.get_logger().info(f"prepared for {width}x{height} frames ({seconds:.1f} s)")
         self._events: deque[tuple[str, Callable[[], None]]] = deque(maxlen=MAX_PENDING_EVENTS)
         self._guard = StampGuard(int(round(s.clock_jump_tolerance_s * 1e9)))
         self._odom_cond = threading.Condition()

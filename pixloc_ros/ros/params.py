@@ -38,6 +38,10 @@ class NodeSettings:
     max_image_size: int = _p(-1, "Images whose longer side exceeds this are downscaled before the network, "
                                  "pixels; 0: never; -1: the weights' engine profile's (the released PixLoc "
                                  "weights: 1024, as the reference; native weights: never).", low=-1, high=100_000)
+    warm_up_size: list = _p([], "Camera image size [width, height] to prepare the network and the optimizer "
+                                "for at start (a CPU runtime's model compiled for that size, CUDA kernels "
+                                "compiled), so that the first frame is not slower than the rest; empty: "
+                                "prepared by the first frame.", array_type="integer")
     num_keyframes: int = _p(3, "Reference keyframes whose 3D points are used per query.", low=1, high=32)
     num_hypotheses: int = _p(4, "Initial pose hypotheses optimised in one batch when relocalising.", low=1, high=64)
     max_points: int = _p(4000, "Most residual rows (point observations) per frame: bounds the optimizer's cost.",
@@ -159,6 +163,10 @@ class NodeSettings:
                                 or not any(self.iterations)):
             raise ValueError(f"Parameter 'iterations' needs 3 values in [0, 1000], not all 0 (levels fine to "
                              f"coarse), or none (the weights' profile), got {self.iterations}")
+        if self.warm_up_size and (len(self.warm_up_size) != 2
+                                  or not all(16 <= int(v) <= 100_000 for v in self.warm_up_size)):
+            raise ValueError(f"Parameter 'warm_up_size' needs [width, height] in pixels (16-100000 each), or "
+                             f"nothing, got {self.warm_up_size}")
         if self.camera_extrinsic:
             ext = [float(v) for v in self.camera_extrinsic]
             if len(ext) != 7 or not all(math.isfinite(v) for v in ext):
