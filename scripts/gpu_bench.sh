@@ -67,6 +67,33 @@ print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12, ma
 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=40))
 PY
 
+echo "== first frame on CUDA with and without Localizer.warm_up (fresh process and Triton cache each)"
+for warm in 0 1; do
+    TRITON_CACHE_DIR=$(mktemp -d) timeout 180 python3 - "$warm" <<'PY'
+import sys, time
+import torch
+from types import SimpleNamespace
+from pixloc_ros.commands.bench import _synthetic_problem
+from pixloc_ros.core.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.network import PixLocModel
+from pixloc_ros.core.optimizer import LMConfig
+torch.manual_seed(0)
+model = PixLocModel()
+args = SimpleNamespace(seed=0, width=1024, height=768, points=5000, hypotheses=4)
+image, camera, points, init = _synthetic_problem(args, torch.device("cuda"), model)
+loc = Localizer(model, LocalizerConfig(device="cuda", min_valid_points=1, return_confidences=False,
+                                       lm=LMConfig(path="fused")))
+warm = loc.warm_up(1024, 768, num_points=5000, hypotheses=4) if sys.argv[1] == "1" else 0.0
+frames = []
+for _ in range(3):
+    torch.cuda.synchronize(); t = time.perf_counter()
+    loc.localize(image, camera, points, init)
+    torch.cuda.synchronize(); frames.append(1e3 * (time.perf_counter() - t))
+print(f"   warm_up {'on ' if sys.argv[1] == '1' else 'off'}: warm-up {warm:.2f} s; frames 1-3 "
+      + " / ".join(f"{ms:.1f}" for ms in frames) + " ms")
+PY
+done
+
 if [ -n "$world" ] && [ -d "$world/sfm" ]; then
     echo "== build-map on CUDA"
     $px weights init --out /tmp/w.safetensors > /dev/null
