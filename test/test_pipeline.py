@@ -163,6 +163,20 @@ def test_drive_is_relocalized_then_tracked_without_wrong_poses(localizing_weight
     print(f"\n{condition}: {s.as_text()}")
 
 
+def test_relocalization_grid_widens_the_search_only_while_relocalizing(localizing_weights, synth_map):
+    """relocalization_grid 16: the relocalizing frames optimise the seeds and at least 16 poses
+    spread around them in one batch; tracking frames do not; the drive is localized as without."""
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", PipelineConfig(relocalization_grid=16))
+    batches = []
+    evaluation = evaluate_drive(p, synth_map.data / "queries" / "overcast", on_frame=lambda out, frame: batches.append(
+        (out.state, out.result.hypotheses.cost.shape[1] if out.result is not None and out.result.hypotheses else 0)))
+    # a frame's batch is built in the state the previous frame left
+    tracking = [n for (before, _), (_, n) in zip(batches, batches[1:]) if before == State.TRACKING]
+    assert batches[0][1] >= 16 + 1 and tracking and max(tracking) <= 4, batches
+    s = evaluation.summary
+    assert s.localized >= 0.7 * s.frames and s.max_translation_m <= 1.0, evaluation.frames
+
+
 # ------------------------------------------------------------------- wrong hypotheses and locks
 def _errors_m(evaluation):
     return [f.translation_error_m for f in evaluation.frames if f.success]

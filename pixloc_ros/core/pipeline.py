@@ -41,6 +41,7 @@ from .covariance import engine_to_ros_covariance, make_spd, normalized_min_eigen
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .gating import GatingConfig, mahalanobis_d2, quality_failure
 from .geometry import Pose
+from .hypotheses import relocalization_grid
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, TrackerDecision, pose_difference
 from .localizer import LocalizationResult, Localizer
 from .query_points import QueryPoints
@@ -63,6 +64,12 @@ class PipelineConfig:
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(num_keyframes=3))
     gating: GatingConfig = field(default_factory=GatingConfig)
     num_hypotheses: int = 4  # initial poses optimised per frame at most (live hypotheses + seeds)
+    # Relocalizing with a wide search: the seeds of a frame spread over about this many initial
+    # poses in all (hypotheses.relocalization_grid: yaw over +-10 deg, sideways / forward shifts
+    # of +-0.5 m around each seed), for priors further off than PixLoc's basin (about 1 m and a
+    # few degrees). 0: the seeds alone. The LM cost grows with the count: with the fused CUDA
+    # kernels 64 cost about what 4 do; on a CPU each one costs about as much as a seed.
+    relocalization_grid: int = 0
     max_points: int = 4000  # residual rows per frame at most (random subset): bounds the LM cost
     confirmations: int = 1  # frames a hypothesis must lead after the first before it is committed
     lost_after: int = 3  # frames in a row without a consistent result before a hypothesis is dropped (LOST)
@@ -103,6 +110,8 @@ class PipelineConfig:
     def __post_init__(self):
         if self.num_hypotheses < 1:
             raise ValueError(f"num_hypotheses must be >= 1, got {self.num_hypotheses}")
+        if self.relocalization_grid < 0:
+            raise ValueError(f"relocalization_grid must be >= 0, got {self.relocalization_grid}")
         if self.max_points < 10:
             raise ValueError(f"max_points must be >= 10, got {self.max_points}")
         if self.lost_after < 1 or self.confirmations < 0:
@@ -267,7 +276,7 @@ class _Seed:
     """An initial pose tried this frame that continues no live hypothesis."""
 
     map_from_cam: np.ndarray  # (4, 4)
-    kind: str  # "initialpose", "keyframe", "probe"
+    kind: str  # "initialpose", "keyframe", "probe", "grid"
 
 
 @dataclass
@@ -479,7 +488,15 @@ class RelocalizationPipeline:
             if seed is None:
                 break
             extra.append(seed)
-        return inits + [(s.map_from_cam, None) for s in extra[:max(slots, 0)]]
+        extra = extra[:max(slots, 0)]
+        wide = cfg.relocalization_grid - len(inits) - len(extra)
+        if self.tracker.committed is None and extra and wide > 0:
+            # Spread the seeds (each kept as it is) over the grid; the books merge what converges
+            # to one place and keep the cheapest places (max_live_hypotheses).
+            cam_from_world = _to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in extra])))
+            grid = np.linalg.inv(relocalization_grid(cam_from_world, count=wide).to_4x4_numpy())
+            extra += [_Seed(map_from_cam, "grid") for map_from_cam in grid]
+        return inits + [(s.map_from_cam, None) for s in extra]
 
     # ---- points ---------------------------------------------------------------------------
     def _points(self, inits_map_from_cam: list[np.ndarray], camera: Camera, stamp_ns: int,

@@ -44,6 +44,10 @@ class NodeSettings:
                                 "prepared by the first frame.", array_type="integer")
     num_keyframes: int = _p(3, "Reference keyframes whose 3D points are used per query.", low=1, high=32)
     num_hypotheses: int = _p(4, "Initial pose hypotheses optimised in one batch when relocalising.", low=1, high=64)
+    relocalization_grid: int = _p(0, "Relocalizing: spread the seeds over about this many initial poses in all "
+                                     "(yaw +-10 deg, shifts +-0.5 m around each) for priors further off than "
+                                     "PixLoc's basin; 0: the seeds alone. On a GPU (fused LM kernels) 64 cost "
+                                     "about what 4 do; on a CPU each costs about a seed's LM time.", low=0, high=1024)
     max_points: int = _p(4000, "Most residual rows (point observations) per frame: bounds the optimizer's cost.",
                          low=10, high=10_000_000)
     iterations: list = _p([], "Most Levenberg-Marquardt iterations per level, finest level first (0 skips a "
@@ -358,7 +362,8 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
                           max_cost_ratio=s.max_cost_ratio, mahalanobis_probability=s.mahalanobis_probability,
                           max_translation_m=s.max_translation_m, max_rotation_deg=s.max_rotation_deg)
     pipeline = PipelineConfig(retrieval=RetrievalConfig(num_keyframes=s.num_keyframes), gating=gating,
-                              num_hypotheses=s.num_hypotheses, max_points=s.max_points,
+                              num_hypotheses=s.num_hypotheses, relocalization_grid=s.relocalization_grid,
+                              max_points=s.max_points,
                               confirmations=s.confirmations, lost_after=s.lost_after,
                               max_prior_distance_m=s.max_prior_distance_m, gnss_min_sigma_m=s.gnss_min_sigma_m,
                               clock_jump_tolerance_s=s.clock_jump_tolerance_s)
