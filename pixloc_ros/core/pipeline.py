@@ -64,10 +64,10 @@ class PipelineConfig:
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(num_keyframes=3))
     gating: GatingConfig = field(default_factory=GatingConfig)
     num_hypotheses: int = 4  # initial poses optimised per frame at most (live hypotheses + seeds)
-    # Relocalizing with a wide search: the seeds of a frame spread over about this many initial
-    # poses in all (hypotheses.relocalization_grid: yaw over +-10 deg, sideways / forward shifts
-    # of +-0.5 m around each seed), for priors further off than PixLoc's basin (about 1 m and a
-    # few degrees). 0: the seeds alone. The LM cost grows with the count: with the fused CUDA
+    # Relocalizing with a wide search: the seeds of a frame spread over at least this many initial
+    # poses in all (hypotheses.relocalization_grid: sideways / forward shifts of +-0.5 m around
+    # each seed, and yaw steps over +-10 deg once there are 8 or more poses per seed), for priors
+    # further off than PixLoc's basin (about 1 m and a few degrees). 0: the seeds alone. The LM cost grows with the count: with the fused CUDA
     # kernels 64 cost about what 4 do; on a CPU each one costs about as much as a seed.
     relocalization_grid: int = 0
     max_points: int = 4000  # residual rows per frame at most (random subset): bounds the LM cost

@@ -44,8 +44,9 @@ class NodeSettings:
                                 "prepared by the first frame.", array_type="integer")
     num_keyframes: int = _p(3, "Reference keyframes whose 3D points are used per query.", low=1, high=32)
     num_hypotheses: int = _p(4, "Initial pose hypotheses optimised in one batch when relocalising.", low=1, high=64)
-    relocalization_grid: int = _p(0, "Relocalizing: spread the seeds over about this many initial poses in all "
-                                     "(yaw +-10 deg, shifts +-0.5 m around each) for priors further off than "
+    relocalization_grid: int = _p(0, "Relocalizing: spread the seeds over at least this many initial poses in "
+                                     "all (shifts of +-0.5 m around each, yaw steps over +-10 deg from 8 poses "
+                                     "per seed) for priors further off than "
                                      "PixLoc's basin; 0: the seeds alone. On a GPU (fused LM kernels) 64 cost "
                                      "about what 4 do; on a CPU each costs about a seed's LM time.", low=0, high=1024)
     max_points: int = _p(4000, "Most residual rows (point observations) per frame: bounds the optimizer's cost.",
