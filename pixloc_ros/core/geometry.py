@@ -149,7 +149,9 @@ class Pose:
         Broadcasts the batch shapes of R and t."""
         R = _as_tensor(R)
         t = _as_tensor(t, dtype=R.dtype, device=R.device)
-        shape = torch.broadcast_shapes(R.shape[:-2], t.shape[:-1])
+        # Equal batch shapes (the usual case) need no broadcasting; torch.broadcast_shapes's first
+        # call imports torch's symbolic-shape machinery and sympy (0.4 s, measured in a node's first frame).
+        shape = R.shape[:-2] if R.shape[:-2] == t.shape[:-1] else torch.broadcast_shapes(R.shape[:-2], t.shape[:-1])
         return cls(R.expand(*shape, 3, 3), t.expand(*shape, 3))
 
     @classmethod
