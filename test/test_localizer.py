@@ -126,18 +126,25 @@ def test_bad_input_raises(scene_setup, localizer):
         localizer.localize(np.zeros((480, 640, 3), np.uint8), cam, qp, T)
 
 
-def test_localize_with_random_network():
+def random_network_problem(seed):
+    """(model, localizer, camera, points, image): a random PixLoc network (torch seed 0), a 128x96
+    pinhole camera, 200 random points 4-8 m ahead with random unit features, a random image."""
     network = pytest.importorskip("pixloc_ros.core.network")
     torch.manual_seed(0)
     model = network.PixLocModel()
     loc = Localizer(model, LocalizerConfig(device="cpu", iterations=(3, 3, 3), min_valid_points=5))
     cam = Camera.from_params(128, 96, 100.0, 100.0, 63.5, 47.5)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     xyz = torch.cat([torch.rand(200, 2, generator=g) * 4 - 2, 4 + torch.rand(200, 1, generator=g) * 4], -1)
     feats = [torch.nn.functional.normalize(torch.randn(200, c, generator=g), dim=-1) for c in (32, 128, 128)]
     pts = QueryPoints(xyz, feats, [torch.rand(200, generator=g) for _ in range(3)], torch.arange(200),
                       torch.zeros(200, dtype=torch.long))
-    image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    image = (np.random.default_rng(seed).random((96, 128, 3)) * 255).astype(np.uint8)
+    return model, loc, cam, pts, image
+
+
+def test_localize_with_random_network():
+    model, loc, cam, pts, image = random_network_problem(0)
     r = loc.localize(image, cam, pts, Pose.identity((2,)))
     assert isinstance(r.reason, str) and r.reason
     assert [c.shape for c in r.confidences] == [(96, 128), (24, 32), (6, 8)]
@@ -155,16 +162,7 @@ def test_warm_up_runs_the_network_and_the_lm_and_changes_no_result():
     """warm_up(w, h, num_points, hypotheses) runs the LM once on that many synthetic points and
     initial poses (what compiles CUDA kernels before the first frame); a localization after it
     equals one before it."""
-    network = pytest.importorskip("pixloc_ros.core.network")
-    torch.manual_seed(0)
-    loc = Localizer(network.PixLocModel(), LocalizerConfig(device="cpu", iterations=(3, 3, 3), min_valid_points=5))
-    cam = Camera.from_params(128, 96, 100.0, 100.0, 63.5, 47.5)
-    g = torch.Generator().manual_seed(1)
-    xyz = torch.cat([torch.rand(200, 2, generator=g) * 4 - 2, 4 + torch.rand(200, 1, generator=g) * 4], -1)
-    feats = [torch.nn.functional.normalize(torch.randn(200, c, generator=g), dim=-1) for c in (32, 128, 128)]
-    pts = QueryPoints(xyz, feats, [torch.rand(200, generator=g) for _ in range(3)], torch.arange(200),
-                      torch.zeros(200, dtype=torch.long))
-    image = (np.random.default_rng(2).random((96, 128, 3)) * 255).astype(np.uint8)
+    _, loc, cam, pts, image = random_network_problem(1)
     before = loc.localize(image, cam, pts, Pose.identity((2,)))
     runs, real = [], loc.localize_features
     loc.localize_features = lambda pyr, camera, points, inits, damping: (
