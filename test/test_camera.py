@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.camera import Camera, random_points_in_view
 
 # One camera per distortion configuration the engine represents (engine convention).
 CAMERAS = {
@@ -179,3 +179,12 @@ def test_from_camera_info_models_and_errors():
         Camera.from_camera_info(640, 480, [0.0] * 9, [], "plumb_bob")
     with pytest.raises(ValueError, match="9 values"):
         Camera.from_camera_info(640, 480, K[:6], [], "plumb_bob")
+
+
+def test_random_points_in_view_project_inside_the_image_at_their_depths():
+    cam = Camera.from_params(160, 120, 128.0, 128.0, 79.5, 59.5)
+    xyz = random_points_in_view(cam, 500, torch.Generator().manual_seed(3), 5.0, 30.0)
+    assert xyz.shape == (500, 3) and xyz.dtype == torch.float64
+    assert bool(((xyz[:, 2] >= 5.0) & (xyz[:, 2] <= 30.0)).all())
+    p2d, valid = cam.world2image(xyz)
+    assert bool(valid.all()) and bool(cam.in_image(p2d).all())

@@ -60,7 +60,7 @@ def _synthetic_problem(args, device, model):
     import numpy as np
     import torch
 
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.camera import Camera, random_points_in_view
     from pixloc_ros.core.geometry import Pose, so3_exp
     from pixloc_ros.core.interpolation import BilinearSampler
     from pixloc_ros.core.query_points import QueryPoints
@@ -71,9 +71,7 @@ def _synthetic_problem(args, device, model):
     camera = Camera.from_params(w, h, f, f, (w - 1) / 2, (h - 1) / 2)
     n = args.points
     # points at random pixels and depths 5-50 m in front of the identity camera
-    uv = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
-    depth = 5 + 45 * torch.rand(n, 1, generator=g, dtype=torch.float64)
-    xyz = torch.cat([(uv - camera.c) / camera.f, torch.ones(n, 1, dtype=torch.float64)], -1) * depth
+    xyz = random_points_in_view(camera, n, g, 5.0, 50.0)
     b = args.hypotheses
     xi = torch.cat([0.3 * torch.randn(b, 3, generator=g), 0.03 * torch.randn(b, 3, generator=g)], -1).double()
     init = Pose.from_Rt(so3_exp(xi[:, 3:]), xi[:, :3])

@@ -406,3 +406,15 @@ class Camera:
         if self.shape == ():
             return f"Camera({[round(float(v), 4) for v in self.data]})"
         return f"Camera(shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+def random_points_in_view(camera: Camera, count: int, generator: torch.Generator,
+                          min_depth_m: float, max_depth_m: float) -> torch.Tensor:
+    """(count, 3) float64 points in ``camera``'s frame (x right, y down, z forward, metres): pixels
+    drawn uniformly over the image, depths uniformly in [min_depth_m, max_depth_m], back-projected
+    through the pinhole (distortion ignored). Synthetic problems for benchmarks and warm-ups."""
+    w, h = (float(v) for v in camera.size)
+    uv = torch.rand(count, 2, generator=generator, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
+    depth = min_depth_m + (max_depth_m - min_depth_m) * torch.rand(count, 1, generator=generator, dtype=torch.float64)
+    f, c = camera.f.to(torch.float64), camera.c.to(torch.float64)
+    return torch.cat([(uv - c) / f, torch.ones(count, 1, dtype=torch.float64)], -1) * depth

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .camera import MIN_DEPTH, Camera
+from .camera import MIN_DEPTH, Camera, random_points_in_view
 from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
 from .engine_profile import EngineProfile, native_profile
 from .geometry import Pose
@@ -281,9 +281,7 @@ class Localizer:
             camera = Camera.from_params(w, h, w, w, (w - 1) / 2, (h - 1) / 2)
             g = torch.Generator().manual_seed(0)
             n = int(num_points)
-            uv = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w - 1.0, h - 1.0], dtype=torch.float64)
-            z = 5.0 + 25.0 * torch.rand(n, 1, generator=g, dtype=torch.float64)
-            xyz = torch.cat([(uv - torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64)) / w * z, z], 1)
+            xyz = random_points_in_view(camera, n, g, 5.0, 30.0)
             features = [torch.nn.functional.normalize(torch.randn(n, f.shape[1], generator=g), dim=1)
                         for f in pyramid.features]
             points = QueryPoints(xyz.float(), features, [torch.ones(n) for _ in features],
