@@ -4,11 +4,11 @@ recorded drive, with the query images resized (default x2: the small synthetic w
 drives become 640x480) and a chosen number of keyframes per query.
 
     python scripts/bench_pipeline.py --map MAP --bag BAG --weights W [--scale 2] [--keyframes 2]
-        [--frames 20] [--threads 1] [--runtime auto|torch|openvino|onnxruntime] [--json OUT]
+        [--frames 20] [--threads 1] [--runtime auto|torch|openvino|onnxruntime] [--precision f32|bf16|auto] [--json OUT]
 
 Runs against whichever ``pixloc_ros`` is importable (put another checkout first on PYTHONPATH to
 time it side by side: this script uses only interfaces that predate issue 15, except
-``--runtime`` and ``--lm-path``, which it passes only when given). The map must hold keyframes at
+``--runtime``, ``--lm-path`` and ``--precision``, which it passes only when given). The map must hold keyframes at
 the resized queries' resolution (`pixloc-ros build-map` without --max-image-edge on the 640x480
 mapping images). Before the drive, one untimed network pass at the query size warms up the
 runtime (an ONNX export and compile with OpenVINO, lazily initialised kernels with torch).
@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch (and runtime) threads")
     p.add_argument("--runtime", default=None, help="LocalizerConfig.cpu_runtime (issue 15 and later)")
     p.add_argument("--lm-path", default=None, help="LMConfig.path (issue 15 and later)")
+    p.add_argument("--precision", default=None, help="LocalizerConfig.cpu_precision: f32, bf16 or auto (after issue 15's "
+                                                     "first stop)")
     p.add_argument("--json", default=None, metavar="OUT")
     args = p.parse_args(argv)
 
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     from pixloc_ros.data.offline import evaluate_drive
 
     extra = {} if args.runtime is None else {"cpu_runtime": args.runtime}
+    if args.precision is not None:
+        extra["cpu_precision"] = args.precision
     lm = LMConfig() if args.lm_path is None else LMConfig(path=args.lm_path)
     loc_cfg = LocalizerConfig(cpu_threads=args.threads, lm=lm, **extra)  # otherwise the node's defaults
     config = PipelineConfig(retrieval=RetrievalConfig(num_keyframes=args.keyframes))
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
     out = {
         "pixloc_ros": pixloc_ros.__file__, "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "image": list(first.shape[1::-1]), "keyframes": args.keyframes,
-        "runtime": args.runtime, "lm_path": args.lm_path, "warmup_s": warmup, "wall_s": wall,
+        "runtime": args.runtime, "lm_path": args.lm_path, "precision": args.precision, "warmup_s": warmup, "wall_s": wall,
         "frames": len(ev.frames), "frames_ran": len(ran), "localized": s.localized,
         "recall": s.recall, "median_translation_m": s.median_translation_m,
         "median_rotation_deg": s.median_rotation_deg,

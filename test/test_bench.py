@@ -56,3 +56,13 @@ def test_bench_refuses_a_runtime_that_is_not_installed(capsys, monkeypatch):
     monkeypatch.setattr(network_runtime, "runtime_installed", lambda name: name == "torch")
     assert main(["bench", "--device", "cpu", "--network-runtime", "openvino", "--repeats", "1"]) == 1
     assert "not installed" in capsys.readouterr().err
+
+
+def test_bench_reports_the_network_precision_and_refuses_bf16_without_openvino(capsys, monkeypatch):
+    status = main(["bench", "--device", "cpu", "--height", "32", "--width", "48", "--points", "50",
+                   "--iters", "1", "1", "1", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                   "--network-runtime", "torch", "--lm-path", "torch", "--json"])
+    assert status == 0 and json.loads(capsys.readouterr().out)["network_dtype"] == "fp32"
+    assert main(["bench", "--device", "cpu", "--network-runtime", "torch", "--network-precision", "bf16",
+                 "--repeats", "1"]) == 1
+    assert "needs the openvino CPU runtime" in capsys.readouterr().err

@@ -136,3 +136,45 @@ def test_warm_up_builds_the_runtime_for_the_frame_size(weights):
     assert compiled is not None and compiled._onnx  # exported at start-up
     assert loc.warm_up(64, 48) > 0
     assert (1, 3, 48, 64) in [k[0] for k in compiled._sessions]
+
+
+def test_precision_names_and_where_bf16_cannot_run(monkeypatch):
+    with pytest.raises(ValueError, match="Unsupported cpu_precision"):
+        NetworkConfig(cpu_precision="fp8")
+    with pytest.raises(ValueError, match="Unsupported cpu_precision"):
+        network_runtime.resolve_cpu_precision("int8", "openvino")
+    assert network_runtime.resolve_cpu_precision("f32", "openvino") == "f32"
+    assert network_runtime.resolve_cpu_precision("auto", "torch") == "f32"
+    assert network_runtime.resolve_cpu_precision("auto", "onnxruntime") == "f32"
+    with pytest.raises(ValueError, match="needs the openvino CPU runtime"):
+        network_runtime.resolve_cpu_precision("bf16", "onnxruntime")
+    monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: False)  # a processor without bf16 units
+    assert network_runtime.resolve_cpu_precision("auto", "openvino") == "f32"
+    with pytest.raises(ValueError, match="no bf16 units"):
+        network_runtime.resolve_cpu_precision("bf16", "openvino")
+    with pytest.raises(ValueError, match="needs the openvino|no bf16 units"):  # at start-up, not in a frame
+        Localizer(PixLocModel(), LocalizerConfig(device="cpu", cpu_precision="bf16"))
+    monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: True)
+    assert network_runtime.resolve_cpu_precision("auto", "openvino") == "bf16"
+    with pytest.raises(ValueError, match="f32 only"):
+        CompiledUNet(torch.nn.Identity(), "onnxruntime", "bf16")
+
+
+BF16 = pytest.mark.skipif(not (runtime_installed("openvino") and network_runtime.cpu_has_bf16()),
+                          reason="no OpenVINO or no bf16 units on this processor")
+BF16_TOLERANCE = 5e-2  # bf16 keeps 8 bits of mantissa: about 1 % of a feature (BENCHMARKS.md)
+
+
+@BF16
+def test_bf16_maps_are_close_to_f32_and_really_bf16(weights):
+    image = torch.rand(1, 3, 45, 70, generator=torch.Generator().manual_seed(1))
+    f32 = model_with(weights, "torch").extract(image)
+    model = PixLocModel(config=NetworkConfig(cpu_runtime="openvino", cpu_precision="auto"))
+    model.load_state_dict(weights)
+    got = model.eval().extract(image)
+    assert model._compiled.precision == "bf16"
+    assert [f.dtype for f in got.features] == [torch.float32] * 3  # float32 out, like the fp16 network on CUDA
+    difference = max_difference(got, f32)
+    assert 1e-4 < difference < BF16_TOLERANCE  # not the f32 graph, and not far from it
+    model.config.cpu_precision = "f32"  # switching back rebuilds the f32 graph
+    assert max_difference(model.extract(image), f32) < TOLERANCE and model._compiled.precision == "f32"

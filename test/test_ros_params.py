@@ -74,14 +74,15 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
     assert configs.localizer.iterations == default_localizer.iterations
     assert configs.localizer.max_image_size == default_localizer.max_image_size
     assert configs.localizer.device == "auto"
+    assert configs.localizer.cpu_precision == default_localizer.cpu_precision
     changed = engine_configs(NodeSettings.from_values({**REQUIRED, "num_keyframes": 5, "lost_after": 7,
                                                        "min_valid_points": 42, "iterations": [1, 2, 3],
                                                        "max_image_size": 640, "device": "cpu",
-                                                       "clock_jump_tolerance_s": 2.0}))
+                                                       "clock_jump_tolerance_s": 2.0, "cpu_precision": "bf16"}))
     assert changed.pipeline.retrieval.num_keyframes == 5 and changed.pipeline.lost_after == 7
     assert changed.pipeline.gating.min_valid_points == 42 and changed.pipeline.clock_jump_tolerance_s == 2.0
-    assert (changed.localizer.iterations, changed.localizer.max_image_size, changed.localizer.device) == (
-        (1, 2, 3), 640, "cpu")
+    assert (changed.localizer.iterations, changed.localizer.max_image_size, changed.localizer.device,
+            changed.localizer.cpu_precision) == ((1, 2, 3), 640, "cpu", "bf16")
     # The tile loader's too (tiled maps).
     from pixloc_ros.core.tile_loader import TileLoaderConfig
 

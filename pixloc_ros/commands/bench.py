@@ -4,7 +4,7 @@
                      [--hypotheses 4] [--iters 25 25 25] [--repeats 20] [--warmup 3]
                      [--weights CKPT] [--early-stop] [--threads N] [--compile] [--json]
                      [--lm-path auto|torch|fused] [--network-runtime auto|torch|openvino|onnxruntime]
-                     [--profile native|reference]
+                     [--network-precision f32|bf16|auto] [--profile native|reference]
 
 Synthetic input: a random image, points in front of the camera with random unit reference
 features, hypotheses near the identity pose. Without ``--early-stop`` every level runs all its
@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="LM implementation (LMConfig.path): auto = fused Triton kernels on CUDA when installed")
     p.add_argument("--network-runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
                    help="CPU inference runtime of the network (LocalizerConfig.cpu_runtime)")
+    p.add_argument("--network-precision", choices=("f32", "bf16", "auto"), default="f32",
+                   help="precision of that runtime on the CPU (LocalizerConfig.cpu_precision)")
     p.add_argument("--profile", choices=("native", "reference"), default="native",
                    help="engine profile: image gradient and stopping rule (reference: central, tested every 10)")
     p.add_argument("--seed", type=int, default=0)
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     profile = named_profile(args.profile)
     config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
                              min_valid_points=1, return_confidences=False, lm=lm, profile=profile,
-                             cpu_runtime=args.network_runtime)
+                             cpu_runtime=args.network_runtime, cpu_precision=args.network_precision)
     try:
         localizer = Localizer(model, config)
         network_runtime = "torch (CUDA)" if device.type == "cuda" else model.cpu_runtime()
@@ -180,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         "channels_last": args.channels_last, "weights": args.weights or "random-init",
         "network_runtime": network_runtime, "lm_path": lm_path, "profile": profile.name,
         "gradient": profile.gradient, "stopping": profile.stopping,
-        "network_dtype": "fp16" if device.type == "cuda" and not args.fp32 else "fp32",
+        "network_dtype": ("fp16" if not args.fp32 else "fp32") if device.type == "cuda" else
+                         {"f32": "fp32", "bf16": "bf16"}[model.cpu_precision()],
         "repeats": args.repeats, "warmup": args.warmup, "outcomes": reasons,
         "stages": {k: _stats(v) for k, v in stages.items()},
     }

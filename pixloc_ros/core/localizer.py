@@ -87,6 +87,11 @@ class LocalizerConfig:
     # OpenVINO or ONNX Runtime when installed (about 3x faster than torch here, BENCHMARKS.md),
     # else torch; naming a runtime that is not installed fails at start.
     cpu_runtime: str = "auto"
+    # Its precision (``network_runtime.CPU_PRECISIONS``): "f32" (the reference's numbers); "bf16"
+    # (OpenVINO on a processor with bf16 units, AVX512-BF16 / AMX: 6x faster at 640x480 on the
+    # project's AMX machine, features within about 1 %, like the fp16 network on CUDA); "auto"
+    # (bf16 where the processor has such units). Naming bf16 where it cannot run fails at start.
+    cpu_precision: str = "f32"
     # torch threads of the LM on the CPU (None: as many as the network): its tensors are small, and
     # more threads only add OpenMP start-up and spinning (2 threads: 5-10x slower LM on the 2-core
     # box, BENCHMARKS.md), while the network gains from every core.
@@ -223,6 +228,9 @@ class Localizer:
                 # The network owns its autocast switch and CPU runtime; mirror ours into it.
                 model.config.fp16_on_cuda = self.config.half_precision
                 model.config.cpu_runtime = self.config.cpu_runtime
+                model.config.cpu_precision = self.config.cpu_precision
+                if self.device.type == "cpu":
+                    model.cpu_precision()  # an impossible precision fails here, at start-up
                 if self.device.type == "cpu" and resolve_cpu_runtime(self.config.cpu_runtime) != "torch":
                     # The runtime's ONNX export (seconds; the graph is size-independent) happens here,
                     # at start-up, not in the first frame; ``warm_up`` also compiles for a frame size.

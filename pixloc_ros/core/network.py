@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .engine_profile import EngineProfile, native_profile
-from .network_runtime import CPU_RUNTIMES, CompiledUNet, resolve_cpu_runtime
+from .network_runtime import CPU_PRECISIONS, CPU_RUNTIMES, CompiledUNet, resolve_cpu_precision, resolve_cpu_runtime
 
 STRIDES = (1, 4, 16)  # stride of each output level, finest first
 OUTPUT_DIMS = (32, 128, 128)  # channels of each output level, finest first
@@ -61,12 +61,17 @@ class NetworkConfig:
     # Inference runtime of the UNet for CPU images without autograd (``network_runtime``): "torch",
     # "openvino", "onnxruntime" or "auto" (the fastest installed). Training and CUDA always use torch.
     cpu_runtime: str = "torch"
+    # Precision of that runtime (``network_runtime.CPU_PRECISIONS``): "f32", "bf16" (OpenVINO on a
+    # processor with bf16 units; features within about 1 %) or "auto" (bf16 where there are such units).
+    cpu_precision: str = "f32"
 
     def __post_init__(self):
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"Unsupported pad_mode {self.pad_mode!r}, expected one of {PAD_MODES}")
         if self.cpu_runtime not in CPU_RUNTIMES:
             raise ValueError(f"Unsupported cpu_runtime {self.cpu_runtime!r}, expected one of {CPU_RUNTIMES}")
+        if self.cpu_precision not in CPU_PRECISIONS:
+            raise ValueError(f"Unsupported cpu_precision {self.cpu_precision!r}, expected one of {CPU_PRECISIONS}")
 
 
 @dataclass
@@ -301,6 +306,10 @@ class PixLocModel(nn.Module):
         """The runtime the UNet runs in for CPU inference (``NetworkConfig.cpu_runtime`` resolved)."""
         return resolve_cpu_runtime(self.config.cpu_runtime)
 
+    def cpu_precision(self) -> str:
+        """The precision of that runtime, "f32" or "bf16" (``NetworkConfig.cpu_precision`` resolved)."""
+        return resolve_cpu_precision(self.config.cpu_precision, self.cpu_runtime())
+
     def _compiled_unet(self, image: torch.Tensor) -> CompiledUNet | None:
         """The runtime-compiled UNet for this forward pass, or None where torch must run it:
         CUDA, autograd, training mode (batch statistics), batches, non-float32 images."""
@@ -310,9 +319,10 @@ class PixLocModel(nn.Module):
         runtime = self.cpu_runtime()
         if runtime == "torch":
             return None
+        precision = self.cpu_precision()
         compiled = self._compiled
-        if compiled is None or compiled.runtime != runtime:
-            compiled = self._compiled = CompiledUNet(self.extractor, runtime)
+        if compiled is None or (compiled.runtime, compiled.precision) != (runtime, precision):
+            compiled = self._compiled = CompiledUNet(self.extractor, runtime, precision)
         return compiled
 
     def extract(self, image: np.ndarray | torch.Tensor, keep_raw: bool = False) -> FeaturePyramid:

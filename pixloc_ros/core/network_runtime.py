@@ -12,9 +12,15 @@ sampling table a view (together about 0.2 s less per 640x480 frame than NCHW map
 
 Runtimes (``CPU_RUNTIMES``): "torch" (always there), "openvino", "onnxruntime" (optional
 packages, ``requirements/accel.txt``); "auto" picks the first installed of openvino,
-onnxruntime, torch (the order of their measured speed). Float32 only: OpenVINO is told so
-(``INFERENCE_PRECISION_HINT``), since on processors with bf16 units it may otherwise lower the
-precision, which would move the features by about 1e-2.
+onnxruntime, torch (the order of their measured speed).
+
+Precision (``CPU_PRECISIONS``): "f32" by default, and OpenVINO is told so
+(``INFERENCE_PRECISION_HINT``), since on processors with bf16 units it would otherwise lower the
+precision by itself. "bf16" runs OpenVINO's convolutions in bfloat16 (float32 in and out), for
+processors with bf16 units (AVX512-BF16, AMX): on the project's AMX machine 6x faster than f32 at
+640x480, features within about 1 % of the f32 ones (BENCHMARKS.md) - the CPU counterpart of the
+fp16 autocast the network runs under on CUDA. "auto": bf16 where OpenVINO reports bf16 units,
+f32 elsewhere (where bf16 would be emulated, slower than f32).
 
 The compiled graph holds a copy of the weights: ``CompiledUNet`` checks the parameters' version
 counters and data pointers on every call and rebuilds when they changed (training updates the
@@ -22,6 +28,7 @@ weights in place; ``load_state_dict`` copies into them), so a stale graph is nev
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -33,6 +40,7 @@ from collections import OrderedDict
 import torch
 
 CPU_RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+CPU_PRECISIONS = ("f32", "bf16", "auto")
 _PREFERENCE = ("openvino", "onnxruntime")  # "auto": fastest first (BENCHMARKS.md)
 _INSTALL_HINT = {"openvino": "pip install openvino onnx", "onnxruntime": "pip install onnxruntime onnx"}
 MAX_SIZES = 4  # compiled input sizes kept per model (a node sees one; map compile maybe a few)
@@ -62,6 +70,39 @@ def resolve_cpu_runtime(name: str) -> str:
     if not runtime_installed(name):
         raise ValueError(f"CPU runtime {name!r} is not installed ({_INSTALL_HINT[name]})")
     return name
+
+
+@functools.lru_cache(maxsize=1)  # a property of the machine; asking builds an OpenVINO Core
+def cpu_has_bf16() -> bool:
+    """Whether this processor has bf16 units, as OpenVINO's CPU plugin reports them (False when
+    OpenVINO is not installed)."""
+    if not runtime_installed("openvino"):
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve_cpu_precision(precision: str, runtime: str) -> str:
+    """The precision the network runs in on the CPU, "f32" or "bf16", for a resolved ``runtime``.
+
+    "auto" -> "bf16" with OpenVINO on a processor with bf16 units, else "f32". An explicit
+    "bf16" with another runtime or without bf16 units raises ValueError saying what to change.
+    """
+    if precision not in CPU_PRECISIONS:
+        raise ValueError(f"Unsupported cpu_precision {precision!r}, expected one of {CPU_PRECISIONS}")
+    if precision == "f32":
+        return "f32"
+    if runtime != "openvino":
+        if precision == "auto":
+            return "f32"
+        raise ValueError(f"cpu_precision 'bf16' needs the openvino CPU runtime, not {runtime!r} "
+                         "(set cpu_runtime to auto or openvino, or cpu_precision to f32)")
+    has_bf16 = cpu_has_bf16()
+    if precision == "bf16" and not has_bf16:
+        raise ValueError("cpu_precision 'bf16': this processor has no bf16 units (AVX512-BF16 or AMX), "
+                         "where bfloat16 would be emulated and slower; set cpu_precision to f32 or auto")
+    return "bf16" if has_bf16 else "f32"
 
 
 class _FlatUNet(torch.nn.Module):
@@ -124,7 +165,7 @@ def _cached_export(unet: torch.nn.Module, example: torch.Tensor) -> bytes:
 class _OpenVinoSession:
     """One OpenVINO compiled model for a fixed input size."""
 
-    def __init__(self, onnx_bytes: bytes, shape: tuple[int, ...], threads: int):
+    def __init__(self, onnx_bytes: bytes, shape: tuple[int, ...], threads: int, precision: str = "f32"):
         import openvino as ov
 
         core = ov.Core()
@@ -136,7 +177,7 @@ class _OpenVinoSession:
             model = core.read_model(path)
         model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
         self.compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision,
             "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
 
@@ -148,7 +189,7 @@ class _OpenVinoSession:
 class _OnnxRuntimeSession:
     """One ONNX Runtime session (dynamic shapes; one per size all the same, for symmetry)."""
 
-    def __init__(self, onnx_bytes: bytes, shape: tuple[int, ...], threads: int):
+    def __init__(self, onnx_bytes: bytes, shape: tuple[int, ...], threads: int, precision: str = "f32"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -172,11 +213,18 @@ class CompiledUNet:
     (export on the first call: seconds; warm up at start-up) and rebuilt when the weights change.
     """
 
-    def __init__(self, unet: torch.nn.Module, runtime: str):
+    def __init__(self, unet: torch.nn.Module, runtime: str, precision: str = "f32"):
+        """``runtime``: "openvino" or "onnxruntime"; ``precision``: a resolved one, "f32" or "bf16"
+        (``resolve_cpu_precision``)."""
         if runtime not in _SESSIONS:
             raise ValueError(f"CompiledUNet needs one of {tuple(_SESSIONS)}, got {runtime!r}")
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"CompiledUNet needs a resolved precision, f32 or bf16, got {precision!r}")
+        if runtime == "onnxruntime" and precision != "f32":
+            raise ValueError(f"ONNX Runtime runs the network in f32 only, not {precision!r}")
         self.unet = unet
         self.runtime = runtime
+        self.precision = precision
         self._onnx: bytes | None = None
         self._weights_key: tuple | None = None
         self._sessions: OrderedDict = OrderedDict()
@@ -198,7 +246,7 @@ class CompiledUNet:
         skey = (tuple(image.shape), threads)
         session = self._sessions.get(skey)
         if session is None:
-            session = _SESSIONS[self.runtime](self._onnx, tuple(image.shape), threads)
+            session = _SESSIONS[self.runtime](self._onnx, tuple(image.shape), threads, self.precision)
             self._sessions[skey] = session
             while len(self._sessions) > MAX_SIZES:
                 self._sessions.popitem(last=False)
@@ -208,4 +256,5 @@ class CompiledUNet:
         return [f.permute(0, 3, 1, 2) for f in outputs[:3]], outputs[3:]
 
 
-__all__ = ["CPU_RUNTIMES", "CompiledUNet", "export_onnx", "resolve_cpu_runtime", "runtime_installed"]
+__all__ = ["CPU_PRECISIONS", "CPU_RUNTIMES", "CompiledUNet", "cpu_has_bf16", "export_onnx", "resolve_cpu_precision",
+           "resolve_cpu_runtime", "runtime_installed"]
