@@ -61,6 +61,7 @@ def main() -> int:
     args = p.parse_args()
 
     from pixloc_ros.msg import LocalizationStatus
+    from pixloc_ros.ros.compat import publisher_count
     from pixloc_ros.ros.replay import DRIVE_TOPICS
     from pixloc_ros.ros.session import ChildProcess, RosContext, domain_id_for, ros_env
 
@@ -81,7 +82,7 @@ def main() -> int:
         listener = ros.node("soak_listener")
         sub = listener.create_subscription(LocalizationStatus, f"{NODE}/status",
                                            lambda _msg: answered.__setitem__(0, answered[0] + 1), 100)
-        if not ros.spin_until(lambda: sub.get_publisher_count() > 0 or not node.alive(), timeout=300) \
+        if not ros.spin_until(lambda: publisher_count(sub, listener) > 0 or not node.alive(), timeout=300) \
                 or not node.alive():
             print(f"the node did not come up:\n{node.log()[-3000:]}", file=sys.stderr)
             return 1

@@ -30,6 +30,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 
 from pixloc_ros.data.bags import BagTopic, bag_topics, iter_raw
+from pixloc_ros.ros.compat import publisher_count
 from pixloc_ros.ros.conversions import ns_to_stamp
 
 # Types whose topics the player waits for by default: without these nothing downstream runs.
@@ -166,7 +167,7 @@ class BagPlayer:
         cls = message_class(infos[0].topic_type)
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self._pace_sub = self.node.create_subscription(cls, topic, self._on_pace, qos, raw=True)
-        while self._pace_sub.get_publisher_count() < len(infos):
+        while publisher_count(self._pace_sub, self.node) < len(infos):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Pace topic {topic}: publishers never matched")
             time.sleep(0.02)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rclpy.event_handler import SubscriptionEventCallbacks, qos_policy_name_from_kind
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from pixloc_ros.ros.compat import SubscriptionEventCallbacks, qos_policy_name_from_kind
 
 MODES = ("auto", "reliable", "best_effort")
 

@@ -17,6 +17,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from pixloc_ros.msg import LocalizationStatus
+from pixloc_ros.ros.compat import publisher_count
 from pixloc_ros.ros.session import ChildProcess, RosContext, ros_env
 
 NODE = "/pixloc_localizer"
@@ -40,7 +41,7 @@ class NodeListener:
 
     def connected(self) -> bool:
         """Every subscription has found the node's publisher."""
-        return all(s.get_publisher_count() > 0 for s in self.subs)
+        return all(publisher_count(s, self.node) > 0 for s in self.subs)
 
 
 @dataclass
