@@ -8,8 +8,10 @@ With ekf:=true, robot_localization runs two EKFs (config/ekf.yaml): the odom EKF
 odom -> base_link, the map EKF fuses this node's pose and publishes map -> odom; the node's own
 tf is then switched off (publish_tf false), since two publishers of one transform fight.
 
-The node runs with FASTDDS_DEFAULT_PROFILES_FILE set to config/fastdds_large_frames.xml (unless
-the environment names a profile already, or fastdds_profile:= another): a larger shared-memory
+The node runs with config/fastdds_large_frames.xml as its Fast DDS profile (unless the environment
+names a profile already, or fastdds_profile:= another), set under both names Fast DDS reads:
+FASTRTPS_DEFAULT_PROFILES_FILE (Fast DDS 2.x: Humble, Jazzy) and FASTDDS_DEFAULT_PROFILES_FILE
+(3.x: Kilted); each version ignores the other's name. The profile gives a larger shared-memory
 segment, so that its heatmaps of big frames reach best-effort subscribers such as RViz. Camera
 drivers that publish frames over ~0.5 MB best effort need the same (README, "QoS").
 """
@@ -42,14 +44,16 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("log_level", default_value="info", description="Log level of the localizer."),
         DeclareLaunchArgument(
             "fastdds_profile",
-            default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", default_value=PathJoinSubstitution(
-                [share, "config", "fastdds_large_frames.xml"])),
-            description="Fast DDS XML profile of the localizer (FASTDDS_DEFAULT_PROFILES_FILE): default the "
-                        "environment's, else the shipped one with a 16 MiB shared-memory segment."),
+            default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", default_value=EnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE", default_value=PathJoinSubstitution(
+                    [share, "config", "fastdds_large_frames.xml"]))),
+            description="Fast DDS XML profile of the localizer (FASTDDS_ or FASTRTPS_DEFAULT_PROFILES_FILE): "
+                        "default the environment's, else the shipped one with a 16 MiB shared-memory segment."),
     ]
     namespace = LaunchConfiguration("namespace")
     use_sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     ekf = LaunchConfiguration("ekf")
+    fastdds_profile = LaunchConfiguration("fastdds_profile")
     # The node broadcasts map -> odom unless the map EKF does.
     publish_tf = ParameterValue(PythonExpression(["'", ekf, "'.lower() not in ('true', '1')"]), value_type=bool)
 
@@ -66,7 +70,8 @@ def generate_launch_description() -> LaunchDescription:
              "use_sim_time": use_sim_time, "publish_tf": publish_tf},
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
-        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": LaunchConfiguration("fastdds_profile")},
+        additional_env={"FASTRTPS_DEFAULT_PROFILES_FILE": fastdds_profile,  # Fast DDS 2.x (Humble, Jazzy)
+                        "FASTDDS_DEFAULT_PROFILES_FILE": fastdds_profile},  # Fast DDS 3.x (Kilted)
     )
     ekf_params = PathJoinSubstitution([share, "config", "ekf.yaml"])
     ekf_odom = Node(

@@ -8,8 +8,9 @@ Each case runs a subscriber process and a publisher process (one DDS participant
 driver and the node are), on loopback in a domain of their own: the publisher sends ``--count``
 frames at ``--rate`` Hz once matched and the subscriber counts what arrived and the latency
 (receive time minus the stamp, both wall clock, including rclpy's deserialisation). The profile
-column is the publisher's FASTDDS_DEFAULT_PROFILES_FILE (the subscriber's is irrelevant: the
-shared-memory segment that limits best-effort samples is the sender's).
+column is the publisher's Fast DDS profile, set as FASTRTPS_ and FASTDDS_DEFAULT_PROFILES_FILE
+(Fast DDS 2.x and 3.x read one each; the subscriber's is irrelevant: the shared-memory segment that
+limits best-effort samples is the sender's).
 """
 from __future__ import annotations
 
@@ -82,15 +83,17 @@ def publisher(args) -> None:
 
 def run_case(pub_rel: str, profile: Path | None, sub_rel: str, size: str, encoding: str, count: int, rate: float,
              domain: int) -> dict:
+    from pixloc_ros.ros.compat import FASTDDS_PROFILE_VARIABLES, fastdds_profile_env
     from pixloc_ros.ros.session import ros_env
 
     env = ros_env(domain)
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    for name in FASTDDS_PROFILE_VARIABLES:
+        env.pop(name, None)
     me = [sys.executable, __file__]
     listen_s = 6.0 + count / rate
     sub = subprocess.Popen([*me, "--role", "sub", "--reliability", sub_rel, "--listen-s", str(listen_s)], env=env,
                            stdout=subprocess.PIPE, text=True)
-    pub_env = dict(env, **({"FASTDDS_DEFAULT_PROFILES_FILE": str(profile)} if profile else {}))
+    pub_env = dict(env, **(fastdds_profile_env(str(profile)) if profile else {}))
     pub = subprocess.run([*me, "--role", "pub", "--reliability", pub_rel, "--size", size, "--encoding", encoding,
                           "--count", str(count), "--rate", str(rate)], env=pub_env, timeout=120)
     out, _ = sub.communicate(timeout=listen_s + 60)

@@ -43,6 +43,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from pixloc_ros.core.metrics import CMU_THRESHOLDS, pose_errors, summarize  # noqa: E402
 from pixloc_ros.msg import LocalizationStatus  # noqa: E402
+from pixloc_ros.ros.compat import fastdds_profile_env  # noqa: E402
 from pixloc_ros.ros.conversions import (covariance_from_msg, ns_to_stamp, pose_msg_to_matrix,  # noqa: E402
                                         stamp_to_ns, transform_msg_to_matrix)
 from pixloc_ros.ros.player import message_class  # noqa: E402
@@ -81,7 +82,7 @@ def node_env(ros: RosContext, fastdds_profile: Path | None = None) -> dict[str, 
     env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
     if fastdds_profile is not None:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile)
+        env.update(fastdds_profile_env(str(fastdds_profile)))
     return env
 
 

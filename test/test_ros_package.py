@@ -72,8 +72,11 @@ def test_launch_file_starts_the_installed_node_with_the_shipped_files():
         assert shipped in strings and (REPO / "config" / shipped).exists()
     assert {"ekf_node", "rviz2"} <= set(nodes)
     # The node runs with the large-frame Fast DDS profile (README, QoS), overridable by the environment.
+    # Under both names: Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x (Kilted) FASTDDS_...
     env = keyword(localizer, "additional_env")
-    assert env is not None and "FASTDDS_DEFAULT_PROFILES_FILE" in [ast.literal_eval(k) for k in env.keys]
+    assert env is not None
+    values = {ast.literal_eval(k): ast.unparse(v) for k, v in zip(env.keys, env.values)}
+    assert values == {"FASTRTPS_DEFAULT_PROFILES_FILE": "fastdds_profile", "FASTDDS_DEFAULT_PROFILES_FILE": "fastdds_profile"}
     from pixloc_ros.ros import node as node_module
     assert node_module.NODE_NAME == NODE_NAME
 

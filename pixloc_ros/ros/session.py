@@ -1,8 +1,8 @@
 """Running ROS 2 processes from Python: isolated DDS domains, an rclpy context with its own
 executor, and child processes that always end. Used by `pixloc-ros demo` and the tests.
 
-DDS stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST); a domain id derived from the
-pid keeps parallel runs apart.
+DDS stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, and ROS_LOCALHOST_ONLY=1 for
+Humble's rcl: ``compat.loopback_dds_env``); a domain id derived from the pid keeps parallel runs apart.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import subprocess
 import time
 import zlib
 from pathlib import Path
+
+from pixloc_ros.ros.compat import loopback_dds_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +27,7 @@ def ros_env(domain_id: int) -> dict[str, str]:
     """Environment for a child ROS process: same venv, given domain, loopback discovery."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.update(loopback_dds_env())
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -38,7 +40,7 @@ class RosContext:
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
 
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        os.environ.update(loopback_dds_env())
         self.domain_id = domain_id
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
