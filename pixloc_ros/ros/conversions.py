@@ -9,9 +9,9 @@ Conventions at this boundary (docs/architecture.md):
 - covariances are (6, 6) in ROS order (x, y, z, rot_x, rot_y, rot_z);
 - stamps are integer nanoseconds.
 
-Images: cv_bridge is used where it is installed (a ROS 2 install); the PyPI wheels have none, so
-the same encodings are converted here with numpy + OpenCV (``_raw_image_to_rgb``), tested in
-test/test_ros_conversions.py.
+Images: cv_bridge is used where it is installed and imports (a ROS 2 install); the PyPI wheels have
+none, and apt's cv_bridge fails to import under numpy 2, so the same encodings are also converted
+here with numpy + OpenCV >= 4.5.4 (``_raw_image_to_rgb``), tested in test/test_ros_conversions.py.
 """
 from __future__ import annotations
 
@@ -27,24 +27,21 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSa
 from std_msgs.msg import Header
 
 from pixloc_ros.data.bags import GnssFix, OdometrySample
+from pixloc_ros.ros import compat
 
 if TYPE_CHECKING:
     from pixloc_ros.core.camera import Camera
 
-try:  # a ROS 2 install; absent from the PyPI wheels
-    from cv_bridge import CvBridge, CvBridgeError
-except ImportError:  # pragma: no cover - depends on the installation
-    CvBridge = None
-    CvBridgeError = Exception
-
 # Raw encodings of sensor_msgs/Image that image_to_rgb accepts (REP-2004 names, as cv_bridge).
-# OpenCV names a Bayer pattern by its second row's 2nd/3rd pixels; its RGGB-style aliases name the
-# pattern the way ROS does (top-left 2x2 block), so bayer_rggb8 -> COLOR_BayerRGGB2RGB.
+# ROS names a Bayer pattern by its top-left 2x2 block read row by row; OpenCV's original names use
+# the 2nd and 3rd pixels of the *second* row, so ROS rggb is OpenCV's "BG" (cv_bridge's own table
+# maps them the same way). OpenCV >= 4.5.5 has RGGB-style aliases of the same codes; 4.5.4
+# (Ubuntu 22.04, Humble) has only these.
 _BAYER_CODES = {
-    "rggb": cv2.COLOR_BayerRGGB2RGB,
-    "bggr": cv2.COLOR_BayerBGGR2RGB,
-    "gbrg": cv2.COLOR_BayerGBRG2RGB,
-    "grbg": cv2.COLOR_BayerGRBG2RGB,
+    "rggb": cv2.COLOR_BayerBG2RGB,
+    "bggr": cv2.COLOR_BayerRG2RGB,
+    "gbrg": cv2.COLOR_BayerGR2RGB,
+    "grbg": cv2.COLOR_BayerGB2RGB,
 }
 # encoding -> (channels, numpy dtype)
 _RAW_LAYOUTS = {
@@ -57,7 +54,40 @@ _RAW_LAYOUTS = {
 }
 SUPPORTED_ENCODINGS = tuple(sorted(_RAW_LAYOUTS))
 
-_cv_bridge = CvBridge() if CvBridge is not None else None
+_CV_BRIDGE_FIX = "apt's cv_bridge needs numpy < 2 (README, install)"
+
+
+class _Bridge:
+    """cv_bridge when it is installed and works, else nothing (the built-in conversion runs).
+
+    Loaded at the first image, not at import; any failure (an import that raises anything, a
+    bridge that raises something other than a conversion error) switches to the built-in
+    conversion for good, with one log line."""
+
+    def __init__(self):
+        self._loaded = False
+        self.bridge = None
+        self.error_types: tuple = ()
+
+    def get(self):
+        if not self._loaded:
+            self._loaded = True
+            module = compat.optional_module("cv_bridge", fix=_CV_BRIDGE_FIX)
+            try:
+                if module is not None:
+                    self.bridge = module.CvBridge()
+                    self.error_types = (module.CvBridgeError, TypeError, cv2.error)
+            except Exception as err:  # noqa: BLE001 - a broken install: fall back (module doc)
+                self.disable(err)
+        return self.bridge
+
+    def disable(self, err: BaseException) -> None:
+        self.bridge = None
+        compat.warn_once("cv_bridge", f"cv_bridge failed ({type(err).__name__}: {err}); converting images with "
+                                      f"pixloc_ros' built-in conversion from now on. {_CV_BRIDGE_FIX}")
+
+
+_cv_bridge = _Bridge()
 
 
 # ---------------------------------------------------------------------------------------- stamps
@@ -124,13 +154,16 @@ def _raw_image_to_rgb(msg: Image) -> np.ndarray:
 
 def image_to_rgb(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB. Raises ValueError on unsupported or malformed data."""
-    if _cv_bridge is not None:
+    bridge = _cv_bridge.get()
+    if bridge is not None:
         if msg.width == 0 or msg.height == 0:
             raise ValueError(f"Empty image ({msg.width}x{msg.height}, encoding {msg.encoding})")
         try:
-            return np.ascontiguousarray(_cv_bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-        except (CvBridgeError, TypeError, cv2.error) as err:
+            return np.ascontiguousarray(bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        except _cv_bridge.error_types as err:
             raise ValueError(f"Cannot convert image with encoding {msg.encoding!r}: {err}") from err
+        except Exception as err:  # noqa: BLE001 - the bridge itself is broken, not the image
+            _cv_bridge.disable(err)
     return _raw_image_to_rgb(msg)
 
 
@@ -312,8 +345,11 @@ def navsatfix_to_fix(msg: NavSatFix) -> GnssFix:
     """sensor_msgs/NavSatFix -> ``data.bags.GnssFix``; ValueError when there is no fix or data is bad.
     An unknown covariance comes back as zeros with ``covariance_type`` 0 (the pipeline then
     uses its floor)."""
-    if msg.status.status == NavSatStatus.STATUS_NO_FIX:
+    status = int(msg.status.status)
+    if status == NavSatStatus.STATUS_NO_FIX:
         raise ValueError("NavSatFix reports no fix")
+    if status < NavSatStatus.STATUS_FIX:  # Jazzy's STATUS_UNKNOWN (-2), also its messages' default
+        raise ValueError(f"NavSatFix status {status} is unknown (not a fix; is the driver setting status?)")
     lat, lon, alt = float(msg.latitude), float(msg.longitude), float(msg.altitude)
     if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
         raise ValueError(f"NavSatFix holds an invalid position (lat={lat}, lon={lon})")

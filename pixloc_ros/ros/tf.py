@@ -7,6 +7,11 @@ this module also holds small equivalents with tf2_ros' topics and QoS: a broadca
 ``/tf_static``, which is all the node looks up (the camera extrinsic). Both variants have one
 interface: ``TransformBroadcaster.send``, ``StaticTransformBroadcaster.send``,
 ``StaticTransformLookup.lookup``.
+
+Frame ids follow tf2's rules in both variants: a transform's frame ids may carry a leading '/'
+(tf2 strips it when a transform is added), but a lookup with an empty or '/'-prefixed frame id is
+invalid (tf2 raises InvalidArgumentException): ``lookup`` raises ValueError naming the frame, so
+the node skips that frame with a status that says why.
 """
 from __future__ import annotations
 
@@ -18,12 +23,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from tf2_msgs.msg import TFMessage
 
 from pixloc_ros.data.bags import StaticTransform, static_transform_chain
+from pixloc_ros.ros.compat import optional_module
 from pixloc_ros.ros.conversions import transform_msg_to_matrix
 
-try:  # a ROS 2 install; absent from the PyPI wheels
-    import tf2_ros
-except ImportError:  # pragma: no cover - depends on the installation
-    tf2_ros = None
+tf2_ros = optional_module("tf2_ros")  # a ROS 2 install; absent from the PyPI wheels
 
 TF_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.VOLATILE)
@@ -33,6 +36,15 @@ TF_STATIC_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability
 TF_STATIC_LISTENER_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
                                     reliability=ReliabilityPolicy.RELIABLE,
                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def check_lookup_frames(target_frame: str, source_frame: str) -> None:
+    """ValueError unless both frame ids are valid in a tf2 lookup: not empty, no leading '/'."""
+    for frame_id in (target_frame, source_frame):
+        reason = ("tf2 frame ids cannot be empty" if not frame_id else
+                  "tf2 frame ids cannot start with a '/'" if frame_id.startswith("/") else None)
+        if reason:
+            raise ValueError(f"cannot look up the transform {target_frame!r} <- {source_frame!r}: {reason}")
 
 
 def using_tf2_ros() -> bool:
@@ -112,11 +124,13 @@ class StaticTransformGraph:
             raise ValueError("; ".join(errors))
 
     def lookup(self, target_frame: str, source_frame: str) -> np.ndarray | None:
-        """target_from_source (4, 4) through the static tree, or None when the frames are not connected."""
+        """target_from_source (4, 4) through the static tree, or None when the frames are not connected.
+        ValueError for a frame id tf2 would reject (module doc)."""
+        check_lookup_frames(target_frame, source_frame)
         with self._lock:
             edges = list(self._by_child.values())
         try:
-            return static_transform_chain(edges, target_frame.lstrip("/"), source_frame.lstrip("/"))
+            return static_transform_chain(edges, target_frame, source_frame)
         except KeyError:
             return None
 
@@ -147,12 +161,16 @@ class StaticTransformLookup:
                 self._on_error(f"ignored malformed /tf_static transforms: {err}")
 
     def lookup(self, target_frame: str, source_frame: str) -> np.ndarray | None:
-        """target_from_source (4, 4) float64, latest available, or None when unknown (never waits)."""
+        """target_from_source (4, 4) float64, latest available, or None when unknown (never waits).
+        ValueError for an empty or '/'-prefixed frame id (module doc)."""
         if self._graph is not None:
             return self._graph.lookup(target_frame, source_frame)
+        check_lookup_frames(target_frame, source_frame)
         from rclpy.time import Time
         try:
             t = self._buffer.lookup_transform(target_frame, source_frame, Time())
         except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException):
             return None
+        except tf2_ros.InvalidArgumentException as err:  # any other id tf2 rejects
+            raise ValueError(f"tf2 rejects the lookup {target_frame!r} <- {source_frame!r}: {err}") from err
         return transform_msg_to_matrix(t.transform)
