@@ -162,6 +162,17 @@ class CovarianceCalibration:
         return calib
 
 
+def quantile_higher(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q, method="higher")`` for numpy < 1.22 too (Ubuntu 22.04 has 1.21, where
+    the keyword is ``interpolation``): the smallest sample at or above the q-quantile's position
+    q * (n - 1) of the sorted samples. values: (n,) with n >= 1, q in [0, 1]. Same arithmetic as
+    numpy (1.21's ``interpolation="higher"`` and 2.x's ``method="higher"``), so the same sample."""
+    v = np.sort(np.asarray(values, np.float64).ravel())
+    if v.size == 0 or not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile_higher needs samples and q in [0, 1], got {v.size} samples, q={q}")
+    return float(v[min(math.ceil((v.size - 1) * q), v.size - 1)])
+
+
 def hessian_shape(hessian_covariance: np.ndarray) -> np.ndarray:
     """(..., 6, 6) ``sigma^2 H^-1`` scaled to a unit trace of its position block (m^2)."""
     C = np.asarray(hessian_covariance, np.float64)
@@ -238,10 +249,10 @@ def fit_calibration(samples: list[CalibrationSample], groups: list[str] | None =
     members = {g: np.array([i for i, x in enumerate(groups) if x == g]) for g in labels}
     # "higher": the sample at or above the quantile, so that at least a share ``coverage`` of each
     # group ends inside (interpolating between samples left 23 of 28 inside where 24 were asked).
-    needed = [float(np.quantile(values[idx], coverage, method="higher")) / NEES_BOUND_95
+    needed = [quantile_higher(values[idx], coverage) / NEES_BOUND_95
               for idx in members.values() if len(idx) >= min_group]
     if not needed:  # every group is small: judge them pooled
-        needed = [float(np.quantile(values, coverage, method="higher")) / NEES_BOUND_95]
+        needed = [quantile_higher(values, coverage) / NEES_BOUND_95]
     calib.inflation = max(1.0, max(needed))
     inflated = values / calib.inflation
     calib.fitted_on = {
