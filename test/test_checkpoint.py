@@ -15,6 +15,7 @@ from pixloc_ros.core.checkpoint import (WeightsError, export_safetensors, init_w
                                         load_checkpoint, load_weights, save_official_checkpoint,
                                         weights_fingerprint)
 from pixloc_ros.core.engine_profile import reference_profile
+from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
 
 THETAS = np.array([[-2.0, 1.5, -1.2, 0.4, 0.1, 1.1],
                    [0.3, -0.7, 2.2, -0.1, 0.0, -1.9],
@@ -80,7 +81,7 @@ def official_file(tmp_path_factory, model):
 
 def test_official_layout_is_what_torch_save_wrote(official_file):
     # Read back with the plain allow-list approach DESIGN.md describes, independently of our loader.
-    with torch.serialization.safe_globals(ckpt._safe_globals()):
+    with torch.serialization.safe_globals(checkpoint_safe_globals()):
         raw = torch.load(official_file, weights_only=True)
     assert set(raw) == {"model", "conf", "optimizer", "lr_scheduler", "epoch", "losses", "eval"}
     assert OmegaConf.is_config(raw["conf"]) and set(raw["conf"]) == {"data", "model", "train"}

@@ -12,6 +12,7 @@ from pixloc_ros.core.checkpoint import (default_official_conf, export_safetensor
                                         save_official_checkpoint)
 from pixloc_ros.core.engine_profile import (EngineProfile, named_profile, native_profile, pad_from_official_conf,
                                             profile_for_weights, reference_profile)
+from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
 
 
 def test_json_round_trip_and_validation():
@@ -62,7 +63,7 @@ def test_profile_survives_checkpoint_and_safetensors(tmp_path, profile):
     assert loaded.profile == profile and loaded.model.config.pad_mode == profile.network_pad_mode
     # Only a profile the conf does not already imply gets a section: the released weights'
     # formulation with the conf's pad is saved exactly as the reference writes it.
-    with torch.serialization.safe_globals(__import__("pixloc_ros.core.checkpoint", fromlist=["x"])._safe_globals()):
+    with torch.serialization.safe_globals(checkpoint_safe_globals()):
         raw = torch.load(tar, weights_only=True)
     assert ("pixloc_ros" in OmegaConf.to_container(raw["conf"])) == (profile != reference_profile(3.0))
     st = tmp_path / "w.safetensors"

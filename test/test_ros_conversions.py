@@ -81,6 +81,21 @@ def test_bayer_demosaic_recovers_a_smooth_image(pattern, bits):
     assert np.all(err < 6), f"{pattern}: mean error per channel {err}"  # a wrong pattern gives ~50+
 
 
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_pattern_of_a_uniform_colour_is_exact(pattern):
+    """A known pattern: every 2x2 block holds the ROS-named layout (top-left block read row by row)
+    of one colour; demosaicing a uniform colour is exact, so each pixel must come back as that
+    colour. A pattern mapped to the wrong OpenCV code swaps red and blue or mixes green in."""
+    colour = {"r": 200, "g": 100, "b": 30}
+    mosaic = np.empty((8, 10), np.uint8)
+    for dy in range(2):
+        for dx in range(2):
+            mosaic[dy::2, dx::2] = colour[pattern[2 * dy + dx]]
+    out = cv.image_to_rgb(make_image(mosaic, f"bayer_{pattern}8"))
+    assert out.shape == (8, 10, 3)
+    np.testing.assert_array_equal(out[1:-1, 1:-1], np.broadcast_to([200, 100, 30], (6, 8, 3)))
+
+
 def test_bad_images_raise_specific_errors():
     rgb = smooth_rgb(4, 4)
     with pytest.raises(ValueError, match="Unsupported image encoding 'yuv422'"):
@@ -215,6 +230,10 @@ def test_odometry_and_navsatfix():
     fix.status.status = NavSatStatus.STATUS_NO_FIX
     with pytest.raises(ValueError, match="no fix"):
         cv.navsatfix_to_fix(fix)
+    # Jazzy's STATUS_UNKNOWN (-2), the default of its NavSatStatus: not a fix either.
+    fix.status.status = -2
+    with pytest.raises(ValueError, match="status -2 is unknown"):
+        cv.navsatfix_to_fix(fix)
     fix.status.status = NavSatStatus.STATUS_FIX
     fix.latitude = math.nan
     with pytest.raises(ValueError, match="invalid position"):
@@ -237,6 +256,13 @@ def project_with_camera(camera, p_cam):
     return p2d.numpy()
 
 
+# The engine's Camera is torch: these three skip where torch is absent (the distro checks'
+# environments, scripts/check_distro_pythons.sh); everything above runs there.
+needs_torch = pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is None,
+                                 reason="the engine's Camera needs torch")
+
+
+@needs_torch
 def test_camera_info_projects_like_opencv():
     """Same pixel-centre convention as OpenCV/ROS: no 0.5 px shift at this boundary."""
     msg = camera_info()
@@ -250,6 +276,7 @@ def test_camera_info_projects_like_opencv():
                                expected[:, 0], atol=1e-6)
 
 
+@needs_torch
 def test_camera_info_roi_shifts_the_principal_point():
     full = cv.camera_info_to_camera(camera_info(D=()))
     msg = camera_info(D=())
@@ -260,6 +287,7 @@ def test_camera_info_roi_shifts_the_principal_point():
     assert roi.size.tolist() == [320, 240]
 
 
+@needs_torch
 def test_bad_camera_info_raises():
     msg = camera_info()
     msg.k = [0.0] * 9

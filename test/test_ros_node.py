@@ -392,6 +392,15 @@ def test_bad_inputs(scene, ros, tmp_path, capsys):
         assert not status.success and "Empty image" in status.reason
         assert len(log_lines(node, "Empty image")) == 1
 
+        # 2b. A '/'-prefixed frame id (tf2 would raise InvalidArgumentException in the lookup),
+        # twice: a status that says why each time, one log line.
+        slashed = copy_msg(feeder.frames[0][1])
+        slashed.header.frame_id = "/" + slashed.header.frame_id.lstrip("/")
+        for k in (0, 1):
+            status = answer(feeder.frame(0, image=slashed, stamp_ns=feeder.frames[0][0] - (58 - k) * ms))
+            assert not status.success and "cannot start with a '/'" in status.reason, status.reason
+        assert len(log_lines(node, "cannot start with a '/'")) == 1, node.log()
+
         # 3. CameraInfo with a zero K.
         zero_k = copy_msg(feeder.infos[feeder.frames[0][0]])
         zero_k.k = [0.0] * 9

@@ -5,7 +5,7 @@ Two formats:
   ``pixloc-ros train`` writes): ``torch.save`` of a dict with ``model`` (state dict), ``conf``
   (OmegaConf config with ``data``, ``model``, ``train``), ``optimizer``, ``lr_scheduler``,
   ``epoch``, ``losses``, ``eval``. It is a pickle, so it is opened with
-  ``torch.load(weights_only=True)`` and an allow-list of harmless types (``_safe_globals()``);
+  ``torch.load(weights_only=True)`` and an allow-list of harmless types (``checkpoint_safe_globals()``);
   anything else in the file makes loading fail before it is constructed.
 - ``.safetensors`` (no pickle at all), with the encoder name, a format version, the weights
   fingerprint and the engine profile in its metadata.
@@ -19,13 +19,11 @@ The format is recognised from the file's first bytes, not its extension.
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import os
 import pickle
 import struct
 import tempfile
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from torch import nn
 from pixloc_ros.core.engine_profile import (PROJECT_CONF_KEY, EngineProfile, native_profile,
                                             pad_from_official_conf, profile_for_weights, reference_profile)
 from pixloc_ros.core.network import ENCODERS, OUTPUT_DIMS, VGG_BLOCKS, NetworkConfig, PixLocModel
+from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
 
 SAFETENSORS_FORMAT = "pixloc_ros.weights"  # metadata["format"] of our safetensors files
 SAFETENSORS_FORMAT_VERSION = "1"
@@ -63,40 +62,6 @@ class LoadedWeights:
     def profile(self) -> EngineProfile:
         """The engine profile the weights were trained with (also ``model.engine_profile``)."""
         return self.model.engine_profile
-
-
-def _safe_globals() -> list:
-    """Types a PixLoc checkpoint may reference besides tensors and plain containers.
-
-    All are value holders whose reconstruction runs no user code: OmegaConf's config and node
-    classes (the ``conf`` entry), ``typing.Any`` (OmegaConf's default ref type), ``defaultdict``
-    (OmegaConf's resolver cache), builtin types referenced by OmegaConf metadata, and numpy
-    scalars (the reference trainer stores its ``eval`` metrics as numpy floats). Seen working on
-    the official layout with omegaconf 2.4; extend only with types of the same kind.
-
-    Works with numpy 1.21 (Ubuntu 22.04's) to 2.x: the scalar reconstructor is registered under the
-    names numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) write, whichever numpy reads it; the
-    DType classes exist from numpy 1.25 on (before, a dtype's class is ``np.dtype`` itself).
-    """
-    from omegaconf import DictConfig, ListConfig, base, nodes
-
-    try:
-        from numpy._core.multiarray import scalar  # numpy >= 2 (no deprecation warning)
-    except ImportError:
-        from numpy.core.multiarray import scalar  # numpy 1.x
-    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25
-    dtype_classes = [] if dtypes is None else [getattr(dtypes, name) for name in (
-        "BoolDType", "Float16DType", "Float32DType", "Float64DType", "Int8DType", "Int16DType",
-        "Int32DType", "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType")]
-    return [
-        DictConfig, ListConfig, base.ContainerMetadata, base.Metadata,
-        nodes.AnyNode, nodes.StringNode, nodes.IntegerNode, nodes.FloatNode, nodes.BooleanNode,
-        typing.Any, dict, list, tuple, int, float, str, bool, collections.defaultdict,
-        (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-        np.dtype,
-        # dtype pickles are rebuilt through their DType class; numeric ones only (no object dtype).
-        *dtype_classes,
-    ]
 
 
 def _sniff_format(path: Path) -> str:
@@ -130,7 +95,7 @@ def _refused_globals(path: Path) -> list[str]:
     except Exception:  # only used to improve an error message; the load already failed
         return []
     allowed = {item[1] if isinstance(item, tuple) else f"{item.__module__}.{item.__qualname__}"
-               for item in _safe_globals()}
+               for item in checkpoint_safe_globals()}
     return sorted(set(unsafe) - allowed)
 
 
@@ -147,7 +112,7 @@ def _unpickler_reason(message: str) -> str:
 def _torch_load(path: Path, kind: str) -> object:
     """``torch.load(weights_only=True)`` with the allow-list; every failure -> WeightsError."""
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         refused = _refused_globals(path) if kind == "torch-zip" else []
