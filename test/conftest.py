@@ -13,6 +13,7 @@ when only random weights are available.
 
 ``synth_map``: ``synth_small``'s map compiled once with ``test_weights``.
 """
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Without a GPU, the fused LM's Triton kernels run in Triton's interpreter (test_fused_lm.py); it
 # must be chosen before anything imports triton (torch.compile does). With CUDA they compile.
-if "TRITON_INTERPRET" not in os.environ:
+# (No torch at all: the distro checks' environments, scripts/check_distro_pythons.sh.)
+if "TRITON_INTERPRET" not in os.environ and importlib.util.find_spec("torch") is not None:
     import torch  # noqa: E402
 
     if not torch.cuda.is_available():

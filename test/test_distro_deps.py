@@ -77,6 +77,17 @@ def test_checkpoint_allow_list_reads_numpy_scalars_of_either_numpy(writer):
         AllowListUnpickler(pickle.dumps(np.ones(2), protocol=2), allowed).load()
 
 
+def test_every_source_file_compiles_under_this_python():
+    """Python 3.10 (Humble's) is the oldest the package runs on: its parser must accept every file
+    (under 3.11+ this only repeats what importing does)."""
+    repo = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(repo / "scripts").glob("*.py"), *(repo / "launch").glob("*.py"),
+             repo / "scripts" / "localizer_node", repo / "scripts" / "pixloc-ros"]
+    for path in files:
+        compile(path.read_text(), str(path), "exec", dont_inherit=True)
+    assert len(files) > 50
+
+
 def _used_attributes(module_name: str) -> dict[str, str]:
     """{attribute: first file:line} of every ``<module_name>.<attribute>`` in the package's source."""
     used = {}
