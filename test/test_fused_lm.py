@@ -223,3 +223,46 @@ def test_launches_match_the_compiled_variants(monkeypatch):
     fused_lm.clear_cache()
     compiled = {(v.name, v.num_warps) for v in kernel_variants((32,))}
     assert launched == compiled
+
+
+def test_buckets():
+    """Hypotheses pad to 4, 16, 64, ...; points to the granule times a power of two."""
+    from pixloc_ros.core.fused_lm import hypothesis_bucket, point_bucket, warm_up_shapes
+
+    assert [hypothesis_bucket(b) for b in (1, 3, 4, 5, 16, 17, 64, 65)] == [4, 4, 4, 16, 16, 64, 64, 256]
+    assert [point_bucket(n, 1024) for n in (0, 1, 800, 1024, 1025, 3000, 5000)] == [1024, 1024, 1024, 1024, 2048,
+                                                                                   4096, 8192]
+    assert point_bucket(100, 1000) == 1024 and point_bucket(129, 1) == 256  # granules of whole blocks
+    shapes = warm_up_shapes(4000, 4, 1024)
+    assert shapes == [(4, 1024), (4, 2048), (4, 4000)]
+    # Every frame a node with max_points 4000 and 4 hypotheses can see falls in a warmed-up bucket.
+    warm = {(hypothesis_bucket(b), point_bucket(n, 1024)) for b, n in shapes}
+    assert all((hypothesis_bucket(b), point_bucket(n, 1024)) in warm for b in range(1, 5) for n in range(1, 4001, 37))
+
+
+def test_padding_does_not_change_results():
+    """The same problem in a tight bucket (2 hypotheses -> 4 rows, 90 -> 128 points) and in a wide
+    one (point_bucket 512): equal results, and equal to the torch loop."""
+    problem = _random_problem(16, 90, 2, seed=9)
+    config = dict(num_iters=4, check_every=2)
+    tight = solve(problem, "fused", point_bucket=128, **config)
+    wide = solve(problem, "fused", point_bucket=512, **config)
+    assert_same_result(tight, wide, atol_m=1e-6, atol_rad=1e-7)
+    assert_same_result(solve(problem, "torch", **config), tight)
+
+
+def test_varying_frames_reuse_one_bucket():
+    """A node-like sequence (1-4 hypotheses, 60-128 points) builds one bucket state (on CUDA: one
+    set of graph captures), replayed by every later frame."""
+    from pixloc_ros.core import fused_lm
+
+    fused_lm.clear_cache()
+    before = fused_lm.cache_stats()
+    for i, (b, n) in enumerate([(1, 60), (4, 128), (2, 97), (3, 75), (1, 128), (4, 61)]):
+        out = solve(_random_problem(16, n, b, seed=i), "fused", num_iters=2)
+        assert out.cam_from_world.shape == (b,) and out.weights.shape == (b, n)
+    after = fused_lm.cache_stats()
+    assert after.states_built - before.states_built == 1 and after.cached == 1
+    if DEVICE.type == "cuda":
+        assert after.graphs_captured - before.graphs_captured == 1  # segments [2]: one graph
+    fused_lm.clear_cache()

@@ -243,12 +243,12 @@ def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
 def test_lm_runs_with_its_own_cpu_threads(scene_setup, monkeypatch):
     """LocalizerConfig.lm_cpu_threads: the LM's small tensors run on one thread, whatever the
     network uses; torch's setting is restored afterwards."""
-    from pixloc_ros.core import localizer as localizer_module
+    from pixloc_ros.core import lm_guard as guard_module  # the localizer's levels go through lm_guard
 
     _, cam, T, pyramid, qp = scene_setup
     seen = []
-    real = localizer_module.optimize_level
-    monkeypatch.setattr(localizer_module, "optimize_level",
+    real = guard_module.optimize_level
+    monkeypatch.setattr(guard_module, "optimize_level",
                         lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
     before = torch.get_num_threads()
     torch.set_num_threads(2)

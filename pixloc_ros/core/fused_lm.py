@@ -43,7 +43,7 @@ from .camera import Camera
 from .engine_profile import REFERENCE_CHECK_EVERY
 from .geometry import Pose
 
-MAX_CACHED = 32  # problem buckets whose buffers and graphs are kept (per process): 3 levels x a few buckets
+MAX_CACHED = 48  # problem buckets whose buffers and graphs are kept (per process): 3 levels x a few buckets
 MIN_HYPOTHESES = 4  # smallest hypothesis bucket: frames with 1-4 hypotheses share their graphs
 _CACHE: OrderedDict = OrderedDict()
 _MAPS: dict = {}  # (device, H, W, C) -> _MapBuffers, shared by the buckets of one map size
@@ -106,8 +106,12 @@ def _next_pow2(n: int) -> int:
 
 
 def hypothesis_bucket(num_hypotheses: int) -> int:
-    """Rows the hypotheses are padded to: the next power of two, at least ``MIN_HYPOTHESES``."""
-    return max(MIN_HYPOTHESES, _next_pow2(num_hypotheses))
+    """Rows the hypotheses are padded to: the next power of four from ``MIN_HYPOTHESES`` on (4, 16,
+    64, 256, ...; padding rows cost almost nothing: their programs load nothing)."""
+    bucket = MIN_HYPOTHESES
+    while bucket < num_hypotheses:
+        bucket *= 4
+    return bucket
 
 
 def point_bucket(num_points: int, granularity: int) -> int:
@@ -117,6 +121,22 @@ def point_bucket(num_points: int, granularity: int) -> int:
     block = max(BLOCK_N, BLOCK_P)
     granule = max(block, -(-int(granularity) // block) * block)
     return granule * _next_pow2(max(1, -(-int(num_points) // granule)))
+
+
+def warm_up_shapes(max_points: int, max_hypotheses: int, granularity: int) -> list[tuple[int, int]]:
+    """(hypotheses, points) problems that together meet every bucket of frames with 1..max_hypotheses
+    hypotheses and 1..max_points points: each bucket's largest size, the last ones capped at the maxima."""
+    def sizes(top: int, bucket) -> list[int]:
+        out, size = [], 1
+        while True:
+            size = bucket(size)
+            out.append(min(size, top))
+            if size >= top:
+                return out
+            size += 1
+
+    return [(b, n) for b in sizes(max(1, max_hypotheses), hypothesis_bucket)
+            for n in sizes(max(1, max_points), lambda k: point_bucket(k, granularity))]
 
 
 def channel_block(device: torch.device) -> int:
@@ -427,4 +447,4 @@ def optimize_level_fused(features: torch.Tensor, confidence: torch.Tensor | None
 
 __all__ = ["optimize_level_fused", "triton_available", "interpreted", "segments_of", "hypothesis_bucket",
            "point_bucket", "bucket_key", "cache_stats", "clear_cache", "CacheStats", "use_cuda_graphs",
-           "channel_block"]
+           "channel_block", "warm_up_shapes"]
