@@ -86,3 +86,10 @@ def test_bench_reports_the_lm_path_that_ran(capsys, monkeypatch):
     out = json.loads(captured.out)
     assert (out["lm_path_requested"], out["lm_path"]) == ("fused", "torch") and "unavailable" in out["lm_fallback"]
     assert captured.err.count("fused Triton kernels failed") == 1
+
+
+def test_bench_point_bucket_default_is_the_engine_default():
+    from pixloc_ros.commands.bench import LM_DEFAULT_POINT_BUCKET
+    from pixloc_ros.core.optimizer import LMConfig
+
+    assert LM_DEFAULT_POINT_BUCKET == LMConfig().point_bucket

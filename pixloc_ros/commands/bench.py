@@ -3,7 +3,7 @@
     pixloc-ros bench [--device cpu|cuda|auto] [--height 480 --width 640] [--points 5000]
                      [--hypotheses 4] [--iters 25 25 25] [--repeats 20] [--warmup 3]
                      [--weights CKPT] [--early-stop] [--threads N] [--compile] [--json]
-                     [--lm-path auto|torch|fused] [--network-runtime auto|torch|openvino|onnxruntime]
+                     [--lm-path auto|torch|fused] [--point-bucket 1024] [--network-runtime auto|torch|openvino|onnxruntime]
                      [--network-precision f32|bf16|auto] [--profile native|reference]
 
 Synthetic input: a random image, points in front of the camera with random unit reference
@@ -21,6 +21,9 @@ import argparse
 import json
 import platform
 import sys
+
+
+LM_DEFAULT_POINT_BUCKET = 1024  # optimizer.LMConfig.point_bucket (repeated: this module imports no torch at start)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="network in NHWC layout on CUDA")
     p.add_argument("--lm-path", choices=("auto", "torch", "fused"), default="auto",
                    help="LM implementation (LMConfig.path): auto = fused Triton kernels on CUDA when installed")
+    p.add_argument("--point-bucket", type=int, default=LM_DEFAULT_POINT_BUCKET,
+                   help="fused LM: pad the points to this granule times a power of two (LMConfig.point_bucket)")
     p.add_argument("--network-runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
                    help="CPU inference runtime of the network (LocalizerConfig.cpu_runtime)")
     p.add_argument("--network-precision", choices=("f32", "bf16", "auto"), default="f32",
@@ -135,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core.engine_profile import named_profile
 
     stops = {} if args.early_stop else dict(stop_dt=0.0, stop_dw_deg=0.0, grad_stop=0.0)
-    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode, path=args.lm_path, **stops)
+    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode, path=args.lm_path,
+                  point_bucket=args.point_bucket, **stops)
     profile = named_profile(args.profile)
     config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
                              min_valid_points=1, return_confidences=False, lm=lm, profile=profile,

@@ -118,11 +118,10 @@ def lm_channels_kernel(R_ptr, t_ptr, active_ptr, xyz_ptr, fref_ptr, ok_ptr, tabl
     b = tl.program_id(0)
     j = tl.program_id(1)
     B = tl.num_programs(0)
+    if tl.load(active_ptr + b) == 0:
+        return  # an inactive hypothesis (converged, failed, a padding row): the per-point pass skips it too
     offs = j * BLOCK_N + tl.arange(0, BLOCK_N)
-    # An inactive hypothesis (converged, failed, or a padding row) gathers nothing: its sums are
-    # zero and the update ignores them. One comparison: the interpreter rejects masks mixing a
-    # scalar and a vector.
-    inb = offs < N * tl.load(active_ptr + b)
+    inb = offs < N
     px, py, pz, u, v, visible, iz, nx, ny, radial, d_radial, fx, fy, p1, p2 = _camera_points(
         R_ptr, t_ptr, cam_ptr, xyz_ptr, b, offs, inb)
     ok = tl.load(ok_ptr + offs, mask=inb, other=0) != 0
@@ -221,8 +220,13 @@ def lm_sums_kernel(R_ptr, t_ptr, active_ptr, xyz_ptr, cref_ptr, ok_ptr, cam_ptr,
     j = tl.program_id(1)
     B = tl.num_programs(0)
     nb = tl.num_programs(1)
+    out = partial_ptr + (b * nb + j) * 32
+    if tl.load(active_ptr + b) == 0:
+        # An inactive hypothesis: zero sums (the update ignores them; a padding row's are never read).
+        tl.store(out + tl.arange(0, 32), tl.zeros([32], dtype=tl.float32))
+        return
     offs = j * BLOCK_P + tl.arange(0, BLOCK_P)
-    inb = offs < N * tl.load(active_ptr + b)  # inactive: no terms (zero partial sums)
+    inb = offs < N
     px, py, pz, u, v, visible, iz, nx, ny, radial, d_radial, fx, fy, p1, p2 = _camera_points(
         R_ptr, t_ptr, cam_ptr, xyz_ptr, b, offs, inb)
     ok = tl.load(ok_ptr + offs, mask=inb, other=0) != 0
@@ -268,7 +272,6 @@ def lm_sums_kernel(R_ptr, t_ptr, active_ptr, xyz_ptr, cref_ptr, ok_ptr, cam_ptr,
     b5 = px * b1 - py * b0
 
     # g = sum w A^T (G^T r); H = sum w A^T (G^T G) A with (G^T G) A = rows P and Q.
-    out = partial_ptr + (b * nb + j) * 32
     wa0 = w * a0
     wb0 = w * b0
     tl.store(out + 0, tl.sum(wa0 * gr0 + wb0 * gr1, axis=0))

@@ -75,8 +75,9 @@ class LMConfig:
     compile: bool = False  # torch.compile one LM iteration (fuses its ~100 small kernels; for CUDA). The first
     #                        call per shape compiles (tens of seconds): warm up at start-up
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (adds CUDA graphs)
-    point_bucket: int = 1024  # with compile or the fused path on CUDA: pad the point count up to a multiple
-    #                           of this so shapes (compiled graphs, CUDA graphs) repeat
+    point_bucket: int = 1024  # with compile: pad the point count up to a multiple of this; the fused path pads
+    #                           to this granule times a power of two (fused_lm.point_bucket): shapes (compiled
+    #                           graphs, CUDA graphs) repeat
     # "torch": the loop below; "fused": one level in fused Triton kernels and CUDA graphs (``fused_lm``;
     # on CPU tensors Triton's interpreter, for tests); "auto": fused on CUDA when Triton is installed
     # and the problem allows it (no autograd, shared reference features, float32, no ``compile``).
