@@ -78,7 +78,7 @@ def test_probe_passes_and_levels_run_fused(scene, torch_results):
     assert warnings == [] and result.lm_path == "fused" and result.success
     status = loc.lm_status()
     assert (status.requested, status.path, status.reason) == ("fused", "fused", "")
-    assert len(loc.lm_guard._probed) == 2  # one bucket per level run
+    assert len(loc.lm_guard.probed) == 2  # one bucket per level run
     torch.testing.assert_close(result.cam_from_world.t, torch_results[0].cam_from_world.t, atol=2e-5, rtol=0)
     assert result.iterations == torch_results[0].iterations
 
@@ -214,3 +214,27 @@ def test_probe_problem_and_comparison():
     shifted = optimize_level(fmap, conf, xyz, ref, c_ref, cam, init, DAMPING[0], config)
     shifted.cam_from_world = Pose(shifted.cam_from_world.R, shifted.cam_from_world.t + 3 * PROBE_TOL_M)
     assert "poses differ" in compare_results(a, shifted)
+
+
+def test_malformed_input_is_not_blamed_on_the_accelerator(scene):
+    """Input the torch loop rejects too (reference features of the wrong width, a map under 2x2
+    pixels) raises its ValueError as before, and the fused path stays in use."""
+    from pixloc_ros.core.camera import Camera
+
+    warnings = []
+    loc = localizer("fused", warnings)
+    fmap = torch.randn(8, 30, 40)
+    xyz = torch.tensor([[0.0, 0.0, 5.0]] * 20)
+    cam = Camera.from_params(40, 30, 35.0, 35.0, 19.5, 14.5)
+    init = Pose.identity((1,))
+    config = LMConfig(path="fused", num_iters=1, point_bucket=128)
+    with pytest.raises(ValueError):
+        loc.lm_guard.optimize_level(fmap, None, xyz, torch.randn(20, 5), None, cam, init, DAMPING[0], config)
+    assert warnings == [] and loc.lm_status().reason == ""
+    tiny = Camera.from_params(40, 1, 35.0, 35.0, 19.5, 0.0)
+    with pytest.raises(ValueError, match="too small"):
+        loc.lm_guard.optimize_level(torch.randn(8, 1, 40), None, xyz, torch.randn(20, 8), None, tiny, init,
+                                    DAMPING[0], config)
+    assert warnings == [] and loc.lm_status().reason == ""
+    run(loc, scene)
+    assert loc.lm_status().path == "fused" and warnings == []

@@ -122,6 +122,11 @@ class LMPathGuard:
         self.last_path: str | None = None
         self._probed: set[tuple] = set()
 
+    @property
+    def probed(self) -> frozenset:
+        """The shape buckets (``fused_lm.bucket_key``) the fused path passed its probe for."""
+        return frozenset(self._probed)
+
     def status(self, requested: str) -> LMPathStatus:
         """The path in use for ``requested`` (``LMConfig.path``)."""
         if self.last_path is not None:
@@ -157,7 +162,14 @@ class LMPathGuard:
                 return result
             except Exception as err:  # any failure of the accelerator path: warn once, then torch for good
                 text = " ".join(str(err).split())
-                self._fail(f"{type(err).__name__}: {text[:300]}")
+                reason = f"{type(err).__name__}: {text[:300]}"
+                if not isinstance(err, ValueError):
+                    self._fail(reason)
+                else:  # malformed input raises in the torch loop too (and then is no fault of the GPU)
+                    result = optimize_level(*args, replace(config, path="torch"))
+                    self._fail(reason)
+                    self.last_path = "torch"
+                    return result
         self.last_path = "torch"
         return optimize_level(*args, replace(config, path="torch"))
 

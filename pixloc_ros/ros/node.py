@@ -124,7 +124,7 @@ class LocalizerNode(Node):
             width, height = (int(v) for v in s.warm_up_size)
             try:
                 seconds = self.pipeline.localizer.warm_up(width, height, num_points=s.max_points,
-                                                          hypotheses=s.num_hypotheses)
+                                                          hypotheses=max(s.num_hypotheses, s.relocalization_grid))
             except RuntimeError as err:  # e.g. out of GPU memory for that size: a setup error, said as one
                 raise ValueError(f"Parameter 'warm_up_size' = [{width}, {height}]: preparing the network and "
                                  f"the optimizer for that frame size failed: {err}") from err
