@@ -266,3 +266,15 @@ def test_varying_frames_reuse_one_bucket():
     if DEVICE.type == "cuda":
         assert after.graphs_captured - before.graphs_captured == 1  # segments [2]: one graph
     fused_lm.clear_cache()
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    """Evicted buckets take their map buffers along once no cached bucket uses them."""
+    from pixloc_ros.core import fused_lm
+
+    fused_lm.clear_cache()
+    monkeypatch.setattr(fused_lm, "MAX_CACHED", 2)
+    for size in (10, 11, 12):
+        fused_lm._level_state(torch.device("cpu"), 4, 128, size, size, 8, False, False)
+    assert fused_lm.cache_stats().cached == 2 and sorted(k[1] for k in fused_lm._MAPS) == [11, 12]
+    fused_lm.clear_cache()

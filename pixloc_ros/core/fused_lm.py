@@ -318,8 +318,12 @@ def _level_state(device, B, N, H, W, C, central, reference) -> _FusedLevel:
     state = _CACHE.get(key)
     if state is None:
         state = _CACHE[key] = _FusedLevel(device, B, N, H, W, C, central, reference)
-        while len(_CACHE) > MAX_CACHED:
-            _CACHE.popitem(last=False)
+        if len(_CACHE) > MAX_CACHED:
+            while len(_CACHE) > MAX_CACHED:
+                _CACHE.popitem(last=False)
+            used = {(str(s.device), s.H, s.W, s.C) for s in _CACHE.values()}
+            for stale in [k for k in _MAPS if k not in used]:  # map buffers no cached bucket uses
+                del _MAPS[stale]
     else:
         _CACHE.move_to_end(key)
     return state
