@@ -1,111 +1,126 @@
 #!/usr/bin/env bash
-# The GPU figures of BENCHMARKS.md: CUDA correctness tests (incl. the fused LM against the torch
-# loop), `pixloc-ros bench` at 1024x768 with 5000 points and 4 / 64 hypotheses for the fused LM
-# (Triton kernels + CUDA graphs) and the torch loop, a profile, and map-compile throughput.
-# Needs triton (PyTorch's CUDA wheels bring it). About 5 minutes on an H100.
-#   scripts/gpu_bench.sh OUT_DIR [WORLD_DIR]
-# WORLD_DIR: a `pixloc-ros synth` folder (sfm/, mapping/images/, georef.json) for the compile
-# figure; skipped when absent. Needs the package importable (PYTHONPATH or the venv) and CUDA.
-set -u
-out=${1:?usage: gpu_bench.sh OUT_DIR [WORLD_DIR]}
-world=${2:-}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-px="python3 -m pixloc_ros.cli"
-nvidia-smi -L
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+# The GPU figures of BENCHMARKS.md in one short run (the `device` tool's machine: one NVIDIA GPU):
+#   1. pre-flight (20 s): every Triton kernel variant compiled for this GPU's architecture, registers
+#      and spills printed (scripts/check_gpu_kernels.py); if it fails, the fused runs are skipped;
+#   2. CUDA tests of the fused LM and its fallback (kernels compiled, CUDA graphs) against the torch loop;
+#   3. parity: fused vs torch LM at 1024x768, 5000 points, 4 and 64 hypotheses (poses, iterations, cost);
+#   4. latency: network + all LM levels, median / p90 over 30 repeats (pixloc-ros bench), per LM path,
+#      4 and 64 hypotheses, all iterations and with the stop rule;
+#   5. the first frame of a fresh process (empty Triton cache) without and with Localizer.warm_up;
+#   6. a node-like sequence of varying shapes (1-4 hypotheses, 800-5000 points) counting CUDA graph captures.
+# Everything runs under one overall timeout (GPU_BENCH_BUDGET_S, default 470 s: under 8 minutes with
+# the start-up), each step under its own share; one log and one JSON-lines file under OUT_DIR.
+#
+#   scripts/gpu_bench.sh [--cpu-smoke] [OUT_DIR]      (OUT_DIR defaults to $OUT)
+#
+# --cpu-smoke: the same steps with tiny sizes on the CPU (the fused path in Triton's interpreter, the
+# pre-flight for sm_90): checks the script on a machine without a GPU; its figures mean nothing.
+# Run from the repository root with the package importable (the venv, or PYTHONPATH=$PWD).
+set -uo pipefail
 
-echo "== CUDA tests (the fused LM compiled, with CUDA graphs, against the torch loop)"
-timeout 300 python3 -m pytest -q -p no:cacheprovider test/test_fused_lm.py test/test_localizer.py \
-    test/test_network.py test/test_optimizer.py -k "fused or cuda or fp16 or Fused or segments or path" 2>&1 | tail -4
-
-echo "== bench 1024x768, 5000 points: fused LM (Triton + CUDA graphs) vs the torch loop"
-# The issue's targets: network + all LM levels under 10 ms median with 4 hypotheses, under 20 ms
-# with 64 (H100/H200). "full" runs every iteration (25 per level); "stop" uses the stop rule.
-base="--device cuda --width 1024 --height 768 --points 5000 --channels-last --warmup 5"
-variants=("fused_h4_full::--hypotheses 4 --lm-path fused --repeats 50"
-          "fused_h4_stop::--hypotheses 4 --lm-path fused --repeats 50 --early-stop"
-          "fused_h64_full::--hypotheses 64 --lm-path fused --repeats 50"
-          "fused_h64_stop::--hypotheses 64 --lm-path fused --repeats 50 --early-stop"
-          "fused_h4_reference_100::--hypotheses 4 --lm-path fused --repeats 30 --profile reference --iters 100 100 100 --early-stop"
-          "fused_h64_reference_100::--hypotheses 64 --lm-path fused --repeats 30 --profile reference --iters 100 100 100 --early-stop"
-          "torch_h4_full::--hypotheses 4 --lm-path torch --repeats 10"
-          "torch_h64_full::--hypotheses 64 --lm-path torch --repeats 5")
-for v in "${variants[@]}"; do
-    name=${v%%::*}; flags=${v#*::}
-    echo "-- $name ($flags)"
-    timeout 240 $px bench $base $flags --json > "$out/bench_$name.json" 2> "$out/bench_$name.err" \
-        && python3 - "$out/bench_$name.json" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-print("   " + "  ".join(f"{k} {v['median_ms']:.2f}/{v['p90_ms']:.2f}" for k, v in s["stages"].items()),
-      "ms (median/p90); iterations", s["iterations_run_finest_first"], s["outcomes"], "lm_path", s["lm_path"])
-PY
-    tail -2 "$out/bench_$name.err"
-done
-
-echo "== where the time goes: one fused localization under torch.profiler (top CUDA-time ops)"
-timeout 120 python3 - <<'PY'
-import torch
-from types import SimpleNamespace
-from pixloc_ros.commands.bench import _synthetic_problem
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
-from pixloc_ros.core.network import PixLocModel
-from pixloc_ros.core.optimizer import LMConfig
-torch.manual_seed(0)
-model = PixLocModel()
-model.config.channels_last = True
-args = SimpleNamespace(seed=0, width=1024, height=768, points=5000, hypotheses=4)
-image, camera, points, init = _synthetic_problem(args, torch.device("cuda"), model)
-loc = Localizer(model, LocalizerConfig(device="cuda", min_valid_points=1, return_confidences=False,
-                                       lm=LMConfig(stop_dt=0.0, stop_dw_deg=0.0, path="fused")))
-for _ in range(3):
-    loc.localize(image, camera, points, init)
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
-    r = loc.localize(image, camera, points, init)
-print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=40))
-print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=40))
-PY
-
-echo "== first frame on CUDA with and without Localizer.warm_up (fresh process and Triton cache each)"
-for warm in 0 1; do
-    TRITON_CACHE_DIR=$(mktemp -d) timeout 180 python3 - "$warm" <<'PY'
-import sys, time
-import torch
-from types import SimpleNamespace
-from pixloc_ros.commands.bench import _synthetic_problem
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
-from pixloc_ros.core.network import PixLocModel
-from pixloc_ros.core.optimizer import LMConfig
-torch.manual_seed(0)
-model = PixLocModel()
-args = SimpleNamespace(seed=0, width=1024, height=768, points=5000, hypotheses=4)
-image, camera, points, init = _synthetic_problem(args, torch.device("cuda"), model)
-loc = Localizer(model, LocalizerConfig(device="cuda", min_valid_points=1, return_confidences=False,
-                                       lm=LMConfig(path="fused")))
-warm = loc.warm_up(1024, 768, num_points=5000, hypotheses=4) if sys.argv[1] == "1" else 0.0
-frames = []
-for _ in range(3):
-    torch.cuda.synchronize(); t = time.perf_counter()
-    loc.localize(image, camera, points, init)
-    torch.cuda.synchronize(); frames.append(1e3 * (time.perf_counter() - t))
-print(f"   warm_up {'on ' if sys.argv[1] == '1' else 'off'}: warm-up {warm:.2f} s; frames 1-3 "
-      + " / ".join(f"{ms:.1f}" for ms in frames) + " ms")
-PY
-done
-
-if [ -n "$world" ] && [ -d "$world/sfm" ]; then
-    echo "== build-map on CUDA"
-    $px weights init --out /tmp/w.safetensors > /dev/null
-    for edge in 320 0; do
-        arg=(); [ "$edge" != 0 ] && arg=(--max-image-edge "$edge")
-        start=$(date +%s.%N)
-        $px build-map --colmap "$world/sfm" --images "$world/mapping/images" --weights /tmp/w.safetensors \
-            --out /tmp/map_$edge.pxmap --georef "$world/georef.json" --device cuda --quiet "${arg[@]}" \
-            > "$out/build_map_$edge.log" 2>&1
-        end=$(date +%s.%N)
-        n=$(ls "$world/mapping/images" | wc -l)
-        python3 -c "print(f'   max edge $edge (0 = full size): $n images in {$end - $start:.1f} s (process, incl. start-up)')"
-        tail -3 "$out/build_map_$edge.log"
-    done
+smoke=0
+if [[ "${1:-}" == "--cpu-smoke" ]]; then
+    smoke=1
+    shift
 fi
+out="${1:-${OUT:-}}"
+if [[ -z "$out" ]]; then
+    echo "usage: scripts/gpu_bench.sh [--cpu-smoke] [OUT_DIR]   (or set OUT)" >&2
+    exit 2
+fi
+budget="${GPU_BENCH_BUDGET_S:-470}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# One overall timeout: the script re-runs itself under `timeout` once.
+if [[ -z "${GPU_BENCH_INNER:-}" ]]; then
+    export GPU_BENCH_INNER=1
+    smoke_arg=()
+    if (( smoke )); then smoke_arg=(--cpu-smoke); fi
+    timeout --kill-after=10 "$budget" "$0" "${smoke_arg[@]}" "$out"
+    rc=$?
+    if (( rc == 124 || rc == 137 )); then
+        echo "gpu_bench.sh: stopped by the overall timeout of ${budget} s" | tee -a "$out/gpu_bench.log" >&2
+    fi
+    exit "$rc"
+fi
+
+mkdir -p "$out"
+log="$out/gpu_bench.log"
+jsonl="$out/gpu_bench.jsonl"
+: > "$log"
+: > "$jsonl"
+exec > >(tee -a "$log") 2>&1
+deadline=$(( $(date +%s) + budget - 15 ))
+export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+python=(python3)
+bench=("${python[@]}" "$here/gpu_bench.py")
+smoke_flag=()
+if (( smoke )); then
+    smoke_flag=(--smoke)
+    export TRITON_INTERPRET=1 CUDA_VISIBLE_DEVICES=""
+fi
+
+record() {  # record JSON: one line into the JSON-lines file
+    printf '%s\n' "$1" >> "$jsonl"
+}
+
+step() {  # step NAME MAX_S CMD...: CMD under min(MAX_S, time left); its exit status, logged
+    local name=$1 limit=$2
+    shift 2
+    local left=$(( deadline - $(date +%s) ))
+    if (( left < limit )); then limit=$left; fi
+    if (( limit < 5 )); then
+        echo "== $name: skipped, out of time"
+        record "{\"section\": \"step\", \"name\": \"$name\", \"skipped\": \"out of time\"}"
+        return 124
+    fi
+    echo "== $name (at most ${limit} s)"
+    local t0=$SECONDS rc=0
+    timeout --kill-after=5 "$limit" "$@" || rc=$?
+    echo "   $name: exit $rc after $(( SECONDS - t0 )) s"
+    record "{\"section\": \"step\", \"name\": \"$name\", \"rc\": $rc, \"seconds\": $(( SECONDS - t0 ))}"
+    return "$rc"
+}
+
+echo "gpu_bench.sh $(date -u +%FT%TZ) in $(pwd), out $out, budget ${budget} s$( (( smoke )) && echo ', CPU smoke run')"
+git log -1 --oneline 2>/dev/null || true
+if (( smoke )); then
+    arch=90
+else
+    nvidia-smi -L || true
+    arch=$("${python[@]}" -c "import torch; print('%d%d' % torch.cuda.get_device_capability())") || {
+        echo "gpu_bench.sh: no CUDA device visible to torch"
+        exit 1
+    }
+fi
+"${python[@]}" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
+'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" || true
+
+# 1. Pre-flight: compile every kernel variant for this GPU and print registers / spills.
+paths=(torch fused)
+if step preflight 20 "${python[@]}" "$here/check_gpu_kernels.py" --arch "$arch" --jobs 4 \
+        --jsonl "$out/kernels.jsonl"; then
+    sed 's/^{/{"section": "kernel", /' "$out/kernels.jsonl" >> "$jsonl"
+else
+    echo "   pre-flight failed: the fused runs are skipped, the torch LM is measured alone"
+    paths=(torch)
+fi
+
+# 2. The suite's fused-LM tests on this device (compiled kernels, CUDA graphs).
+if (( ! smoke )) && [[ " ${paths[*]} " == *" fused "* ]]; then
+    step cuda-tests 120 "${python[@]}" -m pytest -q -x -p no:cacheprovider test/test_fused_lm.py \
+        test/test_lm_guard.py || true
+fi
+
+# 3-6. Measurements (each appends its records to the JSON-lines file).
+step parity 60 "${bench[@]}" parity --jsonl "$jsonl" --paths "${paths[@]}" "${smoke_flag[@]}" || true
+step latency 180 "${bench[@]}" latency --jsonl "$jsonl" --paths "${paths[@]}" "${smoke_flag[@]}" || true
+for warm in 0 1; do
+    cache=$(mktemp -d)
+    TRITON_CACHE_DIR="$cache" step "first-frame-warm-up-$warm" 45 "${bench[@]}" first-frame --warm-up "$warm" \
+        --jsonl "$jsonl" "${smoke_flag[@]}" || true
+    rm -rf "$cache"
+done
+step sequence 60 "${bench[@]}" sequence --jsonl "$jsonl" "${smoke_flag[@]}" || true
+
+echo "== done: $(grep -c '' "$jsonl") records in $jsonl, log $log"

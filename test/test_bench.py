@@ -66,3 +66,30 @@ def test_bench_reports_the_network_precision_and_refuses_bf16_without_openvino(c
     assert main(["bench", "--device", "cpu", "--network-runtime", "torch", "--network-precision", "bf16",
                  "--repeats", "1"]) == 1
     assert "needs the openvino CPU runtime" in capsys.readouterr().err
+
+
+def test_bench_reports_the_lm_path_that_ran(capsys, monkeypatch):
+    """--lm-path fused where the fused kernels cannot run (a CPU without Triton's interpreter): the
+    torch loop, with the fallback's reason in the report and one warning on stderr. (The fused
+    path itself through the localizer: test_lm_guard.py.)"""
+    pytest.importorskip("triton")
+    from pixloc_ros.core import fused_lm
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA runs the fused kernels")
+    monkeypatch.setattr(fused_lm, "interpreted", lambda: False)
+    status = main(["bench", "--device", "cpu", "--height", "48", "--width", "64", "--points", "40",
+                   "--hypotheses", "2", "--iters", "1", "1", "1", "--repeats", "1", "--warmup", "0",
+                   "--threads", "1", "--network-runtime", "torch", "--lm-path", "fused", "--json"])
+    assert status == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert (out["lm_path_requested"], out["lm_path"]) == ("fused", "torch") and "unavailable" in out["lm_fallback"]
+    assert captured.err.count("fused Triton kernels failed") == 1
+
+
+def test_bench_point_bucket_default_is_the_engine_default():
+    from pixloc_ros.commands.bench import LM_DEFAULT_POINT_BUCKET
+    from pixloc_ros.core.optimizer import LMConfig
+
+    assert LM_DEFAULT_POINT_BUCKET == LMConfig().point_bucket

@@ -17,20 +17,13 @@ from pixloc_ros.core.geometry import Pose
 from pixloc_ros.core.optimizer import LMConfig, optimize_level, resolve_lm_path
 
 triton = pytest.importorskip("triton")
-from pixloc_ros.core.fused_lm import segments_of  # noqa: E402
+from pixloc_ros.core.fused_lm import interpreted, segments_of  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 LAMBDA = torch.full((6,), 1e-2)
 
 
-def _interpreted() -> bool:
-    from triton.runtime.interpreter import InterpretedFunction
-
-    from pixloc_ros.core import lm_kernels
-    return isinstance(lm_kernels.lm_terms_kernel, InterpretedFunction)
-
-
-pytestmark = pytest.mark.skipif(DEVICE.type == "cpu" and not _interpreted(),
+pytestmark = pytest.mark.skipif(DEVICE.type == "cpu" and not interpreted(),
                                 reason="no CUDA and TRITON_INTERPRET was not set before triton was imported")
 
 
@@ -45,7 +38,7 @@ def scene():
 
 def solve(problem, path, **config):
     fmap, conf, xyz, ref, c_ref, cam, init, damping = problem
-    cfg = LMConfig(path=path, **config)
+    cfg = LMConfig(path=path, **{"point_bucket": 128, **config})  # small buckets: the interpreter is slow
     dev = DEVICE
     return optimize_level(fmap.to(dev), None if conf is None else conf.to(dev), xyz.to(dev), ref.to(dev),
                           None if c_ref is None else c_ref.to(dev), cam, init.to(dev), damping.to(dev), cfg)
@@ -178,3 +171,110 @@ def test_path_selection():
         resolve_lm_path(LMConfig(path="fused"), fmap.requires_grad_(), None, xyz, ref, None, init, damping)
     with pytest.raises(ValueError, match="Unsupported LM path"):
         LMConfig(path="cuda")
+
+
+def _random_problem(C: int, n: int, B: int, seed: int = 5):
+    """A smooth random C-channel map, points in view, hypotheses near the identity."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = 24, 32
+    fmap = torch.nn.functional.avg_pool2d(torch.randn(1, C, H + 4, W + 4, generator=g), 5, 1)[0]
+    fmap = torch.nn.functional.normalize(fmap, dim=0)
+    cam = Camera.from_params(W, H, 30.0, 30.0, 15.5, 11.5, dtype=torch.float32)
+    xyz = torch.cat([torch.rand(n, 2, generator=g) * 3 - 1.5, 3 + torch.rand(n, 1, generator=g) * 2], -1)
+    ref = torch.nn.functional.normalize(torch.randn(n, C, generator=g), dim=-1)
+    inits = Pose.exp(0.02 * torch.randn(B, 6, generator=g))
+    return (fmap, None, xyz, ref, None, cam, inits, LAMBDA)
+
+
+def test_many_channels_run_in_chunks():
+    """40 channels: two chunks of the channel pass, the second one partly masked."""
+    problem = _random_problem(40, 60, 2)
+    config = dict(num_iters=3, gradient="central", stop_dt=0.0, stop_dw_deg=0.0)
+    assert_same_result(solve(problem, "torch", **config), solve(problem, "fused", **config))
+
+
+def test_launches_match_the_compiled_variants(monkeypatch):
+    """The constexpr values fused_lm passes at launch (with the GPU's block size) are exactly
+    those scripts/check_gpu_kernels.py compiles (lm_variants.kernel_variants)."""
+    from pixloc_ros.core import fused_lm, lm_kernels
+    from pixloc_ros.core.lm_variants import kernel_variants
+
+    launched = set()
+    real = fused_lm.kernels
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                names = self.kernel.arg_names
+                consts = {k: v for k, v in kwargs.items() if k in names}
+                label = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in consts.items())
+                launched.add((f"{self.kernel.__name__}[{label}]", kwargs.get("num_warps")))
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(fused_lm, "kernels", lambda device: tuple(Recorder(k) for k in real(device)))
+    monkeypatch.setattr(fused_lm, "channel_block", lambda device: lm_kernels.BLOCK_N)
+    fused_lm.clear_cache()
+    for gradient, stopping in (("central", "reference"), ("analytic", "native")):
+        solve(_random_problem(32, 20, 1), "fused", num_iters=1, gradient=gradient, stopping=stopping)
+    fused_lm.clear_cache()
+    compiled = {(v.name, v.num_warps) for v in kernel_variants((32,))}
+    assert launched == compiled
+
+
+def test_buckets():
+    """Hypotheses pad to 4, 16, 64, ...; points to the granule times a power of two."""
+    from pixloc_ros.core.fused_lm import hypothesis_bucket, point_bucket, warm_up_shapes
+
+    assert [hypothesis_bucket(b) for b in (1, 3, 4, 5, 16, 17, 64, 65)] == [4, 4, 4, 16, 16, 64, 64, 256]
+    assert [point_bucket(n, 1024) for n in (0, 1, 800, 1024, 1025, 3000, 5000)] == [1024, 1024, 1024, 1024, 2048,
+                                                                                   4096, 8192]
+    assert point_bucket(100, 1000) == 1024 and point_bucket(129, 1) == 256  # granules of whole blocks
+    shapes = warm_up_shapes(4000, 4, 1024)
+    assert shapes == [(4, 1024), (4, 2048), (4, 4000)]
+    # Every frame a node with max_points 4000 and 4 hypotheses can see falls in a warmed-up bucket.
+    warm = {(hypothesis_bucket(b), point_bucket(n, 1024)) for b, n in shapes}
+    assert all((hypothesis_bucket(b), point_bucket(n, 1024)) in warm for b in range(1, 5) for n in range(1, 4001, 37))
+
+
+def test_padding_does_not_change_results():
+    """The same problem in a tight bucket (2 hypotheses -> 4 rows, 90 -> 128 points) and in a wide
+    one (point_bucket 512): equal results, and equal to the torch loop."""
+    problem = _random_problem(16, 90, 2, seed=9)
+    config = dict(num_iters=4, check_every=2)
+    tight = solve(problem, "fused", point_bucket=128, **config)
+    wide = solve(problem, "fused", point_bucket=512, **config)
+    assert_same_result(tight, wide, atol_m=1e-6, atol_rad=1e-7)
+    assert_same_result(solve(problem, "torch", **config), tight)
+
+
+def test_varying_frames_reuse_one_bucket():
+    """A node-like sequence (1-4 hypotheses, 60-128 points) builds one bucket state (on CUDA: one
+    set of graph captures), replayed by every later frame."""
+    from pixloc_ros.core import fused_lm
+
+    fused_lm.clear_cache()
+    before = fused_lm.cache_stats()
+    for i, (b, n) in enumerate([(1, 60), (4, 128), (2, 97), (3, 75), (1, 128), (4, 61)]):
+        out = solve(_random_problem(16, n, b, seed=i), "fused", num_iters=2)
+        assert out.cam_from_world.shape == (b,) and out.weights.shape == (b, n)
+    after = fused_lm.cache_stats()
+    assert after.states_built - before.states_built == 1 and after.cached == 1
+    if DEVICE.type == "cuda":
+        assert after.graphs_captured - before.graphs_captured == 1  # segments [2]: one graph
+    fused_lm.clear_cache()
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    """Evicted buckets take their map buffers along once no cached bucket uses them."""
+    from pixloc_ros.core import fused_lm
+
+    fused_lm.clear_cache()
+    monkeypatch.setattr(fused_lm, "MAX_CACHED", 2)
+    for size in (10, 11, 12):
+        fused_lm._level_state(torch.device("cpu"), 4, 128, size, size, 8, False, False)
+    assert fused_lm.cache_stats().cached == 2 and sorted(k[1] for k in fused_lm._MAPS) == [11, 12]
+    fused_lm.clear_cache()

@@ -243,12 +243,12 @@ def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
 def test_lm_runs_with_its_own_cpu_threads(scene_setup, monkeypatch):
     """LocalizerConfig.lm_cpu_threads: the LM's small tensors run on one thread, whatever the
     network uses; torch's setting is restored afterwards."""
-    from pixloc_ros.core import localizer as localizer_module
+    from pixloc_ros.core import lm_guard as guard_module  # the localizer's levels go through lm_guard
 
     _, cam, T, pyramid, qp = scene_setup
     seen = []
-    real = localizer_module.optimize_level
-    monkeypatch.setattr(localizer_module, "optimize_level",
+    real = guard_module.optimize_level
+    monkeypatch.setattr(guard_module, "optimize_level",
                         lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -262,3 +262,15 @@ def test_lm_runs_with_its_own_cpu_threads(scene_setup, monkeypatch):
         assert seen == [2, 2, 2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_images_go_to_the_device_as_uint8_and_convert_there():
+    """upload_rgb (pinned uint8 upload on CUDA) gives rgb_to_tensor's values on any device."""
+    from pixloc_ros.core.images import rgb_to_tensor, upload_rgb
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    expected = rgb_to_tensor(rgb)
+    assert torch.equal(upload_rgb(rgb, torch.device("cpu")), expected)
+    assert torch.equal(upload_rgb(rgb[:, ::-1], torch.device("cpu")), rgb_to_tensor(rgb[:, ::-1]))  # a view
+    if torch.cuda.is_available():
+        assert torch.equal(upload_rgb(rgb, torch.device("cuda")).cpu(), expected)

@@ -75,6 +75,10 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
     assert configs.localizer.max_image_size == default_localizer.max_image_size
     assert configs.localizer.device == "auto"
     assert configs.localizer.cpu_precision == default_localizer.cpu_precision
+    assert configs.localizer.lm == default_localizer.lm and configs.localizer.lm.path == "auto"
+    assert engine_configs(NodeSettings.from_values({**REQUIRED, "lm_path": "fused"})).localizer.lm.path == "fused"
+    with pytest.raises(ValueError, match="'lm_path' = 'cuda' is not one of"):
+        NodeSettings.from_values({**REQUIRED, "lm_path": "cuda"})
     changed = engine_configs(NodeSettings.from_values({**REQUIRED, "num_keyframes": 5, "lost_after": 7,
                                                        "min_valid_points": 42, "iterations": [1, 2, 3],
                                                        "max_image_size": 640, "device": "cpu",

@@ -3,7 +3,7 @@
     pixloc-ros bench [--device cpu|cuda|auto] [--height 480 --width 640] [--points 5000]
                      [--hypotheses 4] [--iters 25 25 25] [--repeats 20] [--warmup 3]
                      [--weights CKPT] [--early-stop] [--threads N] [--compile] [--json]
-                     [--lm-path auto|torch|fused] [--network-runtime auto|torch|openvino|onnxruntime]
+                     [--lm-path auto|torch|fused] [--point-bucket 1024] [--network-runtime auto|torch|openvino|onnxruntime]
                      [--network-precision f32|bf16|auto] [--profile native|reference]
 
 Synthetic input: a random image, points in front of the camera with random unit reference
@@ -11,7 +11,8 @@ features, hypotheses near the identity pose. Without ``--early-stop`` every leve
 iterations (worst case, and what the numbers mean); with it, the LM stops as configured.
 Stage times come from the localizer, which synchronises CUDA before reading each clock. The
 report names what ran: the network's runtime (CPU: OpenVINO / ONNX Runtime / torch), the LM path
-(fused Triton kernels with CUDA graphs, or the torch loop) and the engine profile's gradient and
+the timed localizations ran (fused Triton kernels with CUDA graphs, or the torch loop; with the
+reason when the fused path fell back, ``lm_guard``) and the engine profile's gradient and
 stopping rule (``--profile``; default native). ``--hypotheses 64`` batches 64 initial poses.
 """
 from __future__ import annotations
@@ -20,6 +21,9 @@ import argparse
 import json
 import platform
 import sys
+
+
+LM_DEFAULT_POINT_BUCKET = 1024  # optimizer.LMConfig.point_bucket (repeated: this module imports no torch at start)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="network in NHWC layout on CUDA")
     p.add_argument("--lm-path", choices=("auto", "torch", "fused"), default="auto",
                    help="LM implementation (LMConfig.path): auto = fused Triton kernels on CUDA when installed")
+    p.add_argument("--point-bucket", type=int, default=LM_DEFAULT_POINT_BUCKET,
+                   help="fused LM: pad the points to this granule times a power of two (LMConfig.point_bucket)")
     p.add_argument("--network-runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
                    help="CPU inference runtime of the network (LocalizerConfig.cpu_runtime)")
     p.add_argument("--network-precision", choices=("f32", "bf16", "auto"), default="f32",
@@ -132,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
     if args.channels_last:
         model.config.channels_last = True
     from pixloc_ros.core.engine_profile import named_profile
-    from pixloc_ros.core.optimizer import resolve_lm_path
 
     stops = {} if args.early_stop else dict(stop_dt=0.0, stop_dw_deg=0.0, grad_stop=0.0)
-    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode, path=args.lm_path, **stops)
+    lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode, path=args.lm_path,
+                  point_bucket=args.point_bucket, **stops)
     profile = named_profile(args.profile)
     config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
                              min_valid_points=1, return_confidences=False, lm=lm, profile=profile,
@@ -147,22 +153,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixloc-ros bench: {err}", file=sys.stderr)
         return 1
     image, camera, points, init = _synthetic_problem(args, device, model)
-    try:
-        probe = LMConfig(**{**lm.__dict__, "gradient": profile.gradient, "stopping": profile.stopping})
-        lm_path = resolve_lm_path(probe, points.features[0].new_zeros(1, 2, 2), None, points.xyz,
-                                  points.features[0], None, init.to(device), torch.zeros(6, device=device))
-    except ValueError as err:
-        print(f"pixloc-ros bench: {err}", file=sys.stderr)
-        return 1
+    # The fused LM's one fallback warning (core/lm_guard.py) goes to stderr and into the report.
+    localizer.set_lm_warning_handler(lambda text: print(f"pixloc-ros bench: warning: {text}", file=sys.stderr))
 
     stages: dict[str, list[float]] = {k: [] for k in ("network", "lm_level2", "lm_level1", "lm_level0",
                                                       "lm_total", "total")}
     iterations = None
     reasons: dict[str, int] = {}
+    paths: set[str] = set()
     for i in range(args.warmup + args.repeats):
         result = localizer.localize(image, camera, points, init)
         if i < args.warmup:
             continue
+        paths.add(result.lm_path)
         key = result.reason.split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
         t = result.timings
@@ -180,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         "iters_finest_first": list(args.iters), "iterations_run_finest_first": list(iterations or ()),
         "early_stop": args.early_stop, "compile": args.compile, "compile_mode": args.compile_mode,
         "channels_last": args.channels_last, "weights": args.weights or "random-init",
-        "network_runtime": network_runtime, "lm_path": lm_path, "profile": profile.name,
+        "network_runtime": network_runtime, "lm_path": "+".join(sorted(paths)), "lm_path_requested": args.lm_path,
+        "lm_fallback": localizer.lm_status().reason, "profile": profile.name,
         "gradient": profile.gradient, "stopping": profile.stopping,
         "network_dtype": ("fp16" if not args.fp32 else "fp32") if device.type == "cuda" else
                          {"f32": "fp32", "bf16": "bf16"}[model.cpu_precision()],
@@ -194,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
           f"threads): {args.width}x{args.height}, {args.points} points, {args.hypotheses} hypotheses, "
           f"iterations (L0 L1 L2) {list(iterations)} of {list(args.iters)}, network {summary['network_dtype']}, "
           f"{args.repeats} repeats after {args.warmup} warm-up; outcomes {reasons}")
-    print(f"  network runtime {network_runtime}, LM path {lm_path}, profile {profile.name} "
+    fallback = f" (fell back from {args.lm_path}: {summary['lm_fallback']})" if summary["lm_fallback"] else ""
+    print(f"  network runtime {network_runtime}, LM path {summary['lm_path']}{fallback}, profile {profile.name} "
           f"({profile.gradient} gradient, {profile.stopping} stopping)")
     print(f"  {'stage':<10} {'median ms':>10} {'p90 ms':>10}")
     for name, s in summary["stages"].items():

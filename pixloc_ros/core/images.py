@@ -76,3 +76,13 @@ def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
     # np.require copies only read-only or non-contiguous arrays (e.g. views into a bag buffer).
     t = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None]
     return t.float() / 255.0
+
+
+def upload_rgb(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 (or float32 in [0, 255]) RGB -> (1, 3, H, W) float32 in [0, 1] on ``device``,
+    as ``rgb_to_tensor`` computes it. On CUDA the pixels go up as they are (uint8: a quarter of the
+    float32 bytes) from pinned memory without blocking the host, and are converted on the GPU."""
+    t = torch.from_numpy(np.require(rgb, requirements=["C", "W"]))
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.permute(2, 0, 1)[None].float() / 255.0

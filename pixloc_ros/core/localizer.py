@@ -20,9 +20,10 @@ from .camera import MIN_DEPTH, Camera, random_points_in_view
 from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
 from .engine_profile import EngineProfile, native_profile
 from .geometry import Pose
-from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor
+from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor, upload_rgb
 from .network_runtime import resolve_cpu_runtime
-from .optimizer import LevelResult, LMConfig, optimize_level
+from .lm_guard import LMPathGuard, LMPathStatus
+from .optimizer import LevelResult, LMConfig
 from .query_points import QueryPoints
 
 DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network
@@ -155,6 +156,7 @@ class LocalizationResult:
     confidences: list[np.ndarray] | None = None  # per level (H_l, W_l) float32 query confidence, for display
     timings: Timings = field(default_factory=Timings)
     hypotheses: HypothesisResults | None = None  # every initial pose's outcome (None when no level ran)
+    lm_path: str = ""  # the LM implementation the levels ran: "fused" (Triton kernels) or "torch" ("": none ran)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -219,6 +221,8 @@ class Localizer:
         if self.device.type == "cpu" and self.config.cpu_threads:
             torch.set_num_threads(int(self.config.cpu_threads))  # process-wide: the node runs one localizer
         self.model = model
+        # Fused Triton LM or torch loop per level, with the probe and fallback of ``lm_guard``.
+        self.lm_guard = LMPathGuard()
         # The formulation the LM runs: the configured one, else the one the weights were trained with.
         self.profile: EngineProfile = (self.config.profile or getattr(model, "engine_profile", None)
                                        or native_profile())
@@ -251,7 +255,8 @@ class Localizer:
         if isinstance(image, np.ndarray):
             _check_rgb(image)
             h, w = image.shape[:2]
-            tensor = rgb_to_tensor(downscale_rgb(image, limit, self.profile.resize))
+            # uint8 to the device (pinned, non-blocking on CUDA), converted to float there
+            tensor = upload_rgb(downscale_rgb(image, limit, self.profile.resize), self.device)
         else:
             tensor = image_to_tensor(image)
             h, w = tensor.shape[-2:]
@@ -275,28 +280,48 @@ class Localizer:
         """Run the network once on a black ``width`` x ``height`` image: builds what its first call
         would (a CPU runtime's ONNX export and compiled model for that size, lazily initialised
         kernels), so that the first real frame is not slower than the others. With ``num_points``
-        > 0, also the LM once, on that many synthetic points (random pixels 5-30 m deep, random
-        unit reference features) from ``hypotheses`` initial poses: on CUDA that compiles the
-        fused LM kernels (Triton JIT, seconds) before the first frame. Returns seconds."""
+        > 0, also the LM on synthetic points (random pixels 5-30 m deep, random unit reference
+        features) from up to ``hypotheses`` initial poses: with the fused LM (CUDA) once per shape
+        bucket frames of at most that many points and hypotheses fall into (``lm_warm_up_shapes``),
+        which compiles its kernels, probes each bucket against the torch LM and captures the
+        bucket's CUDA graphs before the first frame (a failure falls back, ``lm_guard``). Returns seconds."""
         if self.model is None:
             return 0.0
         start = time.perf_counter()
         limit = self.config.max_image_size if self.config.max_image_size is not None else self.profile.max_image_edge
         image = downscale_rgb(np.zeros((int(height), int(width), 3), np.uint8), limit, self.profile.resize)
-        pyramid = self.model.extract(rgb_to_tensor(image).to(self.device))
-        if num_points > 0:
-            h, w = image.shape[:2]
-            camera = Camera.from_params(w, h, w, w, (w - 1) / 2, (h - 1) / 2)
-            g = torch.Generator().manual_seed(0)
-            n = int(num_points)
+        pyramid = self.model.extract(upload_rgb(image, self.device))
+        h, w = image.shape[:2]
+        camera = Camera.from_params(w, h, w, w, (w - 1) / 2, (h - 1) / 2)
+        g = torch.Generator().manual_seed(0)
+        for b, n in self.lm_warm_up_shapes(num_points, hypotheses):
             xyz = random_points_in_view(camera, n, g, 5.0, 30.0)
             features = [torch.nn.functional.normalize(torch.randn(n, f.shape[1], generator=g), dim=1)
                         for f in pyramid.features]
             points = QueryPoints(xyz.float(), features, [torch.ones(n) for _ in features],
                                  torch.arange(n), torch.zeros(n, dtype=torch.int64))
-            self.localize_features(pyramid, camera, points, Pose.identity((int(hypotheses),)),
-                                   self.model.damping().detach())
+            self.localize_features(pyramid, camera, points, Pose.identity((b,)), self.model.damping().detach())
         return time.perf_counter() - start
+
+    def lm_warm_up_shapes(self, num_points: int, hypotheses: int) -> list[tuple[int, int]]:
+        """(hypotheses, points) of the LM runs ``warm_up`` does: one per fused-LM shape bucket of
+        frames with 1..``hypotheses`` hypotheses and 1..``num_points`` points on CUDA (each bucket's
+        largest size, capped at the maximum); one run of the maximum elsewhere; none for 0 points."""
+        n_max, b_max = int(num_points), max(1, int(hypotheses))
+        if n_max <= 0:
+            return []
+        if self.device.type != "cuda" or self.config.lm.path == "torch":
+            return [(b_max, n_max)]
+        from .fused_lm import warm_up_shapes
+        return warm_up_shapes(n_max, b_max, self.config.lm.point_bucket)
+
+    def lm_status(self) -> LMPathStatus:
+        """The LM implementation in use (requested path, the one levels run, why torch if it fell back)."""
+        return self.lm_guard.status(self.config.lm.path)
+
+    def set_lm_warning_handler(self, handler) -> None:
+        """Where the one warning of a fused-LM fallback goes (``handler(text)``; default: logging)."""
+        self.lm_guard.on_warning = handler
 
     @staticmethod
     def _check_camera(camera: Camera, width: int, height: int) -> None:
@@ -374,19 +399,25 @@ class Localizer:
         iterations = cfg.iterations if cfg.iterations is not None else profile.iterations
         levels: dict[int, LevelResult] = {}
         level_times = [0.0, 0.0, 0.0]
-        failed = torch.zeros(poses.shape[0], dtype=torch.bool)  # reference rule: too few points at some level
+        # The reference rule's failures (too few points at some level) stay on the device until
+        # every level ran, and the damping is read to the host once: no host sync between the
+        # levels' launches but the stage clock's.
+        failed = torch.zeros(poses.shape[0], dtype=torch.bool, device=dev)
+        damping_host = damping.detach().to("cpu", torch.float64)
+        lm_path = ""
         for level in (2, 1, 0):
             iters = int(iterations[level])
             if iters <= 0:
                 continue
             lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": pads[level],
                              "gradient": profile.gradient, "stopping": profile.stopping})
-            res = optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
-                                 pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
-                                 damping[level], lm)
+            res = self.lm_guard.optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
+                                               pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
+                                               damping_host[level], lm)
+            lm_path = self.lm_guard.last_path or ""
             poses = res.cam_from_world
             levels[level] = res
-            failed |= res.failed.cpu()
+            failed = failed | res.failed.to(dev)
             level_times[level] = clock.lap()
         level_times = tuple(level_times)
         if not levels:
@@ -396,6 +427,7 @@ class Localizer:
         fine = levels[finest]
         num_valid = fine.num_valid.cpu()
         cost = fine.cost.float().cpu()
+        failed = failed.cpu()
         eligible = (num_valid >= cfg.min_valid_points) & torch.isfinite(cost) & ~fine.singular.cpu() & ~failed
 
         per_hypothesis = self._hypothesis_results(levels, finest)
@@ -418,7 +450,7 @@ class Localizer:
             return failure(why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
                            cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
                            iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
-                           hypothesis_costs=cost.numpy(), hypotheses=per_hypothesis)
+                           hypothesis_costs=cost.numpy(), hypotheses=per_hypothesis, lm_path=lm_path)
         b = int(torch.where(eligible, cost, torch.full_like(cost, math.inf)).argmin())
         pose = fine.cam_from_world[b].to("cpu", torch.float64)
         H = fine.hessian[b].cpu().numpy()
@@ -428,7 +460,8 @@ class Localizer:
             iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
             num_valid=int(num_valid[b]), hypothesis=b, inlier_ratio=float(fine.inlier_ratio[b]),
             sigma2=sigma2, point_weights=fine.weights[b].float().cpu().numpy(),
-            hypothesis_costs=cost.numpy(), confidences=self._confidences(confidences), hypotheses=per_hypothesis)
+            hypothesis_costs=cost.numpy(), confidences=self._confidences(confidences), hypotheses=per_hypothesis,
+            lm_path=lm_path)
         min_eig = normalized_min_eigenvalue(H)
         cov = None
         if min_eig < cfg.min_normalized_eigenvalue:

@@ -75,8 +75,9 @@ class LMConfig:
     compile: bool = False  # torch.compile one LM iteration (fuses its ~100 small kernels; for CUDA). The first
     #                        call per shape compiles (tens of seconds): warm up at start-up
     compile_mode: str | None = None  # torch.compile mode, e.g. "reduce-overhead" (adds CUDA graphs)
-    point_bucket: int = 1024  # with compile or the fused path on CUDA: pad the point count up to a multiple
-    #                           of this so shapes (compiled graphs, CUDA graphs) repeat
+    point_bucket: int = 1024  # with compile: pad the point count up to a multiple of this; the fused path pads
+    #                           to this granule times a power of two (fused_lm.point_bucket): shapes (compiled
+    #                           graphs, CUDA graphs) repeat
     # "torch": the loop below; "fused": one level in fused Triton kernels and CUDA graphs (``fused_lm``;
     # on CPU tensors Triton's interpreter, for tests); "auto": fused on CUDA when Triton is installed
     # and the problem allows it (no autograd, shared reference features, float32, no ``compile``).
@@ -318,28 +319,37 @@ def _orthonormalize(R: torch.Tensor) -> torch.Tensor:
     return quat_xyzw_to_rotmat(rotmat_to_quat_xyzw(R))
 
 
+def fused_blocker(config: LMConfig, features, confidence, xyz, ref_features, ref_confidence, init: Pose,
+                  damping) -> tuple[str | None, bool]:
+    """Why the fused kernels cannot run this problem: (None, False) when they can, else (reason,
+    whether it is this machine: triton missing, CPU tensors without Triton's interpreter) -- the
+    other reasons (autograd, per-hypothesis reference features, dtype) belong to the problem."""
+    from .fused_lm import interpreted, triton_available
+
+    tensors = [t for t in (features, confidence, xyz, ref_features, ref_confidence, init.R, init.t, damping)
+               if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return "autograd (training) needs the torch path", False
+    if ref_features.ndim != 2:
+        return "per-hypothesis reference features need the torch path", False
+    if config.dtype != torch.float32 or config.compile:
+        return "float32 without torch.compile only", False
+    if not triton_available():
+        return "triton is not installed (pip install triton)", True
+    if xyz.device.type != "cuda" and not interpreted():
+        return ("its kernels run on CUDA tensors (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1 "
+                "before triton is imported, for tests)"), True
+    return None, False
+
+
 def resolve_lm_path(config: LMConfig, features, confidence, xyz, ref_features, ref_confidence, init: Pose,
                     damping) -> str:
     """"torch" or "fused" for this problem (``LMConfig.path``); ValueError when "fused" is asked
-    for a problem the fused kernels do not handle."""
-    from .fused_lm import interpreted, triton_available
-
+    for a problem the fused kernels do not handle. (The localizer goes through ``lm_guard``,
+    which turns such errors, and every failure of the fused path, into a fallback.)"""
     if config.path == "torch" or (config.path == "auto" and xyz.device.type != "cuda"):
         return "torch"  # without importing triton (its import costs about a second)
-    tensors = [t for t in (features, confidence, xyz, ref_features, ref_confidence, init.R, init.t, damping)
-               if t is not None]
-    why = None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        why = "autograd (training) needs the torch path"
-    elif ref_features.ndim != 2:
-        why = "per-hypothesis reference features need the torch path"
-    elif config.dtype != torch.float32 or config.compile:
-        why = "float32 without torch.compile only"
-    elif not triton_available():
-        why = "triton is not installed (pip install triton)"
-    elif xyz.device.type != "cuda" and not interpreted():
-        why = ("its kernels run on CUDA tensors (on the CPU only in Triton's interpreter: TRITON_INTERPRET=1 "
-               "before triton is imported, for tests)")
+    why, _ = fused_blocker(config, features, confidence, xyz, ref_features, ref_confidence, init, damping)
     if config.path == "fused":
         if why:
             raise ValueError(f"LMConfig.path='fused' cannot run this problem: {why}")

@@ -114,6 +114,8 @@ class LocalizerNode(Node):
         self.log = ThrottledLogger(self.get_logger(), s.log_throttle_s)
         started = time.perf_counter()
         self.pipeline = build_pipeline(s)
+        # The fused LM's fallback (core/lm_guard.py) says why in one warning, through this logger.
+        self.pipeline.localizer.set_lm_warning_handler(lambda text: self.get_logger().warning(text))
         self.get_logger().info(f"map {s.map_file}: {self.pipeline.index.num_keyframes} keyframes, "
                                f"{self.pipeline.index.num_points} points, every checksum verified; network on "
                                f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load); "
@@ -122,7 +124,7 @@ class LocalizerNode(Node):
             width, height = (int(v) for v in s.warm_up_size)
             try:
                 seconds = self.pipeline.localizer.warm_up(width, height, num_points=s.max_points,
-                                                          hypotheses=s.num_hypotheses)
+                                                          hypotheses=max(s.num_hypotheses, s.relocalization_grid))
             except RuntimeError as err:  # e.g. out of GPU memory for that size: a setup error, said as one
                 raise ValueError(f"Parameter 'warm_up_size' = [{width}, {height}]: preparing the network and "
                                  f"the optimizer for that frame size failed: {err}") from err
@@ -492,7 +494,7 @@ class LocalizerNode(Node):
             hypotheses=int(out.gate.hypotheses), lead_frames=int(out.gate.lead_frames),
             lead_travel_m=float(out.gate.lead_travel_m), lead_margin=float(out.gate.margin),
             gate_mahalanobis_d2=float(out.gate.mahalanobis_d2), gate_limit_d2=float(out.gate.limit_d2),
-            covariance_calibrated=bool(out.covariance_calibrated))
+            covariance_calibrated=bool(out.covariance_calibrated), lm_path=result.lm_path if result is not None else "")
         if result is not None:
             status.num_points = int(result.num_valid)
             status.cost_per_level = [float(c) for c in result.cost]
@@ -525,6 +527,7 @@ class LocalizerNode(Node):
         state = STATE_NAMES.get(st.state, str(st.state)) if st is not None else "not_initialized"
         idle = None if self._last_frame_s is None else time.monotonic() - self._last_frame_s
         counts = self._monitor.counts()
+        lm = self.pipeline.localizer.lm_status()
         health = assess(counts, HEALTH_WINDOW_S, state=state, reason=st.reason if st is not None else "",
                         tracking=st is not None and st.state == LocalizationStatus.STATE_TRACKING and st.success,
                         idle_s=idle, stale_s=STALE_FRAMES_S, map_error=self._map_error,
@@ -535,6 +538,7 @@ class LocalizerNode(Node):
                   "covariance": "calibrated" if self.pipeline.calibration is not None else "Hessian + floor",
                   "last_latency_s": f"{self._last_latency_s:.3f}",
                   "image_reliability": "reliable" if self.camera_sub.image_sub.reliable else "best_effort",
+                  "lm_path": lm.path, "lm_path_requested": lm.requested, "lm_path_fallback": lm.reason,
                   **{f"recent_{event}": n for event, n in counts.items()}}
         status = DiagnosticStatus(level=bytes([health.level]), name=f"{self.get_fully_qualified_name()}: localization",
                                   message=health.message, hardware_id=self.settings.map_file,

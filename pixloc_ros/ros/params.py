@@ -39,6 +39,10 @@ class NodeSettings:
                                    "(OpenVINO on a processor with bf16 units, AVX512-BF16 or AMX: features within "
                                    "about 1 %, several times faster; fails at start elsewhere) or auto (bf16 where "
                                    "the processor has such units, f32 elsewhere).", choices=("f32", "bf16", "auto"))
+    lm_path: str = _p("auto", "Levenberg-Marquardt implementation: auto (the fused Triton kernels with CUDA graphs on a GPU "
+                              "when triton is installed, else the torch loop), fused (ask for the kernels: where they "
+                              "cannot run, or fail their check against the torch loop, one warning and the torch loop) "
+                              "or torch.", choices=("auto", "fused", "torch"))
     max_image_size: int = _p(-1, "Images whose longer side exceeds this are downscaled before the network, "
                                  "pixels; 0: never; -1: the weights' engine profile's (the released PixLoc "
                                  "weights: 1024, as the reference; native weights: never).", low=-1, high=100_000)
@@ -358,6 +362,7 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     """Map the node settings onto the engine's configuration dataclasses (imports torch)."""
     from pixloc_ros.core.gating import GatingConfig
     from pixloc_ros.core.localizer import LocalizerConfig
+    from pixloc_ros.core.optimizer import LMConfig
     from pixloc_ros.core.pipeline import PipelineConfig
     from pixloc_ros.core.retrieval import RetrievalConfig
     from pixloc_ros.core.tile_loader import TileLoaderConfig
@@ -375,7 +380,8 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations) if s.iterations else None,
                                 pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
                                 max_image_size=None if s.max_image_size < 0 else s.max_image_size,
-                                cpu_threads=s.cpu_threads or None, cpu_precision=s.cpu_precision)
+                                cpu_threads=s.cpu_threads or None, cpu_precision=s.cpu_precision,
+                                lm=LMConfig(path=s.lm_path))
     tiles = TileLoaderConfig(load_radius_m=s.tile_load_radius_m, lookahead_m=s.tile_lookahead_m,
                              max_loaded_tiles=s.max_loaded_tiles)
     return EngineConfigs(pipeline, localizer, tiles)
