@@ -89,7 +89,7 @@ def layout(streets: int, length_m: int, spacing_m: float):
 def build(out: Path, num_points: int, tile_size: float, streets: int, length_m: int, spacing_m: float,
           track: int, seed: int = 0) -> tuple[float, object]:
     """Write the tiled city map; returns (seconds, TileSummary)."""
-    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.mapfile import KeyframeRecord, LevelInfo, MapCamera, MapHeader, Observations
     from pixloc_ros.core.tiles import TiledMapWriter, TileGrid, inputs_digest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, contents_from_observations, write_map
 from pixloc_ros.core.retrieval import BASE_FROM_OPTICAL
 

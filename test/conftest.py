@@ -83,7 +83,7 @@ class SynthMap:
 def synth_map(synth_small, test_weights, tmp_path_factory) -> SynthMap:
     from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
-    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.map_compile import CompileConfig, compile_map
 
     model = load_weights(test_weights.path, "cpu")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pixloc_ros.core.camera import Camera
-from pixloc_ros.core.geometry import Pose, so3_exp
+from pixloc_ros.core.geometry.camera import Camera
+from pixloc_ros.core.geometry.pose import Pose, so3_exp
 from pixloc_ros.core.query_points import QueryPoints
 
 STRIDES = (1, 4, 16)

@@ -264,7 +264,7 @@ def write_projected_model(path: Path, poses: list[TruePose], cameras: dict[str, 
     """
     import torch
 
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
     from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel, write_model
 
     rng = np.random.default_rng(seed)

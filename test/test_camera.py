@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixloc_ros.core.camera import Camera, random_points_in_view
+from pixloc_ros.core.geometry.camera import Camera, random_points_in_view
 
 # One camera per distortion configuration the engine represents (engine convention).
 CAMERAS = {

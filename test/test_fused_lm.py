@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
-from pixloc_ros.core.camera import Camera
-from pixloc_ros.core.geometry import Pose
+from pixloc_ros.core.geometry.camera import Camera
+from pixloc_ros.core.geometry.pose import Pose
 from pixloc_ros.core.optimizer import LMConfig, optimize_level, resolve_lm_path
 
 triton = pytest.importorskip("triton")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from feature_scene import BoxScene, default_camera, perturb, true_pose
-from pixloc_ros.core.geometry import Pose, pose_error
+from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.gating import GatingConfig, gate
 from pixloc_ros.core.localizer import Localizer, LocalizerConfig
 from pixloc_ros.core.network import FeaturePyramid

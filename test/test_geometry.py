@@ -1,4 +1,4 @@
-"""Properties of the batched SE(3)/SO(3) helpers (core/geometry.py)."""
+"""Properties of the batched SE(3)/SO(3) helpers (core/geometry/pose.py)."""
 import math
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.geometry import (Pose, pose_error, random_rotation, rotation_angle, skew,
-                                      so3_exp, so3_log)
+from pixloc_ros.core.geometry.pose import (Pose, pose_error, random_rotation, rotation_angle, skew, so3_exp,
+    so3_log)
 
 BATCH_SHAPES = [(), (1,), (5,), (2, 3)]
 

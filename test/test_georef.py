@@ -6,7 +6,7 @@ import numpy as np
 import pymap3d
 import pytest
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 
 ORIGINS = [
     Georeference(47.3769, 8.5417, 408.0, 90.0),  # Zurich, map = ENU

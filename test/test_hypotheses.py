@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pixloc_ros.core.geometry import Pose, pose_error
+from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.hypotheses import expand_hypotheses, relocalization_grid
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from import_fixtures import CMU_QUERY_DAYS_US, make_cmu_slice, write_projected_model
-from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.colmap_io import read_model
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, parse_image_name, read_cmu_slice

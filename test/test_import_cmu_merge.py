@@ -8,7 +8,7 @@ import pytest
 from import_fixtures import CMU_QUERY_DAYS_US, make_cmu_slice, write_projected_model
 
 from pixloc_ros.core.colmap_io import read_model
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.importers import ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, find_slices, read_cmu_slice, read_cmu_slices
 from pixloc_ros.data.importers.common import to_4x4
@@ -66,7 +66,7 @@ def test_merged_import_keeps_the_slices_relative_poses_and_merges_the_models(sli
     im = model.image_by_name(b.reference[0].name)
     np.testing.assert_allclose(to_4x4(im.R, im.t) @ map_from_world, truth[im.name], atol=1e-6)
     # the merged model's points still project onto their keypoints (moved rigidly with the cameras)
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
     import torch
     for im in model.images.values():
         cam = model.cameras[im.camera_id]

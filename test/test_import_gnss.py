@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.importers.gnss import GnssNoise, synthesize_gnss
 
 GEOREF = Georeference(40.4406, -79.9959, 300.0, heading_deg=30.0)  # map x points NNE, not east

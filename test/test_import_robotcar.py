@@ -9,7 +9,7 @@ import pytest
 
 from import_fixtures import ROBOTCAR_EXTRINSICS, make_robotcar, write_projected_model
 from pixloc_ros.core.colmap_io import read_model
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL, to_4x4

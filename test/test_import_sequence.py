@@ -120,7 +120,7 @@ def test_kitti_import_through_the_cli(tmp_path):
     import torch
 
     from pixloc_ros.cli import main
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.data.bags import read_drive
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from feature_scene import BoxScene, default_camera, perturb, true_pose
-from pixloc_ros.core.geometry import Pose
+from pixloc_ros.core.geometry.pose import Pose
 from pixloc_ros.core.localizer import Localizer, LocalizerConfig
 from pixloc_ros.core.network import FeaturePyramid
 from pixloc_ros.core.optimizer import LMConfig
@@ -198,7 +198,7 @@ def test_auto_on_a_cpu_is_the_torch_loop_without_a_word(scene, torch_results):
 def test_probe_problem_and_comparison():
     """The probe's problem has the bucket's exact shape (so its CUDA graphs are the frames'), and
     the comparison notices a pose off by more than the tolerance."""
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
     from pixloc_ros.core.optimizer import optimize_level
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -219,7 +219,7 @@ def test_probe_problem_and_comparison():
 def test_malformed_input_is_not_blamed_on_the_accelerator(scene):
     """Input the torch loop rejects too (reference features of the wrong width, a map under 2x2
     pixels) raises its ValueError as before, and the fused path stays in use."""
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
 
     warnings = []
     loc = localizer("fused", warnings)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from feature_scene import BoxScene, default_camera, perturb, true_pose
-from pixloc_ros.core.camera import Camera
-from pixloc_ros.core.geometry import Pose, pose_error
+from pixloc_ros.core.geometry.camera import Camera
+from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.localizer import Localizer, LocalizerConfig, level_pads
 from pixloc_ros.core.network import FeaturePyramid
 from pixloc_ros.core.query_points import QueryPoints

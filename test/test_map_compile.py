@@ -252,7 +252,7 @@ def test_missing_or_wrong_size_image(synthetic, tmp_path):
 
 def test_build_map_command(synthetic, tmp_path, capsys):
     from pixloc_ros.cli import main
-    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.geometry.georef import Georeference
 
     root, sfm, model = synthetic
     write_model(sfm, tmp_path / "sfm")

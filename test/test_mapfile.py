@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.mapfile import (FORMAT_VERSION, PREAMBLE, LevelInfo, MapCamera, MapCorruptedError,
                                      MapFileError, MapHeader, MapVersionError, MapWriter, Observations,
                                      WeightsMismatchError, contents_from_observations, observation_arrays, open_map,

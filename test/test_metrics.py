@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.metrics import pose_errors, summarize
+from pixloc_ros.core.geometry.metrics import pose_errors, summarize
 
 
 def test_pose_errors_recover_known_offsets():

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pixloc_ros.core import network_runtime
-from pixloc_ros.core.camera import Camera
-from pixloc_ros.core.geometry import Pose
+from pixloc_ros.core.geometry.camera import Camera
+from pixloc_ros.core.geometry.pose import Pose
 from pixloc_ros.core.localizer import Localizer, LocalizerConfig
 from pixloc_ros.core.network import NetworkConfig, PixLocModel
 from pixloc_ros.core.network_runtime import CompiledUNet, resolve_cpu_runtime, runtime_installed

@@ -75,8 +75,8 @@ def _run(problem: ParityProblem, official, tmp_path) -> ParityRun:
     import cv2
 
     from pixloc_ros.core.checkpoint import weights_fingerprint
-    from pixloc_ros.core.camera import Camera
-    from pixloc_ros.core.geometry import Pose
+    from pixloc_ros.core.geometry.camera import Camera
+    from pixloc_ros.core.geometry.pose import Pose
     from pixloc_ros.core.localizer import Localizer, LocalizerConfig
     from pixloc_ros.core.map_compile import CompileConfig, compile_map
     from pixloc_ros.core.retrieval import MapIndex, RetrievalConfig

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.camera import Camera
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.camera import Camera
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, contents_from_observations, write_map
 from pixloc_ros.core.retrieval import BASE_FROM_OPTICAL, MapIndex, RetrievalConfig
 
@@ -118,7 +118,7 @@ def test_heading_filter_grows_the_candidate_list(street):
 
 
 def test_prior_accepts_pose_types(street):
-    from pixloc_ros.core.geometry import Pose
+    from pixloc_ros.core.geometry.pose import Pose
 
     index, _ = street
     T = cam_from_world([2.1, 0, 1.5], 0.0)

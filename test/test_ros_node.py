@@ -41,7 +41,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from pixloc_ros.core.metrics import CMU_THRESHOLDS, pose_errors, summarize  # noqa: E402
+from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS, pose_errors, summarize  # noqa: E402
 from pixloc_ros.msg import LocalizationStatus  # noqa: E402
 from pixloc_ros.ros.compat import fastdds_profile_env  # noqa: E402
 from pixloc_ros.ros.conversions import (covariance_from_msg, ns_to_stamp, pose_msg_to_matrix,  # noqa: E402

@@ -51,7 +51,7 @@ def test_compressed_images_read_back_as_rgb(tmp_path):
 
 def test_camera_info_round_trips_the_engine_camera(tmp_path):
     torch = pytest.importorskip("torch")
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
     camera = Camera.from_params(640, 480, 500.0, 502.0, 319.5, 241.25, [0.1, -0.02, 0.001, 0.002, 0.003])
     with bags.DriveBagWriter(tmp_path / "bag") as writer:
         writer.write_image(7, np.zeros((480, 640, 3), np.uint8))

@@ -4,7 +4,7 @@ errors match the noise they state."""
 import numpy as np
 import pytest
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.drive import (Dynamics, GnssNoise, OdometryNoise, base_from_camera, invert_transform,
                                    route_path, simulate_gnss, simulate_odometry, simulate_trajectory)
 from pixloc_ros.data.world import generate_world

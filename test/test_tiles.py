@@ -9,7 +9,7 @@ import pytest
 import torch
 from city_fixtures import build_city_map, cam_from_world
 
-from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.mapfile import MapFileError, open_map
 from pixloc_ros.core.retrieval import MapIndex, open_map_index
 from pixloc_ros.core.tile_loader import TileLoaderConfig

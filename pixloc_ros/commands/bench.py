@@ -68,8 +68,8 @@ def _synthetic_problem(args, device, model):
     import numpy as np
     import torch
 
-    from pixloc_ros.core.camera import Camera, random_points_in_view
-    from pixloc_ros.core.geometry import Pose, so3_exp
+    from pixloc_ros.core.geometry.camera import Camera, random_points_in_view
+    from pixloc_ros.core.geometry.pose import Pose, so3_exp
     from pixloc_ros.core.interpolation import BilinearSampler
     from pixloc_ros.core.query_points import QueryPoints
 

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pixloc_ros.core.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
-    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.map_compile import CompileConfig, compile_map, compile_tiled_map
     from pixloc_ros.core.mapfile import MapFileError, open_map
 

@@ -74,7 +74,7 @@ def _ensure_world(out: Path, seed: int) -> Path:
 def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
-    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.map_compile import CompileConfig, compile_map
     from pixloc_ros.core.mapfile import MapFileError, open_map
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when the node ran through the drive (whatever its accuracy)."""
     import numpy as np
 
-    from pixloc_ros.core.metrics import pose_errors, summarize
+    from pixloc_ros.core.geometry.metrics import pose_errors, summarize
     from pixloc_ros.data.bags import read_drive
     from pixloc_ros.data.offline import DriveEvaluation, FrameRecord, GroundTruth
     from pixloc_ros.data.plots import plot_errors, plot_trajectory

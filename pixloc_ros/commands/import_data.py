@@ -125,7 +125,7 @@ def run(args) -> int:
 
 
 def _import(args):
-    from pixloc_ros.core.georef import Georeference
+    from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 
     if args.dataset == "cmu":

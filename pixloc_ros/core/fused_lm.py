@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import Camera
+from .geometry.camera import Camera
 from .engine_profile import REFERENCE_CHECK_EVERY
-from .geometry import Pose
+from .geometry.pose import Pose
 
 MAX_CACHED = 48  # problem buckets whose buffers and graphs are kept (per process): 3 levels x a few buckets
 MIN_HYPOTHESES = 4  # smallest hypothesis bucket: frames with 1-4 hypotheses share their graphs

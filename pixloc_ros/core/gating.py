@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from .covariance import engine_to_ros_covariance, ros_pose_error
-from .geometry import Pose
+from .geometry.pose import Pose
 from .localizer import LocalizationResult
 
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .camera import Camera, random_points_in_view
-from .geometry import Pose, so3_exp
+from .geometry.camera import Camera, random_points_in_view
+from .geometry.pose import Pose, so3_exp
 from .optimizer import LevelResult, LMConfig, fused_blocker, optimize_level
 
 PROBE_ITERS = 5  # LM iterations of the probe (no early stop: every hypothesis runs them all)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .camera import MIN_DEPTH, Camera, random_points_in_view
+from .geometry.camera import MIN_DEPTH, Camera, random_points_in_view
 from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
 from .engine_profile import EngineProfile, native_profile
-from .geometry import Pose
+from .geometry.pose import Pose
 from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor, upload_rgb
 from .network_runtime import resolve_cpu_runtime
 from .lm_guard import LMPathGuard, LMPathStatus

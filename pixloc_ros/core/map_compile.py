@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from pixloc_ros import __version__
-from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
 from pixloc_ros.core.engine_profile import EngineProfile, native_profile
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.images import camera_scale, downscale_rgb, resized_size, rgb_to_tensor  # noqa: F401 (resized_size: re-export)
 from pixloc_ros.core.interpolation import BilinearSampler
 from pixloc_ros.core.localizer import level_pads

@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 
 MAGIC = b"PXLRMAP\x00"
 FORMAT_VERSION = 1

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .camera import Camera
+from .geometry.camera import Camera
 from .engine_profile import REFERENCE_CHECK_EVERY, STOPPING_RULES
-from .geometry import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
+from .geometry.pose import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
 from .interpolation import GRADIENTS, BilinearSampler
 from .small_ops import gram_rows, small_matmul, weighted_outer_sum
 

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation, Slerp
 
-from .camera import Camera
+from .geometry.camera import Camera
 from .covariance import engine_to_ros_covariance, make_spd, normalized_min_eigenvalue, pose_covariance
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .gating import GatingConfig, mahalanobis_d2, quality_failure
-from .geometry import Pose
+from .geometry.pose import Pose
 from .hypotheses import relocalization_grid
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, TrackerDecision, pose_difference
 from .localizer import LocalizationResult, Localizer

@@ -34,8 +34,8 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.camera import MIN_DEPTH, Camera
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.camera import MIN_DEPTH, Camera
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
 from pixloc_ros.core.query_points import QueryPoints
 

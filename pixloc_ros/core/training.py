@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pixloc_ros.core.camera import Camera
+from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
-from pixloc_ros.core.geometry import Pose, pose_error
+from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.interpolation import BilinearSampler
 from pixloc_ros.core.localizer import level_pads
-from pixloc_ros.core.metrics import CMU_THRESHOLDS
+from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS
 from pixloc_ros.core.network import STRIDES, PixLocModel
 from pixloc_ros.core.optimizer import LMConfig, optimize_level
 

@@ -96,7 +96,7 @@ class CameraInfoData:
 
     @classmethod
     def from_camera(cls, camera, frame_id: str = CAMERA_FRAME) -> "CameraInfoData":
-        """From an engine ``pixloc_ros.core.camera.Camera`` (one camera, pixel-centre convention,
+        """From an engine ``pixloc_ros.core.geometry.camera.Camera`` (one camera, pixel-centre convention,
         OpenCV k1 k2 p1 p2 k3 -> plumb_bob)."""
         w, h, fx, fy, cx, cy, *dist = (float(v) for v in np.asarray(camera.data.detach().cpu(), np.float64).reshape(-1))
         return cls.from_pinhole(int(round(w)), int(round(h)), fx, fy, cx, cy, dist, frame_id)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.world import World
 
 

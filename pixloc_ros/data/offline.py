@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.camera import Camera
+from ..core.geometry.camera import Camera
 from ..core.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
 from ..core.hypothesis_books import pose_difference
-from ..core.metrics import AccuracySummary, pose_errors, summarize
+from ..core.geometry.metrics import AccuracySummary, pose_errors, summarize
 from ..core.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
 from .bags import Drive, PoseSample, read_drive
 

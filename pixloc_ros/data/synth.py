@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data import bags
 from pixloc_ros.data.conditions import MAPPING_CONDITION, QUERY_CONDITIONS, get_condition
 from pixloc_ros.data.drive import (Dynamics, GnssNoise, OdometryNoise, base_from_camera, crop_path,

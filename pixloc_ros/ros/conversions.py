@@ -30,7 +30,7 @@ from pixloc_ros.data.bags import GnssFix, OdometrySample
 from pixloc_ros.ros import compat
 
 if TYPE_CHECKING:
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
 
 # Raw encodings of sensor_msgs/Image that image_to_rgb accepts (REP-2004 names, as cv_bridge).
 # ROS names a Bayer pattern by its top-left 2x2 block read row by row; OpenCV's original names use
@@ -207,7 +207,7 @@ def camera_info_to_camera(msg: CameraInfo, use_projection: bool = False) -> Came
     e.g. image_rect) instead of K and D. A region of interest shifts the principal point; binning
     is not supported (raise), as the engine has no use for it.
     """
-    from pixloc_ros.core.camera import Camera  # torch: imported where needed (the player does without)
+    from pixloc_ros.core.geometry.camera import Camera  # torch: imported where needed (the player does without)
 
     width, height = int(msg.width), int(msg.height)
     if width == 0 or height == 0:

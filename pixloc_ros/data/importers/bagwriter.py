@@ -23,7 +23,7 @@ COMPRESSED_TOPIC = "/camera/image_raw/compressed"  # image_transport's name, wha
 def camera_info_of(camera: CameraSpec) -> CameraInfoData:
     """CameraInfo (plumb_bob, pixel-centre K) of a COLMAP camera: ``Camera.from_colmap`` moves the
     principal point by -0.5 px."""
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
 
     cam = Camera.from_colmap(camera.model, camera.width, camera.height, camera.params)
     _, _, fx, fy, cx, cy, *dist = [float(v) for v in cam.data]

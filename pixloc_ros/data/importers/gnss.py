@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 
 
 @dataclass(frozen=True)

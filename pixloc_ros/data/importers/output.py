@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixloc_ros.core.georef import Georeference
+from pixloc_ros.core.geometry.georef import Georeference
 
 from .common import CameraSpec, Frame, ImportPlan, RigidTransform, cam_from_new_world, leveling_transform, \
     matrix_to_quat_xyzw, to_4x4
@@ -266,7 +266,7 @@ def _write_sequence(queries_dir: Path, name: str, frames: list[Frame], plan: Imp
 
 
 def _camera_json(c: CameraSpec) -> dict:
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
 
     cam = Camera.from_colmap(c.model, c.width, c.height, c.params)
     return {"colmap": {"model": c.model, "width": c.width, "height": c.height, "params": list(c.params)},

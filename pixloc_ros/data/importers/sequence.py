@@ -104,7 +104,7 @@ def parse_intrinsics(spec: str, width: int, height: int, pixel_origin: str = "ce
     point of a model string counts from: "centre" of the top-left pixel (OpenCV, ROS, KITTI
     calibration files) or its "corner" (COLMAP). width/height: image size in pixels.
     """
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
 
     if pixel_origin not in ("centre", "corner"):
         raise ValueError(f"pixel_origin must be 'centre' or 'corner', got {pixel_origin!r}")
@@ -143,7 +143,7 @@ def _camera_from_yaml(path: Path):
     """ROS camera_info YAML (camera_calibration's format) -> core.camera.Camera."""
     import yaml
 
-    from pixloc_ros.core.camera import Camera
+    from pixloc_ros.core.geometry.camera import Camera
 
     data = yaml.safe_load(path.read_text())
     try:

@@ -1,0 +1,24 @@
+"""Poses, cameras, georeference and pose errors: the leaf of the core (imports nothing else of it).
+
+Public API (imported on first use, so that ``import pixloc_ros.core.geometry.georef`` does not
+load torch for the tools that run without it):
+- ``Pose`` (batched rigid transforms, torch), ``so3_exp`` / ``so3_log`` / ``skew``: ``pose``;
+- ``Camera`` (batched pinhole + OpenCV distortion, pixel-centre origin), ``MIN_DEPTH``: ``camera``;
+- ``Georeference`` (map origin and heading <-> WGS84): ``georef``;
+- ``pose_errors``, ``summarize``, ``AccuracySummary``, ``CMU_THRESHOLDS``: ``metrics``;
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "Pose": "pose", "so3_exp": "pose", "so3_log": "pose", "skew": "pose",
+    "Camera": "camera", "MIN_DEPTH": "camera",
+    "Georeference": "georef",
+    "pose_errors": "metrics", "summarize": "metrics", "AccuracySummary": "metrics", "CMU_THRESHOLDS": "metrics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
