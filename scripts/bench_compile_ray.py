@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.core.map_compile import CompileConfig, compile_tiled_map
     from pixloc_ros.core.map_compile_ray import RayOptions

@@ -67,8 +67,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     import pixloc_ros
-    from pixloc_ros.core.localizer import LocalizerConfig
-    from pixloc_ros.core.optimizer import LMConfig
+    from pixloc_ros.core.engine.localizer import LocalizerConfig
+    from pixloc_ros.core.engine.lm.optimizer import LMConfig
     from pixloc_ros.core.pipeline import PipelineConfig, load_pipeline
     from pixloc_ros.core.retrieval import RetrievalConfig
     from pixloc_ros.data.bags import read_drive

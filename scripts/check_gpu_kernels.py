@@ -7,7 +7,7 @@ spill bytes that ptxas reports.
         [--channels 32 128] [--jobs N] [--jsonl FILE] [--variants FILE.py:FUNCTION]
 
 Targets: 80 A100, 86 RTX 30xx, 87 Jetson Orin, 89 RTX 40xx / L4, 90 H100 (sm_90a). The variants
-are what ``core.fused_lm`` launches (``lm_variants.kernel_variants``: both image gradients, with and
+are what ``core.engine.lm.fused`` launches (``lm.variants.kernel_variants``: both image gradients, with and
 without per-point outputs, both stopping rules, 32 and 128 channels); ``--variants`` checks
 another list (a function returning objects with ``kernel``, ``name``, ``signature``,
 ``constexprs``, ``aligned``, ``num_warps``). Compiling uses Triton's ahead-of-time path
@@ -138,7 +138,7 @@ def compile_one(task: tuple[int, int]) -> Row:
 def load_variants(spec: str | None, channels: tuple[int, ...]) -> list:
     """The variants to check: ``lm_variants.kernel_variants(channels)``, or FILE.py:FUNCTION's list."""
     if spec is None:
-        from pixloc_ros.core.lm_variants import kernel_variants
+        from pixloc_ros.core.engine.lm.variants import kernel_variants
         return kernel_variants(channels)
     path, _, name = spec.rpartition(":")
     if not path or not Path(path).is_file():

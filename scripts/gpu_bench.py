@@ -31,11 +31,11 @@ import torch
 
 from pixloc_ros.cli import main as cli_main
 from pixloc_ros.commands.bench import _synthetic_problem
-from pixloc_ros.core import fused_lm
+from pixloc_ros.core.engine.lm import fused as fused_lm
 from pixloc_ros.core.geometry.pose import Pose, so3_exp
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
-from pixloc_ros.core.network import PixLocModel
-from pixloc_ros.core.optimizer import LMConfig
+from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.engine.network import PixLocModel
+from pixloc_ros.core.engine.lm.optimizer import LMConfig
 
 
 def sizes(args) -> SimpleNamespace:

@@ -57,7 +57,7 @@ def test_weights(tmp_path_factory) -> TestWeights:
         return TestWeights(Path(os.environ["PIXLOC_ROS_TEST_WEIGHTS"]), True)
     if SHIPPED_WEIGHTS.exists():
         return TestWeights(SHIPPED_WEIGHTS, True)
-    from pixloc_ros.core.checkpoint import init_weights, save_weights
+    from pixloc_ros.core.engine.checkpoint import init_weights, save_weights
     path = tmp_path_factory.mktemp("weights") / "random_vgg16.safetensors"
     save_weights(init_weights("vgg16", 0), path)
     return TestWeights(path, False)
@@ -81,7 +81,7 @@ class SynthMap:
 
 @pytest.fixture(scope="session")
 def synth_map(synth_small, test_weights, tmp_path_factory) -> SynthMap:
-    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.map_compile import CompileConfig, compile_map

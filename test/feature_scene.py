@@ -16,7 +16,7 @@ import torch
 
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose, so3_exp
-from pixloc_ros.core.query_points import QueryPoints
+from pixloc_ros.core.engine.query_points import QueryPoints
 
 STRIDES = (1, 4, 16)
 WAVELENGTHS_M = (1.2, 4.0, 15.0)  # per level, finest first

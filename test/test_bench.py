@@ -52,7 +52,7 @@ def test_bench_reports_runtime_lm_path_profile_and_many_hypotheses(capsys):
 
 
 def test_bench_refuses_a_runtime_that_is_not_installed(capsys, monkeypatch):
-    from pixloc_ros.core import network_runtime
+    from pixloc_ros.core.engine import network_runtime
     monkeypatch.setattr(network_runtime, "runtime_installed", lambda name: name == "torch")
     assert main(["bench", "--device", "cpu", "--network-runtime", "openvino", "--repeats", "1"]) == 1
     assert "not installed" in capsys.readouterr().err
@@ -73,7 +73,7 @@ def test_bench_reports_the_lm_path_that_ran(capsys, monkeypatch):
     torch loop, with the fallback's reason in the report and one warning on stderr. (The fused
     path itself through the localizer: test_lm_guard.py.)"""
     pytest.importorskip("triton")
-    from pixloc_ros.core import fused_lm
+    from pixloc_ros.core.engine.lm import fused as fused_lm
 
     if torch.cuda.is_available():
         pytest.skip("CUDA runs the fused kernels")
@@ -90,6 +90,6 @@ def test_bench_reports_the_lm_path_that_ran(capsys, monkeypatch):
 
 def test_bench_point_bucket_default_is_the_engine_default():
     from pixloc_ros.commands.bench import LM_DEFAULT_POINT_BUCKET
-    from pixloc_ros.core.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.optimizer import LMConfig
 
     assert LM_DEFAULT_POINT_BUCKET == LMConfig().point_bucket

@@ -10,12 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pixloc_ros.core import checkpoint as ckpt
-from pixloc_ros.core.checkpoint import (WeightsError, export_safetensors, init_weights,
-                                        load_checkpoint, load_weights, save_official_checkpoint,
-                                        weights_fingerprint)
-from pixloc_ros.core.engine_profile import reference_profile
-from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
+from pixloc_ros.core.engine import checkpoint as ckpt
+from pixloc_ros.core.engine.checkpoint import (WeightsError, export_safetensors, init_weights, load_checkpoint,
+    load_weights, save_official_checkpoint, weights_fingerprint)
+from pixloc_ros.core.engine.profile import reference_profile
+from pixloc_ros.core.engine.pickle_allowlist import checkpoint_safe_globals
 
 THETAS = np.array([[-2.0, 1.5, -1.2, 0.4, 0.1, 1.1],
                    [0.3, -0.7, 2.2, -0.1, 0.0, -1.9],

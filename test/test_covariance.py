@@ -5,12 +5,12 @@ import torch
 
 from feature_scene import BoxScene, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.covariance import (EIGENVALUE_FLOOR, engine_to_ros_covariance, engine_to_ros_jacobian,
-                                        make_spd, normalized_min_eigenvalue, pose_covariance,
-                                        residual_variance, ros_pose_error)
+from pixloc_ros.core.engine.covariance import (EIGENVALUE_FLOOR, engine_to_ros_covariance,
+    engine_to_ros_jacobian, make_spd, normalized_min_eigenvalue, pose_covariance, residual_variance,
+    ros_pose_error)
 from pixloc_ros.core.geometry.pose import Pose, so3_exp
-from pixloc_ros.core.interpolation import interpolate
-from pixloc_ros.core.optimizer import LMConfig, optimize_level
+from pixloc_ros.core.engine.interpolation import interpolate
+from pixloc_ros.core.engine.lm.optimizer import LMConfig, optimize_level
 
 
 def test_covariance_matches_monte_carlo():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pixloc_ros.core.covariance_calibration import quantile_higher
-from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
+from pixloc_ros.core.engine.pickle_allowlist import checkpoint_safe_globals
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pixloc_ros"
 NUMPY_VERSION = tuple(int(v) for v in np.__version__.split(".")[:2])

@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-from pixloc_ros.core.checkpoint import (default_official_conf, export_safetensors, init_weights, load_checkpoint,
-                                        save_official_checkpoint)
-from pixloc_ros.core.engine_profile import (EngineProfile, named_profile, native_profile, pad_from_official_conf,
-                                            profile_for_weights, reference_profile)
-from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
+from pixloc_ros.core.engine.checkpoint import (default_official_conf, export_safetensors, init_weights,
+    load_checkpoint, save_official_checkpoint)
+from pixloc_ros.core.engine.profile import (EngineProfile, named_profile, native_profile,
+    pad_from_official_conf, profile_for_weights, reference_profile)
+from pixloc_ros.core.engine.pickle_allowlist import checkpoint_safe_globals
 
 
 def test_json_round_trip_and_validation():
@@ -85,7 +85,7 @@ def test_shipped_weights_are_native():
 
 
 def test_localizer_follows_the_weights_unless_told(tmp_path):
-    from pixloc_ros.core.localizer import Localizer, LocalizerConfig
+    from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
 
     model = init_weights("vgg16", 0, profile=reference_profile(3.0))
     assert Localizer(model, LocalizerConfig(device="cpu")).profile == reference_profile(3.0)

@@ -1,4 +1,4 @@
-"""The fused LM level (core/fused_lm.py, core/lm_kernels.py) against the torch level solver.
+"""The fused LM level (core/engine/lm/fused.py, core/engine/lm/kernels.py) against the torch level solver.
 
 Same inputs, same ``LevelResult``: poses, iterations, stop flags, costs, Hessians and weights
 must agree within float32 round-off, for both image gradients and both stopping rules. On a
@@ -14,10 +14,10 @@ import torch
 from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose
-from pixloc_ros.core.optimizer import LMConfig, optimize_level, resolve_lm_path
+from pixloc_ros.core.engine.lm.optimizer import LMConfig, optimize_level, resolve_lm_path
 
 triton = pytest.importorskip("triton")
-from pixloc_ros.core.fused_lm import interpreted, segments_of  # noqa: E402
+from pixloc_ros.core.engine.lm.fused import interpreted, segments_of  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 LAMBDA = torch.full((6,), 1e-2)
@@ -196,8 +196,8 @@ def test_many_channels_run_in_chunks():
 def test_launches_match_the_compiled_variants(monkeypatch):
     """The constexpr values fused_lm passes at launch (with the GPU's block size) are exactly
     those scripts/check_gpu_kernels.py compiles (lm_variants.kernel_variants)."""
-    from pixloc_ros.core import fused_lm, lm_kernels
-    from pixloc_ros.core.lm_variants import kernel_variants
+    from pixloc_ros.core.engine.lm import fused as fused_lm, kernels as lm_kernels
+    from pixloc_ros.core.engine.lm.variants import kernel_variants
 
     launched = set()
     real = fused_lm.kernels
@@ -227,7 +227,7 @@ def test_launches_match_the_compiled_variants(monkeypatch):
 
 def test_buckets():
     """Hypotheses pad to 4, 16, 64, ...; points to the granule times a power of two."""
-    from pixloc_ros.core.fused_lm import hypothesis_bucket, point_bucket, warm_up_shapes
+    from pixloc_ros.core.engine.lm.fused import hypothesis_bucket, point_bucket, warm_up_shapes
 
     assert [hypothesis_bucket(b) for b in (1, 3, 4, 5, 16, 17, 64, 65)] == [4, 4, 4, 16, 16, 64, 64, 256]
     assert [point_bucket(n, 1024) for n in (0, 1, 800, 1024, 1025, 3000, 5000)] == [1024, 1024, 1024, 1024, 2048,
@@ -254,7 +254,7 @@ def test_padding_does_not_change_results():
 def test_varying_frames_reuse_one_bucket():
     """A node-like sequence (1-4 hypotheses, 60-128 points) builds one bucket state (on CUDA: one
     set of graph captures), replayed by every later frame."""
-    from pixloc_ros.core import fused_lm
+    from pixloc_ros.core.engine.lm import fused as fused_lm
 
     fused_lm.clear_cache()
     before = fused_lm.cache_stats()
@@ -270,7 +270,7 @@ def test_varying_frames_reuse_one_bucket():
 
 def test_the_cache_is_bounded(monkeypatch):
     """Evicted buckets take their map buffers along once no cached bucket uses them."""
-    from pixloc_ros.core import fused_lm
+    from pixloc_ros.core.engine.lm import fused as fused_lm
 
     fused_lm.clear_cache()
     monkeypatch.setattr(fused_lm, "MAX_CACHED", 2)

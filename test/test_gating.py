@@ -9,8 +9,8 @@ import torch
 from feature_scene import BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.gating import GatingConfig, gate
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
-from pixloc_ros.core.network import FeaturePyramid
+from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.engine.network import FeaturePyramid
 
 DAMPING = torch.full((3, 6), 1e-2)
 PRIOR_COV = np.diag([1.0, 1.0, 1.0, math.radians(5) ** 2, math.radians(5) ** 2, math.radians(5) ** 2])

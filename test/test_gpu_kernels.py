@@ -45,7 +45,7 @@ def test_the_check_passes_for_all_targets(engine_report):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_engine_variant_compiles_without_spills(engine_report, arch):
-    from pixloc_ros.core.lm_variants import kernel_variants
+    from pixloc_ros.core.engine.lm.variants import kernel_variants
 
     _, rows = engine_report
     mine = {r["kernel"]: r for r in rows if r["arch"] == arch}

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixloc_ros.core.interpolation import BilinearSampler, interpolate
+from pixloc_ros.core.engine.interpolation import BilinearSampler, interpolate
 
 
 def grid_sample_reference(fmap, p):

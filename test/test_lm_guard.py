@@ -1,4 +1,4 @@
-"""The fused LM's safety net (core/lm_guard.py) through the code path the node uses (Localizer).
+"""The fused LM's safety net (core/engine/lm/guard.py) through the code path the node uses (Localizer).
 
 Each failure is injected where it would happen on a GPU machine -- the kernel launch raising
 Triton's CompilationError, CUDA graph capture raising, the kernels returning wrong numbers, a
@@ -12,13 +12,13 @@ import torch
 
 from feature_scene import BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.pose import Pose
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
-from pixloc_ros.core.network import FeaturePyramid
-from pixloc_ros.core.optimizer import LMConfig
+from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.engine.network import FeaturePyramid
+from pixloc_ros.core.engine.lm.optimizer import LMConfig
 
 triton = pytest.importorskip("triton")
-from pixloc_ros.core import fused_lm  # noqa: E402
-from pixloc_ros.core.lm_guard import PROBE_TOL_M, compare_results, probe_problem  # noqa: E402
+from pixloc_ros.core.engine.lm import fused as fused_lm  # noqa: E402
+from pixloc_ros.core.engine.lm.guard import PROBE_TOL_M, compare_results, probe_problem  # noqa: E402
 
 DAMPING = torch.full((3, 6), 1e-2)
 ITERS = (3, 3, 0)  # levels 0 and 1 (the 32- and 16-channel maps of the box scene are all alike here)
@@ -199,7 +199,7 @@ def test_probe_problem_and_comparison():
     """The probe's problem has the bucket's exact shape (so its CUDA graphs are the frames'), and
     the comparison notices a pose off by more than the tolerance."""
     from pixloc_ros.core.geometry.camera import Camera
-    from pixloc_ros.core.optimizer import optimize_level
+    from pixloc_ros.core.engine.lm.optimizer import optimize_level
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cam = Camera.from_params(40, 30, 35.0, 35.0, 19.5, 14.5)

@@ -8,9 +8,9 @@ import torch
 from feature_scene import BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig, level_pads
-from pixloc_ros.core.network import FeaturePyramid
-from pixloc_ros.core.query_points import QueryPoints
+from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig, level_pads
+from pixloc_ros.core.engine.network import FeaturePyramid
+from pixloc_ros.core.engine.query_points import QueryPoints
 
 DAMPING = torch.full((3, 6), 1e-2)
 
@@ -129,7 +129,7 @@ def test_bad_input_raises(scene_setup, localizer):
 def random_network_problem(seed):
     """(model, localizer, camera, points, image): a random PixLoc network (torch seed 0), a 128x96
     pinhole camera, 200 random points 4-8 m ahead with random unit features, a random image."""
-    network = pytest.importorskip("pixloc_ros.core.network")
+    network = pytest.importorskip("pixloc_ros.core.engine.network")
     torch.manual_seed(0)
     model = network.PixLocModel()
     loc = Localizer(model, LocalizerConfig(device="cpu", iterations=(3, 3, 3), min_valid_points=5))
@@ -224,7 +224,7 @@ def test_pad_tuple_applies_per_level(scene_setup):
 @pytest.mark.parametrize("compile_mode", [None, "reduce-overhead"])
 def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
     """The same problem on CUDA (eager, or torch.compile with CUDA graphs) lands where the CPU does."""
-    from pixloc_ros.core.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.optimizer import LMConfig
 
     _, cam, T, pyramid, qp = scene_setup
     init = Pose.stack([perturb(T, 5.0, 1.0, 0), perturb(T, 3.0, 0.5, 1)])
@@ -243,7 +243,7 @@ def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
 def test_lm_runs_with_its_own_cpu_threads(scene_setup, monkeypatch):
     """LocalizerConfig.lm_cpu_threads: the LM's small tensors run on one thread, whatever the
     network uses; torch's setting is restored afterwards."""
-    from pixloc_ros.core import lm_guard as guard_module  # the localizer's levels go through lm_guard
+    from pixloc_ros.core.engine.lm import guard as guard_module  # the localizer's levels go through lm_guard
 
     _, cam, T, pyramid, qp = scene_setup
     seen = []
@@ -266,7 +266,7 @@ def test_lm_runs_with_its_own_cpu_threads(scene_setup, monkeypatch):
 
 def test_images_go_to_the_device_as_uint8_and_convert_there():
     """upload_rgb (pinned uint8 upload on CUDA) gives rgb_to_tensor's values on any device."""
-    from pixloc_ros.core.images import rgb_to_tensor, upload_rgb
+    from pixloc_ros.core.engine.images import rgb_to_tensor, upload_rgb
 
     rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     expected = rgb_to_tensor(rgb)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixloc_ros.core.checkpoint import init_weights, save_weights, weights_fingerprint
+from pixloc_ros.core.engine.checkpoint import init_weights, save_weights, weights_fingerprint
 from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
 from pixloc_ros.core.map_compile import CompileConfig, compile_map, resized_size
 from pixloc_ros.core.mapfile import WeightsMismatchError, open_map

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_map_compile import synthetic  # noqa: F401  (the module-scoped fixture: 4 keyframes, 2 cameras)
 
-from pixloc_ros.core.checkpoint import save_weights, weights_fingerprint
+from pixloc_ros.core.engine.checkpoint import save_weights, weights_fingerprint
 from pixloc_ros.core.map_compile import CompileConfig, compile_map, compile_tiled_map
 from pixloc_ros.core.mapfile import open_map
 from pixloc_ros.core.retrieval import MapIndex

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixloc_ros.core.checkpoint import init_weights
-from pixloc_ros.core.network import STRIDES, FeaturePyramid, NetworkConfig, PixLocModel
+from pixloc_ros.core.engine.checkpoint import init_weights
+from pixloc_ros.core.engine.network import STRIDES, FeaturePyramid, NetworkConfig, PixLocModel
 
 # Convs per VGG block, from DESIGN.md ("PixLoc facts"), written out independently of the code.
 VGG_CONVS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}

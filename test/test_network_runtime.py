@@ -1,4 +1,4 @@
-"""The network through OpenVINO / ONNX Runtime on the CPU (core/network_runtime.py).
+"""The network through OpenVINO / ONNX Runtime on the CPU (core/engine/network_runtime.py).
 
 The maps must equal PyTorch's within 1e-3 (they do within about 1e-6), for both image
 handlings (the native profile's padding, the reference's cropping) and odd sizes; the compiled
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from pixloc_ros.core import network_runtime
+from pixloc_ros.core.engine import network_runtime
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose
-from pixloc_ros.core.localizer import Localizer, LocalizerConfig
-from pixloc_ros.core.network import NetworkConfig, PixLocModel
-from pixloc_ros.core.network_runtime import CompiledUNet, resolve_cpu_runtime, runtime_installed
-from pixloc_ros.core.query_points import QueryPoints
+from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
+from pixloc_ros.core.engine.network import NetworkConfig, PixLocModel
+from pixloc_ros.core.engine.network_runtime import CompiledUNet, resolve_cpu_runtime, runtime_installed
+from pixloc_ros.core.engine.query_points import QueryPoints
 
 RUNTIMES = [pytest.param(name, marks=pytest.mark.skipif(not runtime_installed(name), reason=f"{name} not installed"))
             for name in ("openvino", "onnxruntime")]
@@ -108,7 +108,7 @@ def test_localizer_uses_the_runtime_and_finds_the_same_pose(weights):
     pyramid = torch_model.extract(image)
     feats, confs = [], []
     for level, stride in enumerate(pyramid.strides):  # reference features: the image's own, at the true pose
-        from pixloc_ros.core.interpolation import BilinearSampler
+        from pixloc_ros.core.engine.interpolation import BilinearSampler
         p2d, _ = cam.scale(1.0 / stride).world2image(xyz.double())
         s = BilinearSampler(pyramid.features[level], confidence=pyramid.confidences[level])
         M, _, c = s.sample_with_confidence(p2d[None].float())

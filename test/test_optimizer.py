@@ -6,7 +6,8 @@ import torch
 from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.core.optimizer import LMConfig, _LevelProblem, cholesky_solve_spd, damped_solve, optimize_level
+from pixloc_ros.core.engine.lm.optimizer import (LMConfig, _LevelProblem, cholesky_solve_spd, damped_solve,
+    optimize_level)
 
 LAMBDA = torch.full((6,), 1e-2)
 
@@ -212,9 +213,9 @@ def test_gradients_flow_through_the_solver():
 
 
 def test_elementwise_formulation_matches_matmuls(setup, monkeypatch):
-    """The CUDA formulation of the per-point products (core/small_ops.py), run here on the CPU,
+    """The CUDA formulation of the per-point products (core/engine/small_ops.py), run here on the CPU,
     gives the same LM trajectory as the batched matmuls."""
-    from pixloc_ros.core import small_ops
+    from pixloc_ros.core.engine import small_ops
 
     T = setup[2]
     init = Pose.stack([perturb(T, 3.0, 0.5, seed=1), perturb(T, 2.0, 0.3, seed=2)]).float()

@@ -265,7 +265,7 @@ def test_calibrate_command_fits_what_the_pipeline_loads(localizing_weights, synt
 def test_a_pose_the_calibration_calls_too_uncertain_is_not_published(localizing_weights, synth_map, tmp_path):
     """With a calibration that says every pose is known to 2 m only, the drive is tracked but
     nothing is published, each frame saying why."""
-    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.covariance_calibration import CovarianceCalibration
 
     fingerprint = weights_fingerprint(load_weights(str(localizing_weights), "cpu"))

@@ -33,9 +33,9 @@ MAX_DR_DEG = 0.01
 def _official_model():
     """Weights saved in the official layout (the CMU conf, no pixloc_ros section) and loaded back:
     the shipped tensors (a trained network, so the LM has a real minimum) or random weights."""
-    from pixloc_ros.core.checkpoint import init_weights, load_weights
-    from pixloc_ros.core.engine_profile import reference_profile
-    from pixloc_ros.core.network import PixLocModel
+    from pixloc_ros.core.engine.checkpoint import init_weights, load_weights
+    from pixloc_ros.core.engine.profile import reference_profile
+    from pixloc_ros.core.engine.network import PixLocModel
 
     model = PixLocModel("vgg16", profile=reference_profile())
     if SHIPPED_WEIGHTS.exists():
@@ -47,7 +47,8 @@ def _official_model():
 
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
-    from pixloc_ros.core.checkpoint import default_official_conf, load_checkpoint, save_official_checkpoint
+    from pixloc_ros.core.engine.checkpoint import (default_official_conf, load_checkpoint,
+        save_official_checkpoint)
 
     path = tmp_path_factory.mktemp("official") / "checkpoint_best.tar"
     save_official_checkpoint(_official_model(), path, default_official_conf("vgg16"))
@@ -74,10 +75,10 @@ class ParityRun:
 def _run(problem: ParityProblem, official, tmp_path) -> ParityRun:
     import cv2
 
-    from pixloc_ros.core.checkpoint import weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import weights_fingerprint
     from pixloc_ros.core.geometry.camera import Camera
     from pixloc_ros.core.geometry.pose import Pose
-    from pixloc_ros.core.localizer import Localizer, LocalizerConfig
+    from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
     from pixloc_ros.core.map_compile import CompileConfig, compile_map
     from pixloc_ros.core.retrieval import MapIndex, RetrievalConfig
 
@@ -192,7 +193,7 @@ def test_map_keeps_and_samples_what_the_reference_does(parity):
 
 
 def test_central_gradient_is_a_finite_difference_of_the_sampled_map(parity):
-    from pixloc_ros.core.interpolation import BilinearSampler
+    from pixloc_ros.core.engine.interpolation import BilinearSampler
 
     pyr = parity.query_pyramids[0]
     gen = torch.Generator().manual_seed(0)

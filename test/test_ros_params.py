@@ -63,7 +63,7 @@ def test_no_odometry_is_fine_with_map_base_tf():
 
 
 def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults():
-    from pixloc_ros.core.localizer import LocalizerConfig
+    from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.pipeline import PipelineConfig
     from pixloc_ros.ros.params import engine_configs
 

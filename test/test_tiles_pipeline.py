@@ -1,8 +1,8 @@
 """The per-frame pipeline on a tiled map: same decisions and poses as on the one-file map."""
 import numpy as np
 
-from pixloc_ros.core.checkpoint import load_weights
-from pixloc_ros.core.localizer import Localizer
+from pixloc_ros.core.engine.checkpoint import load_weights
+from pixloc_ros.core.engine.localizer import Localizer
 from pixloc_ros.core.mapfile import open_map
 from pixloc_ros.core.pipeline import RelocalizationPipeline, load_pipeline
 from pixloc_ros.core.retrieval import MapIndex

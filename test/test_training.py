@@ -20,7 +20,7 @@ import torch
 from pixloc_ros.cli import main
 from pixloc_ros.core import training
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
+from pixloc_ros.core.engine.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
 from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
 from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.data.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
@@ -273,7 +273,7 @@ def test_training_solves_the_system_inference_solves(tiny_map, monkeypatch, engi
     """The LM inside training uses the weights' profile: its image gradient and stopping rule
     (the reference's never stops early while training), and reference features sampled in the
     profile's order (raw maps for the reference)."""
-    from pixloc_ros.core.engine_profile import named_profile
+    from pixloc_ros.core.engine.profile import named_profile
 
     colmap, images, _ = tiny_map
     pair = training.PairSampler(read_model(colmap), images, _pair_config()).sample(np.random.default_rng(0))

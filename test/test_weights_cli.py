@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pixloc_ros.cli import main
-from pixloc_ros.core.checkpoint import (init_weights, load_checkpoint, save_official_checkpoint,
-                                        weights_fingerprint)
+from pixloc_ros.core.engine.checkpoint import (init_weights, load_checkpoint, save_official_checkpoint,
+    weights_fingerprint)
 
 THETAS = np.array([[-4.0, 3.0, -2.0, 1.0, 0.5, 2.5],
                    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],

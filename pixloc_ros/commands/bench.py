@@ -70,8 +70,8 @@ def _synthetic_problem(args, device, model):
 
     from pixloc_ros.core.geometry.camera import Camera, random_points_in_view
     from pixloc_ros.core.geometry.pose import Pose, so3_exp
-    from pixloc_ros.core.interpolation import BilinearSampler
-    from pixloc_ros.core.query_points import QueryPoints
+    from pixloc_ros.core.engine.interpolation import BilinearSampler
+    from pixloc_ros.core.engine.query_points import QueryPoints
 
     g = torch.Generator().manual_seed(args.seed)
     w, h = args.width, args.height
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints a table (or JSON). Returns 0, or 1 with one error line."""
     import torch
 
-    from pixloc_ros.core.localizer import Localizer, LocalizerConfig, resolve_device
-    from pixloc_ros.core.optimizer import LMConfig
+    from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig, resolve_device
+    from pixloc_ros.core.engine.lm.optimizer import LMConfig
 
     try:
         device = resolve_device(args.device)
@@ -127,17 +127,17 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if args.weights:
-        from pixloc_ros.core.checkpoint import load_weights
+        from pixloc_ros.core.engine.checkpoint import load_weights
         model = load_weights(args.weights, device)
     else:
-        from pixloc_ros.core.network import PixLocModel
+        from pixloc_ros.core.engine.network import PixLocModel
         torch.manual_seed(args.seed)
         model = PixLocModel()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.channels_last:
         model.config.channels_last = True
-    from pixloc_ros.core.engine_profile import named_profile
+    from pixloc_ros.core.engine.profile import named_profile
 
     stops = {} if args.early_stop else dict(stop_dt=0.0, stop_dw_deg=0.0, grad_stop=0.0)
     lm = LMConfig(compile=args.compile, compile_mode=args.compile_mode, path=args.lm_path,
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixloc-ros bench: {err}", file=sys.stderr)
         return 1
     image, camera, points, init = _synthetic_problem(args, device, model)
-    # The fused LM's one fallback warning (core/lm_guard.py) goes to stderr and into the report.
+    # The fused LM's one fallback warning (core/engine/lm/guard.py) goes to stderr and into the report.
     localizer.set_lm_warning_handler(lambda text: print(f"pixloc-ros bench: warning: {text}", file=sys.stderr))
 
     stages: dict[str, list[float]] = {k: [] for k in ("network", "lm_level2", "lm_level1", "lm_level0",

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     """Compile the map; prints a summary; returns 1 with one error line on failure."""
     import torch
 
-    from pixloc_ros.core.checkpoint import WeightsError, load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.map_compile import CompileConfig, compile_map, compile_tiled_map

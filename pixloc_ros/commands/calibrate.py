@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit and write the calibration; returns 0, or 1 with one error line on bad input."""
-    from pixloc_ros.core.checkpoint import WeightsError, load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.covariance_calibration import calibration_path_for, fit_calibration
     from pixloc_ros.data.offline import calibration_samples
 

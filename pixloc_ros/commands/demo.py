@@ -47,7 +47,7 @@ def _weights(args, out: Path) -> Path:
         return Path(args.weights)
     if SHIPPED_WEIGHTS.exists():
         return SHIPPED_WEIGHTS
-    from pixloc_ros.core.checkpoint import init_weights, save_weights
+    from pixloc_ros.core.engine.checkpoint import init_weights, save_weights
 
     path = out / "random_vgg16.safetensors"
     if not path.exists():
@@ -72,7 +72,7 @@ def _ensure_world(out: Path, seed: int) -> Path:
 
 
 def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
-    from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.map_compile import CompileConfig, compile_map

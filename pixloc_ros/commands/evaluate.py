@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation; prints the summary, returns 0 (1 with one error line on setup errors)."""
     import json
 
-    from pixloc_ros.core.checkpoint import WeightsError
+    from pixloc_ros.core.engine.checkpoint import WeightsError
     from pixloc_ros.core.pipeline import load_pipeline
     from pixloc_ros.data.offline import evaluate_drive
     from pixloc_ros.ros.params import engine_configs

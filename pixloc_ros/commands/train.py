@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pixloc_ros.core import training
-    from pixloc_ros.core.checkpoint import WeightsError, export_safetensors, init_weights, load_weights
+    from pixloc_ros.core.engine.checkpoint import WeightsError, export_safetensors, init_weights, load_weights
     from pixloc_ros.core.colmap_io import read_model
-    from pixloc_ros.core.engine_profile import named_profile
+    from pixloc_ros.core.engine.profile import named_profile
 
     out = Path(args.out)
     if args.no_resume and (out / training.CHECKPOINT_NAME).exists():

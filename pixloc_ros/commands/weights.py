@@ -68,10 +68,9 @@ def _print_info(summary: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute the chosen action; returns the exit status (1 with one error line on failure)."""
-    from pixloc_ros.core.checkpoint import (WeightsError, describe, export_safetensors,
-                                            init_weights, load_checkpoint, save_weights,
-                                            weights_fingerprint)
-    from pixloc_ros.core.engine_profile import named_profile
+    from pixloc_ros.core.engine.checkpoint import (WeightsError, describe, export_safetensors, init_weights,
+        load_checkpoint, save_weights, weights_fingerprint)
+    from pixloc_ros.core.engine.profile import named_profile
 
     try:
         if args.action == "info":

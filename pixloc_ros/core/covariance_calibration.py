@@ -1,6 +1,6 @@
 """A covariance the EKF can use: the Hessian-based estimate calibrated on drives with ground truth.
 
-Why a calibration: ``sigma^2 H^-1`` (core/covariance.py) is the covariance of the estimate
+Why a calibration: ``sigma^2 H^-1`` (core/engine/covariance.py) is the covariance of the estimate
 under independent residuals and a perfect map. Neither holds: neighbouring pixels and the
 channels of one descriptor are correlated, the SfM points and the reference features carry
 their own errors, and the features of a snowy or dark image match the summer map worse in ways
@@ -30,7 +30,7 @@ conditions that differ between drives), fitted so that every calibration drive i
 ``pixloc-ros calibrate`` on drives held out from any evaluation and stored next to the weights
 (``<weights>.covariance.json``) with the weights' fingerprint, never hard-coded.
 
-Errors and covariances in ROS order (x, y, z, rot_x, rot_y, rot_z), see core/covariance.py.
+Errors and covariances in ROS order (x, y, z, rot_x, rot_y, rot_z), see core/engine/covariance.py.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ themselves are what the pipeline publishes.
 The pipeline (core/pipeline.py) owns the localizer; this module only keeps the books: it
 receives, per frame, the odometry motion and the optimised observations (pose, calibrated
 covariance, cost, which hypothesis each started from) and decides. Poses are (4, 4) numpy
-``map_from_base``; covariances (6, 6) in ROS order (core/covariance.py).
+``map_from_base``; covariances (6, 6) in ROS order (core/engine/covariance.py).
 """
 from __future__ import annotations
 

@@ -41,11 +41,11 @@ import torch
 from pixloc_ros import __version__
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
-from pixloc_ros.core.engine_profile import EngineProfile, native_profile
+from pixloc_ros.core.engine.profile import EngineProfile, native_profile
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.images import camera_scale, downscale_rgb, resized_size, rgb_to_tensor  # noqa: F401 (resized_size: re-export)
-from pixloc_ros.core.interpolation import BilinearSampler
-from pixloc_ros.core.localizer import level_pads
+from pixloc_ros.core.engine.images import camera_scale, downscale_rgb, resized_size, rgb_to_tensor  # noqa: F401 (resized_size: re-export)
+from pixloc_ros.core.engine.interpolation import BilinearSampler
+from pixloc_ros.core.engine.localizer import level_pads
 from pixloc_ros.core.mapfile import (KeyframeRecord, LevelInfo, MapCamera, MapHeader, MapWriter, Observations,
                                      keyframe_arrays_of)
 from pixloc_ros.core.tiles import TILES_DIR, TiledMapWriter, TileGrid, TileKey, TileSummary, inputs_digest, tile_file_name

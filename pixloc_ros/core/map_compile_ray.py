@@ -42,7 +42,7 @@ class TileWorker:
                  out_dir: str, grid, header):
         import torch
 
-        from pixloc_ros.core.checkpoint import load_weights, weights_fingerprint
+        from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -37,14 +37,14 @@ import torch
 from scipy.spatial.transform import Rotation, Slerp
 
 from .geometry.camera import Camera
-from .covariance import engine_to_ros_covariance, make_spd, normalized_min_eigenvalue, pose_covariance
+from .engine.covariance import engine_to_ros_covariance, make_spd, normalized_min_eigenvalue, pose_covariance
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .gating import GatingConfig, mahalanobis_d2, quality_failure
 from .geometry.pose import Pose
 from .hypotheses import relocalization_grid
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, TrackerDecision, pose_difference
-from .localizer import LocalizationResult, Localizer
-from .query_points import QueryPoints
+from .engine.localizer import LocalizationResult, Localizer
+from .engine.query_points import QueryPoints
 from .retrieval import MapIndex, RetrievalConfig, open_map_index
 
 
@@ -826,8 +826,8 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     """
     from dataclasses import replace as _replace
 
-    from .checkpoint import load_weights, weights_fingerprint
-    from .localizer import LocalizerConfig
+    from .engine.checkpoint import load_weights, weights_fingerprint
+    from .engine.localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
     fingerprint = weights_fingerprint(model)

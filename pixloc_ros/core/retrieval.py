@@ -37,7 +37,7 @@ from scipy.spatial.transform import Rotation
 from pixloc_ros.core.geometry.camera import MIN_DEPTH, Camera
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
-from pixloc_ros.core.query_points import QueryPoints
+from pixloc_ros.core.engine.query_points import QueryPoints
 
 MODES = ("observations", "averaged")
 

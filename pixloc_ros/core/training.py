@@ -2,7 +2,7 @@
 
 One training example is a pair of images of a mapped place with known poses: a reference image
 (the map) and a query. The query is localised from the reference's pose with the full
-coarse-to-fine Levenberg-Marquardt of ``core/optimizer.py`` (differentiable: no detach inside a
+coarse-to-fine Levenberg-Marquardt of ``core/engine/lm/optimizer.py`` (differentiable: no detach inside a
 level), using the reference's features sampled at the projections of the pair's 3D points. The
 loss compares where the 3D points land in the query under the estimated and the true pose
 (DESIGN.md "Training"):
@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.colmap_io import SfmModel
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.core.interpolation import BilinearSampler
-from pixloc_ros.core.localizer import level_pads
+from pixloc_ros.core.engine.interpolation import BilinearSampler
+from pixloc_ros.core.engine.localizer import level_pads
 from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS
-from pixloc_ros.core.network import STRIDES, PixLocModel
-from pixloc_ros.core.optimizer import LMConfig, optimize_level
+from pixloc_ros.core.engine.network import STRIDES, PixLocModel
+from pixloc_ros.core.engine.lm.optimizer import LMConfig, optimize_level
 
 CHECKPOINT_NAME = "checkpoint_last.tar"  # the resumable checkpoint inside the output folder
 METRICS_NAME = "metrics.jsonl"  # one JSON record per logging interval
@@ -766,7 +766,7 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 def official_conf(model: PixLocModel, config: TrainConfig, data: dict | None = None) -> dict:
     """The ``conf`` of a checkpoint written by ``train``: reference-style model part, our data/train."""
-    from pixloc_ros.core.checkpoint import default_official_conf
+    from pixloc_ros.core.engine.checkpoint import default_official_conf
 
     conf = default_official_conf(model.encoder_name)
     conf["model"]["optimizer"]["num_iters"] = list(config.lm_iterations)
@@ -779,7 +779,7 @@ def official_conf(model: PixLocModel, config: TrainConfig, data: dict | None = N
 
 def read_training_state(path: str | Path) -> dict:
     """The whole dict of a checkpoint written by ``train`` (restricted unpickler, as for weights)."""
-    from pixloc_ros.core.checkpoint import _sniff_format, _torch_load
+    from pixloc_ros.core.engine.checkpoint import _sniff_format, _torch_load
 
     path = Path(path)
     state = _torch_load(path, _sniff_format(path))
@@ -802,8 +802,8 @@ def train(model: PixLocModel, sampler: PairSampler, config: TrainConfig, out_dir
     steps) and calls ``log`` with one line per record. ``validation_pairs`` are localised every
     ``val_every`` steps (and at the start) with eval-time iterations.
     """
-    from pixloc_ros.core.checkpoint import save_official_checkpoint
-    from pixloc_ros.core.localizer import resolve_device
+    from pixloc_ros.core.engine.checkpoint import save_official_checkpoint
+    from pixloc_ros.core.engine.localizer import resolve_device
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

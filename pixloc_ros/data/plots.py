@@ -109,7 +109,7 @@ def save_heatmap_snapshot(image_rgb: np.ndarray, confidences: list[np.ndarray], 
     """Camera image and the fused + per-level confidence heatmaps side by side."""
     import cv2
 
-    from ..core.heatmap import render_heatmaps
+    from ..core.engine.heatmap import render_heatmaps
 
     maps = render_heatmaps(image_rgb, confidences, scale=1.0)
     tiles = [image_rgb, maps.fused] + maps.levels

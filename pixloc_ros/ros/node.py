@@ -114,7 +114,7 @@ class LocalizerNode(Node):
         self.log = ThrottledLogger(self.get_logger(), s.log_throttle_s)
         started = time.perf_counter()
         self.pipeline = build_pipeline(s)
-        # The fused LM's fallback (core/lm_guard.py) says why in one warning, through this logger.
+        # The fused LM's fallback (core/engine/lm/guard.py) says why in one warning, through this logger.
         self.pipeline.localizer.set_lm_warning_handler(lambda text: self.get_logger().warning(text))
         self.get_logger().info(f"map {s.map_file}: {self.pipeline.index.num_keyframes} keyframes, "
                                f"{self.pipeline.index.num_points} points, every checksum verified; network on "
@@ -596,7 +596,7 @@ def _is_setup_error(err: Exception) -> bool:
     """Bad parameters or files: ValueError (settings, map), OSError (files), rclpy's parameter
     errors, WeightsError. (WeightsError is looked up only once its module was imported, which
     imports torch: a parameter error must not wait seconds for that.)"""
-    checkpoint = sys.modules.get("pixloc_ros.core.checkpoint")
+    checkpoint = sys.modules.get("pixloc_ros.core.engine.checkpoint")
     weights_error = (checkpoint.WeightsError,) if checkpoint is not None else ()
     return isinstance(err, (ValueError, OSError, ParameterException, *weights_error))
 

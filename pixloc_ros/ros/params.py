@@ -354,15 +354,15 @@ class EngineConfigs:
     """The engine configurations the node builds its pipeline from."""
 
     pipeline: Any  # core.pipeline.PipelineConfig
-    localizer: Any  # core.localizer.LocalizerConfig
+    localizer: Any  # core.engine.localizer.LocalizerConfig
     tiles: Any  # core.tile_loader.TileLoaderConfig (used when the map is a tiled folder)
 
 
 def engine_configs(settings: NodeSettings) -> EngineConfigs:
     """Map the node settings onto the engine's configuration dataclasses (imports torch)."""
     from pixloc_ros.core.gating import GatingConfig
-    from pixloc_ros.core.localizer import LocalizerConfig
-    from pixloc_ros.core.optimizer import LMConfig
+    from pixloc_ros.core.engine.localizer import LocalizerConfig
+    from pixloc_ros.core.engine.lm.optimizer import LMConfig
     from pixloc_ros.core.pipeline import PipelineConfig
     from pixloc_ros.core.retrieval import RetrievalConfig
     from pixloc_ros.core.tile_loader import TileLoaderConfig

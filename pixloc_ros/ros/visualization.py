@@ -10,7 +10,7 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from pixloc_ros.core.heatmap import Heatmaps, render_heatmaps  # noqa: F401  (re-exported for the node)
+from pixloc_ros.core.engine.heatmap import Heatmaps, render_heatmaps  # noqa: F401  (re-exported for the node)
 from pixloc_ros.ros.conversions import make_header
 
 

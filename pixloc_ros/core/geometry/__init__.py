@@ -7,18 +7,11 @@ load torch for the tools that run without it):
 - ``Georeference`` (map origin and heading <-> WGS84): ``georef``;
 - ``pose_errors``, ``summarize``, ``AccuracySummary``, ``CMU_THRESHOLDS``: ``metrics``;
 """
-from importlib import import_module
+from pixloc_ros.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "Pose": "pose", "so3_exp": "pose", "so3_log": "pose", "skew": "pose",
     "Camera": "camera", "MIN_DEPTH": "camera",
     "Georeference": "georef",
     "pose_errors": "metrics", "summarize": "metrics", "AccuracySummary": "metrics", "CMU_THRESHOLDS": "metrics",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

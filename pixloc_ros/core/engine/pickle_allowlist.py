@@ -1,4 +1,4 @@
-"""The allow-list of the restricted unpickler that opens PixLoc training checkpoints (core/checkpoint.py).
+"""The allow-list of the restricted unpickler that opens PixLoc training checkpoints (core/engine/checkpoint.py).
 
 Kept apart from the loader so that it imports no torch: the numpy-version handling here is checked
 under the numpy releases of Ubuntu 22.04 and 24.04 (1.21, 1.26) by test/test_numpy_compat.py, in

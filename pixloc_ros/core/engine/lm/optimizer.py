@@ -46,11 +46,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry.camera import Camera
-from .engine_profile import REFERENCE_CHECK_EVERY, STOPPING_RULES
-from .geometry.pose import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
-from .interpolation import GRADIENTS, BilinearSampler
-from .small_ops import gram_rows, small_matmul, weighted_outer_sum
+from ...geometry.camera import Camera
+from ..profile import REFERENCE_CHECK_EVERY, STOPPING_RULES
+from ...geometry.pose import Pose, quat_xyzw_to_rotmat, rotmat_to_quat_xyzw, so3_exp
+from ..interpolation import GRADIENTS, BilinearSampler
+from ..small_ops import gram_rows, small_matmul, weighted_outer_sum
 
 
 LM_PATHS = ("auto", "torch", "fused")
@@ -324,7 +324,7 @@ def fused_blocker(config: LMConfig, features, confidence, xyz, ref_features, ref
     """Why the fused kernels cannot run this problem: (None, False) when they can, else (reason,
     whether it is this machine: triton missing, CPU tensors without Triton's interpreter) -- the
     other reasons (autograd, per-hypothesis reference features, dtype) belong to the problem."""
-    from .fused_lm import interpreted, triton_available
+    from .fused import interpreted, triton_available
 
     tensors = [t for t in (features, confidence, xyz, ref_features, ref_confidence, init.R, init.t, damping)
                if t is not None]
@@ -377,7 +377,7 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
     if len(init.shape) != 1:
         raise ValueError(f"init must be a Pose of batch shape (B,), got {tuple(init.shape)}")
     if resolve_lm_path(config, features, confidence, xyz, ref_features, ref_confidence, init, damping) == "fused":
-        from .fused_lm import optimize_level_fused
+        from .fused import optimize_level_fused
         return optimize_level_fused(features, confidence, xyz, ref_features, ref_confidence, camera, init,
                                     damping, config)
     device = xyz.device

@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .geometry.camera import Camera, random_points_in_view
-from .geometry.pose import Pose, so3_exp
+from ...geometry.camera import Camera, random_points_in_view
+from ...geometry.pose import Pose, so3_exp
 from .optimizer import LevelResult, LMConfig, fused_blocker, optimize_level
 
 PROBE_ITERS = 5  # LM iterations of the probe (no early stop: every hypothesis runs them all)
@@ -65,7 +65,7 @@ def probe_problem(bucket: tuple, camera: Camera, with_confidence: bool, seed: in
     """A synthetic problem of exactly ``bucket`` (``fused_lm.bucket_key``): (features (C, H, W),
     confidence (1, H, W) or None, xyz (N, 3), reference features (N, C), reference confidence
     (N,), init Pose (B,)), on the bucket's device. ``camera``: the level's camera (H x W)."""
-    from .interpolation import BilinearSampler
+    from ..interpolation import BilinearSampler
 
     device, B, N, H, W, C = torch.device(bucket[0]), *bucket[1:6]
     g = torch.Generator(device=device).manual_seed(seed)
@@ -148,7 +148,7 @@ class LMPathGuard:
         module docstring says; never raises for a failure of the fused path."""
         args = (features, confidence, xyz, ref_features, ref_confidence, camera, init, damping)
         if self._wants_fused(config, *args):
-            from .fused_lm import bucket_key, optimize_level_fused
+            from .fused import bucket_key, optimize_level_fused
 
             if init.shape == ():
                 init = init[None]
@@ -190,7 +190,7 @@ class LMPathGuard:
                config: LMConfig) -> None:
         """Raise ``FusedLMMismatch`` (or whatever the fused path raises) unless both paths agree
         on the synthetic problem of ``key``'s bucket."""
-        from .fused_lm import optimize_level_fused
+        from .fused import optimize_level_fused
 
         fmap, conf, xyz, ref, c_ref, init = probe_problem(key, camera, confidence is not None)
         probe = replace(config, num_iters=PROBE_ITERS, stop_dt=0.0, stop_dw_deg=0.0, grad_stop=0.0)

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine_profile import EngineProfile, native_profile
-from .network_runtime import CPU_PRECISIONS, CPU_RUNTIMES, CompiledUNet, resolve_cpu_precision, resolve_cpu_runtime
+from .profile import EngineProfile, native_profile
+from .network_runtime import (CPU_PRECISIONS, CPU_RUNTIMES, CompiledUNet, resolve_cpu_precision,
+    resolve_cpu_runtime)
 
 STRIDES = (1, 4, 16)  # stride of each output level, finest first
 OUTPUT_DIMS = (32, 128, 128)  # channels of each output level, finest first

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine_profile import REFERENCE_CHECK_EVERY
+from ..profile import REFERENCE_CHECK_EVERY
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ def kernel_variants(channels: tuple[int, ...] = (32, 128)) -> list[KernelVariant
     """Every (kernel, constexpr values) combination ``optimize_level_fused`` launches on CUDA for
     maps of ``channels`` channels (PixLoc's levels: 32 and 128): both image gradients, with and
     without the per-point outputs, both stopping rules."""
-    from . import lm_kernels as k
-    from . import lm_update as u
+    from . import kernels as k
+    from . import update_kernel as u
 
     def make(kernel, types: dict, constexprs: dict, num_warps: int) -> KernelVariant:
         sig = {name: ("constexpr" if name in constexprs else types.get(name, "*fp32")) for name in kernel.arg_names}

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .geometry.camera import Camera
-from .engine_profile import REFERENCE_CHECK_EVERY
-from .geometry.pose import Pose
+from ...geometry.camera import Camera
+from ..profile import REFERENCE_CHECK_EVERY
+from ...geometry.pose import Pose
 
 MAX_CACHED = 48  # problem buckets whose buffers and graphs are kept (per process): 3 levels x a few buckets
 MIN_HYPOTHESES = 4  # smallest hypothesis bucket: frames with 1-4 hypotheses share their graphs
@@ -79,7 +79,7 @@ def interpreted() -> bool:
     """Whether the kernels were built for Triton's interpreter (``TRITON_INTERPRET=1`` at import)."""
     from triton.runtime.interpreter import InterpretedFunction
 
-    from . import lm_kernels
+    from . import kernels as lm_kernels
     return isinstance(lm_kernels.lm_channels_kernel, InterpretedFunction)
 
 
@@ -88,8 +88,8 @@ def kernels(device: torch.device):
     on the CPU they exist only in Triton's interpreter, i.e. with ``TRITON_INTERPRET=1`` set before
     triton is first imported (Triton's own library functions, ``tl.sum`` among them, are
     interpreted only then; the tests' conftest sets it on machines without CUDA)."""
-    from . import lm_kernels as k
-    from . import lm_update as u
+    from . import kernels as k
+    from . import update_kernel as u
     if device.type != "cuda" and not interpreted():
         raise RuntimeError("the fused LM runs on CUDA tensors; on the CPU only in Triton's interpreter "
                            "(set TRITON_INTERPRET=1 before the process imports triton; for tests)")
@@ -117,7 +117,7 @@ def hypothesis_bucket(num_hypotheses: int) -> int:
 def point_bucket(num_points: int, granularity: int) -> int:
     """Rows the points are padded to: ``granularity`` (rounded up to the per-point block) times
     the next power of two of the multiples needed; at least one granule (also for 0 points)."""
-    from .lm_kernels import BLOCK_N, BLOCK_P
+    from .kernels import BLOCK_N, BLOCK_P
     block = max(BLOCK_N, BLOCK_P)
     granule = max(block, -(-int(granularity) // block) * block)
     return granule * _next_pow2(max(1, -(-int(num_points) // granule)))
@@ -143,7 +143,7 @@ def channel_block(device: torch.device) -> int:
     """Points per program of the channel pass: ``lm_kernels.BLOCK_N`` on a GPU (what ptxas's report
     chose); ``BLOCK_P`` in Triton's interpreter, which runs programs one after the other in Python
     (4x fewer of them; the arithmetic does not depend on the block size)."""
-    from .lm_kernels import BLOCK_N, BLOCK_P
+    from .kernels import BLOCK_N, BLOCK_P
     return BLOCK_N if device.type == "cuda" else BLOCK_P
 
 
@@ -160,8 +160,8 @@ class _FusedLevel:
 
     def __init__(self, device: torch.device, B: int, N: int, H: int, W: int, C: int, central: bool,
                  reference: bool):
-        from . import lm_kernels as k
-        from . import lm_update as u
+        from . import kernels as k
+        from . import update_kernel as u
 
         self.device, self.B, self.N, self.H, self.W, self.C = device, B, N, H, W, C
         self.central, self.reference = central, reference
@@ -225,7 +225,7 @@ class _FusedLevel:
             buf.zero_()
 
     def _terms(self, active: torch.Tensor, write_points: bool) -> None:
-        from . import lm_kernels as k
+        from . import kernels as k
         channels, per_point, _ = kernels(self.device)
         maps = self.maps
         block = channel_block(self.device)
@@ -368,7 +368,7 @@ def optimize_level_fused(features: torch.Tensor, confidence: torch.Tensor | None
     ``damping`` on the CPU to keep the call free of host syncs (a CUDA damping costs none either,
     it is joined on the device).
     """
-    from . import lm_kernels as k
+    from . import kernels as k
     from .optimizer import LevelResult, _orthonormalize
 
     if init.shape == ():

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixloc_ros.core.engine_profile import (PROJECT_CONF_KEY, EngineProfile, native_profile,
-                                            pad_from_official_conf, profile_for_weights, reference_profile)
-from pixloc_ros.core.network import ENCODERS, OUTPUT_DIMS, VGG_BLOCKS, NetworkConfig, PixLocModel
-from pixloc_ros.core.pickle_allowlist import checkpoint_safe_globals
+from pixloc_ros.core.engine.profile import (PROJECT_CONF_KEY, EngineProfile, native_profile,
+    pad_from_official_conf, profile_for_weights, reference_profile)
+from pixloc_ros.core.engine.network import ENCODERS, OUTPUT_DIMS, VGG_BLOCKS, NetworkConfig, PixLocModel
+from pixloc_ros.core.engine.pickle_allowlist import checkpoint_safe_globals
 
 SAFETENSORS_FORMAT = "pixloc_ros.weights"  # metadata["format"] of our safetensors files
 SAFETENSORS_FORMAT_VERSION = "1"

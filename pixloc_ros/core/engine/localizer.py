@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .geometry.camera import MIN_DEPTH, Camera, random_points_in_view
+from ..geometry.camera import MIN_DEPTH, Camera, random_points_in_view
 from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
-from .engine_profile import EngineProfile, native_profile
-from .geometry.pose import Pose
+from .profile import EngineProfile, native_profile
+from ..geometry.pose import Pose
 from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor, upload_rgb
 from .network_runtime import resolve_cpu_runtime
-from .lm_guard import LMPathGuard, LMPathStatus
-from .optimizer import LevelResult, LMConfig
+from .lm.guard import LMPathGuard, LMPathStatus
+from .lm.optimizer import LevelResult, LMConfig
 from .query_points import QueryPoints
 
 DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network
@@ -312,7 +312,7 @@ class Localizer:
             return []
         if self.device.type != "cuda" or self.config.lm.path == "torch":
             return [(b_max, n_max)]
-        from .fused_lm import warm_up_shapes
+        from .lm.fused import warm_up_shapes
         return warm_up_shapes(n_max, b_max, self.config.lm.point_bucket)
 
     def lm_status(self) -> LMPathStatus:

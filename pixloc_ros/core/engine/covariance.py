@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .geometry.pose import Pose, so3_log
+from ..geometry.pose import Pose, so3_log
 
 # Smallest eigenvalue kept in a published covariance, in m^2 and rad^2 alike: std 1e-4 m
 # (0.1 mm) and 1e-4 rad (0.006 deg). Far below anything the localizer can claim, so it never

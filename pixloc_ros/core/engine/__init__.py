@@ -1,0 +1,23 @@
+"""PixLoc itself: the network and its weights, the Levenberg-Marquardt optimizer (``lm/``) and the
+localizer that runs both on one image. Imports ``core.geometry`` only.
+
+Public API (imported on first use):
+- ``Localizer``, ``LocalizerConfig``, ``LocalizationResult``: ``localizer``;
+- ``PixLocModel``, ``NetworkConfig``, ``FeaturePyramid``: ``network``;
+- ``load_weights``, ``weights_fingerprint``, ``WeightsError``, ``init_weights``: ``checkpoint``;
+- ``EngineProfile``, ``named_profile``: ``profile`` (the formulation a set of weights was trained with);
+- ``QueryPoints``: ``query_points`` (3D points with their reference features, the localizer's input);
+- ``BilinearSampler``: ``interpolation``; ``render_heatmaps``: ``heatmap``;
+- ``LMConfig``, ``optimize_level``: ``lm``.
+"""
+from pixloc_ros.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "Localizer": "localizer", "LocalizerConfig": "localizer", "LocalizationResult": "localizer",
+    "PixLocModel": "network", "NetworkConfig": "network", "FeaturePyramid": "network",
+    "load_weights": "checkpoint", "weights_fingerprint": "checkpoint", "WeightsError": "checkpoint",
+    "init_weights": "checkpoint",
+    "EngineProfile": "profile", "named_profile": "profile",
+    "QueryPoints": "query_points", "BilinearSampler": "interpolation", "render_heatmaps": "heatmap",
+    "LMConfig": "lm.optimizer", "optimize_level": "lm.optimizer",
+})

@@ -1,0 +1,14 @@
+"""One pyramid level of PixLoc's Levenberg-Marquardt, batched over hypotheses: the torch loop
+(``optimizer``), the fused Triton loop with CUDA graphs (``fused``, kernels in ``kernels`` and
+``update_kernel``, their compiled variants in ``variants``) and the guard that probes the fused
+loop against the torch one and falls back (``guard``).
+
+Public API (imported on first use): ``LMConfig``, ``LevelResult``, ``optimize_level``,
+``resolve_lm_path`` (``optimizer``); ``LMPathGuard``, ``LMPathStatus`` (``guard``).
+"""
+from pixloc_ros.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "LMConfig": "optimizer", "LevelResult": "optimizer", "optimize_level": "optimizer",
+    "resolve_lm_path": "optimizer", "LMPathGuard": "guard", "LMPathStatus": "guard",
+})
