@@ -90,8 +90,8 @@ def build(out: Path, num_points: int, tile_size: float, streets: int, length_m: 
           track: int, seed: int = 0) -> tuple[float, object]:
     """Write the tiled city map; returns (seconds, TileSummary)."""
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.mapfile import KeyframeRecord, LevelInfo, MapCamera, MapHeader, Observations
-    from pixloc_ros.core.tiles import TiledMapWriter, TileGrid, inputs_digest
+    from pixloc_ros.core.maps.mapfile import KeyframeRecord, LevelInfo, MapCamera, MapHeader, Observations
+    from pixloc_ros.core.maps.tiles import TiledMapWriter, TileGrid, inputs_digest
 
     rng = np.random.default_rng(seed)
     levels = [LevelInfo(1, 32), LevelInfo(4, 128), LevelInfo(16, 128)]
@@ -219,9 +219,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from pixloc_ros.core.tile_loader import TileLoaderConfig
-    from pixloc_ros.core.tiled_index import TiledMapIndex
-    from pixloc_ros.core.tiles import INDEX_NAME
+    from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
+    from pixloc_ros.core.maps.tiled_index import TiledMapIndex
+    from pixloc_ros.core.maps.tiles import INDEX_NAME
 
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -26,7 +26,7 @@ import numpy as np
 
 
 def tile_arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    from pixloc_ros.core.mapfile import open_map
+    from pixloc_ros.core.maps.mapfile import open_map
     out = {}
     for f in sorted((folder / "tiles").glob("*.pxmap")):
         m = open_map(f)
@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     import torch
 
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
-    from pixloc_ros.core.colmap_io import read_model
-    from pixloc_ros.core.map_compile import CompileConfig, compile_tiled_map
-    from pixloc_ros.core.map_compile_ray import RayOptions
+    from pixloc_ros.core.maps.colmap_io import read_model
+    from pixloc_ros.core.maps.compile import CompileConfig, compile_tiled_map
+    from pixloc_ros.core.maps.compile_ray import RayOptions
 
     world = Path(args.world)
     weights = Path(args.weights) if args.weights else (

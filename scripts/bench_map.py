@@ -62,7 +62,7 @@ def cam_from_world(center: np.ndarray, yaw: float) -> np.ndarray:
 def build(path: Path, num_points: int, per_kf: int, track: int, seed: int = 0) -> float:
     """Write the synthetic map; returns seconds taken."""
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
+    from pixloc_ros.core.maps.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
 
     rng = np.random.default_rng(seed)
     levels = [LevelInfo(1, 32), LevelInfo(4, 128), LevelInfo(16, 128)]
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     import torch
 
     from pixloc_ros.core.geometry.camera import Camera
-    from pixloc_ros.core.retrieval import MapIndex
+    from pixloc_ros.core.maps.retrieval import MapIndex
 
     torch.set_num_threads(1)  # retrieval is single-threaded work; keep the numbers comparable
     path = Path(args.out)

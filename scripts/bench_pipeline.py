@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.engine.lm.optimizer import LMConfig
     from pixloc_ros.core.pipeline import PipelineConfig, load_pipeline
-    from pixloc_ros.core.retrieval import RetrievalConfig
+    from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.data.bags import read_drive
     from pixloc_ros.data.offline import evaluate_drive
 

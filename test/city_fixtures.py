@@ -9,8 +9,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.mapfile import LevelInfo, MapCamera, MapHeader, contents_from_observations, write_map
-from pixloc_ros.core.retrieval import BASE_FROM_OPTICAL
+from pixloc_ros.core.maps.mapfile import (LevelInfo, MapCamera, MapHeader, contents_from_observations,
+    write_map)
+from pixloc_ros.core.maps.retrieval import BASE_FROM_OPTICAL
 
 LEVELS = [LevelInfo(1, 8), LevelInfo(4, 16), LevelInfo(16, 16)]
 CAMERA = MapCamera(1, "PINHOLE", 640, 480, (400.0, 400.0, 320.0, 240.0))

@@ -265,7 +265,7 @@ def write_projected_model(path: Path, poses: list[TruePose], cameras: dict[str, 
     import torch
 
     from pixloc_ros.core.geometry.camera import Camera
-    from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel, write_model
+    from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, write_model
 
     rng = np.random.default_rng(seed)
     cam_ids = {name: i + 1 for i, name in enumerate(sorted(cameras))}

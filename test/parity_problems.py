@@ -81,7 +81,7 @@ def kitti_problem(max_points: int = 2000, metres: float = 0.5, degrees: float = 
 def synthetic_problem(synth_dir: Path, num_queries: int = 3, metres: float = 0.3, degrees: float = 1.5,
                       seed: int = 0) -> ParityProblem:
     """A keyframe of the synthetic test world and the next ones of its route."""
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
 
     sfm = read_model(synth_dir / "sfm")
     images = sorted(sfm.images.values(), key=lambda im: im.name)
@@ -114,7 +114,7 @@ def synthetic_problem(synth_dir: Path, num_queries: int = 3, metres: float = 0.3
 def colmap_model(problem: ParityProblem, image_name: str = "reference.png"):
     """An in-memory ``SfmModel`` of the reference image alone (PINHOLE camera, COLMAP's corner
     origin), observing every point at its projection: what ``compile_map`` compiles."""
-    from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel
+    from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel
 
     fx, fy, cx, cy, w, h = problem.camera
     T = problem.reference_from_world

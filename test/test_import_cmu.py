@@ -10,7 +10,7 @@ import torch
 
 from import_fixtures import CMU_QUERY_DAYS_US, make_cmu_slice, write_projected_model
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.colmap_io import read_model
+from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import

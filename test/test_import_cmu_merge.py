@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from import_fixtures import CMU_QUERY_DAYS_US, make_cmu_slice, write_projected_model
 
-from pixloc_ros.core.colmap_io import read_model
+from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.importers import ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, find_slices, read_cmu_slice, read_cmu_slices

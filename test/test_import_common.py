@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from import_fixtures import make_cmu_slice, street_pose, write_projected_model
-from pixloc_ros.core.colmap_io import read_model
+from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.importers import Frame, ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, read_cmu_slice

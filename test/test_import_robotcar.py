@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from import_fixtures import ROBOTCAR_EXTRINSICS, make_robotcar, write_projected_model
-from pixloc_ros.core.colmap_io import read_model
+from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import

@@ -121,7 +121,7 @@ def test_kitti_import_through_the_cli(tmp_path):
 
     from pixloc_ros.cli import main
     from pixloc_ros.core.geometry.camera import Camera
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.data.bags import read_drive
 
     out = tmp_path / "kitti"
@@ -166,10 +166,10 @@ def test_kitti_import_through_the_cli(tmp_path):
 @pytest.mark.real_data
 @pytest.mark.skipif(not KITTI.is_dir(), reason="shared/data/real/kitti00_first6 is absent")
 def test_one_database_holds_one_camera_per_dataset_camera(tmp_path):
-    """The importers' SIFT step (core.colmap_io) keeps each dataset camera's own COLMAP model."""
+    """The importers' SIFT step (core.maps.colmap_io) keeps each dataset camera's own COLMAP model."""
     import pycolmap  # only to inspect the database the helper wrote
 
-    from pixloc_ros.core.colmap_io import extract_sift_features_for_camera
+    from pixloc_ros.core.maps.colmap_io import extract_sift_features_for_camera
 
     db = tmp_path / "db.db"
     extract_sift_features_for_camera(db, KITTI, ["ch8_left.png"], "PINHOLE", 1241, 376, (718.856, 718.856, 607.69, 185.72),

@@ -1,7 +1,7 @@
 """The layering rules of docs/architecture.md, enforced on the source tree.
 
 - pixloc_ros.core and pixloc_ros.data never import rclpy or a ROS message package;
-- pycolmap is imported by pixloc_ros/core/colmap_io.py alone (its API moves between releases).
+- pycolmap is imported by pixloc_ros/core/maps/colmap_io.py alone (its API moves between releases).
 """
 import ast
 import subprocess
@@ -42,7 +42,7 @@ def test_core_and_data_are_ros_free(path):
 
 def test_pycolmap_only_in_colmap_io():
     users = [p.relative_to(PKG) for p in python_files(PKG) if "pycolmap" in imported_modules(p)]
-    assert [str(p) for p in users] == ["core/colmap_io.py"]
+    assert [str(p) for p in users] == ["core/maps/colmap_io.py"]
 
 
 def test_importing_the_core_loads_no_ros():

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from pixloc_ros.core.engine.checkpoint import init_weights, save_weights, weights_fingerprint
-from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
-from pixloc_ros.core.map_compile import CompileConfig, compile_map, resized_size
-from pixloc_ros.core.mapfile import WeightsMismatchError, open_map
-from pixloc_ros.core.retrieval import MapIndex
+from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
+from pixloc_ros.core.maps.compile import CompileConfig, compile_map, resized_size
+from pixloc_ros.core.maps.mapfile import WeightsMismatchError, open_map
+from pixloc_ros.core.maps.retrieval import MapIndex
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real/maupertuis_colmap/colmap"
 STRIDES = (1, 4, 16)

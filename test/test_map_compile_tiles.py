@@ -8,11 +8,11 @@ import pytest
 from test_map_compile import synthetic  # noqa: F401  (the module-scoped fixture: 4 keyframes, 2 cameras)
 
 from pixloc_ros.core.engine.checkpoint import save_weights, weights_fingerprint
-from pixloc_ros.core.map_compile import CompileConfig, compile_map, compile_tiled_map
-from pixloc_ros.core.mapfile import open_map
-from pixloc_ros.core.retrieval import MapIndex
-from pixloc_ros.core.tiled_index import TiledMapIndex
-from pixloc_ros.core.tiles import INDEX_NAME, open_tiled_map, tile_file_name
+from pixloc_ros.core.maps.compile import CompileConfig, compile_map, compile_tiled_map
+from pixloc_ros.core.maps.mapfile import open_map
+from pixloc_ros.core.maps.retrieval import MapIndex
+from pixloc_ros.core.maps.tiled_index import TiledMapIndex
+from pixloc_ros.core.maps.tiles import INDEX_NAME, open_tiled_map, tile_file_name
 
 TILE = 0.3  # the fixture's keyframe centres are 0.3 m apart along x: one keyframe per tile
 CONFIG = CompileConfig(border_pad=1.0)
@@ -108,7 +108,7 @@ def test_a_finished_tile_is_not_recomputed(synthetic, builds, tmp_path):  # noqa
 def test_build_map_command_writes_tiles_and_a_summary(synthetic, tmp_path):  # noqa: F811
     root, sfm, model = synthetic
     from pixloc_ros.cli import main
-    from pixloc_ros.core.colmap_io import write_model
+    from pixloc_ros.core.maps.colmap_io import write_model
 
     weights = tmp_path / "w.safetensors"
     save_weights(model, weights)
@@ -136,7 +136,7 @@ def test_build_map_ray_options_need_tiles(capsys, tmp_path):
 
 def test_ray_built_tiles_equal_single_process_tiles(synthetic, builds, tmp_path):  # noqa: F811
     pytest.importorskip("ray")
-    from pixloc_ros.core.map_compile_ray import RayOptions
+    from pixloc_ros.core.maps.compile_ray import RayOptions
     root, sfm, model = synthetic
     _, single, _ = builds
     weights = tmp_path / "w.safetensors"

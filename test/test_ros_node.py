@@ -701,7 +701,7 @@ def test_hostile_inputs(scene, ros, tmp_path, capsys):
 
 def corrupt_copy(map_file: Path, out: Path) -> str:
     """A copy of the map with one byte flipped in a keyframe's observations; that keyframe's name."""
-    from pixloc_ros.core.mapfile import open_map
+    from pixloc_ros.core.maps.mapfile import open_map
 
     m = open_map(map_file)
     sizes = np.diff(np.asarray(m.keyframe_obs_offsets))

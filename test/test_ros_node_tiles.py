@@ -12,9 +12,9 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from ros_testing import ros  # noqa: E402,F401 (ros: the fixture)
 from test_ros_node import Listener, Scene, log_lines, play_paced, start_node, wait_ready  # noqa: E402
 
-from pixloc_ros.core.mapfile import open_map  # noqa: E402
-from pixloc_ros.core.retrieval import MapIndex  # noqa: E402
-from pixloc_ros.core.tiles import open_tiled_map, split_map  # noqa: E402
+from pixloc_ros.core.maps.mapfile import open_map  # noqa: E402
+from pixloc_ros.core.maps.retrieval import MapIndex  # noqa: E402
+from pixloc_ros.core.maps.tiles import open_tiled_map, split_map  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

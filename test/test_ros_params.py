@@ -88,7 +88,7 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
     assert (changed.localizer.iterations, changed.localizer.max_image_size, changed.localizer.device,
             changed.localizer.cpu_precision) == ((1, 2, 3), 640, "cpu", "bf16")
     # The tile loader's too (tiled maps).
-    from pixloc_ros.core.tile_loader import TileLoaderConfig
+    from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 
     assert configs.tiles == TileLoaderConfig()
     tiles = engine_configs(NodeSettings.from_values({**REQUIRED, "tile_load_radius_m": 80.0, "tile_lookahead_m": 0.0,

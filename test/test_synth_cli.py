@@ -37,7 +37,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 def test_presets_fit_their_purpose():
-    from pixloc_ros.core.map_compile import resized_size
+    from pixloc_ros.core.maps.compile import resized_size
     from pixloc_ros.data.synth import camera_for, mapping_camera_for
 
     small, full = PRESETS["small"], PRESETS["full"]
@@ -83,7 +83,7 @@ def test_same_seed_same_dataset(tmp_path):
     on two threads; keyframes rendered larger than the queries, as in the small preset)."""
     import hashlib
 
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.data.synth import synthesize
     preset = dataclasses.replace(TEST_PRESET, name="tiny", mapping_length_m=60.0, max_query_frames=3,
                                  query_conditions=("snow",), mapping_scale=1.5)

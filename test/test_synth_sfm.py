@@ -3,7 +3,7 @@ points reproject onto their keypoints, lie on the world's surfaces, and are dens
 PixLoc (hundreds of observations per keyframe)."""
 import numpy as np
 
-from pixloc_ros.core.colmap_io import read_model
+from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.data.render import raycast
 from pixloc_ros.data.synth import load_dataset, read_mapping_poses
 
@@ -101,7 +101,7 @@ def test_guided_matching_is_mutual_best_among_epipolar_candidates(synth_small, t
 
     import pycolmap
 
-    from pixloc_ros.core.colmap_io import match_pairs_exact
+    from pixloc_ros.core.maps.colmap_io import match_pairs_exact
 
     db_path = tmp_path / "database.db"
     shutil.copy(synth_small / "database.db", db_path)

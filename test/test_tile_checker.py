@@ -1,4 +1,4 @@
-"""Tiles checked in a child process (core/tile_checker.py, TileLoader's "process" checker): it
+"""Tiles checked in a child process (core/maps/tile_checker.py, TileLoader's "process" checker): it
 runs at a lower priority in a session of its own, ends with the loader (or the node's process),
 and a checker that dies, hangs or cannot start is reported and never stalls or stops the loader."""
 import logging
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from city_fixtures import build_city_map, cam_from_world
 
-from pixloc_ros.core.mapfile import MapCorruptedError, file_identity, open_map
-from pixloc_ros.core.tile_checker import TileChecker
-from pixloc_ros.core.tile_loader import TileLoaderConfig
-from pixloc_ros.core.tiled_index import TiledMapIndex
-from pixloc_ros.core.tiles import split_map, tile_file_name
+from pixloc_ros.core.maps.mapfile import MapCorruptedError, file_identity, open_map
+from pixloc_ros.core.maps.tile_checker import TileChecker
+from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
+from pixloc_ros.core.maps.tiled_index import TiledMapIndex
+from pixloc_ros.core.maps.tiles import split_map, tile_file_name
 
 TILE = 20.0
 NEAR_TILE_2_0 = cam_from_world([45.0, 5.0, 1.5], 0.0)  # in tile (2, 0), 5 m from (1, 0)
@@ -79,7 +79,7 @@ def test_a_hung_checker_is_killed_reported_and_replaced(tiles, caplog):
     os.kill(first, signal.SIGSTOP)  # hangs (as on a dead network disk)
     index.retrieve(NEAR_TILE_2_0)
     start = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="pixloc_ros.core.tile_loader"):
+    with caplog.at_level(logging.ERROR, logger="pixloc_ros.core.maps.tile_loader"):
         index.loader.wait_idle()
     assert time.monotonic() - start < 30
     assert (2, 0) in index.loader.loaded_keys and index.health().level == "ok"  # the new one checked it
@@ -91,7 +91,7 @@ def test_a_hung_checker_is_killed_reported_and_replaced(tiles, caplog):
 
 CRASHING_CHECKER = textwrap.dedent("""
     import os, sys
-    from pixloc_ros.core import tile_checker, tiles
+    from pixloc_ros.core.maps import tile_checker, tiles
     real = tiles.TiledMap.open_tile
     def open_tile(self, key, verify=True):
         if tuple(key) == (2, 0):
@@ -108,7 +108,7 @@ def test_a_tile_whose_check_crashes_the_checker_twice_is_reported_and_skipped(ti
     errors = []
     index.loader.on_error = errors.append
     index.retrieve(NEAR_TILE_2_0)
-    with caplog.at_level(logging.ERROR, logger="pixloc_ros.core.tile_loader"):
+    with caplog.at_level(logging.ERROR, logger="pixloc_ros.core.maps.tile_loader"):
         index.loader.wait_idle()
     health = index.health()
     assert [f.key for f in health.failed] == [(2, 0)] and health.level == "error"
@@ -126,7 +126,7 @@ def test_a_checker_that_cannot_start_leaves_the_checks_to_the_loader_thread(tile
     index = TiledMapIndex.open(tiles, loader_config=TileLoaderConfig(load_radius_m=25.0), start_loader=False)
     index.loader.checker = TileChecker(index.tiled, command=[str(tiles / "no-such-interpreter")])
     index.retrieve(NEAR_TILE_2_0)
-    with caplog.at_level(logging.ERROR, logger="pixloc_ros.core.tile_loader"):
+    with caplog.at_level(logging.ERROR, logger="pixloc_ros.core.maps.tile_loader"):
         index.loader.wait_idle()
     assert index.loader.checker is None and (2, 0) in index.loader.loaded_keys
     assert index.health().values["tile_checker"] == "loader thread"
@@ -141,8 +141,8 @@ def test_the_checker_ends_when_the_process_that_started_it_dies(tiles):
         import os, sys
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from city_fixtures import cam_from_world
-        from pixloc_ros.core.tile_loader import TileLoaderConfig
-        from pixloc_ros.core.tiled_index import TiledMapIndex
+        from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
+        from pixloc_ros.core.maps.tiled_index import TiledMapIndex
         index = TiledMapIndex.open({str(tiles)!r}, loader_config=TileLoaderConfig(load_radius_m=25.0))
         index.retrieve(cam_from_world([45.0, 5.0, 1.5], 0.0))
         index.loader.wait_idle(60)

@@ -1,5 +1,5 @@
 """Tiled maps: tiling, round trip, retrieval across tile boundaries, loading ahead, eviction,
-damaged tiles (core/tiles.py, core/tile_loader.py, core/tiled_index.py)."""
+damaged tiles (core/maps/tiles.py, core/maps/tile_loader.py, core/maps/tiled_index.py)."""
 import json
 import math
 import time
@@ -10,11 +10,12 @@ import torch
 from city_fixtures import build_city_map, cam_from_world
 
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.mapfile import MapFileError, open_map
-from pixloc_ros.core.retrieval import MapIndex, open_map_index
-from pixloc_ros.core.tile_loader import TileLoaderConfig
-from pixloc_ros.core.tiled_index import TiledMapIndex
-from pixloc_ros.core.tiles import INDEX_NAME, TileError, TileGrid, open_tiled_map, split_map, tile_file_name
+from pixloc_ros.core.maps.mapfile import MapFileError, open_map
+from pixloc_ros.core.maps.retrieval import MapIndex, open_map_index
+from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
+from pixloc_ros.core.maps.tiled_index import TiledMapIndex
+from pixloc_ros.core.maps.tiles import (INDEX_NAME, TileError, TileGrid, open_tiled_map, split_map,
+    tile_file_name)
 
 TILE = 20.0
 
@@ -227,7 +228,7 @@ def _flip_observation_byte(path):
 
 
 def _header_json(path):
-    from pixloc_ros.core.mapfile import PREAMBLE
+    from pixloc_ros.core.maps.mapfile import PREAMBLE
     with open(path, "rb") as f:
         _, _, _, offset, length, _ = PREAMBLE.unpack(f.read(PREAMBLE.size))
         f.seek(offset)

@@ -3,12 +3,12 @@ import numpy as np
 
 from pixloc_ros.core.engine.checkpoint import load_weights
 from pixloc_ros.core.engine.localizer import Localizer
-from pixloc_ros.core.mapfile import open_map
+from pixloc_ros.core.maps.mapfile import open_map
 from pixloc_ros.core.pipeline import RelocalizationPipeline, load_pipeline
-from pixloc_ros.core.retrieval import MapIndex
-from pixloc_ros.core.tile_loader import TileLoaderConfig
-from pixloc_ros.core.tiled_index import TiledMapIndex
-from pixloc_ros.core.tiles import split_map
+from pixloc_ros.core.maps.retrieval import MapIndex
+from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
+from pixloc_ros.core.maps.tiled_index import TiledMapIndex
+from pixloc_ros.core.maps.tiles import split_map
 from pixloc_ros.data.offline import evaluate_drive
 
 

@@ -21,7 +21,7 @@ from pixloc_ros.cli import main
 from pixloc_ros.core import training
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.engine.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
-from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
+from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
 from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.data.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
 from pixloc_ros.data.render import PinholeCamera, render

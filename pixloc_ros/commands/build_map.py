@@ -16,7 +16,7 @@ under "build_map") need --max-image-edge with the queries' longer side:
         --georef DIR/georef.json --max-image-edge 320
 
 City-scale maps: --tile-size M writes a tiled map, the folder --out with index.pxmap and one
-map file per M x M metres (core/tiles.py); the node loads the tiles around the vehicle. A
+map file per M x M metres (core/maps/tiles.py); the node loads the tiles around the vehicle. A
 rerun reuses every tile already built from the same inputs (resume after an interruption).
 --ray runs the tiles as Ray tasks (pip install ray): on a local Ray instance it starts (one
 worker per CPU core, or per GPU) or on the cluster at --ray-address; the result is identical.
@@ -93,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.map_compile import CompileConfig, compile_map, compile_tiled_map
-    from pixloc_ros.core.mapfile import MapFileError, open_map
+    from pixloc_ros.core.maps.compile import CompileConfig, compile_map, compile_tiled_map
+    from pixloc_ros.core.maps.mapfile import MapFileError, open_map
 
     try:
         if (args.ray or args.ray_address or args.ray_workers) and args.tile_size is None:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         sfm = read_model(args.colmap)
         ray = None
         if args.ray or args.ray_address or args.ray_workers:
-            from pixloc_ros.core.map_compile_ray import RayOptions
+            from pixloc_ros.core.maps.compile_ray import RayOptions
             ray = RayOptions(args.ray_address, args.ray_workers, args.device or "auto")
         # With Ray the driver only plans and reads the levels: it keeps the weights on the CPU.
         model = load_weights(args.weights, "cpu" if ray is not None else device)
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             stats = compile_tiled_map(sfm, args.images, model, args.out, fingerprint, args.tile_size, georef, config,
                                       progress=not args.quiet, ray=ray, weights_path=args.weights)
             if args.verify:
-                from pixloc_ros.core.tiles import open_tiled_map
+                from pixloc_ros.core.maps.tiles import open_tiled_map
                 open_tiled_map(args.out, expected_fingerprint=fingerprint).verify(progress=not args.quiet)
             _print_tiled(stats, fingerprint, args)
             return 0

@@ -73,10 +73,10 @@ def _ensure_world(out: Path, seed: int) -> Path:
 
 def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.map_compile import CompileConfig, compile_map
-    from pixloc_ros.core.mapfile import MapFileError, open_map
+    from pixloc_ros.core.maps.compile import CompileConfig, compile_map
+    from pixloc_ros.core.maps.mapfile import MapFileError, open_map
 
     model = load_weights(weights, "cpu")
     fingerprint = weights_fingerprint(model)
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation = DriveEvaluation(str(bag), records, summary, latency)
     evaluation.save_json(out / "results.json")
 
-    from pixloc_ros.core.retrieval import MapIndex
+    from pixloc_ros.core.maps.retrieval import MapIndex
 
     index = MapIndex.open(map_file)
     plots = [plot_trajectory(evaluation, out / "trajectory.png", index.keyframe_centers[:, :2]),

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pixloc_ros.core import training
     from pixloc_ros.core.engine.checkpoint import WeightsError, export_safetensors, init_weights, load_weights
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.engine.profile import named_profile
 
     out = Path(args.out)

@@ -45,7 +45,7 @@ from .hypotheses import relocalization_grid
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, TrackerDecision, pose_difference
 from .engine.localizer import LocalizationResult, Localizer
 from .engine.query_points import QueryPoints
-from .retrieval import MapIndex, RetrievalConfig, open_map_index
+from .maps.retrieval import MapIndex, RetrievalConfig, open_map_index
 
 
 class State(IntEnum):
@@ -816,7 +816,7 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     """Open the weights, the map (refusing a map built with other weights) and the weights'
     covariance calibration, and build the pipeline.
 
-    ``map_file``: a map file or a tiled map folder (``core/tiles.py``; its tiles then load in
+    ``map_file``: a map file or a tiled map folder (``core/maps/tiles.py``; its tiles then load in
     the background around the priors, as ``tile_loader_config`` (a ``TileLoaderConfig``; None:
     its defaults) says). calibration: a calibration file (``pixloc-ros calibrate``);
     None: the one stored next to the weights (``<weights>.covariance.json``) when it exists, else

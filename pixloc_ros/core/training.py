@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.colmap_io import SfmModel
+from pixloc_ros.core.maps.colmap_io import SfmModel
 from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.engine.interpolation import BilinearSampler
 from pixloc_ros.core.engine.localizer import level_pads

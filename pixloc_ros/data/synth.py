@@ -397,7 +397,7 @@ def _build_map(out: Path, image_dir: Path, keyframes: Sequence[Keyframe], camera
     poses, verification against those poses and triangulation with them fixed: the COLMAP model
     in ``out/sfm``. Returns (TriangulationReport, number of verified pairs); adds the stage
     times to ``timings``."""
-    from pixloc_ros.core import colmap_io
+    from pixloc_ros.core.maps import colmap_io
     tic = time.perf_counter()
     db = out / "database.db"
     names = [kf.name for kf in keyframes]

@@ -49,7 +49,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image, NavSatFix
 from visualization_msgs.msg import MarkerArray
 
-from pixloc_ros.core.mapfile import MapFileError
+from pixloc_ros.core.maps.mapfile import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
 from pixloc_ros.ros.health import InputMonitor, assess

@@ -355,7 +355,7 @@ class EngineConfigs:
 
     pipeline: Any  # core.pipeline.PipelineConfig
     localizer: Any  # core.engine.localizer.LocalizerConfig
-    tiles: Any  # core.tile_loader.TileLoaderConfig (used when the map is a tiled folder)
+    tiles: Any  # core.maps.tile_loader.TileLoaderConfig (used when the map is a tiled folder)
 
 
 def engine_configs(settings: NodeSettings) -> EngineConfigs:
@@ -364,8 +364,8 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.engine.lm.optimizer import LMConfig
     from pixloc_ros.core.pipeline import PipelineConfig
-    from pixloc_ros.core.retrieval import RetrievalConfig
-    from pixloc_ros.core.tile_loader import TileLoaderConfig
+    from pixloc_ros.core.maps.retrieval import RetrievalConfig
+    from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 
     s = settings
     gating = GatingConfig(min_valid_points=s.min_valid_points, min_inlier_ratio=s.min_inlier_ratio,

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pixloc_ros.core.colmap_io import SfmCamera, SfmImage, SfmModel
+from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel
 
 from .common import CameraSpec, Frame
 

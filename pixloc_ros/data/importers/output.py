@@ -132,7 +132,7 @@ def _write_import(plan: ImportPlan, out: Path, options: ImportOptions) -> Import
         sfm_source = "triangulated"
     else:
         sfm_source = "given:" + (", ".join(map(str, sfm_path)) if isinstance(sfm_path, list) else str(sfm_path))
-    from pixloc_ros.core.colmap_io import write_model
+    from pixloc_ros.core.maps.colmap_io import write_model
     write_model(model, out / "sfm")
 
     options.georef.save(out / "georef.json")
@@ -202,7 +202,7 @@ def _import_model(path: Path | list[Path], plan: ImportPlan, map_from_world: Rig
     Every image of the model must be a reference image of the plan (the map needs its file).
     Returns (SfmModel in the map frame, (max position error m, max rotation error deg)).
     """
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
 
     if isinstance(path, list):
         from .merge import merge_models

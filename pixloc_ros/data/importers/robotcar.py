@@ -125,7 +125,7 @@ def read_nvm_poses(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def read_colmap_poses(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Poses of a COLMAP model folder -> {normalised name: (R, t) cam_from_world}."""
-    from pixloc_ros.core.colmap_io import read_model
+    from pixloc_ros.core.maps.colmap_io import read_model
 
     return {normalise_name(im.name): (im.R, im.t) for im in read_model(path).images.values()}
 

@@ -1,6 +1,6 @@
 """A COLMAP model of the reference images triangulated at their known (ground-truth) poses.
 
-The pycolmap steps live in ``core/colmap_io.py``: SIFT per camera (the dataset's own COLMAP
+The pycolmap steps live in ``core/maps/colmap_io.py``: SIFT per camera (the dataset's own COLMAP
 camera, distortion included), matching of pose-neighbour pairs, triangulation with the poses
 and intrinsics fixed. The work folder (database) is deleted afterwards.
 """
@@ -26,7 +26,7 @@ def triangulate_reference(frames: list[Frame], cameras: dict[str, CameraSpec], i
     optical axes differ by less than ``max_pair_angle_deg``. Raises ValueError when nothing
     could be triangulated (too few overlapping images).
     """
-    from pixloc_ros.core import colmap_io
+    from pixloc_ros.core.maps import colmap_io
 
     if any(not f.has_pose for f in frames):
         raise ValueError("every reference frame needs a pose to triangulate")

@@ -1,4 +1,4 @@
-"""Compile a COLMAP model, its images and the network weights into a map file (``core/mapfile.py``).
+"""Compile a COLMAP model, its images and the network weights into a map file (``core/maps/mapfile.py``).
 
 For every registered image (keyframe) the network runs once; the features and confidences of
 all three levels are sampled (bilinearly) where the keyframe observes a 3D point with a track of
@@ -40,15 +40,16 @@ import torch
 
 from pixloc_ros import __version__
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.colmap_io import SfmModel
+from pixloc_ros.core.maps.colmap_io import SfmModel
 from pixloc_ros.core.engine.profile import EngineProfile, native_profile
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.engine.images import camera_scale, downscale_rgb, resized_size, rgb_to_tensor  # noqa: F401 (resized_size: re-export)
 from pixloc_ros.core.engine.interpolation import BilinearSampler
 from pixloc_ros.core.engine.localizer import level_pads
-from pixloc_ros.core.mapfile import (KeyframeRecord, LevelInfo, MapCamera, MapHeader, MapWriter, Observations,
-                                     keyframe_arrays_of)
-from pixloc_ros.core.tiles import TILES_DIR, TiledMapWriter, TileGrid, TileKey, TileSummary, inputs_digest, tile_file_name
+from pixloc_ros.core.maps.mapfile import (KeyframeRecord, LevelInfo, MapCamera, MapHeader, MapWriter,
+    Observations, keyframe_arrays_of)
+from pixloc_ros.core.maps.tiles import (TILES_DIR, TiledMapWriter, TileGrid, TileKey, TileSummary,
+    inputs_digest, tile_file_name)
 
 SAMPLE_AT = ("reprojection", "keypoint")
 
@@ -349,7 +350,7 @@ def compile_info(config: CompileConfig, device, dropped: int, skipped: list[str]
     return info
 
 
-# ---- tiled maps (core/tiles.py) -------------------------------------------------------------
+# ---- tiled maps (core/maps/tiles.py) -------------------------------------------------------------
 @dataclass
 class TileTask:
     """Everything one tile's compile needs; picklable (a Ray worker receives it)."""
@@ -485,7 +486,7 @@ def tiled_header(sfm: SfmModel, model_encoder: str, levels: list[LevelInfo], cam
 def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str | Path, weights_fingerprint: str,
                       tile_size_m: float, georef: Georeference | None = None, config: CompileConfig | None = None,
                       progress: bool = True, ray=None, weights_path: str | Path | None = None) -> TiledCompileStats:
-    """Compile ``sfm`` into a tiled map in the folder ``out_dir`` (``core/tiles.py``): tiles of
+    """Compile ``sfm`` into a tiled map in the folder ``out_dir`` (``core/maps/tiles.py``): tiles of
     ``tile_size_m`` by keyframe camera centre, each compiled by ``compile_tile`` (the same
     per-keyframe step as ``compile_map``), tiles already finished with the same inputs reused.
 
@@ -507,7 +508,7 @@ def compile_tiled_map(sfm: SfmModel, image_dir: str | Path, model, out_dir: str 
     writer = TiledMapWriter(out_dir, grid, header)
     todo = [t for t in tasks if not writer.is_current(t.key, t.inputs_sha256)]
     if ray is not None:
-        from pixloc_ros.core.map_compile_ray import compile_tiles_on_ray
+        from pixloc_ros.core.maps.compile_ray import compile_tiles_on_ray
         if weights_path is None:
             raise ValueError("compiling on Ray needs weights_path: the workers load the weights themselves")
         results, engine, startup = compile_tiles_on_ray(todo, image_dir, weights_path, weights_fingerprint,

@@ -1,11 +1,11 @@
 """Tiled maps: a city-scale map split by position into tiles, each an ordinary map file.
 
-A one-file map (``core/mapfile.py``) is memory-mapped whole; a city holds tens of millions of
+A one-file map (``core/maps/mapfile.py``) is memory-mapped whole; a city holds tens of millions of
 points, and a car needs the few hundred metres around it. A tiled map is a folder::
 
     <folder>/index.pxmap                        every keyframe (poses, cameras, names), the tile
                                                 table and the grid; no points, no observations
-    <folder>/tiles/tile_+0003_-0012.pxmap       one map file per tile (format of core/mapfile.py)
+    <folder>/tiles/tile_+0003_-0012.pxmap       one map file per tile (format of core/maps/mapfile.py)
 
 Tiles are squares of ``size_m`` on the map's x-y plane (z is up in imported and synthetic maps):
 tile (i, j) holds the keyframes whose camera centre lies in ``[x0 + i s, x0 + (i + 1) s) x
@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixloc_ros.core.mapfile import (KEYFRAME_ARRAYS, KeyframeRecord, MapFile, MapFileError, MapHeader, MapWriter,
-                                     Observations, keyframe_arrays_of, open_map)
+from pixloc_ros.core.maps.mapfile import (KEYFRAME_ARRAYS, KeyframeRecord, MapFile, MapFileError, MapHeader,
+    MapWriter, Observations, keyframe_arrays_of, open_map)
 
 INDEX_NAME = "index.pxmap"
 TILES_DIR = "tiles"

@@ -1,4 +1,4 @@
-"""``TiledMapIndex``: retrieval over a tiled map (``core/tiles.py``) behind ``MapIndex``'s interface.
+"""``TiledMapIndex``: retrieval over a tiled map (``core/maps/tiles.py``) behind ``MapIndex``'s interface.
 
 Everything about keyframes (nearest keyframes, distance to the map, lifting RViz's 2D pose,
 markers, GNSS) answers from the index, which holds every keyframe of the city (~130 bytes each).
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixloc_ros.core.mapfile import MapCorruptedError, MapFile
-from pixloc_ros.core.retrieval import MapIndex, PointTable, Retrieval, RetrievalConfig, _as_matrix
-from pixloc_ros.core.tile_loader import TileHealth, TileLoader, TileLoaderConfig
-from pixloc_ros.core.tiles import TiledMap, TileError, open_tiled_map
+from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.maps.retrieval import MapIndex, PointTable, Retrieval, RetrievalConfig, _as_matrix
+from pixloc_ros.core.maps.tile_loader import TileHealth, TileLoader, TileLoaderConfig
+from pixloc_ros.core.maps.tiles import TiledMap, TileError, open_tiled_map
 
 
 class TiledMapIndex(MapIndex):

@@ -517,7 +517,7 @@ class MapFile:
 
     def mark_checked(self, identity: tuple[int, ...]) -> None:
         """Take the observations as checked: another process ran ``verify`` on this file
-        (``core/tile_checker.py``) and saw ``identity`` (``file_identity``). MapCorruptedError,
+        (``core/maps/tile_checker.py``) and saw ``identity`` (``file_identity``). MapCorruptedError,
         and nothing marked, if the mapped file is not that one (replaced or rewritten since)."""
         if self.identity is None or tuple(identity) != tuple(self.identity):
             raise MapCorruptedError(f"{self.path} changed between its check and its opening (replaced or "

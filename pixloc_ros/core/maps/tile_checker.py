@@ -37,8 +37,8 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from pixloc_ros.core.mapfile import file_identity
-from pixloc_ros.core.tiles import TiledMap, TileError, TileKey, open_tiled_map
+from pixloc_ros.core.maps.mapfile import file_identity
+from pixloc_ros.core.maps.tiles import TiledMap, TileError, TileKey, open_tiled_map
 
 
 class TileCheckerDied(RuntimeError):
@@ -75,7 +75,7 @@ class TileChecker:
                  command: list[str] | None = None, own_session: bool = False):
         self.tiled = tiled
         self.own_session = own_session
-        self.command = list(command) if command else [sys.executable, "-m", "pixloc_ros.core.tile_checker"]
+        self.command = list(command) if command else [sys.executable, "-m", "pixloc_ros.core.maps.tile_checker"]
         self.niceness = int(niceness)
         self.timeout_s = float(timeout_s)
         self._proc: subprocess.Popen | None = None

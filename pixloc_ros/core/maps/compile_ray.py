@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixloc_ros.core.map_compile import CompileConfig, KeyframeSettings, TileResult, TileTask, compile_tile
-from pixloc_ros.core.tiles import TiledMapWriter
+from pixloc_ros.core.maps.compile import CompileConfig, KeyframeSettings, TileResult, TileTask, compile_tile
+from pixloc_ros.core.maps.tiles import TiledMapWriter
 
 
 @dataclass

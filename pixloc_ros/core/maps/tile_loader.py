@@ -5,7 +5,7 @@ loader where it is (``observe``, a few microseconds); it never opens a file and 
 anything per tile. Each tile goes through three steps before it is served:
 
 1. checked whole (``verify``: every observation's CRC-32) in a child process at a lower CPU
-   priority (``core/tile_checker.py``), so the node's process shares neither its GIL nor its
+   priority (``core/maps/tile_checker.py``), so the node's process shares neither its GIL nor its
    CPU priority with hundreds of MB of reads and CRCs (``checker="thread"`` checks on the
    loader thread instead, by file reads);
 2. mapped by the loader thread, which checks the header and the small arrays again and that
@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixloc_ros.core.mapfile import MapCorruptedError, MapFile
-from pixloc_ros.core.tile_checker import TileChecker, TileCheckerDied
-from pixloc_ros.core.tiles import TiledMap, TileError, TileKey
+from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.maps.tile_checker import TileChecker, TileCheckerDied
+from pixloc_ros.core.maps.tiles import TiledMap, TileError, TileKey
 
 logger = logging.getLogger(__name__)
 
@@ -443,5 +443,5 @@ class TileLoader:
 
 
 def _point_table(tile: MapFile):
-    from pixloc_ros.core.retrieval import PointTable  # retrieval imports this module's users; import late
+    from pixloc_ros.core.maps.retrieval import PointTable  # retrieval imports this module's users; import late
     return PointTable.of(tile)

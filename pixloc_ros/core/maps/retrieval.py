@@ -1,6 +1,6 @@
 """Keyframe and point retrieval from a compiled map: "what is near this prior?" in well under 1 ms.
 
-``MapIndex`` opens a map file (``core/mapfile.py``), builds a KD-tree (scipy) over the keyframe
+``MapIndex`` opens a map file (``core/maps/mapfile.py``), builds a KD-tree (scipy) over the keyframe
 centres, and answers:
 
 - ``retrieve(cam_from_world, ...)``: the k keyframes nearest the prior camera centre whose
@@ -18,7 +18,7 @@ The "heading" difference is the 3D angle between optical axes: it needs no gravi
 so it works for maps that are not georeferenced, and for upright cars it equals the yaw
 difference up to the (small) pitch differences.
 
-A tiled map (``core/tiles.py``) is answered by ``core.tiled_index.TiledMapIndex``, a subclass
+A tiled map (``core/maps/tiles.py``) is answered by ``core.maps.tiled_index.TiledMapIndex``, a subclass
 that reads observations from the tiles loaded around the vehicle; ``open_map_index`` opens
 either. The subclass overrides the three hooks ``_usable``, ``_keyframe_blocks`` and
 ``num_points``; each block of observations indexes the ``PointTable`` of its own file.
@@ -36,7 +36,7 @@ from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.geometry.camera import MIN_DEPTH, Camera
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
+from pixloc_ros.core.maps.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
 from pixloc_ros.core.engine.query_points import QueryPoints
 
 MODES = ("observations", "averaged")
@@ -202,7 +202,7 @@ class MapIndex:
         return None
 
     def health(self):
-        """``core.tile_loader.TileHealth`` of a tiled map (loaded, loading, failed tiles); None for one file."""
+        """``core.maps.tile_loader.TileHealth`` of a tiled map (loaded, loading, failed tiles); None for one file."""
         return None
 
     def close(self) -> None:
@@ -501,12 +501,12 @@ class MapIndex:
 def open_map_index(path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
                    expected_profile: str | None = None, tile_loader_config=None) -> MapIndex:
     """Open a map for retrieval: a map file (``MapIndex``) or a tiled map folder
-    (``core.tiled_index.TiledMapIndex``, whose loader thread starts; ``tile_loader_config`` is
+    (``core.maps.tiled_index.TiledMapIndex``, whose loader thread starts; ``tile_loader_config`` is
     its ``TileLoaderConfig``). Both answer the same calls; see ``MapIndex.open`` for the checks."""
-    from pixloc_ros.core.tiles import is_tiled_map
+    from pixloc_ros.core.maps.tiles import is_tiled_map
 
     if is_tiled_map(path):
-        from pixloc_ros.core.tiled_index import TiledMapIndex
+        from pixloc_ros.core.maps.tiled_index import TiledMapIndex
         return TiledMapIndex.open(path, expected_fingerprint, verify, tile_loader_config,
                                   expected_profile=expected_profile)
     return MapIndex.open(path, expected_fingerprint, verify, expected_profile)

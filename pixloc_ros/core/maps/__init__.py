@@ -1,0 +1,22 @@
+"""The map: COLMAP models in, compiled map files (reference features per keyframe) out, tiled
+city maps loaded around the vehicle, and retrieval of the keyframes and points near a pose.
+Imports ``core.geometry`` and ``core.engine``; ``colmap_io`` is the only module that imports pycolmap.
+
+Public API (imported on first use):
+- ``read_model``, ``write_model``, ``SfmModel``: ``colmap_io``;
+- ``open_map``, ``MapFile``, ``MapFileError``: ``mapfile`` (the file format, memory-mapped);
+- ``compile_map``, ``compile_tiled_map``, ``CompileConfig``: ``compile`` (``compile_ray``: on Ray);
+- ``open_tiled_map``, ``TiledMap``, ``is_tiled_map``: ``tiles``; ``TileLoaderConfig``: ``tile_loader``;
+- ``open_map_index``, ``MapIndex``, ``RetrievalConfig``, ``Retrieval``: ``retrieval``.
+"""
+from pixloc_ros.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "read_model": "colmap_io", "write_model": "colmap_io", "SfmModel": "colmap_io",
+    "open_map": "mapfile", "MapFile": "mapfile", "MapFileError": "mapfile",
+    "compile_map": "compile", "compile_tiled_map": "compile", "CompileConfig": "compile",
+    "open_tiled_map": "tiles", "TiledMap": "tiles", "is_tiled_map": "tiles",
+    "TileLoaderConfig": "tile_loader",
+    "open_map_index": "retrieval", "MapIndex": "retrieval", "RetrievalConfig": "retrieval",
+    "Retrieval": "retrieval",
+})
