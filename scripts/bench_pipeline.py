@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Per-frame time of the node's pipeline (core/pipeline.py, as `pixloc-ros evaluate` runs it) on a
+"""Per-frame time of the node's pipeline (core/tracking/pipeline.py, as `pixloc-ros evaluate` runs it) on a
 recorded drive, with the query images resized (default x2: the small synthetic world's 320x240
 drives become 640x480) and a chosen number of keyframes per query.
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     import pixloc_ros
     from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.engine.lm.optimizer import LMConfig
-    from pixloc_ros.core.pipeline import PipelineConfig, load_pipeline
+    from pixloc_ros.core.tracking.pipeline import PipelineConfig, load_pipeline
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.data.bags import read_drive
     from pixloc_ros.data.offline import evaluate_drive

@@ -1,4 +1,4 @@
-"""Covariance calibration (core/covariance_calibration.py): the fit recovers a known model, the
+"""Covariance calibration (core/tracking/covariance_calibration.py): the fit recovers a known model, the
 inflation covers heavy tails, files are validated and tied to the weights."""
 import json
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.covariance_calibration import (NEES_BOUND_95, CalibrationSample, CovarianceCalibration,
-                                                    calibration_path_for, fit_calibration, nees, rotation_blocks)
+from pixloc_ros.core.tracking.covariance_calibration import (NEES_BOUND_95, CalibrationSample,
+    CovarianceCalibration, calibration_path_for, fit_calibration, nees, rotation_blocks)
 
 TRUE = CovarianceCalibration(hessian_scale=0.02, floor_std=(0.12, 0.05, 0.03, 0.002, 0.001, 0.004),
                              slopes=(2.0, 1.5), z_reference=(0.5, math.log(0.1)), default_jitter_m=0.3)

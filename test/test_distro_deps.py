@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixloc_ros.core.covariance_calibration import quantile_higher
+from pixloc_ros.core.tracking.covariance_calibration import quantile_higher
 from pixloc_ros.core.engine.pickle_allowlist import checkpoint_safe_globals
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pixloc_ros"

@@ -8,7 +8,7 @@ import torch
 
 from feature_scene import BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.core.gating import GatingConfig, gate
+from pixloc_ros.core.tracking.gating import GatingConfig, gate
 from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
 from pixloc_ros.core.engine.network import FeaturePyramid
 

@@ -1,11 +1,11 @@
-"""Hypothesis grids (core/hypotheses.py): counts, and offsets in each camera's own frame."""
+"""Hypothesis grids (core/tracking/seed_grid.py): counts, and offsets in each camera's own frame."""
 import math
 
 import pytest
 import torch
 
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.core.hypotheses import expand_hypotheses, relocalization_grid
+from pixloc_ros.core.tracking.seed_grid import expand_hypotheses, relocalization_grid
 
 
 def centre(p: Pose) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The books of the pose hypotheses (core/hypothesis_books.py): commits, rivals, wrong locks, merging.
+"""The books of the pose hypotheses (core/tracking/hypothesis_books.py): commits, rivals, wrong locks, merging.
 
 These drive ``HypothesisTracker`` with hand-made observations (poses, costs) the way the
 pipeline does with PixLoc's results; the pipeline tests (test_pipeline.py) run the real thing.
@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pixloc_ros.core.hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, pose_difference
+from pixloc_ros.core.tracking.hypothesis_books import (HypothesisConfig, HypothesisTracker, Observation,
+    pose_difference)
 
 COV = np.diag([0.05 ** 2] * 3 + [math.radians(0.3) ** 2] * 3)
 STEP_M = 3.0  # the car drives this far between frames (along map x)

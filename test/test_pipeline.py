@@ -1,4 +1,4 @@
-"""The per-frame pipeline (core/pipeline.py) and the offline evaluation built on it.
+"""The per-frame pipeline (core/tracking/pipeline.py) and the offline evaluation built on it.
 
 State-machine and input checks run with whatever ``test_weights`` are (random or trained): they
 never depend on a correct alignment. The drive tests need weights that localize and skip
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.pipeline import FrameInput, OdometryBuffer, PipelineConfig, State, load_pipeline
+from pixloc_ros.core.tracking.pipeline import FrameInput, OdometryBuffer, PipelineConfig, State, load_pipeline
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.offline import camera_from_info, evaluate_drive
 
@@ -234,7 +234,7 @@ def test_calibrate_command_fits_what_the_pipeline_loads(localizing_weights, synt
     """evaluate --json on three drives -> pixloc-ros calibrate --records -> the pipeline loads the
     file for these weights (and refuses it for others) and publishes calibrated covariances."""
     from pixloc_ros.cli import main
-    from pixloc_ros.core.covariance_calibration import CovarianceCalibration
+    from pixloc_ros.core.tracking.covariance_calibration import CovarianceCalibration
 
     reports = []
     for condition in ("overcast", "autumn", "snow"):
@@ -266,7 +266,7 @@ def test_a_pose_the_calibration_calls_too_uncertain_is_not_published(localizing_
     """With a calibration that says every pose is known to 2 m only, the drive is tracked but
     nothing is published, each frame saying why."""
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
-    from pixloc_ros.core.covariance_calibration import CovarianceCalibration
+    from pixloc_ros.core.tracking.covariance_calibration import CovarianceCalibration
 
     fingerprint = weights_fingerprint(load_weights(str(localizing_weights), "cpu"))
     vague = CovarianceCalibration(0.01, (2.0, 2.0, 2.0, 0.05, 0.05, 0.05), (0.0, 0.0), (0.5, -2.0),

@@ -64,7 +64,7 @@ def test_no_odometry_is_fine_with_map_base_tf():
 
 def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults():
     from pixloc_ros.core.engine.localizer import LocalizerConfig
-    from pixloc_ros.core.pipeline import PipelineConfig
+    from pixloc_ros.core.tracking.pipeline import PipelineConfig
     from pixloc_ros.ros.params import engine_configs
 
     # The node's defaults are the engine's: nothing is tuned twice.
@@ -97,7 +97,7 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
 
 
 def test_pipeline_states_are_the_status_message_states():
-    from pixloc_ros.core.pipeline import State
+    from pixloc_ros.core.tracking.pipeline import State
     from pixloc_ros.msg import LocalizationStatus
 
     for state in State:

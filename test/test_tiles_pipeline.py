@@ -4,7 +4,7 @@ import numpy as np
 from pixloc_ros.core.engine.checkpoint import load_weights
 from pixloc_ros.core.engine.localizer import Localizer
 from pixloc_ros.core.maps.mapfile import open_map
-from pixloc_ros.core.pipeline import RelocalizationPipeline, load_pipeline
+from pixloc_ros.core.tracking.pipeline import RelocalizationPipeline, load_pipeline
 from pixloc_ros.core.maps.retrieval import MapIndex
 from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 from pixloc_ros.core.maps.tiled_index import TiledMapIndex

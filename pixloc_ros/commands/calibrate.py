@@ -5,7 +5,7 @@
 
 Each drive is replayed through the node's pipeline (``pixloc-ros evaluate``'s path), or the
 per-frame records of earlier ``evaluate --json`` runs are read; the correctly locked frames'
-errors fit the model of ``core/covariance_calibration.py``. One of the model's figures, a
+errors fit the model of ``core/tracking/covariance_calibration.py``. One of the model's figures, a
 hypothesis' jitter, depends on the covariance the pipeline ran with (it weights the results in
 the hypothesis' filter): replay without a calibration first, then once more with
 ``--replay-calibration`` set to that first fit, as the node will run. The result
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fit and write the calibration; returns 0, or 1 with one error line on bad input."""
     from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
-    from pixloc_ros.core.covariance_calibration import calibration_path_for, fit_calibration
+    from pixloc_ros.core.tracking.covariance_calibration import calibration_path_for, fit_calibration
     from pixloc_ros.data.offline import calibration_samples
 
     if not args.drive and not args.records:
@@ -87,7 +87,7 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     """Per-frame records of one drive through the pipeline (with ``--replay-calibration`` or none)."""
     from dataclasses import asdict
 
-    from pixloc_ros.core.pipeline import load_pipeline
+    from pixloc_ros.core.tracking.pipeline import load_pipeline
     from pixloc_ros.data.offline import evaluate_drive
     from pixloc_ros.ros.params import engine_configs
 

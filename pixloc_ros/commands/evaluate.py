@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from pixloc_ros.core.engine.checkpoint import WeightsError
-    from pixloc_ros.core.pipeline import load_pipeline
+    from pixloc_ros.core.tracking.pipeline import load_pipeline
     from pixloc_ros.data.offline import evaluate_drive
     from pixloc_ros.ros.params import engine_configs
 

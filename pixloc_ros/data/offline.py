@@ -2,7 +2,7 @@
 against the drive's ground truth: what `pixloc-ros evaluate` and the benchmarks run.
 
 Messages are fed in stamp order, as the node receives them: odometry and GNSS up to an image's
-stamp, then the image. The pipeline is the node's own (core/pipeline.py), so the figures are
+stamp, then the image. The pipeline is the node's own (core/tracking/pipeline.py), so the figures are
 what the node would publish.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Callable
 import numpy as np
 
 from ..core.geometry.camera import Camera
-from ..core.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
-from ..core.hypothesis_books import pose_difference
+from ..core.tracking.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
+from ..core.tracking.hypothesis_books import pose_difference
 from ..core.geometry.metrics import AccuracySummary, pose_errors, summarize
-from ..core.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
+from ..core.tracking.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
 from .bags import Drive, PoseSample, read_drive
 
 
@@ -243,7 +243,7 @@ def calibration_samples(records: list[dict], max_translation_m: float = 1.0,
     A frame counts when its estimate has a Hessian covariance and ground truth, and is a correct
     lock (within ``max_translation_m`` and ``max_rotation_deg``): a wrong lock is the state
     machine's to catch, and a Gaussian fitted to it would only widen every covariance. Errors
-    and covariances are moved to base_link axes (the model's, see core/covariance_calibration.py).
+    and covariances are moved to base_link axes (the model's, see core/tracking/covariance_calibration.py).
     """
     samples = []
     for r in records:

@@ -1,4 +1,4 @@
-"""The relocalization node: thin glue around ``core.pipeline.RelocalizationPipeline``.
+"""The relocalization node: thin glue around ``core.tracking.pipeline.RelocalizationPipeline``.
 
 Conventions follow nav2's AMCL (the relocalizer ROS users know): ``/initialpose`` in, the pose
 out as PoseWithCovarianceStamped on ``~/pose`` (transient local), ``map -> odom`` on /tf
@@ -96,7 +96,7 @@ def build_pipeline(settings: NodeSettings):
     """Open the weights and the map, check every checksum of the map (reads it once), and build the
     per-frame pipeline. Raises on any setup error: a damaged map is refused here, at start, rather
     than failing the frames that need its damaged part later."""
-    from pixloc_ros.core.pipeline import load_pipeline
+    from pixloc_ros.core.tracking.pipeline import load_pipeline
 
     configs = engine_configs(settings)
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
@@ -397,7 +397,7 @@ class LocalizerNode(Node):
 
     def _frame_input(self, frame: CameraFrame):
         """Messages -> (FrameInput, rgb); ValueError on bad input."""
-        from pixloc_ros.core.pipeline import FrameInput
+        from pixloc_ros.core.tracking.pipeline import FrameInput
 
         s = self.settings
         if s.image_transport == "compressed":

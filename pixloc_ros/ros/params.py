@@ -75,7 +75,7 @@ class NodeSettings:
                                  "negative: the weights' engine profile's (the released weights: their "
                                  "checkpoint's pad, 3; native: a size rule, 4 px at 1024x768). The reference's "
                                  "CMU evaluation used 2.", low=-1.0, high=64.0)
-    # --- gating: when a result is published (core/gating.py, core/pipeline.py)
+    # --- gating: when a result is published (core/tracking/gating.py, core/tracking/pipeline.py)
     min_valid_points: int = _p(100, "Fewest 3D points projecting validly at the fine level to accept a pose.",
                                low=3, high=1_000_000)
     min_inlier_ratio: float = _p(0.2, "Smallest share of valid points with a small residual to accept a pose.",
@@ -353,17 +353,17 @@ def _unknown_error(name: str) -> str:
 class EngineConfigs:
     """The engine configurations the node builds its pipeline from."""
 
-    pipeline: Any  # core.pipeline.PipelineConfig
+    pipeline: Any  # core.tracking.pipeline.PipelineConfig
     localizer: Any  # core.engine.localizer.LocalizerConfig
     tiles: Any  # core.maps.tile_loader.TileLoaderConfig (used when the map is a tiled folder)
 
 
 def engine_configs(settings: NodeSettings) -> EngineConfigs:
     """Map the node settings onto the engine's configuration dataclasses (imports torch)."""
-    from pixloc_ros.core.gating import GatingConfig
+    from pixloc_ros.core.tracking.gating import GatingConfig
     from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.engine.lm.optimizer import LMConfig
-    from pixloc_ros.core.pipeline import PipelineConfig
+    from pixloc_ros.core.tracking.pipeline import PipelineConfig
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 

@@ -18,7 +18,7 @@ drifts decimetres per frame in snow, and a gate centred on the last result follo
 away, one accepted step at a time; centred on the filtered pose it does not. The results
 themselves are what the pipeline publishes.
 
-The pipeline (core/pipeline.py) owns the localizer; this module only keeps the books: it
+The pipeline (core/tracking/pipeline.py) owns the localizer; this module only keeps the books: it
 receives, per frame, the odometry motion and the optimised observations (pose, calibrated
 covariance, cost, which hypothesis each started from) and decides. Poses are (4, 4) numpy
 ``map_from_base``; covariances (6, 6) in ROS order (core/engine/covariance.py).

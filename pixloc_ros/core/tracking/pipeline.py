@@ -4,7 +4,7 @@ what `pixloc-ros evaluate` measures is what the node publishes.
 
 States (the numbers are LocalizationStatus.STATE_*):
 - NOT_INITIALIZED: no prior yet (no /initialpose, no GNSS fix).
-- RELOCALIZING: nothing is published. Several hypotheses are alive (core/hypothesis_books.py): each
+- RELOCALIZING: nothing is published. Several hypotheses are alive (core/tracking/hypothesis_books.py): each
   frame optimises every one of them, propagated with the odometry, plus fresh seeds (the
   keyframes nearest the GNSS fix or the operator's initial pose, and the leader moved along the
   road, where PixLoc's wrong minima lie). A hypothesis is committed only once it has led frame
@@ -18,7 +18,7 @@ States (the numbers are LocalizationStatus.STATE_*):
   next frames relocalize.
 A clock jump backwards (a bag restarted) resets everything.
 
-The published covariance is calibrated (core/covariance_calibration.py) when the weights come
+The published covariance is calibrated (core/tracking/covariance_calibration.py) when the weights come
 with a calibration file; otherwise it is the Hessian estimate plus a floor (``covariance_floor_*``).
 
 Poses inside this module are (4, 4) float64 numpy arrays named ``a_from_b``.
@@ -36,16 +36,17 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation, Slerp
 
-from .geometry.camera import Camera
-from .engine.covariance import engine_to_ros_covariance, make_spd, normalized_min_eigenvalue, pose_covariance
+from ..geometry.camera import Camera
+from ..engine.covariance import engine_to_ros_covariance, make_spd, normalized_min_eigenvalue, pose_covariance
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .gating import GatingConfig, mahalanobis_d2, quality_failure
-from .geometry.pose import Pose
-from .hypotheses import relocalization_grid
-from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, TrackerDecision, pose_difference
-from .engine.localizer import LocalizationResult, Localizer
-from .engine.query_points import QueryPoints
-from .maps.retrieval import MapIndex, RetrievalConfig, open_map_index
+from ..geometry.pose import Pose
+from .seed_grid import relocalization_grid
+from .hypothesis_books import (HypothesisConfig, HypothesisTracker, Observation, TrackerDecision,
+    pose_difference)
+from ..engine.localizer import LocalizationResult, Localizer
+from ..engine.query_points import QueryPoints
+from ..maps.retrieval import MapIndex, RetrievalConfig, open_map_index
 
 
 class State(IntEnum):
@@ -180,7 +181,7 @@ class FrameOutput:
     estimate_inlier_ratio: float = math.nan
     estimate_cost: float = math.nan  # its fine-level mean robust cost
     estimate_num_valid: int = 0  # its valid fine-level points
-    estimate_jitter_m: float | None = None  # jitter of its hypothesis before this frame (core/hypothesis_books.py)
+    estimate_jitter_m: float | None = None  # jitter of its hypothesis before this frame (core/tracking/hypothesis_books.py)
     gate: GateStats = field(default_factory=GateStats)
     covariance_calibrated: bool = False  # the covariance comes from a fitted calibration
     keyframe_ids: list[int] = field(default_factory=list)
@@ -826,8 +827,8 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     """
     from dataclasses import replace as _replace
 
-    from .engine.checkpoint import load_weights, weights_fingerprint
-    from .engine.localizer import LocalizerConfig
+    from ..engine.checkpoint import load_weights, weights_fingerprint
+    from ..engine.localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
     fingerprint = weights_fingerprint(model)

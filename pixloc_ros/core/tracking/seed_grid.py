@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .geometry.pose import Pose, so3_exp
+from ..geometry.pose import Pose, so3_exp
 
 
 def expand_hypotheses(cam_from_world: Pose, yaw_offsets_deg: Sequence[float] = (0.0,),

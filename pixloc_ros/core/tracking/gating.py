@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
-from .engine.covariance import engine_to_ros_covariance, ros_pose_error
-from .geometry.pose import Pose
-from .engine.localizer import LocalizationResult
+from ..engine.covariance import engine_to_ros_covariance, ros_pose_error
+from ..geometry.pose import Pose
+from ..engine.localizer import LocalizationResult
 
 
 @dataclass
