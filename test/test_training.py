@@ -1,4 +1,4 @@
-"""The training recipe (core/training.py, ``pixloc-ros train``) on a tiny rendered street map.
+"""The training recipe (core/training/train.py, ``pixloc-ros train``) on a tiny rendered street map.
 
 The map: a few 128x96 views of the synthetic street rendered with depth; its "SfM" points are
 back-projected pixels and their tracks the other views that see them (projection + depth test),
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pixloc_ros.cli import main
-from pixloc_ros.core import training
+from pixloc_ros.core.training import train as training
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.engine.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
 from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
