@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from pixloc_ros.data import bags
-from pixloc_ros.data.drive import invert_transform
-from pixloc_ros.data.render import render
-from pixloc_ros.data.synth import _noise_seed, load_dataset, read_tum
+from pixloc_ros.data.sim.drive import invert_transform
+from pixloc_ros.data.sim.render import render
+from pixloc_ros.data.sim.synth import _noise_seed, load_dataset, read_tum
 
 
 def _image():

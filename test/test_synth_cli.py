@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pixloc_ros.cli import main
-from pixloc_ros.data.synth import PRESETS, TEST_PRESET, get_preset, load_dataset
+from pixloc_ros.data.sim.synth import PRESETS, TEST_PRESET, get_preset, load_dataset
 
 
 def test_preview_shows_every_condition_from_one_pose(tmp_path, capsys):
@@ -38,7 +38,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 def test_presets_fit_their_purpose():
     from pixloc_ros.core.maps.compile import resized_size
-    from pixloc_ros.data.synth import camera_for, mapping_camera_for
+    from pixloc_ros.data.sim.synth import camera_for, mapping_camera_for
 
     small, full = PRESETS["small"], PRESETS["full"]
     assert (small.width, small.height) == (320, 240) and small.max_query_frames <= 40
@@ -60,7 +60,7 @@ def test_presets_fit_their_purpose():
 
 
 def test_output_is_protected_and_reloadable(synth_small, tmp_path):
-    from pixloc_ros.data.synth import synthesize
+    from pixloc_ros.data.sim.synth import synthesize
     with pytest.raises(FileExistsError):
         synthesize(synth_small, TEST_PRESET, seed=7)  # not empty, no --overwrite
     foreign = tmp_path / "foreign"
@@ -84,7 +84,7 @@ def test_same_seed_same_dataset(tmp_path):
     import hashlib
 
     from pixloc_ros.core.maps.colmap_io import read_model
-    from pixloc_ros.data.synth import synthesize
+    from pixloc_ros.data.sim.synth import synthesize
     preset = dataclasses.replace(TEST_PRESET, name="tiny", mapping_length_m=60.0, max_query_frames=3,
                                  query_conditions=("snow",), mapping_scale=1.5)
     digests, models = [], []

@@ -3,9 +3,9 @@ textures live on the surfaces (photo-consistent), conditions change appearance, 
 import numpy as np
 import pytest
 
-from pixloc_ros.data.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
-from pixloc_ros.data.render import GROUND, SKY, PinholeCamera, raycast, render
-from pixloc_ros.data.world import Kind, Shape, generate_world
+from pixloc_ros.data.sim.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
+from pixloc_ros.data.sim.render import GROUND, SKY, PinholeCamera, raycast, render
+from pixloc_ros.data.sim.world import Kind, Shape, generate_world
 
 W, H = 200, 150
 

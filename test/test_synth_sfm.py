@@ -4,8 +4,8 @@ PixLoc (hundreds of observations per keyframe)."""
 import numpy as np
 
 from pixloc_ros.core.maps.colmap_io import read_model
-from pixloc_ros.data.render import raycast
-from pixloc_ros.data.synth import load_dataset, read_mapping_poses
+from pixloc_ros.data.sim.render import raycast
+from pixloc_ros.data.sim.synth import load_dataset, read_mapping_poses
 
 
 def test_model_has_the_known_poses_and_camera(synth_small):

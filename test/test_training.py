@@ -23,9 +23,9 @@ from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.engine.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
 from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.data.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
-from pixloc_ros.data.render import PinholeCamera, render
-from pixloc_ros.data.world import generate_world
+from pixloc_ros.data.sim.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
+from pixloc_ros.data.sim.render import PinholeCamera, render
+from pixloc_ros.data.sim.world import generate_world
 
 WIDTH, HEIGHT = 128, 96
 VIEW_DISTANCES_M = (12.0, 13.5, 15.0, 16.5, 18.0)  # along street A->B

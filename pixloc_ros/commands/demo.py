@@ -58,7 +58,7 @@ def _weights(args, out: Path) -> Path:
 
 
 def _ensure_world(out: Path, seed: int) -> Path:
-    from pixloc_ros.data.synth import synthesize
+    from pixloc_ros.data.sim.synth import synthesize
 
     world = out / "world"
     if (world / "world.json").exists() and (world / "sfm").exists():

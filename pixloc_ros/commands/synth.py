@@ -34,7 +34,7 @@ def run(args) -> int:
     """Generate what the arguments ask for; returns the exit status."""
     import time
 
-    from pixloc_ros.data import synth
+    from pixloc_ros.data.sim import synth
 
     if not args.out and not args.preview:
         raise SystemExit("pixloc-ros synth: give --out DIR and/or --preview PNG")

@@ -113,8 +113,8 @@ def register(subparsers) -> None:
 
 def _render_fn(world_dir: str):
     """The renderer of a synth folder as ``core.training.train.RenderFn``."""
-    from pixloc_ros.data.render import PinholeCamera, render
-    from pixloc_ros.data.synth import load_dataset
+    from pixloc_ros.data.sim.render import PinholeCamera, render
+    from pixloc_ros.data.sim.synth import load_dataset
 
     world = load_dataset(world_dir).world
 

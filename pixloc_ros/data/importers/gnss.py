@@ -3,7 +3,7 @@
 The fix is the ground-truth base_link position (antenna assumed there) moved to WGS84 through
 the map's georeference, plus an error in East/North/Up made of a slowly varying bias
 (first-order Gauss-Markov with correlation time ``correlation_time_s``) and white noise, the
-same error model as the synthetic drives (``data/drive.py``) so that imported and synthetic
+same error model as the synthetic drives (``data/sim/drive.py``) so that imported and synthetic
 bags behave alike. The NavSatFix covariance states the total variance (bias^2 + white^2).
 """
 from __future__ import annotations

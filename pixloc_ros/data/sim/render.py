@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixloc_ros.data import textures as tx
-from pixloc_ros.data.conditions import Condition, get_condition
-from pixloc_ros.data.world import STYLE_BRICK, STYLE_GLASS, STYLE_PANELS, STYLE_PLASTER, Kind, Scene, Shape, World
+from pixloc_ros.data.sim import textures as tx
+from pixloc_ros.data.sim.conditions import Condition, get_condition
+from pixloc_ros.data.sim.world import (STYLE_BRICK, STYLE_GLASS, STYLE_PANELS, STYLE_PLASTER, Kind, Scene,
+    Shape, World)
 
 SKY = -1  # primitive index of a pixel that sees the sky
 GROUND = -2  # primitive index of a pixel that sees the ground plane

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.data.world import World
+from pixloc_ros.data.sim.world import World
 
 
 # ---------------------------------------------------------------------------------------------

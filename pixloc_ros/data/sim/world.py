@@ -22,7 +22,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from pixloc_ros.data.conditions import Condition, get_condition
+from pixloc_ros.data.sim.conditions import Condition, get_condition
 
 
 class Shape(IntEnum):

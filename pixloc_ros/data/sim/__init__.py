@@ -1,0 +1,16 @@
+"""The project's synthetic world: a procedural street with seasons, its ray-cast renderer, car
+drives with odometry and GNSS, and ``synthesize`` that writes a mapping set, an SfM map and query
+drives as rosbags. ROS-free; imports ``core.geometry``, ``core.maps`` (COLMAP I/O) and ``data.bags``.
+
+Public API (imported on first use): ``synthesize``, ``load_dataset``, ``get_preset``: ``synth``;
+``generate_world``, ``World``: ``world``; ``render``, ``PinholeCamera``: ``render``;
+``CONDITIONS``, ``get_condition``: ``conditions``; ``route_path``, ``simulate_trajectory``: ``drive``.
+"""
+from pixloc_ros.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "synthesize": "synth", "load_dataset": "synth", "get_preset": "synth",
+    "generate_world": "world", "World": "world", "render": "render", "PinholeCamera": "render",
+    "CONDITIONS": "conditions", "get_condition": "conditions",
+    "route_path": "drive", "simulate_trajectory": "drive",
+})
