@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from pixloc_ros.core.tracking.pipeline import PipelineConfig, load_pipeline
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.data.bags import read_drive
-    from pixloc_ros.data.offline import evaluate_drive
+    from pixloc_ros.data.evaluation.offline import evaluate_drive
 
     extra = {} if args.runtime is None else {"cpu_runtime": args.runtime}
     if args.precision is not None:

@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.tracking.pipeline import FrameInput, OdometryBuffer, PipelineConfig, State, load_pipeline
 from pixloc_ros.data.bags import read_drive
-from pixloc_ros.data.offline import camera_from_info, evaluate_drive
+from pixloc_ros.data.evaluation.offline import camera_from_info, evaluate_drive
 
 
 def pose(x=0.0, y=0.0, z=0.0, yaw_deg=0.0):

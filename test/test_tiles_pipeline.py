@@ -9,7 +9,7 @@ from pixloc_ros.core.maps.retrieval import MapIndex
 from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 from pixloc_ros.core.maps.tiled_index import TiledMapIndex
 from pixloc_ros.core.maps.tiles import split_map
-from pixloc_ros.data.offline import evaluate_drive
+from pixloc_ros.data.evaluation.offline import evaluate_drive
 
 
 def test_a_drive_on_tiles_gives_the_poses_of_the_one_file_map(synth_map, tmp_path):

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """Fit and write the calibration; returns 0, or 1 with one error line on bad input."""
     from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.tracking.covariance_calibration import calibration_path_for, fit_calibration
-    from pixloc_ros.data.offline import calibration_samples
+    from pixloc_ros.data.evaluation.offline import calibration_samples
 
     if not args.drive and not args.records:
         print("pixloc-ros calibrate: error: give --drive MAP BAG (repeatable) or --records EVAL.json ...",
@@ -88,7 +88,7 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     from dataclasses import asdict
 
     from pixloc_ros.core.tracking.pipeline import load_pipeline
-    from pixloc_ros.data.offline import evaluate_drive
+    from pixloc_ros.data.evaluation.offline import evaluate_drive
     from pixloc_ros.ros.params import engine_configs
 
     from .evaluate import load_settings

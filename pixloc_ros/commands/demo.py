@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     from pixloc_ros.core.geometry.metrics import pose_errors, summarize
     from pixloc_ros.data.bags import read_drive
-    from pixloc_ros.data.offline import DriveEvaluation, FrameRecord, GroundTruth
-    from pixloc_ros.data.plots import plot_errors, plot_trajectory
+    from pixloc_ros.data.evaluation.offline import DriveEvaluation, FrameRecord, GroundTruth
+    from pixloc_ros.data.evaluation.plots import plot_errors, plot_trajectory
     from pixloc_ros.ros.conversions import pose_msg_to_matrix, stamp_to_ns
     from pixloc_ros.ros.replay import replay_through_node
     from pixloc_ros.ros.session import domain_id_for

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pixloc_ros.core.engine.checkpoint import WeightsError
     from pixloc_ros.core.tracking.pipeline import load_pipeline
-    from pixloc_ros.data.offline import evaluate_drive
+    from pixloc_ros.data.evaluation.offline import evaluate_drive
     from pixloc_ros.ros.params import engine_configs
 
     try:
@@ -116,7 +116,8 @@ def write_plots(evaluation, pipeline, out_dir, snapshot: dict) -> list[Path]:
     import numpy as np
 
     from pixloc_ros.data.bags import read_drive
-    from pixloc_ros.data.plots import plot_errors, plot_nees, plot_trajectory, save_heatmap_snapshot
+    from pixloc_ros.data.evaluation.plots import (plot_errors, plot_nees, plot_trajectory,
+        save_heatmap_snapshot)
 
     out_dir = Path(out_dir)
     drive = read_drive(evaluation.bag, load_images=False)

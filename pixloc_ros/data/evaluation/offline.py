@@ -16,12 +16,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.geometry.camera import Camera
-from ..core.tracking.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
-from ..core.tracking.hypothesis_books import pose_difference
-from ..core.geometry.metrics import AccuracySummary, pose_errors, summarize
-from ..core.tracking.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
-from .bags import Drive, PoseSample, read_drive
+from ...core.geometry.camera import Camera
+from ...core.tracking.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
+from ...core.tracking.hypothesis_books import pose_difference
+from ...core.geometry.metrics import AccuracySummary, pose_errors, summarize
+from ...core.tracking.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
+from ..bags import Drive, PoseSample, read_drive
 
 
 @dataclass

@@ -76,7 +76,7 @@ def plot_errors(evaluation: DriveEvaluation, path: str | Path) -> Path:
 def plot_nees(evaluation: DriveEvaluation, path: str | Path) -> Path:
     """NEES (6 dof) of every published pose over time against the 95 % chi-square bound, and of the
     estimates that were not published (hollow): whether the covariance the EKF gets is honest."""
-    from ..core.tracking.covariance_calibration import NEES_BOUND_95, NEES_DOF
+    from ...core.tracking.covariance_calibration import NEES_BOUND_95, NEES_DOF
 
     plt = _pyplot()
     frames = evaluation.frames
@@ -109,7 +109,7 @@ def save_heatmap_snapshot(image_rgb: np.ndarray, confidences: list[np.ndarray], 
     """Camera image and the fused + per-level confidence heatmaps side by side."""
     import cv2
 
-    from ..core.engine.heatmap import render_heatmaps
+    from ...core.engine.heatmap import render_heatmaps
 
     maps = render_heatmaps(image_rgb, confidences, scale=1.0)
     tiles = [image_rgb, maps.fused] + maps.levels
