@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     import pixloc_ros
     from pixloc_ros.core.engine.localizer import LocalizerConfig
-    from pixloc_ros.core.engine.lm.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.config import LMConfig
     from pixloc_ros.core.tracking.pipeline import PipelineConfig, load_pipeline
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.data.bags import read_drive

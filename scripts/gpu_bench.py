@@ -35,7 +35,7 @@ from pixloc_ros.core.engine.lm import fused as fused_lm
 from pixloc_ros.core.geometry.pose import Pose, so3_exp
 from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
 from pixloc_ros.core.engine.network import PixLocModel
-from pixloc_ros.core.engine.lm.optimizer import LMConfig
+from pixloc_ros.core.engine.lm.config import LMConfig
 
 
 def sizes(args) -> SimpleNamespace:

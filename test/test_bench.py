@@ -90,6 +90,6 @@ def test_bench_reports_the_lm_path_that_ran(capsys, monkeypatch):
 
 def test_bench_point_bucket_default_is_the_engine_default():
     from pixloc_ros.commands.bench import LM_DEFAULT_POINT_BUCKET
-    from pixloc_ros.core.engine.lm.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.config import LMConfig
 
     assert LM_DEFAULT_POINT_BUCKET == LMConfig().point_bucket

@@ -10,7 +10,8 @@ from pixloc_ros.core.engine.covariance import (EIGENVALUE_FLOOR, engine_to_ros_c
     ros_pose_error)
 from pixloc_ros.core.geometry.pose import Pose, so3_exp
 from pixloc_ros.core.engine.interpolation import interpolate
-from pixloc_ros.core.engine.lm.optimizer import LMConfig, optimize_level
+from pixloc_ros.core.engine.lm.config import LMConfig
+from pixloc_ros.core.engine.lm.optimizer import optimize_level
 
 
 def test_covariance_matches_monte_carlo():

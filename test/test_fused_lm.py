@@ -14,7 +14,8 @@ import torch
 from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose
-from pixloc_ros.core.engine.lm.optimizer import LMConfig, optimize_level, resolve_lm_path
+from pixloc_ros.core.engine.lm.config import LMConfig
+from pixloc_ros.core.engine.lm.optimizer import optimize_level, resolve_lm_path
 
 triton = pytest.importorskip("triton")
 from pixloc_ros.core.engine.lm.fused import interpreted, segments_of  # noqa: E402

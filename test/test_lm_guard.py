@@ -14,7 +14,7 @@ from feature_scene import BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.pose import Pose
 from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
 from pixloc_ros.core.engine.network import FeaturePyramid
-from pixloc_ros.core.engine.lm.optimizer import LMConfig
+from pixloc_ros.core.engine.lm.config import LMConfig
 
 triton = pytest.importorskip("triton")
 from pixloc_ros.core.engine.lm import fused as fused_lm  # noqa: E402

@@ -224,7 +224,7 @@ def test_pad_tuple_applies_per_level(scene_setup):
 @pytest.mark.parametrize("compile_mode", [None, "reduce-overhead"])
 def test_cuda_matches_cpu(scene_setup, localizer, compile_mode):
     """The same problem on CUDA (eager, or torch.compile with CUDA graphs) lands where the CPU does."""
-    from pixloc_ros.core.engine.lm.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.config import LMConfig
 
     _, cam, T, pyramid, qp = scene_setup
     init = Pose.stack([perturb(T, 5.0, 1.0, 0), perturb(T, 3.0, 0.5, 1)])

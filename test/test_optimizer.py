@@ -6,8 +6,8 @@ import torch
 from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.core.engine.lm.optimizer import (LMConfig, _LevelProblem, cholesky_solve_spd, damped_solve,
-    optimize_level)
+from pixloc_ros.core.engine.lm.config import LMConfig
+from pixloc_ros.core.engine.lm.optimizer import _LevelProblem, cholesky_solve_spd, damped_solve, optimize_level
 
 LAMBDA = torch.full((6,), 1e-2)
 

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig, resolve_device
-    from pixloc_ros.core.engine.lm.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.config import LMConfig
 
     try:
         device = resolve_device(args.device)

@@ -362,7 +362,7 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     """Map the node settings onto the engine's configuration dataclasses (imports torch)."""
     from pixloc_ros.core.tracking.gating import GatingConfig
     from pixloc_ros.core.engine.localizer import LocalizerConfig
-    from pixloc_ros.core.engine.lm.optimizer import LMConfig
+    from pixloc_ros.core.engine.lm.config import LMConfig
     from pixloc_ros.core.tracking.pipeline import PipelineConfig
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.core.maps.tile_loader import TileLoaderConfig

@@ -19,5 +19,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "init_weights": "checkpoint",
     "EngineProfile": "profile", "named_profile": "profile",
     "QueryPoints": "query_points", "BilinearSampler": "interpolation", "render_heatmaps": "heatmap",
-    "LMConfig": "lm.optimizer", "optimize_level": "lm.optimizer",
+    "LMConfig": "lm.config", "optimize_level": "lm.optimizer",
 })

@@ -23,7 +23,7 @@ from ..geometry.pose import Pose
 from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor, upload_rgb
 from .network_runtime import resolve_cpu_runtime
 from .lm.guard import LMPathGuard, LMPathStatus
-from .lm.optimizer import LevelResult, LMConfig
+from .lm.config import LevelResult, LMConfig
 from .query_points import QueryPoints
 
 DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network

@@ -50,7 +50,8 @@ from pixloc_ros.core.engine.interpolation import BilinearSampler
 from pixloc_ros.core.engine.localizer import level_pads
 from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS
 from pixloc_ros.core.engine.network import STRIDES, PixLocModel
-from pixloc_ros.core.engine.lm.optimizer import LMConfig, optimize_level
+from pixloc_ros.core.engine.lm.config import LMConfig
+from pixloc_ros.core.engine.lm.optimizer import optimize_level
 
 CHECKPOINT_NAME = "checkpoint_last.tar"  # the resumable checkpoint inside the output folder
 METRICS_NAME = "metrics.jsonl"  # one JSON record per logging interval

@@ -3,12 +3,12 @@
 ``update_kernel``, their compiled variants in ``variants``) and the guard that probes the fused
 loop against the torch one and falls back (``guard``).
 
-Public API (imported on first use): ``LMConfig``, ``LevelResult``, ``optimize_level``,
+Public API (imported on first use): ``LMConfig``, ``LevelResult`` (``config``); ``optimize_level``,
 ``resolve_lm_path`` (``optimizer``); ``LMPathGuard``, ``LMPathStatus`` (``guard``).
 """
 from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "LMConfig": "optimizer", "LevelResult": "optimizer", "optimize_level": "optimizer",
+    "LMConfig": "config", "LevelResult": "config", "optimize_level": "optimizer",
     "resolve_lm_path": "optimizer", "LMPathGuard": "guard", "LMPathStatus": "guard",
 })

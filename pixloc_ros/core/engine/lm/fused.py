@@ -42,6 +42,7 @@ import torch
 from ...geometry.camera import Camera
 from ..profile import REFERENCE_CHECK_EVERY
 from ...geometry.pose import Pose
+from .config import LevelResult, orthonormalize
 
 MAX_CACHED = 48  # problem buckets whose buffers and graphs are kept (per process): 3 levels x a few buckets
 MIN_HYPOTHESES = 4  # smallest hypothesis bucket: frames with 1-4 hypotheses share their graphs
@@ -369,7 +370,6 @@ def optimize_level_fused(features: torch.Tensor, confidence: torch.Tensor | None
     it is joined on the device).
     """
     from . import kernels as k
-    from .optimizer import LevelResult, _orthonormalize
 
     if init.shape == ():
         init = init[None]
@@ -409,7 +409,7 @@ def optimize_level_fused(features: torch.Tensor, confidence: torch.Tensor | None
         state.reset()
         state.run(segments, graphs)
         iterations_run = bool(segments)
-        R = _orthonormalize(state.R.view(B, 3, 3).clone())
+        R = orthonormalize(state.R.view(B, 3, 3).clone())
         state.R.copy_(R.reshape(B, 9))
         state.evaluate_final()
         sums = state.sums[:b].clone()

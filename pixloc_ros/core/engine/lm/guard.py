@@ -37,7 +37,8 @@ import torch
 
 from ...geometry.camera import Camera, random_points_in_view
 from ...geometry.pose import Pose, so3_exp
-from .optimizer import LevelResult, LMConfig, fused_blocker, optimize_level
+from .config import LevelResult, LMConfig
+from .optimizer import fused_blocker, optimize_level
 
 PROBE_ITERS = 5  # LM iterations of the probe (no early stop: every hypothesis runs them all)
 PROBE_TOL_M = 1e-4  # largest translation difference between the two implementations' poses, metres
