@@ -46,7 +46,8 @@ def main(argv=None) -> int:
 
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.maps.colmap_io import read_model
-    from pixloc_ros.core.maps.compile import CompileConfig, compile_tiled_map
+    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+    from pixloc_ros.core.maps.compile import compile_tiled_map
     from pixloc_ros.core.maps.compile_ray import RayOptions
 
     world = Path(args.world)

@@ -84,7 +84,8 @@ def synth_map(synth_small, test_weights, tmp_path_factory) -> SynthMap:
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.maps.compile import CompileConfig, compile_map
+    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+    from pixloc_ros.core.maps.compile import compile_map
 
     model = load_weights(test_weights.path, "cpu")
     build = json.loads((synth_small / "world.json").read_text()).get("build_map", {})

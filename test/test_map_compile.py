@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 from pixloc_ros.core.engine.checkpoint import init_weights, save_weights, weights_fingerprint
 from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
-from pixloc_ros.core.maps.compile import CompileConfig, compile_map, resized_size
+from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+from pixloc_ros.core.engine.images import resized_size
+from pixloc_ros.core.maps.compile import compile_map
 from pixloc_ros.core.maps.mapfile import WeightsMismatchError, open_map
 from pixloc_ros.core.maps.retrieval import MapIndex
 

@@ -8,7 +8,8 @@ import pytest
 from test_map_compile import synthetic  # noqa: F401  (the module-scoped fixture: 4 keyframes, 2 cameras)
 
 from pixloc_ros.core.engine.checkpoint import save_weights, weights_fingerprint
-from pixloc_ros.core.maps.compile import CompileConfig, compile_map, compile_tiled_map
+from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+from pixloc_ros.core.maps.compile import compile_map, compile_tiled_map
 from pixloc_ros.core.maps.mapfile import open_map
 from pixloc_ros.core.maps.retrieval import MapIndex
 from pixloc_ros.core.maps.tiled_index import TiledMapIndex

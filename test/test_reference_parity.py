@@ -79,7 +79,8 @@ def _run(problem: ParityProblem, official, tmp_path) -> ParityRun:
     from pixloc_ros.core.geometry.camera import Camera
     from pixloc_ros.core.geometry.pose import Pose
     from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
-    from pixloc_ros.core.maps.compile import CompileConfig, compile_map
+    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+    from pixloc_ros.core.maps.compile import compile_map
     from pixloc_ros.core.maps.retrieval import MapIndex, RetrievalConfig
 
     model = official.model
@@ -162,7 +163,7 @@ def test_map_keeps_and_samples_what_the_reference_does(parity):
     """Same observations kept (valid at every level with the checkpoint's pad), the stored
     features are the reference's samples (to fp16 storage), and the compile step computes the
     L2-normalised samples of the raw maps, not of the normalised ones."""
-    from pixloc_ros.core.maps.compile import sample_keyframe
+    from pixloc_ros.core.maps.compile_keyframes import sample_keyframe
 
     obs = parity.oracle_obs
     assert len(parity.points) == int(obs.keep.sum()) > 100

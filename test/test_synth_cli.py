@@ -37,7 +37,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 def test_presets_fit_their_purpose():
-    from pixloc_ros.core.maps.compile import resized_size
+    from pixloc_ros.core.engine.images import resized_size
     from pixloc_ros.data.sim.synth import camera_for, mapping_camera_for
 
     small, full = PRESETS["small"], PRESETS["full"]

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.maps.compile import CompileConfig, compile_map, compile_tiled_map
+    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+    from pixloc_ros.core.maps.compile import compile_map, compile_tiled_map
     from pixloc_ros.core.maps.mapfile import MapFileError, open_map
 
     try:

@@ -75,7 +75,8 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.maps.compile import CompileConfig, compile_map
+    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+    from pixloc_ros.core.maps.compile import compile_map
     from pixloc_ros.core.maps.mapfile import MapFileError, open_map
 
     model = load_weights(weights, "cpu")

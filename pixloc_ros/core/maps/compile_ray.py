@@ -22,7 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixloc_ros.core.maps.compile import CompileConfig, KeyframeSettings, TileResult, TileTask, compile_tile
+from pixloc_ros.core.maps.compile_keyframes import CompileConfig, KeyframeSettings
+from pixloc_ros.core.maps.compile_tiles import TileResult, TileTask, compile_tile
 from pixloc_ros.core.maps.tiles import TiledMapWriter
 
 
