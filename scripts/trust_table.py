@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pixloc_ros.core.tracking.covariance_calibration import NEES_BOUND_95, nees
-from pixloc_ros.core.tracking.hypothesis_books import pose_difference
+from pixloc_ros.core.geometry.transforms import pose_difference
 
 SEASONS = ("overcast", "autumn", "snow", "dusk")
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pixloc_ros.core.tracking.hypothesis_books import (HypothesisConfig, HypothesisTracker, Observation,
-    pose_difference)
+from pixloc_ros.core.tracking.hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
+from pixloc_ros.core.geometry.transforms import pose_difference
 
 COV = np.diag([0.05 ** 2] * 3 + [math.radians(0.3) ** 2] * 3)
 STEP_M = 3.0  # the car drives this far between frames (along map x)

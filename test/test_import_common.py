@@ -11,8 +11,8 @@ from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.importers import Frame, ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, read_cmu_slice
-from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL, leveling_transform, quat_wxyz_to_matrix, \
-    split_by_gap
+from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL, leveling_transform, split_by_gap
+from pixloc_ros.core.geometry.transforms import matrix_from_quat_wxyz as quat_wxyz_to_matrix
 
 
 def test_upright_extrinsic_maps_optical_axes_to_rep103():

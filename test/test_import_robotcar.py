@@ -12,7 +12,8 @@ from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
-from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL, to_4x4
+from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL
+from pixloc_ros.core.geometry.transforms import make_transform as to_4x4
 from pixloc_ros.data.importers.robotcar import ROBOTCAR_INTRINSICS, read_nvm_poses, read_robotcar
 from pixloc_ros.data.sim.synth import read_tum
 

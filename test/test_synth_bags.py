@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pixloc_ros.data import bags
-from pixloc_ros.data.sim.drive import invert_transform
+from pixloc_ros.core.geometry.transforms import invert_transform
 from pixloc_ros.data.sim.render import render
 from pixloc_ros.data.sim.synth import _noise_seed, load_dataset, read_tum
 

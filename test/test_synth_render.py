@@ -3,7 +3,8 @@ textures live on the surfaces (photo-consistent), conditions change appearance, 
 import numpy as np
 import pytest
 
-from pixloc_ros.data.sim.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
+from pixloc_ros.data.sim.drive import base_from_camera, route_path
+from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z
 from pixloc_ros.data.sim.render import GROUND, SKY, PinholeCamera, raycast, render
 from pixloc_ros.data.sim.world import Kind, Shape, generate_world
 

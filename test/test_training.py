@@ -23,7 +23,8 @@ from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.engine.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
 from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
 from pixloc_ros.core.geometry.pose import Pose, pose_error
-from pixloc_ros.data.sim.drive import base_from_camera, invert_transform, make_transform, rot_z, route_path
+from pixloc_ros.data.sim.drive import base_from_camera, route_path
+from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z
 from pixloc_ros.data.sim.render import PinholeCamera, render
 from pixloc_ros.data.sim.world import generate_world
 

@@ -21,6 +21,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from pixloc_ros.core.geometry.transforms import (invert_transform, make_transform, matrix_from_quat_xyzw,
+                                                quat_xyzw_from_matrix)
+
 MAP_FRAME = "map"
 ODOM_FRAME = "odom"
 BASE_FRAME = "base_link"
@@ -137,12 +140,12 @@ class StaticTransform:
         """From a (4, 4) rigid transform."""
         T = np.asarray(parent_from_child, np.float64)
         return cls(parent_frame, child_frame, tuple(float(v) for v in T[:3, 3]),
-                   tuple(float(v) for v in _quat_from_matrix(T[:3, :3])))
+                   tuple(float(v) for v in quat_xyzw_from_matrix(T[:3, :3])))
 
     @property
     def matrix(self) -> np.ndarray:
         """(4, 4) ``parent_from_child``."""
-        return _transform(self.translation, self.rotation_xyzw)
+        return make_transform(matrix_from_quat_xyzw(self.rotation_xyzw), self.translation)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ class OdometrySample:
     @property
     def matrix(self) -> np.ndarray:
         """(4, 4) ``frame_from_child`` (odom_from_base)."""
-        return _transform(self.position, self.orientation_xyzw)
+        return make_transform(matrix_from_quat_xyzw(self.orientation_xyzw), self.position)
 
 
 @dataclass(frozen=True)
@@ -193,12 +196,12 @@ class PoseSample:
     def from_matrix(cls, stamp_ns: int, frame_from_base: np.ndarray, frame_id: str = MAP_FRAME) -> "PoseSample":
         T = np.asarray(frame_from_base, np.float64)
         return cls(int(stamp_ns), tuple(float(v) for v in T[:3, 3]),
-                   tuple(float(v) for v in _quat_from_matrix(T[:3, :3])), frame_id)
+                   tuple(float(v) for v in quat_xyzw_from_matrix(T[:3, :3])), frame_id)
 
     @property
     def matrix(self) -> np.ndarray:
         """(4, 4) ``frame_from_base``."""
-        return _transform(self.position, self.orientation_xyzw)
+        return make_transform(matrix_from_quat_xyzw(self.orientation_xyzw), self.position)
 
 
 @dataclass
@@ -668,7 +671,7 @@ def static_transform_chain(transforms: Sequence[StaticTransform], parent_frame: 
     for tr in transforms:
         T = tr.matrix
         edges.setdefault(tr.parent_frame, []).append((tr.child_frame, T))
-        edges.setdefault(tr.child_frame, []).append((tr.parent_frame, _invert(T)))
+        edges.setdefault(tr.child_frame, []).append((tr.parent_frame, invert_transform(T)))
     # Breadth-first search from the parent frame.
     frontier = [(parent_frame, np.eye(4))]
     seen = {parent_frame}
@@ -681,28 +684,3 @@ def static_transform_chain(transforms: Sequence[StaticTransform], parent_frame: 
                 seen.add(nxt)
                 frontier.append((nxt, parent_from_frame @ frame_from_next))
     raise KeyError(f"no static transform chain from {parent_frame!r} to {child_frame!r}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Small rotation helpers (scipy for the quaternion maths)
-# ---------------------------------------------------------------------------------------------
-
-def _quat_from_matrix(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    q = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()  # x, y, z, w
-    return -q if q[3] < 0 else q
-
-
-def _transform(position, quat_xyzw) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(np.asarray(quat_xyzw, np.float64)).as_matrix()
-    T[:3, 3] = np.asarray(position, np.float64)
-    return T
-
-
-def _invert(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out

@@ -26,6 +26,7 @@ from geometry_msgs.msg import Point, Pose as PoseMsg, Quaternion, Transform, Vec
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix, NavSatStatus
 from std_msgs.msg import Header
 
+from pixloc_ros.core.geometry.transforms import make_transform, matrix_from_quat_xyzw, quat_xyzw_from_matrix
 from pixloc_ros.data.bags import GnssFix, OdometrySample
 from pixloc_ros.ros import compat
 
@@ -232,32 +233,6 @@ def camera_info_to_camera(msg: CameraInfo, use_projection: bool = False) -> Came
 
 
 # ----------------------------------------------------------------------------------------- poses
-def quat_xyzw_to_matrix(quat_xyzw) -> np.ndarray:
-    """Quaternion (4,) xyzw -> rotation matrix (3, 3). Normalises; rejects zero or non-finite."""
-    from scipy.spatial.transform import Rotation  # lazy, like torch: the player needs neither
-
-    q = np.asarray(quat_xyzw, np.float64)
-    norm = float(np.linalg.norm(q)) if np.all(np.isfinite(q)) else math.nan
-    if not (norm > 1e-6):
-        raise ValueError(f"Invalid quaternion (xyzw) {q.tolist()}: zero or non-finite")
-    return Rotation.from_quat(q / norm).as_matrix()
-
-
-def matrix_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) -> unit quaternion (4,) xyzw with w >= 0."""
-    from scipy.spatial.transform import Rotation
-
-    q = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()
-    return -q if q[3] < 0 else q
-
-
-def _rigid(R: np.ndarray, t) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
-
-
 def _finite_xyz(v, what: str) -> np.ndarray:
     xyz = np.array([v.x, v.y, v.z], np.float64)
     if not np.all(np.isfinite(xyz)):
@@ -268,13 +243,13 @@ def _finite_xyz(v, what: str) -> np.ndarray:
 def pose_msg_to_matrix(msg: PoseMsg) -> np.ndarray:
     """geometry_msgs/Pose (of frame b in frame a) -> a_from_b (4, 4) float64."""
     o = msg.orientation
-    return _rigid(quat_xyzw_to_matrix([o.x, o.y, o.z, o.w]), _finite_xyz(msg.position, "Pose position"))
+    return make_transform(matrix_from_quat_xyzw([o.x, o.y, o.z, o.w]), _finite_xyz(msg.position, "Pose position"))
 
 
 def _translation_and_quaternion(T: np.ndarray) -> tuple[dict, Quaternion]:
     """(4, 4) rigid transform -> ({x, y, z} of its translation, its rotation as a Quaternion msg)."""
     T = np.asarray(T, np.float64)
-    q = matrix_to_quat_xyzw(T[:3, :3])
+    q = quat_xyzw_from_matrix(T[:3, :3])
     xyz = dict(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3]))
     return xyz, Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
 
@@ -288,7 +263,7 @@ def matrix_to_pose_msg(T: np.ndarray) -> PoseMsg:
 def transform_msg_to_matrix(msg: Transform) -> np.ndarray:
     """geometry_msgs/Transform (child in parent) -> parent_from_child (4, 4) float64."""
     r = msg.rotation
-    return _rigid(quat_xyzw_to_matrix([r.x, r.y, r.z, r.w]), _finite_xyz(msg.translation, "Transform translation"))
+    return make_transform(matrix_from_quat_xyzw([r.x, r.y, r.z, r.w]), _finite_xyz(msg.translation, "Transform translation"))
 
 
 def matrix_to_transform_msg(T: np.ndarray) -> Transform:

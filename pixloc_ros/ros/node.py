@@ -49,6 +49,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image, NavSatFix
 from visualization_msgs.msg import MarkerArray
 
+from pixloc_ros.core.geometry.transforms import matrix_from_quat_xyzw
 from pixloc_ros.core.maps.mapfile import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
@@ -196,7 +197,7 @@ class LocalizerNode(Node):
         if not ext:
             return None
         T = np.eye(4)
-        T[:3, :3] = conv.quat_xyzw_to_matrix(ext[3:])
+        T[:3, :3] = matrix_from_quat_xyzw(ext[3:])
         T[:3, 3] = ext[:3]
         return T
 

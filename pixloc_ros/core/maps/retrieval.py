@@ -36,6 +36,7 @@ from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.geometry.camera import MIN_DEPTH, Camera
 from pixloc_ros.core.geometry.georef import Georeference
+from pixloc_ros.core.geometry.transforms import as_transform
 from pixloc_ros.core.maps.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
 from pixloc_ros.core.engine.query_points import QueryPoints
 
@@ -98,23 +99,6 @@ class Retrieval:
 
     def __len__(self) -> int:
         return len(self.points)
-
-
-def _as_matrix(pose) -> np.ndarray:
-    """A single pose as a (4, 4) float64 array: accepts a (4, 4) array/tensor, (R, t), or a
-    ``core.geometry.Pose`` (anything with ``to_4x4``)."""
-    if isinstance(pose, tuple) and len(pose) == 2:
-        T = np.eye(4)
-        T[:3, :3], T[:3, 3] = np.asarray(pose[0], np.float64), np.asarray(pose[1], np.float64).reshape(3)
-        return T
-    if hasattr(pose, "to_4x4"):
-        pose = pose.to_4x4()
-    if isinstance(pose, torch.Tensor):
-        pose = pose.detach().cpu().double().numpy()
-    T = np.asarray(pose, np.float64)
-    if T.shape != (4, 4):
-        raise ValueError(f"expected a single pose as a (4, 4) matrix, got shape {T.shape}")
-    return T
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -329,7 +313,7 @@ class MapIndex:
         Returns a ``Retrieval``; with no keyframe in range its ``points`` are empty.
         """
         cfg = replace(config or RetrievalConfig(), **overrides) if overrides else (config or RetrievalConfig())
-        T = _as_matrix(cam_from_world)
+        T = as_transform(cam_from_world)
         center = -T[:3, :3].T @ T[:3, 3]
         view_dir = T[2, :3]
         kf, dist, angles = self.nearest_keyframes(center, view_dir, cfg.num_keyframes, cfg.max_heading_diff_deg,
@@ -481,7 +465,7 @@ class MapIndex:
         and the tilts averaged (scipy's rotation mean) and heights averaged. Assumes the map's
         +z is up (georeferenced or gravity-aligned maps).
         """
-        base_from_cam = BASE_FROM_OPTICAL if base_from_cam is None else _as_matrix(base_from_cam)
+        base_from_cam = BASE_FROM_OPTICAL if base_from_cam is None else as_transform(base_from_cam)
         _, idx = self._tree_xy.query([float(x), float(y)], k=min(k, self.num_keyframes))
         idx = np.atleast_1d(idx)
         map_from_base = self.keyframe_world_from_cam[idx] @ np.linalg.inv(base_from_cam)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pixloc_ros.core.geometry.transforms import as_transform
 from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
-from pixloc_ros.core.maps.retrieval import MapIndex, PointTable, Retrieval, RetrievalConfig, _as_matrix
+from pixloc_ros.core.maps.retrieval import MapIndex, PointTable, Retrieval, RetrievalConfig
 from pixloc_ros.core.maps.tile_loader import TileHealth, TileLoader, TileLoaderConfig
 from pixloc_ros.core.maps.tiles import TiledMap, TileError, open_tiled_map
 
@@ -106,7 +107,7 @@ class TiledMapIndex(MapIndex):
 
     def retrieve(self, cam_from_world, **kwargs) -> Retrieval:
         """As ``MapIndex.retrieve``; also tells the loader where the prior is (it loads ahead)."""
-        T = _as_matrix(cam_from_world)
+        T = as_transform(cam_from_world)
         self.loader.observe(-T[:3, :3].T @ T[:3, 3])
         threshold = kwargs.get("min_track_length", (kwargs.get("config") or RetrievalConfig()).min_track_length)
         if threshold not in self._track_thresholds:

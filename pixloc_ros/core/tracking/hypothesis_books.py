@@ -32,6 +32,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 from scipy.stats import chi2
 
+from ..geometry.transforms import pose_difference
 from .gating import mahalanobis_d2
 
 
@@ -117,13 +118,6 @@ class TrackerDecision:
     wrong_lock: Hypothesis | None = None  # the committed hypothesis that a challenger beat on this frame
     dropped_committed: Hypothesis | None = None  # committed hypothesis dropped after max_misses misses
     live: int = 0  # hypotheses alive after the frame
-
-
-def pose_difference(a_map_from_base: np.ndarray, b_map_from_base: np.ndarray) -> np.ndarray:
-    """(6,) ``[p_a - p_b, log(R_a R_b^T)]`` (map frame, ROS error convention)."""
-    dp = a_map_from_base[:3, 3] - b_map_from_base[:3, 3]
-    phi = Rotation.from_matrix(a_map_from_base[:3, :3] @ b_map_from_base[:3, :3].T).as_rotvec()
-    return np.concatenate([dp, phi])
 
 
 def fuse(prior_map_from_base: np.ndarray, prior_covariance: np.ndarray, measured_map_from_base: np.ndarray,

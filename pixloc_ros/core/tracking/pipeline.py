@@ -42,8 +42,8 @@ from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .gating import GatingConfig, mahalanobis_d2, quality_failure
 from ..geometry.pose import Pose
 from .seed_grid import relocalization_grid
-from .hypothesis_books import (HypothesisConfig, HypothesisTracker, Observation, TrackerDecision,
-    pose_difference)
+from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, TrackerDecision
+from ..geometry.transforms import check_transform, pose_difference, rotation_angle_deg
 from ..engine.localizer import LocalizationResult, Localizer
 from ..engine.query_points import QueryPoints
 from ..maps.retrieval import MapIndex, RetrievalConfig, open_map_index
@@ -193,21 +193,6 @@ class FrameOutput:
     timings: Timings = field(default_factory=Timings)
 
 
-def _check_pose(T: np.ndarray, what: str) -> np.ndarray:
-    T = np.asarray(T, np.float64)
-    if T.shape != (4, 4) or not np.isfinite(T).all():
-        raise ValueError(f"{what} must be a finite (4, 4) transform, got shape {T.shape}"
-                         f"{'' if T.shape != (4, 4) else ' with NaN/inf'}")
-    R = T[:3, :3]
-    if abs(np.linalg.det(R) - 1.0) > 1e-3 or np.abs(R @ R.T - np.eye(3)).max() > 1e-3:
-        raise ValueError(f"{what} has an invalid rotation (not orthonormal)")
-    return T
-
-
-def _rotation_deg(R: np.ndarray) -> float:
-    return math.degrees(Rotation.from_matrix(R).magnitude())
-
-
 def _to_pose(T: np.ndarray) -> Pose:
     return Pose.from_numpy(T[..., :3, :3], T[..., :3, 3])
 
@@ -355,7 +340,7 @@ class RelocalizationPipeline:
     # ---- inputs ---------------------------------------------------------------------------
     def add_odometry(self, stamp_ns: int, odom_from_base: np.ndarray) -> None:
         """An odometry sample (pose of base_link in the odom frame). ValueError on NaN/invalid."""
-        T = _check_pose(odom_from_base, "odometry pose")
+        T = check_transform(odom_from_base, "odometry pose")
         self._check_clock(stamp_ns, "odometry")
         self.odometry.add(int(stamp_ns), T)
 
@@ -383,7 +368,7 @@ class RelocalizationPipeline:
         ``is_2d``: only x, y and yaw are meaningful; height and tilt come from the map.
         Every live hypothesis is dropped: the operator says the pose is elsewhere.
         """
-        T = _check_pose(map_from_base, "initial pose")
+        T = check_transform(map_from_base, "initial pose")
         self._check_clock(stamp_ns, "initial pose")
         self._initial_pose = (int(stamp_ns), T, is_2d)
         self.index.prefetch(T[:3, 3])
@@ -622,7 +607,7 @@ class RelocalizationPipeline:
         w, h = (float(v) for v in frame.camera.size.reshape(-1)[:2])
         if (int(round(w)), int(round(h))) != (image.shape[1], image.shape[0]):
             raise ValueError(f"camera is {w:.0f}x{h:.0f} but the image is {image.shape[1]}x{image.shape[0]}")
-        base_from_cam = _check_pose(frame.base_from_cam, "camera extrinsic base_from_cam")
+        base_from_cam = check_transform(frame.base_from_cam, "camera extrinsic base_from_cam")
         self._check_clock(frame.stamp_ns, "image")
         cfg = self.config
         out = FrameOutput(frame.stamp_ns, self.state, False, "", covariance_calibrated=self.calibration is not None)
@@ -731,7 +716,7 @@ class RelocalizationPipeline:
             out.estimate_jitter_m = cand.jitter_m
             prior = out.prior_map_from_base
             out.prior_distance_m = float(np.linalg.norm(cand.map_from_base[:3, 3] - prior[:3, 3]))
-            out.prior_rotation_deg = _rotation_deg(cand.map_from_base[:3, :3] @ prior[:3, :3].T)
+            out.prior_rotation_deg = rotation_angle_deg(cand.map_from_base[:3, :3] @ prior[:3, :3].T)
 
         if focus is not None and decision.wrong_lock is None:
             if decision.newly_committed:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...core.geometry.camera import Camera
 from ...core.tracking.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
-from ...core.tracking.hypothesis_books import pose_difference
+from pixloc_ros.core.geometry.transforms import pose_difference
 from ...core.geometry.metrics import AccuracySummary, pose_errors, summarize
 from ...core.tracking.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
 from ..bags import Drive, PoseSample, read_drive

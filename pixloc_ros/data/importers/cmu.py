@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CameraSpec, Frame, ImportPlan, center_to_translation, parse_floats, \
-    quat_wxyz_to_matrix, read_table, split_by_gap
+from pixloc_ros.core.geometry.transforms import matrix_from_quat_wxyz
+
+from .common import CameraSpec, Frame, ImportPlan, center_to_translation, parse_floats, read_table, split_by_gap
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def read_pose_list(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise ValueError(f"{path}:{line_no}: expected 'name qw qx qy qz cx cy cz', got {len(row)} fields")
         values = parse_floats(row[1:], f"{path}:{line_no}")
         try:
-            R = quat_wxyz_to_matrix(values[:4])
+            R = matrix_from_quat_wxyz(values[:4])
         except ValueError as err:
             raise ValueError(f"{path}:{line_no}: {err}") from None
         poses[Path(row[0]).name] = (R, center_to_translation(R, values[4:]))

@@ -12,12 +12,13 @@ and are converted to CameraInfo's pixel-centre convention by ``core.camera.Camer
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from pixloc_ros.core.geometry.transforms import make_transform
 
 # base_link (REP-103: x forward, y left, z up) from a camera optical frame (x right, y down,
 # z forward): the camera's z is base x, its x is -base y, its y is -base z. Used as the
@@ -87,27 +88,8 @@ class ImportPlan:
 
 
 # ---------------------------------------------------------------------------------------------
-# Pose helpers (numpy, float64). Quaternion maths comes from scipy's Rotation.
+# Pose helpers of the importers (numpy, float64; the general ones are core/geometry/transforms.py)
 # ---------------------------------------------------------------------------------------------
-
-def quat_wxyz_to_matrix(q_wxyz) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) (COLMAP/NVM order) -> (3, 3) rotation matrix.
-
-    Raises ValueError for a quaternion far from unit norm (a corrupted pose line), since
-    normalising it silently would hide a parse error.
-    """
-    q = np.asarray(q_wxyz, np.float64).reshape(4)
-    n = float(np.linalg.norm(q))
-    if not math.isfinite(n) or abs(n - 1.0) > 1e-3:
-        raise ValueError(f"quaternion {q.tolist()} is not unit-norm (|q| = {n:.6f})")
-    return Rotation.from_quat(q / n, scalar_first=True).as_matrix()
-
-
-def matrix_to_quat_xyzw(R) -> np.ndarray:
-    """(3, 3) rotation -> unit quaternion (x, y, z, w) (ROS order), w >= 0."""
-    q = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()
-    return q if q[3] >= 0 else -q
-
 
 def center_to_translation(R: np.ndarray, center: np.ndarray) -> np.ndarray:
     """Camera centre c (3,) of a cam_from_world rotation R (3, 3) -> translation t = -R c."""
@@ -118,14 +100,6 @@ def invert_rigid(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of the rigid transform x -> R x + t, as (R^T, -R^T t)."""
     R = np.asarray(R, np.float64)
     return R.T, -R.T @ np.asarray(t, np.float64)
-
-
-def to_4x4(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation and (3,) translation -> (4, 4) homogeneous transform."""
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
 
 
 @dataclass(frozen=True)
@@ -149,7 +123,7 @@ class RigidTransform:
 
     def matrix(self) -> np.ndarray:
         """(4, 4) homogeneous matrix."""
-        return to_4x4(self.R, self.t)
+        return make_transform(self.R, self.t)
 
 
 def cam_from_new_world(R: np.ndarray, t: np.ndarray, new_from_old: RigidTransform

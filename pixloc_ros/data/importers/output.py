@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from pixloc_ros.core.geometry.georef import Georeference
+from pixloc_ros.core.geometry.transforms import make_transform, quat_xyzw_from_matrix
 
-from .common import CameraSpec, Frame, ImportPlan, RigidTransform, cam_from_new_world, leveling_transform, \
-    matrix_to_quat_xyzw, to_4x4
+from .common import CameraSpec, Frame, ImportPlan, RigidTransform, cam_from_new_world, leveling_transform
 from .gnss import GnssNoise, synthesize_gnss
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _write_reference_poses(path: Path, frames: list[Frame]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# mapping keyframes: name stamp_ns qx qy qz qw tx ty tz (cam_from_world; quaternion x y z w; metres)"]
     for f in frames:
-        q = matrix_to_quat_xyzw(f.R)
+        q = quat_xyzw_from_matrix(f.R)
         lines.append(f"{f.name} {f.stamp_ns} " + " ".join(f"{v:.9f}" for v in (*q, *f.t)))
     path.write_text("\n".join(lines) + "\n")
 
@@ -248,7 +248,7 @@ def _write_sequence(queries_dir: Path, name: str, frames: list[Frame], plan: Imp
     cam_from_base = np.linalg.inv(plan.base_from_cam_of(camera.name))
     posed = [f for f in frames if f.has_pose]
     # map_from_base = map_from_cam @ cam_from_base, map_from_cam = inverse(cam_from_map)
-    truth = {f.stamp_ns: np.linalg.inv(to_4x4(f.R, f.t)) @ cam_from_base for f in posed}
+    truth = {f.stamp_ns: np.linalg.inv(make_transform(f.R, f.t)) @ cam_from_base for f in posed}
     fixes = synthesize_gnss(np.array([f.stamp_ns for f in posed], np.int64),
                             np.array([truth[f.stamp_ns][:3, 3] for f in posed]).reshape(-1, 3), georef, noise)
     gnss = {f.stamp_ns: GnssFix(f.stamp_ns, float(fixes.latitude_deg[i]), float(fixes.longitude_deg[i]),
@@ -259,7 +259,7 @@ def _write_sequence(queries_dir: Path, name: str, frames: list[Frame], plan: Imp
     lines = ["# stamp_s x y z qx qy qz qw  (map_from_base_link)"]
     for f in posed:
         T = truth[f.stamp_ns]
-        q = matrix_to_quat_xyzw(T[:3, :3])
+        q = quat_xyzw_from_matrix(T[:3, :3])
         lines.append(f"{f.stamp_ns // 10**9}.{f.stamp_ns % 10**9:09d} " + " ".join(f"{v:.9f}" for v in (*T[:3, 3], *q)))
     (queries_dir / f"{name}_gt.txt").write_text("\n".join(lines) + "\n")
     return SequenceSummary(name, camera.name, len(frames), len(posed), frames[0].stamp_ns, frames[-1].stamp_ns)

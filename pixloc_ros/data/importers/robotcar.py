@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import BASE_FROM_OPTICAL, CameraSpec, Frame, ImportPlan, center_to_translation, \
-    invert_rigid, parse_floats, quat_wxyz_to_matrix, read_table, split_by_gap, to_4x4
+from pixloc_ros.core.geometry.transforms import make_transform, matrix_from_quat_wxyz
+
+from .common import BASE_FROM_OPTICAL, CameraSpec, Frame, ImportPlan, center_to_translation, invert_rigid, \
+    parse_floats, read_table, split_by_gap
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ ROBOTCAR_SIZE = (1024, 1024)
 # The extrinsics' "car" frame is x right, y down, z forward (inferred: the published rear
 # camera sits at c = (0.06, 0.15, -2.09) and looks along -z, i.e. backwards, 14 deg down);
 # base_link (REP-103) from it is the same axis swap as from an optical frame.
-BASE_FROM_CAR = to_4x4(BASE_FROM_OPTICAL, np.zeros(3))
+BASE_FROM_CAR = make_transform(BASE_FROM_OPTICAL, np.zeros(3))
 
 TIMESTAMP_NAME = re.compile(r"^(?P<time_us>\d+)\.(jpg|png)$")
 
@@ -116,7 +118,7 @@ def read_nvm_poses(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise ValueError(f"{path}:{i}: expected 'name f qw qx qy qz cx cy cz r 0'")
         values = parse_floats(row[2:9], f"{path}:{i}")
         try:
-            R = quat_wxyz_to_matrix(values[:4])
+            R = matrix_from_quat_wxyz(values[:4])
         except ValueError as err:
             raise ValueError(f"{path}:{i}: {err}") from None
         poses[normalise_name(row[0])] = (R, center_to_translation(R, values[4:]))
@@ -277,7 +279,7 @@ def _derive_rig_poses(gt: dict[str, tuple[np.ndarray, np.ndarray]], car_from_cam
         condition, cam, file = name.split("/")
         if cam != "rear":
             continue
-        rear_from_world = to_4x4(R, t)
+        rear_from_world = make_transform(R, t)
         for other, car_from_other in car_from_cam.items():
             key = f"{condition}/{other}/{file}"
             if other == "rear" or key in gt:

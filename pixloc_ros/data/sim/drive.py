@@ -18,71 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from pixloc_ros.core.geometry.georef import Georeference
+from pixloc_ros.core.geometry.transforms import make_transform, rot_x, rot_y, rot_z
 from pixloc_ros.data.sim.world import World
-
-
-# ---------------------------------------------------------------------------------------------
-# Rotations (plain numpy; the engine's torch Pose is not needed here)
-# ---------------------------------------------------------------------------------------------
-
-def rot_x(a):
-    """Rotation matrices about x for angles ``a`` (...,) radians -> (..., 3, 3)."""
-    a = np.asarray(a, np.float64)
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
-
-
-def rot_y(a):
-    """Rotation matrices about y, (...,) -> (..., 3, 3)."""
-    a = np.asarray(a, np.float64)
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
-
-
-def rot_z(a):
-    """Rotation matrices about z, (...,) -> (..., 3, 3)."""
-    a = np.asarray(a, np.float64)
-    c, s = np.cos(a), np.sin(a)
-    o, z = np.ones_like(a), np.zeros_like(a)
-    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
-
-
-def make_transform(R, t) -> np.ndarray:
-    """(..., 3, 3) rotations and (..., 3) translations -> (..., 4, 4) homogeneous transforms."""
-    R = np.asarray(R, np.float64)
-    t = np.asarray(t, np.float64)
-    T = np.zeros(R.shape[:-2] + (4, 4))
-    T[..., :3, :3] = R
-    T[..., :3, 3] = t
-    T[..., 3, 3] = 1.0
-    return T
-
-
-def invert_transform(T) -> np.ndarray:
-    """Inverse of rigid (..., 4, 4) transforms."""
-    T = np.asarray(T, np.float64)
-    R = T[..., :3, :3]
-    t = T[..., :3, 3]
-    Rt = np.swapaxes(R, -1, -2)
-    return make_transform(Rt, -np.einsum("...ij,...j->...i", Rt, t))
-
-
-def quat_xyzw_from_matrix(R) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions x, y, z, w with w >= 0."""
-    from scipy.spatial.transform import Rotation
-    R = np.asarray(R, np.float64)
-    q = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat()  # scipy is xyzw
-    q = np.where(q[:, 3:4] < 0, -q, q)
-    return q.reshape(R.shape[:-2] + (4,))
-
-
-def matrix_from_quat_xyzw(q) -> np.ndarray:
-    """(..., 4) quaternions x, y, z, w -> (..., 3, 3) rotation matrices."""
-    from scipy.spatial.transform import Rotation
-    q = np.asarray(q, np.float64)
-    return Rotation.from_quat(q.reshape(-1, 4)).as_matrix().reshape(q.shape[:-1] + (3, 3))
 
 
 def base_from_camera(height_m: float = 1.5, forward_m: float = 1.2, pitch_down_deg: float = 2.0) -> np.ndarray:

@@ -39,7 +39,8 @@ from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data import bags
 from pixloc_ros.data.sim.conditions import MAPPING_CONDITION, QUERY_CONDITIONS, get_condition
 from pixloc_ros.data.sim.drive import (Dynamics, GnssNoise, OdometryNoise, base_from_camera, crop_path,
-    invert_transform, quat_xyzw_from_matrix, route_path, simulate_gnss, simulate_odometry, simulate_trajectory)
+    route_path, simulate_gnss, simulate_odometry, simulate_trajectory)
+from pixloc_ros.core.geometry.transforms import invert_transform, quat_xyzw_from_matrix
 from pixloc_ros.data.sim.render import PinholeCamera, render
 from pixloc_ros.data.sim.world import World, WorldConfig, generate_world
 
@@ -490,7 +491,7 @@ class MappingPose:
 
 def read_mapping_poses(path: str | Path) -> list[MappingPose]:
     """Read ``mapping/poses.txt`` (see ``_write_mapping_poses``)."""
-    from pixloc_ros.data.sim.drive import make_transform, matrix_from_quat_xyzw
+    from pixloc_ros.core.geometry.transforms import make_transform, matrix_from_quat_xyzw
     out = []
     for line in Path(path).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
@@ -505,7 +506,7 @@ def read_mapping_poses(path: str | Path) -> list[MappingPose]:
 
 def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a TUM trajectory file -> (stamps_ns (N,) int64, frame_from_base (N, 4, 4))."""
-    from pixloc_ros.data.sim.drive import make_transform, matrix_from_quat_xyzw
+    from pixloc_ros.core.geometry.transforms import make_transform, matrix_from_quat_xyzw
     stamps, poses = [], []
     for line in Path(path).read_text().splitlines():
         if not line.strip() or line.startswith("#"):
@@ -630,7 +631,7 @@ def preview_pose(world: World, base_from_cam: np.ndarray) -> np.ndarray:
     path = route_path(world, PREVIEW_ROUTE)
     k = int(np.searchsorted(path.s, PREVIEW_DISTANCE_M))
     yaw = float(path.heading[k])
-    from pixloc_ros.data.sim.drive import make_transform, rot_z
+    from pixloc_ros.core.geometry.transforms import make_transform, rot_z
     T = make_transform(rot_z(yaw), [path.xy[k, 0], path.xy[k, 1], 0.0])
     return invert_transform(T @ base_from_cam)
 
