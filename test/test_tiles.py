@@ -11,7 +11,8 @@ from city_fixtures import build_city_map, cam_from_world
 
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.maps.mapfile import MapFileError, open_map
-from pixloc_ros.core.maps.retrieval import MapIndex, open_map_index
+from pixloc_ros.core.maps.retrieval import MapIndex
+from pixloc_ros.core.maps.open_index import open_map_index
 from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 from pixloc_ros.core.maps.tiled_index import TiledMapIndex
 from pixloc_ros.core.maps.tiles import (INDEX_NAME, TileError, TileGrid, open_tiled_map, split_map,

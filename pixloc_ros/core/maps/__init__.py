@@ -8,7 +8,7 @@ Public API (imported on first use):
 - ``compile_map``, ``compile_tiled_map``: ``compile`` (steps in ``compile_keyframes``, ``compile_tiles``;
   ``compile_ray``: on Ray); ``CompileConfig``: ``compile_keyframes``;
 - ``open_tiled_map``, ``TiledMap``, ``is_tiled_map``: ``tiles``; ``TileLoaderConfig``: ``tile_loader``;
-- ``open_map_index``, ``MapIndex``, ``RetrievalConfig``, ``Retrieval``: ``retrieval``.
+- ``open_map_index``: ``open_index``; ``MapIndex``, ``RetrievalConfig``, ``Retrieval``: ``retrieval``.
 """
 from pixloc_ros.lazy import lazy_exports
 
@@ -18,6 +18,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "compile_map": "compile", "compile_tiled_map": "compile", "CompileConfig": "compile_keyframes",
     "open_tiled_map": "tiles", "TiledMap": "tiles", "is_tiled_map": "tiles",
     "TileLoaderConfig": "tile_loader",
-    "open_map_index": "retrieval", "MapIndex": "retrieval", "RetrievalConfig": "retrieval",
+    "open_map_index": "open_index", "MapIndex": "retrieval", "RetrievalConfig": "retrieval",
     "Retrieval": "retrieval",
 })

@@ -26,7 +26,7 @@ either. The subclass overrides the three hooks ``_usable``, ``_keyframe_blocks``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,10 @@ from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.geometry.transforms import as_transform
 from pixloc_ros.core.maps.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
 from pixloc_ros.core.engine.query_points import QueryPoints
+from .point_table import PointTable
+
 
 MODES = ("observations", "averaged")
-
 # base_link (x forward, y left, z up, REP-103) from a forward-looking camera optical frame
 # (z forward, x right, y down) at the same origin: the default mounting for ``lift_2d_pose``.
 BASE_FROM_OPTICAL = np.array([[0.0, 0.0, 1.0, 0.0],
@@ -103,27 +104,6 @@ class Retrieval:
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-@dataclass
-class PointTable:
-    """The point arrays of one map file (views into it) that observation rows index into."""
-
-    xyz: np.ndarray  # (P, 3) float64, map frame, metres
-    ids: np.ndarray  # (P,) int64 SfM point ids (the same point keeps its id in every tile)
-    track_length: np.ndarray  # (P,) int32 SfM track length
-    _track_ok: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def of(cls, mapfile: MapFile) -> "PointTable":
-        return cls(mapfile.point_xyz, mapfile.point_ids, mapfile.point_track_length)
-
-    def track_ok(self, min_track_length: int) -> np.ndarray:
-        """(P,) bool: track length >= ``min_track_length``, cached per threshold."""
-        ok = self._track_ok.get(min_track_length)
-        if ok is None:
-            ok = self._track_ok[min_track_length] = np.asarray(self.track_length) >= min_track_length
-        return ok
 
 
 class MapIndex:
@@ -480,17 +460,3 @@ class MapIndex:
         out[:3, :3] = (Rotation.from_euler("z", yaw) * tilt).as_matrix()
         out[:3, 3] = [x, y, map_from_base[:, 2, 3].mean()]
         return out
-
-
-def open_map_index(path: str | Path, expected_fingerprint: str | None = None, verify: bool = False,
-                   expected_profile: str | None = None, tile_loader_config=None) -> MapIndex:
-    """Open a map for retrieval: a map file (``MapIndex``) or a tiled map folder
-    (``core.maps.tiled_index.TiledMapIndex``, whose loader thread starts; ``tile_loader_config`` is
-    its ``TileLoaderConfig``). Both answer the same calls; see ``MapIndex.open`` for the checks."""
-    from pixloc_ros.core.maps.tiles import is_tiled_map
-
-    if is_tiled_map(path):
-        from pixloc_ros.core.maps.tiled_index import TiledMapIndex
-        return TiledMapIndex.open(path, expected_fingerprint, verify, tile_loader_config,
-                                  expected_profile=expected_profile)
-    return MapIndex.open(path, expected_fingerprint, verify, expected_profile)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.maps.point_table import PointTable
 from pixloc_ros.core.maps.tile_checker import TileChecker, TileCheckerDied
 from pixloc_ros.core.maps.tiles import TiledMap, TileError, TileKey
 
@@ -358,7 +359,7 @@ class TileLoader:
                     self._cond.notify_all()
                 return not self._stop
             try:
-                prepared = self._prepare(tile) if self._prepare is not None else _point_table(tile)
+                prepared = self._prepare(tile) if self._prepare is not None else PointTable.of(tile)
             except Exception:
                 tile.close()
                 raise
@@ -440,8 +441,3 @@ class TileLoader:
             except Exception:  # never let the thread die silently: report and go on
                 logger.exception("tile loader step failed")
                 time.sleep(0.1)
-
-
-def _point_table(tile: MapFile):
-    from pixloc_ros.core.maps.retrieval import PointTable  # retrieval imports this module's users; import late
-    return PointTable.of(tile)

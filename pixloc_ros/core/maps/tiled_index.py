@@ -17,7 +17,8 @@ import numpy as np
 
 from pixloc_ros.core.geometry.transforms import as_transform
 from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
-from pixloc_ros.core.maps.retrieval import MapIndex, PointTable, Retrieval, RetrievalConfig
+from pixloc_ros.core.maps.retrieval import MapIndex, Retrieval, RetrievalConfig
+from pixloc_ros.core.maps.point_table import PointTable
 from pixloc_ros.core.maps.tile_loader import TileHealth, TileLoader, TileLoaderConfig
 from pixloc_ros.core.maps.tiles import TiledMap, TileError, open_tiled_map
 

@@ -46,7 +46,8 @@ from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation, 
 from ..geometry.transforms import check_transform, pose_difference, rotation_angle_deg
 from ..engine.localizer import LocalizationResult, Localizer
 from ..engine.query_points import QueryPoints
-from ..maps.retrieval import MapIndex, RetrievalConfig, open_map_index
+from ..maps.retrieval import MapIndex, RetrievalConfig
+from ..maps.open_index import open_map_index
 
 
 class State(IntEnum):
