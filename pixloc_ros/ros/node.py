@@ -605,14 +605,3 @@ def _is_setup_error(err: Exception) -> bool:
 def rcl_message(err: Exception) -> str:
     """rcl's error text without the C source locations (", at /project/src/rcl/arguments.c:415")."""
     return re.sub(r",? at /\S+:\d+", "", str(err)).strip()
-
-
-def main(args: list[str] | None = None) -> int:
-    """The process entry (kept for ``python -m pixloc_ros.ros.node``): see ``ros/start.py``."""
-    from pixloc_ros.ros.start import main as start_main
-
-    return start_main(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
