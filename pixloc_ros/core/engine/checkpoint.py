@@ -126,6 +126,14 @@ def _torch_load(path: Path, kind: str) -> object:
                            f"{type(err).__name__}: {err}") from err
 
 
+def read_torch_checkpoint(path: str | os.PathLike) -> object:
+    """Whatever a torch checkpoint file holds (a training checkpoint's whole dict), unpickled with the
+    restricted loader of the weights (tensors, containers, OmegaConf and numpy value types only);
+    every failure -> WeightsError."""
+    path = Path(path)
+    return _torch_load(path, _sniff_format(path))
+
+
 def infer_encoder(state_dict: Mapping[str, torch.Tensor]) -> str:
     """"vgg19" when the state dict has a 4th conv in the third VGG block, else "vgg16"."""
     return "vgg19" if "extractor.encoder.2.7.weight" in state_dict else "vgg16"

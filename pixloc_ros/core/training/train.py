@@ -780,10 +780,10 @@ def official_conf(model: PixLocModel, config: TrainConfig, data: dict | None = N
 
 def read_training_state(path: str | Path) -> dict:
     """The whole dict of a checkpoint written by ``train`` (restricted unpickler, as for weights)."""
-    from pixloc_ros.core.engine.checkpoint import _sniff_format, _torch_load
+    from pixloc_ros.core.engine.checkpoint import read_torch_checkpoint
 
     path = Path(path)
-    state = _torch_load(path, _sniff_format(path))
+    state = read_torch_checkpoint(path)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a training checkpoint (no 'model' entry)")
     return state
