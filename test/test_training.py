@@ -1,4 +1,4 @@
-"""The training recipe (core/training/train.py, ``pixloc-ros train``) on a tiny rendered street map.
+"""The training recipe (core/training/, ``pixloc-ros train``) on a tiny rendered street map.
 
 The map: a few 128x96 views of the synthetic street rendered with depth; its "SfM" points are
 back-projected pixels and their tracks the other views that see them (projection + depth test),
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pixloc_ros.cli import main
-from pixloc_ros.core.training import train as training
+from pixloc_ros.core import training
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.engine.checkpoint import init_weights, load_checkpoint, load_weights, weights_fingerprint
 from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_model, write_model
@@ -275,15 +275,16 @@ def test_training_solves_the_system_inference_solves(tiny_map, monkeypatch, engi
     (the reference's never stops early while training), and reference features sampled in the
     profile's order (raw maps for the reference)."""
     from pixloc_ros.core.engine.profile import named_profile
+    from pixloc_ros.core.training import losses  # the module whose pair_forward calls them
 
     colmap, images, _ = tiny_map
     pair = training.PairSampler(read_model(colmap), images, _pair_config()).sample(np.random.default_rng(0))
     model = init_weights("vgg16", seed=0, profile=named_profile(engine))
     training.set_train_mode(model, freeze_batchnorm=True)
     seen, sampled = [], []
-    real_level, real_terms = training.optimize_level, training.reference_terms
-    monkeypatch.setattr(training, "optimize_level", lambda *a: seen.append(a[-1]) or real_level(*a))
-    monkeypatch.setattr(training, "reference_terms", lambda f, *a: sampled.append(f) or real_terms(f, *a))
+    real_level, real_terms = losses.optimize_level, losses.reference_terms
+    monkeypatch.setattr(losses, "optimize_level", lambda *a: seen.append(a[-1]) or real_level(*a))
+    monkeypatch.setattr(losses, "reference_terms", lambda f, *a: sampled.append(f) or real_terms(f, *a))
     out = training.pair_forward(model, pair, _train_config(), torch.device("cpu"))
     assert out.valid and seen and sampled
     profile = named_profile(engine)

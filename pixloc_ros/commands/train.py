@@ -5,7 +5,7 @@
                      [--synth-world DIR] [--seed S] ...
 
 Pairs of covisible map images are localised one from the other's pose through the
-differentiable coarse-to-fine optimizer (``core/training/train.py``). With ``--synth-world`` (a
+differentiable coarse-to-fine optimizer (``core/training/losses.py``). With ``--synth-world`` (a
 ``pixloc-ros synth`` folder whose ``sfm/`` is the map) queries are also rendered in other
 seasons and at car-like offsets from the map images. The run resumes from
 ``OUT/checkpoint_last.tar`` when it exists; checkpoints are in the official PixLoc layout
@@ -112,7 +112,7 @@ def register(subparsers) -> None:
 
 
 def _render_fn(world_dir: str):
-    """The renderer of a synth folder as ``core.training.train.RenderFn``."""
+    """The renderer of a synth folder as ``core.training.RenderFn``."""
     from pixloc_ros.data.sim.render import PinholeCamera, render
     from pixloc_ros.data.sim.synth import load_dataset
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from pixloc_ros.core.training import train as training
+    from pixloc_ros.core import training
     from pixloc_ros.core.engine.checkpoint import WeightsError, export_safetensors, init_weights, load_weights
     from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.engine.profile import named_profile
