@@ -5,7 +5,8 @@ import pytest
 
 from pixloc_ros.data.sim.drive import base_from_camera, route_path
 from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z
-from pixloc_ros.data.sim.render import GROUND, SKY, PinholeCamera, raycast, render
+from pixloc_ros.data.sim.raycast import GROUND, SKY, PinholeCamera, raycast
+from pixloc_ros.data.sim.render import render
 from pixloc_ros.data.sim.world import Kind, Shape, generate_world
 
 W, H = 200, 150

@@ -4,7 +4,7 @@ PixLoc (hundreds of observations per keyframe)."""
 import numpy as np
 
 from pixloc_ros.core.maps.colmap_io import read_model
-from pixloc_ros.data.sim.render import raycast
+from pixloc_ros.data.sim.raycast import raycast
 from pixloc_ros.data.sim.synth import load_dataset, read_mapping_poses
 
 

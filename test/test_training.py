@@ -25,7 +25,8 @@ from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_m
 from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.data.sim.drive import base_from_camera, route_path
 from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z
-from pixloc_ros.data.sim.render import PinholeCamera, render
+from pixloc_ros.data.sim.raycast import PinholeCamera
+from pixloc_ros.data.sim.render import render
 from pixloc_ros.data.sim.world import generate_world
 
 WIDTH, HEIGHT = 128, 96

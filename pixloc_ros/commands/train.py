@@ -113,7 +113,8 @@ def register(subparsers) -> None:
 
 def _render_fn(world_dir: str):
     """The renderer of a synth folder as ``core.training.RenderFn``."""
-    from pixloc_ros.data.sim.render import PinholeCamera, render
+    from pixloc_ros.data.sim.raycast import PinholeCamera
+    from pixloc_ros.data.sim.render import render
     from pixloc_ros.data.sim.synth import load_dataset
 
     world = load_dataset(world_dir).world

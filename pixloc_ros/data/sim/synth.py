@@ -41,7 +41,8 @@ from pixloc_ros.data.sim.conditions import MAPPING_CONDITION, QUERY_CONDITIONS, 
 from pixloc_ros.data.sim.drive import (Dynamics, GnssNoise, OdometryNoise, base_from_camera, crop_path,
     route_path, simulate_gnss, simulate_odometry, simulate_trajectory)
 from pixloc_ros.core.geometry.transforms import invert_transform, quat_xyzw_from_matrix
-from pixloc_ros.data.sim.render import PinholeCamera, render
+from pixloc_ros.data.sim.raycast import PinholeCamera
+from pixloc_ros.data.sim.render import render
 from pixloc_ros.data.sim.world import World, WorldConfig, generate_world
 
 FORMAT = "pixloc_ros.synth/1"
