@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-``synth_small``: one tiny synthetic dataset (``pixloc_ros.data.sim.synth.TEST_PRESET``, seed 7),
+``synth_small``: one tiny synthetic dataset (``pixloc_ros.data.sim.presets.TEST_PRESET``, seed 7),
 generated once per test session into a temporary folder; the value is that folder's Path, laid
 out as ``pixloc-ros synth`` output (docs/architecture.md, "Synthetic data layout"): a COLMAP
 model in ``sfm/``, mapping images, and a rosbag2 per query condition in ``queries/``. Treat it
@@ -39,7 +39,8 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "pixloc_ros" / "assets" 
 
 @pytest.fixture(scope="session")
 def synth_small(tmp_path_factory) -> Path:
-    from pixloc_ros.data.sim.synth import TEST_PRESET, synthesize
+    from pixloc_ros.data.sim.presets import TEST_PRESET
+    from pixloc_ros.data.sim.synth import synthesize
     out = tmp_path_factory.mktemp("synth_small") / "data"
     synthesize(out, TEST_PRESET, seed=SYNTH_TEST_SEED, workers=2)
     return out

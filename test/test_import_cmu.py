@@ -16,7 +16,7 @@ from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, parse_image_name, read_cmu_slice
 from pixloc_ros.core.geometry.transforms import make_transform as to_4x4
-from pixloc_ros.data.sim.synth import read_mapping_poses, read_tum
+from pixloc_ros.data.sim.dataset import read_mapping_poses, read_tum
 
 PUBLISHED = {  # the issue / pixloc's cmu.py: OPENCV fx fy cx cy k1 k2 p1 p2 at 1024x768
     "c0": (868.993378, 866.063001, 525.942323, 420.042529, -0.399431, 0.188924, 0.000153, 0.000571),

@@ -12,7 +12,7 @@ from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.importers import ImportOptions, write_import
 from pixloc_ros.data.importers.cmu import CMU_CAMERAS, find_slices, read_cmu_slice, read_cmu_slices
 from pixloc_ros.core.geometry.transforms import make_transform as to_4x4
-from pixloc_ros.data.sim.synth import read_mapping_poses
+from pixloc_ros.data.sim.dataset import read_mapping_poses
 
 GEOREF = Georeference(40.4406, -79.9959, 300.0)
 CAMS = {c.name: (c.model, c.width, c.height, c.params) for c in CMU_CAMERAS.values()}

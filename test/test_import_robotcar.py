@@ -15,7 +15,7 @@ from pixloc_ros.data.importers import GnssNoise, ImportOptions, write_import
 from pixloc_ros.data.importers.common import BASE_FROM_OPTICAL
 from pixloc_ros.core.geometry.transforms import make_transform as to_4x4
 from pixloc_ros.data.importers.robotcar import ROBOTCAR_INTRINSICS, read_nvm_poses, read_robotcar
-from pixloc_ros.data.sim.synth import read_tum
+from pixloc_ros.data.sim.dataset import read_tum
 
 PUBLISHED = {"left": (400.0, 400.0, 500.107605, 511.461426), "rear": (400.0, 400.0, 508.222931, 498.187378),
              "right": (400.0, 400.0, 502.503754, 490.259033)}

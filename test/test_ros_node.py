@@ -152,7 +152,7 @@ def await_status(ros: RosContext, listener: Listener, node: ChildProcess, stamp_
 
 
 def ground_truth(scene: Scene) -> dict[int, np.ndarray]:
-    from pixloc_ros.data.sim.synth import read_tum
+    from pixloc_ros.data.sim.dataset import read_tum
 
     stamps, poses = read_tum(scene.data / "queries" / f"{CONDITION}_gt.txt")
     return {int(s): p for s, p in zip(stamps, poses)}

@@ -9,7 +9,8 @@ import pytest
 from pixloc_ros.data import bags
 from pixloc_ros.core.geometry.transforms import invert_transform
 from pixloc_ros.data.sim.render import render
-from pixloc_ros.data.sim.synth import _noise_seed, load_dataset, read_tum
+from pixloc_ros.data.sim.synth import _noise_seed
+from pixloc_ros.data.sim.dataset import load_dataset, read_tum
 
 
 def _image():

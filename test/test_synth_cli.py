@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pixloc_ros.cli import main
-from pixloc_ros.data.sim.synth import PRESETS, TEST_PRESET, get_preset, load_dataset
+from pixloc_ros.data.sim.presets import PRESETS, TEST_PRESET, get_preset
+from pixloc_ros.data.sim.dataset import load_dataset
 
 
 def test_preview_shows_every_condition_from_one_pose(tmp_path, capsys):
@@ -38,7 +39,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 def test_presets_fit_their_purpose():
     from pixloc_ros.core.engine.images import resized_size
-    from pixloc_ros.data.sim.synth import camera_for, mapping_camera_for
+    from pixloc_ros.data.sim.presets import camera_for, mapping_camera_for
 
     small, full = PRESETS["small"], PRESETS["full"]
     assert (small.width, small.height) == (320, 240) and small.max_query_frames <= 40

@@ -5,7 +5,7 @@ import numpy as np
 
 from pixloc_ros.core.maps.colmap_io import read_model
 from pixloc_ros.data.sim.raycast import raycast
-from pixloc_ros.data.sim.synth import load_dataset, read_mapping_poses
+from pixloc_ros.data.sim.dataset import load_dataset, read_mapping_poses
 
 
 def test_model_has_the_known_poses_and_camera(synth_small):

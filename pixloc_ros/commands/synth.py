@@ -34,7 +34,7 @@ def run(args) -> int:
     """Generate what the arguments ask for; returns the exit status."""
     import time
 
-    from pixloc_ros.data.sim import synth
+    from pixloc_ros.data.sim import preview, synth
 
     if not args.out and not args.preview:
         raise SystemExit("pixloc-ros synth: give --out DIR and/or --preview PNG")
@@ -44,7 +44,7 @@ def run(args) -> int:
         except ValueError:
             raise SystemExit(f"--preview-size must look like 400x300, got {args.preview_size!r}") from None
         tic = time.perf_counter()
-        path = synth.render_preview(args.preview, seed=args.seed, width=w, height=h)
+        path = preview.render_preview(args.preview, seed=args.seed, width=w, height=h)
         print(f"preview: {path} ({time.perf_counter() - tic:.1f} s)")
     if args.out:
         report = synth.synthesize(args.out, args.preset, args.seed, workers=args.workers, encoding=args.encoding,

@@ -115,7 +115,7 @@ def _render_fn(world_dir: str):
     """The renderer of a synth folder as ``core.training.RenderFn``."""
     from pixloc_ros.data.sim.raycast import PinholeCamera
     from pixloc_ros.data.sim.render import render
-    from pixloc_ros.data.sim.synth import load_dataset
+    from pixloc_ros.data.sim.dataset import load_dataset
 
     world = load_dataset(world_dir).world
 

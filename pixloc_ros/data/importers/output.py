@@ -174,7 +174,7 @@ def _place_image(src: Path, dst: Path, link: bool) -> None:
 
 def _write_reference_poses(path: Path, frames: list[Frame]) -> None:
     """``name stamp_ns qx qy qz qw tx ty tz`` of cam_from_map per image: the synthetic world's
-    ``mapping/poses.txt`` format (``data.sim.synth.read_mapping_poses`` reads both)."""
+    ``mapping/poses.txt`` format (``data.sim.dataset.read_mapping_poses`` reads both)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# mapping keyframes: name stamp_ns qx qy qz qw tx ty tz (cam_from_world; quaternion x y z w; metres)"]
     for f in frames:

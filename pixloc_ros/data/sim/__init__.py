@@ -2,7 +2,8 @@
 drives with odometry and GNSS, and ``synthesize`` that writes a mapping set, an SfM map and query
 drives as rosbags. ROS-free; imports ``core.geometry``, ``core.maps`` (COLMAP I/O) and ``data.bags``.
 
-Public API (imported on first use): ``synthesize``, ``load_dataset``, ``get_preset``: ``synth``;
+Public API (imported on first use): ``synthesize``: ``synth``; ``load_dataset``: ``dataset``;
+``get_preset``: ``presets``;
 ``generate_world``, ``World``: ``world``; ``PinholeCamera``: ``raycast`` (and
 ``render.render`` and ``raycast.raycast``, which a package attribute cannot name: they share their
 modules' names);
@@ -11,7 +12,7 @@ modules' names);
 from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "synthesize": "synth", "load_dataset": "synth", "get_preset": "synth",
+    "synthesize": "synth", "load_dataset": "dataset", "get_preset": "presets",
     "generate_world": "world", "World": "world", "PinholeCamera": "raycast",
     "CONDITIONS": "conditions", "get_condition": "conditions",
     "route_path": "drive", "simulate_trajectory": "drive",

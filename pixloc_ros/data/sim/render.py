@@ -11,7 +11,7 @@ facade looks the same from every view.
 
 Rendering more views of a generated dataset (e.g. for training)::
 
-    data = synth.load_dataset(DIR)
+    data = load_dataset(DIR)  # data.sim.dataset
     rgb, depth = render(data.world, "snow", data.camera, cam_from_world, noise_seed=0)
 
 Conventions: ``cam_from_world`` maps world (map) points to the camera optical frame (z
