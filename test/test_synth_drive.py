@@ -8,7 +8,7 @@ from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.sim.drive import (Dynamics, GnssNoise, OdometryNoise, base_from_camera, route_path,
     simulate_gnss, simulate_odometry, simulate_trajectory)
 from pixloc_ros.core.geometry.transforms import invert_transform
-from pixloc_ros.data.sim.world import generate_world
+from pixloc_ros.data.sim.generate import generate_world
 
 GEOREF = Georeference(40.4433, -79.9436, 250.0, 72.0)
 

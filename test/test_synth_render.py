@@ -7,7 +7,8 @@ from pixloc_ros.data.sim.drive import base_from_camera, route_path
 from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z
 from pixloc_ros.data.sim.raycast import GROUND, SKY, PinholeCamera, raycast
 from pixloc_ros.data.sim.render import render
-from pixloc_ros.data.sim.world import Kind, Shape, generate_world
+from pixloc_ros.data.sim.world import Kind, Shape
+from pixloc_ros.data.sim.generate import generate_world
 
 W, H = 200, 150
 

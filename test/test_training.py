@@ -27,7 +27,7 @@ from pixloc_ros.data.sim.drive import base_from_camera, route_path
 from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z
 from pixloc_ros.data.sim.raycast import PinholeCamera
 from pixloc_ros.data.sim.render import render
-from pixloc_ros.data.sim.world import generate_world
+from pixloc_ros.data.sim.generate import generate_world
 
 WIDTH, HEIGHT = 128, 96
 VIEW_DISTANCES_M = (12.0, 13.5, 15.0, 16.5, 18.0)  # along street A->B

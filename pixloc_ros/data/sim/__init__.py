@@ -4,7 +4,7 @@ drives as rosbags. ROS-free; imports ``core.geometry``, ``core.maps`` (COLMAP I/
 
 Public API (imported on first use): ``synthesize``: ``synth``; ``load_dataset``: ``dataset``;
 ``get_preset``: ``presets``;
-``generate_world``, ``World``: ``world``; ``PinholeCamera``: ``raycast`` (and
+``generate_world``: ``generate``; ``World``: ``world``; ``PinholeCamera``: ``raycast`` (and
 ``render.render`` and ``raycast.raycast``, which a package attribute cannot name: they share their
 modules' names);
 ``CONDITIONS``, ``get_condition``: ``conditions``; ``route_path``, ``simulate_trajectory``: ``drive``.
@@ -13,7 +13,7 @@ from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "synthesize": "synth", "load_dataset": "dataset", "get_preset": "presets",
-    "generate_world": "world", "World": "world", "PinholeCamera": "raycast",
+    "generate_world": "generate", "World": "world", "PinholeCamera": "raycast",
     "CONDITIONS": "conditions", "get_condition": "conditions",
     "route_path": "drive", "simulate_trajectory": "drive",
 })

@@ -11,7 +11,8 @@ import numpy as np
 
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.data.sim.raycast import PinholeCamera
-from pixloc_ros.data.sim.world import World, WorldConfig, generate_world
+from pixloc_ros.data.sim.world import World, WorldConfig
+from pixloc_ros.data.sim.generate import generate_world
 from .presets import FORMAT
 
 

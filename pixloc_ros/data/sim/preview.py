@@ -13,7 +13,8 @@ from pixloc_ros.data.sim.drive import base_from_camera, route_path
 from pixloc_ros.core.geometry.transforms import invert_transform
 from pixloc_ros.data.sim.raycast import PinholeCamera
 from pixloc_ros.data.sim.render import render
-from pixloc_ros.data.sim.world import World, generate_world
+from pixloc_ros.data.sim.world import World
+from pixloc_ros.data.sim.generate import generate_world
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ from pixloc_ros.data.sim.drive import GnssNoise, OdometryNoise, base_from_camera
 from pixloc_ros.core.geometry.transforms import invert_transform, quat_xyzw_from_matrix
 from pixloc_ros.data.sim.raycast import PinholeCamera
 from pixloc_ros.data.sim.render import render
-from pixloc_ros.data.sim.world import World, generate_world
+from pixloc_ros.data.sim.world import World
+from pixloc_ros.data.sim.generate import generate_world
 from .plan import Keyframe, QueryDrive, plan_mapping, plan_query
 from .presets import DEFAULT_GEOREF, FORMAT, SynthPreset, camera_for, get_preset, mapping_camera_for
 
