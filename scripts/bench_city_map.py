@@ -90,7 +90,7 @@ def build(out: Path, num_points: int, tile_size: float, streets: int, length_m: 
           track: int, seed: int = 0) -> tuple[float, object]:
     """Write the tiled city map; returns (seconds, TileSummary)."""
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.maps.mapfile import KeyframeRecord, LevelInfo, MapCamera, MapHeader, Observations
+    from pixloc_ros.core.maps.mapfile_format import KeyframeRecord, LevelInfo, MapCamera, MapHeader, Observations
     from pixloc_ros.core.maps.tiles import TiledMapWriter, TileGrid, inputs_digest
 
     rng = np.random.default_rng(seed)

@@ -62,7 +62,8 @@ def cam_from_world(center: np.ndarray, yaw: float) -> np.ndarray:
 def build(path: Path, num_points: int, per_kf: int, track: int, seed: int = 0) -> float:
     """Write the synthetic map; returns seconds taken."""
     from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.maps.mapfile import LevelInfo, MapCamera, MapHeader, MapWriter, Observations
+    from pixloc_ros.core.maps.mapfile_format import LevelInfo, MapCamera, MapHeader, Observations
+    from pixloc_ros.core.maps.mapfile_writer import MapWriter
 
     rng = np.random.default_rng(seed)
     levels = [LevelInfo(1, 32), LevelInfo(4, 128), LevelInfo(16, 128)]

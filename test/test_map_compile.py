@@ -16,7 +16,8 @@ from pixloc_ros.core.maps.colmap_io import SfmCamera, SfmImage, SfmModel, read_m
 from pixloc_ros.core.maps.compile_keyframes import CompileConfig
 from pixloc_ros.core.engine.images import resized_size
 from pixloc_ros.core.maps.compile import compile_map
-from pixloc_ros.core.maps.mapfile import WeightsMismatchError, open_map
+from pixloc_ros.core.maps.mapfile_format import WeightsMismatchError
+from pixloc_ros.core.maps.mapfile import open_map
 from pixloc_ros.core.maps.retrieval import MapIndex
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real/maupertuis_colmap/colmap"

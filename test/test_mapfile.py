@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.maps.mapfile import (FORMAT_VERSION, PREAMBLE, LevelInfo, MapCamera, MapCorruptedError,
-    MapFileError, MapHeader, MapVersionError, MapWriter, Observations, WeightsMismatchError,
-    contents_from_observations, observation_arrays, open_map, write_map)
+from pixloc_ros.core.maps.mapfile_format import (FORMAT_VERSION, PREAMBLE, LevelInfo, MapCamera,
+    MapCorruptedError, MapFileError, MapHeader, MapVersionError, Observations, WeightsMismatchError,
+    observation_arrays)
+from pixloc_ros.core.maps.mapfile_writer import MapWriter, contents_from_observations, write_map
+from pixloc_ros.core.maps.mapfile import open_map
 
 LEVELS = [LevelInfo(1, 8), LevelInfo(4, 16), LevelInfo(16, 16)]
 FINGERPRINT = "ab" * 32

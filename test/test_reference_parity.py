@@ -150,7 +150,8 @@ def test_official_checkpoint_selects_the_reference_profile(official):
 
 
 def test_map_records_the_profile_and_refuses_another(parity):
-    from pixloc_ros.core.maps.mapfile import ProfileMismatchError, open_map
+    from pixloc_ros.core.maps.mapfile_format import ProfileMismatchError
+    from pixloc_ros.core.maps.mapfile import open_map
 
     mapfile = open_map(parity.map_file)
     assert mapfile.header.profile_name == "reference"

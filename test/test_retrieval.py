@@ -8,8 +8,8 @@ from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.maps.mapfile import (LevelInfo, MapCamera, MapHeader, contents_from_observations,
-    write_map)
+from pixloc_ros.core.maps.mapfile_format import LevelInfo, MapCamera, MapHeader
+from pixloc_ros.core.maps.mapfile_writer import contents_from_observations, write_map
 from pixloc_ros.core.maps.retrieval import BASE_FROM_OPTICAL, MapIndex, RetrievalConfig
 
 LEVELS = [LevelInfo(1, 8), LevelInfo(4, 16), LevelInfo(16, 16)]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from city_fixtures import build_city_map, cam_from_world
 
-from pixloc_ros.core.maps.mapfile import MapCorruptedError, file_identity, open_map
+from pixloc_ros.core.maps.mapfile_format import MapCorruptedError, file_identity
+from pixloc_ros.core.maps.mapfile import open_map
 from pixloc_ros.core.maps.tile_checker import TileChecker
 from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
 from pixloc_ros.core.maps.tiled_index import TiledMapIndex

@@ -10,7 +10,8 @@ import torch
 from city_fixtures import build_city_map, cam_from_world
 
 from pixloc_ros.core.geometry.camera import Camera
-from pixloc_ros.core.maps.mapfile import MapFileError, open_map
+from pixloc_ros.core.maps.mapfile_format import MapFileError
+from pixloc_ros.core.maps.mapfile import open_map
 from pixloc_ros.core.maps.retrieval import MapIndex
 from pixloc_ros.core.maps.open_index import open_map_index
 from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
@@ -229,7 +230,7 @@ def _flip_observation_byte(path):
 
 
 def _header_json(path):
-    from pixloc_ros.core.maps.mapfile import PREAMBLE
+    from pixloc_ros.core.maps.mapfile_format import PREAMBLE
     with open(path, "rb") as f:
         _, _, _, offset, length, _ = PREAMBLE.unpack(f.read(PREAMBLE.size))
         f.seek(offset)

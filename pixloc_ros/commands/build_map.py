@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.maps.compile_keyframes import CompileConfig
     from pixloc_ros.core.maps.compile import compile_map, compile_tiled_map
-    from pixloc_ros.core.maps.mapfile import MapFileError, open_map
+    from pixloc_ros.core.maps.mapfile_format import MapFileError
+    from pixloc_ros.core.maps.mapfile import open_map
 
     try:
         if (args.ray or args.ray_address or args.ray_workers) and args.tile_size is None:

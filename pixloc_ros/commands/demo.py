@@ -77,7 +77,8 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.maps.compile_keyframes import CompileConfig
     from pixloc_ros.core.maps.compile import compile_map
-    from pixloc_ros.core.maps.mapfile import MapFileError, open_map
+    from pixloc_ros.core.maps.mapfile_format import MapFileError
+    from pixloc_ros.core.maps.mapfile import open_map
 
     model = load_weights(weights, "cpu")
     fingerprint = weights_fingerprint(model)

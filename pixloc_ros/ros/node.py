@@ -50,7 +50,7 @@ from sensor_msgs.msg import Image, NavSatFix
 from visualization_msgs.msg import MarkerArray
 
 from pixloc_ros.core.geometry.transforms import matrix_from_quat_xyzw
-from pixloc_ros.core.maps.mapfile import MapFileError
+from pixloc_ros.core.maps.mapfile_format import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
 from pixloc_ros.ros.health import InputMonitor, assess

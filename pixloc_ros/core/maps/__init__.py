@@ -4,7 +4,8 @@ Imports ``core.geometry`` and ``core.engine``; ``colmap_io`` is the only module 
 
 Public API (imported on first use):
 - ``read_model``, ``write_model``, ``SfmModel``: ``colmap_io``;
-- ``open_map``, ``MapFile``, ``MapFileError``: ``mapfile`` (the file format, memory-mapped);
+- ``open_map``, ``MapFile``: ``mapfile`` (the reader, memory-mapped; ``mapfile_format``: the format and
+  its errors, ``MapFileError``; ``mapfile_writer``: the writer);
 - ``compile_map``, ``compile_tiled_map``: ``compile`` (steps in ``compile_keyframes``, ``compile_tiles``;
   ``compile_ray``: on Ray); ``CompileConfig``: ``compile_keyframes``;
 - ``open_tiled_map``, ``TiledMap``, ``is_tiled_map``: ``tiles``; ``TileLoaderConfig``: ``tile_loader``;
@@ -14,7 +15,7 @@ from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "read_model": "colmap_io", "write_model": "colmap_io", "SfmModel": "colmap_io",
-    "open_map": "mapfile", "MapFile": "mapfile", "MapFileError": "mapfile",
+    "open_map": "mapfile", "MapFile": "mapfile", "MapFileError": "mapfile_format",
     "compile_map": "compile", "compile_tiled_map": "compile", "CompileConfig": "compile_keyframes",
     "open_tiled_map": "tiles", "TiledMap": "tiles", "is_tiled_map": "tiles",
     "TileLoaderConfig": "tile_loader",

@@ -13,7 +13,8 @@ import numpy as np
 
 from pixloc_ros.core.maps.colmap_io import SfmModel
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.maps.mapfile import MapHeader, MapWriter, keyframe_arrays_of
+from pixloc_ros.core.maps.mapfile_format import MapHeader, keyframe_arrays_of
+from pixloc_ros.core.maps.mapfile_writer import MapWriter
 from pixloc_ros.core.maps.tiles import TILES_DIR, TiledMapWriter, TileGrid, tile_file_name
 from pixloc_ros.core.maps.compile_keyframes import (CompileConfig, KeyframeSettings, PointSelection, compile_info,
     compile_keyframe, keyframe_plan, map_cameras, map_levels)

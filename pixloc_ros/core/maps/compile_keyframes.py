@@ -46,7 +46,7 @@ from pixloc_ros.core.engine.profile import EngineProfile, native_profile
 from pixloc_ros.core.engine.images import camera_scale, downscale_rgb, rgb_to_tensor
 from pixloc_ros.core.engine.interpolation import BilinearSampler
 from pixloc_ros.core.engine.localizer import level_pads
-from pixloc_ros.core.maps.mapfile import KeyframeRecord, LevelInfo, MapCamera, Observations
+from pixloc_ros.core.maps.mapfile_format import KeyframeRecord, LevelInfo, MapCamera, Observations
 
 
 SAMPLE_AT = ("reprojection", "keypoint")

@@ -15,7 +15,7 @@ from pixloc_ros import __version__
 from pixloc_ros.core.maps.colmap_io import SfmModel
 from pixloc_ros.core.engine.profile import EngineProfile
 from pixloc_ros.core.geometry.georef import Georeference
-from pixloc_ros.core.maps.mapfile import LevelInfo, MapHeader
+from pixloc_ros.core.maps.mapfile_format import LevelInfo, MapHeader
 from pixloc_ros.core.maps.tiles import TiledMapWriter, TileGrid, TileKey, TileSummary, inputs_digest
 from pixloc_ros.core.maps.compile_keyframes import (CompileConfig, KeyframeSettings, PointSelection, compile_info,
     compile_keyframe, keyframe_plan, map_cameras)

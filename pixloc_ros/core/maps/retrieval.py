@@ -37,7 +37,8 @@ from scipy.spatial.transform import Rotation
 from pixloc_ros.core.geometry.camera import MIN_DEPTH, Camera
 from pixloc_ros.core.geometry.georef import Georeference
 from pixloc_ros.core.geometry.transforms import as_transform
-from pixloc_ros.core.maps.mapfile import LevelInfo, MapFile, MapFileError, Observations, open_map
+from pixloc_ros.core.maps.mapfile_format import LevelInfo, MapFileError, Observations
+from pixloc_ros.core.maps.mapfile import MapFile, open_map
 from pixloc_ros.core.engine.query_points import QueryPoints
 from .point_table import PointTable
 

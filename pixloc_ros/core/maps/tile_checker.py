@@ -37,7 +37,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from pixloc_ros.core.maps.mapfile import file_identity
+from pixloc_ros.core.maps.mapfile_format import file_identity
 from pixloc_ros.core.maps.tiles import TiledMap, TileError, TileKey, open_tiled_map
 
 

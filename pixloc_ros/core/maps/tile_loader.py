@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.maps.mapfile_format import MapCorruptedError
+from pixloc_ros.core.maps.mapfile import MapFile
 from pixloc_ros.core.maps.point_table import PointTable
 from pixloc_ros.core.maps.tile_checker import TileChecker, TileCheckerDied
 from pixloc_ros.core.maps.tiles import TiledMap, TileError, TileKey

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pixloc_ros.core.geometry.transforms import as_transform
-from pixloc_ros.core.maps.mapfile import MapCorruptedError, MapFile
+from pixloc_ros.core.maps.mapfile_format import MapCorruptedError
+from pixloc_ros.core.maps.mapfile import MapFile
 from pixloc_ros.core.maps.retrieval import MapIndex, Retrieval, RetrievalConfig
 from pixloc_ros.core.maps.point_table import PointTable
 from pixloc_ros.core.maps.tile_loader import TileHealth, TileLoader, TileLoaderConfig

@@ -36,8 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixloc_ros.core.maps.mapfile import (KEYFRAME_ARRAYS, KeyframeRecord, MapFile, MapFileError, MapHeader,
-    MapWriter, Observations, keyframe_arrays_of, open_map)
+from pixloc_ros.core.maps.mapfile_format import (KEYFRAME_ARRAYS, KeyframeRecord, MapFileError, MapHeader,
+    Observations, keyframe_arrays_of)
+from pixloc_ros.core.maps.mapfile import MapFile, open_map
+from pixloc_ros.core.maps.mapfile_writer import MapWriter
 
 INDEX_NAME = "index.pxmap"
 TILES_DIR = "tiles"

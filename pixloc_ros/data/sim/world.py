@@ -254,7 +254,7 @@ _CAR_COLORS = [(0.85, 0.85, 0.86), (0.08, 0.08, 0.09), (0.45, 0.47, 0.50), (0.65
 
 
 def random_car(rng: np.random.Generator, slot: int) -> ParkedCar:
-    """A random parked car (a van one time in seven) in bay ``slot``, colour and placement from ``rng``."""
+    """A random parked car (a van 15 % of the time) in bay ``slot``, colour and placement from ``rng``."""
     van = bool(rng.random() < 0.15)
     length = rng.uniform(4.8, 5.4) if van else rng.uniform(3.9, 4.8)
     return ParkedCar(slot, float(rng.uniform(-0.4, 0.4)), float(rng.uniform(-0.12, 0.12)),
