@@ -53,7 +53,7 @@ class Drive:
 
 
 def test_uncontested_hypothesis_is_committed_on_the_second_frame():
-    d = Drive(commit_frames=2)
+    d = Drive(confirmations=1)
     first = d.run((0.0, 0.01, None))
     assert first.committed is None and first.leader.lead_frames == 1 and first.margin == math.inf
     second = d.run((0.0, 0.01, d.id_at(0.0)))
@@ -62,7 +62,7 @@ def test_uncontested_hypothesis_is_committed_on_the_second_frame():
 
 def test_wrong_first_frame_winner_is_never_committed():
     """Frame 0: a wrong minimum 2.5 m ahead has the lower cost. From frame 1 on the right one wins."""
-    d = Drive(commit_frames=2, commit_margin=0.05)
+    d = Drive(confirmations=1, commit_margin=0.05)
     f0 = d.run((2.5, 0.010, None), (0.0, 0.012, None))
     wrong = f0.leader.id
     assert f0.committed is None and np.isclose(f0.leader.position[0], 2.5)
@@ -75,7 +75,7 @@ def test_wrong_first_frame_winner_is_never_committed():
 
 def test_close_rivals_need_the_travel_baseline():
     """Two minima within 2 % cost of each other: no clear win, so a commit needs 5 m of lead."""
-    d = Drive(commit_frames=2, commit_margin=0.05, commit_baseline_m=5.0)
+    d = Drive(confirmations=1, commit_margin=0.05, commit_baseline_m=5.0)
     d.run((0.0, 0.0100, None), (2.5, 0.0101, None))
     ids = (d.id_at(0.0), d.id_at(2.5))
     f1 = d.run((0.0, 0.0100, ids[0]), (2.5, 0.0101, ids[1]))
@@ -88,7 +88,7 @@ def _rival_goes_silent(rival_cost, rival_strong=True):
     """Frame 0: the truth at cost 0.0100 and a rival 2.5 m ahead; then two frames where only
     the truth finds a result. Returns, for those two frames, (margin, live hypotheses, leader id,
     its clear frames, committed id or None, newly committed), and the true hypothesis' id."""
-    d = Drive(commit_frames=2, commit_margin=0.05, commit_baseline_m=50.0, max_misses=3)
+    d = Drive(confirmations=1, commit_margin=0.05, commit_baseline_m=50.0, lost_after=3)
     first = d.run((0.0, 0.0100, None, True), (2.5, rival_cost, None, rival_strong))
     assert first.committed is None and first.live == 2
     leader = d.id_at(0.0)
@@ -112,7 +112,7 @@ def test_frames_with_a_silent_rival_do_not_count_towards_the_travel_baseline():
     """Two close minima; the rival then misses three frames (9 m of travel): no commit by the 5 m
     baseline, the lead travel stays 0. When the rival answers again (still 1 % dearer) the
     travel counts, and 6 m later the leader is committed."""
-    d = Drive(commit_frames=2, commit_margin=0.05, commit_baseline_m=5.0, max_misses=5)
+    d = Drive(confirmations=1, commit_margin=0.05, commit_baseline_m=5.0, lost_after=5)
     d.run((0.0, 0.0100, None), (2.5, 0.0101, None))
     ids = (d.id_at(0.0), d.id_at(2.5))
     for _ in range(3):
@@ -137,7 +137,7 @@ def test_a_beaten_or_never_strong_rival_going_silent_does_not_hold_the_lead_back
 
 
 def test_weak_observations_keep_a_hypothesis_but_never_commit_it():
-    d = Drive(commit_frames=1)
+    d = Drive(confirmations=0)
     for _ in range(4):
         out = d.run((0.0, 0.01, None if d.frame == 0 else d.id_at(0.0)), strong=False)
         assert out.committed is None and out.leader.lead_frames == 0
@@ -145,7 +145,7 @@ def test_weak_observations_keep_a_hypothesis_but_never_commit_it():
 
 
 def test_a_challenger_that_keeps_winning_is_a_wrong_lock():
-    d = Drive(commit_frames=2, commit_margin=0.05)
+    d = Drive(confirmations=1, commit_margin=0.05)
     d.run((0.0, 0.02, None))
     lock = d.id_at(0.0)
     assert d.run((0.0, 0.02, lock)).newly_committed  # committed at the wrong place (the truth is +2 m)
@@ -160,11 +160,11 @@ def test_a_challenger_that_keeps_winning_is_a_wrong_lock():
 
 
 def test_a_committed_hypothesis_without_consistent_results_is_dropped():
-    d = Drive(commit_frames=1, max_misses=2)
+    d = Drive(confirmations=0, lost_after=2)
     d.run((0.0, 0.01, None))
     lock = d.id_at(0.0)
     assert d.tracker.committed.id == lock
-    d.tracker.config.commit_frames = 3  # the rival below must not win before the misses count up
+    d.tracker.config.confirmations = 2  # the rival below must not win before the misses count up
     # Its results land 4 m away (outside its gate): misses; a new hypothesis is started there.
     f1 = d.run((4.0, 0.01, lock))
     assert f1.committed.id == lock and d.tracker.committed.misses == 1
@@ -184,7 +184,7 @@ def test_results_that_converge_onto_each_other_merge():
 
 
 def test_at_most_max_hypotheses_are_kept_committed_first():
-    d = Drive(max_hypotheses=2, commit_frames=1)
+    d = Drive(max_live_hypotheses=2, confirmations=0)
     d.run((0.0, 0.01, None))
     lock = d.id_at(0.0)
     out = d.run((0.0, 0.010, lock), (5.0, 0.011, None), (10.0, 0.012, None))
@@ -194,15 +194,15 @@ def test_at_most_max_hypotheses_are_kept_committed_first():
 
 def test_config_is_checked():
     with pytest.raises(ValueError):
-        HypothesisConfig(commit_frames=0)
+        HypothesisConfig(confirmations=-1)
     with pytest.raises(ValueError):
-        HypothesisConfig(gate_probability=1.0)
+        HypothesisTracker(gate_probability=1.0)
 
 
 def test_a_challenger_while_the_tracked_pose_has_no_result_is_no_wrong_lock():
     """The tracked pose's results jump 1.3 m (a biased minimum that agrees with itself): no wrong
     lock while the tracked pose merely misses; once it is dropped the challenger starts from zero."""
-    d = Drive(commit_frames=2, max_misses=3)
+    d = Drive(confirmations=1, lost_after=3)
     d.run((0.0, 0.02, None))
     lock = d.id_at(0.0)
     assert d.run((0.0, 0.02, lock)).newly_committed

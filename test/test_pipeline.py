@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from pixloc_ros.core.tracking.pipeline import FrameInput, OdometryBuffer, PipelineConfig, State, load_pipeline
+from pixloc_ros.core.tracking.hypothesis_books import HypothesisConfig
+from pixloc_ros.core.tracking.pipeline import PipelineConfig, load_pipeline
+from pixloc_ros.core.tracking.seeds import SeedConfig
+from pixloc_ros.core.tracking.odometry import OdometryBuffer
+from pixloc_ros.core.tracking.frames import FrameInput, State
 from pixloc_ros.data.bags import read_drive
 from pixloc_ros.data.evaluation.offline import camera_from_info, evaluate_drive
 
@@ -166,7 +170,7 @@ def test_drive_is_relocalized_then_tracked_without_wrong_poses(localizing_weight
 def test_relocalization_grid_widens_the_search_only_while_relocalizing(localizing_weights, synth_map):
     """relocalization_grid 16: the relocalizing frames optimise the seeds and at least 16 poses
     spread around them in one batch; tracking frames do not; the drive is localized as without."""
-    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", PipelineConfig(relocalization_grid=16))
+    p = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", PipelineConfig(seeds=SeedConfig(relocalization_grid=16)))
     batches = []
     evaluation = evaluate_drive(p, synth_map.data / "queries" / "overcast", on_frame=lambda out, frame: batches.append(
         (out.state, out.result.hypotheses.cost.shape[1] if out.result is not None and out.result.hypotheses else 0)))
@@ -200,7 +204,7 @@ def test_a_wrong_first_frame_winner_is_never_published(localizing_weights, synth
     last = evaluation.frames[-1]
     assert last.success and last.translation_error_m <= 0.25, last  # and ended up on the right pose
     # Without waiting for evidence (commit on the first frame), the same drive publishes the wrong pose.
-    hasty = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", PipelineConfig(confirmations=0))
+    hasty = load_pipeline(str(synth_map.map_file), str(localizing_weights), "cpu", PipelineConfig(hypotheses=HypothesisConfig(confirmations=0)))
     assert evaluate_drive(hasty, tricked).frames[0].translation_error_m > 1.0
 
 

@@ -83,7 +83,7 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
                                                        "min_valid_points": 42, "iterations": [1, 2, 3],
                                                        "max_image_size": 640, "device": "cpu",
                                                        "clock_jump_tolerance_s": 2.0, "cpu_precision": "bf16"}))
-    assert changed.pipeline.retrieval.num_keyframes == 5 and changed.pipeline.lost_after == 7
+    assert changed.pipeline.retrieval.num_keyframes == 5 and changed.pipeline.hypotheses.lost_after == 7
     assert changed.pipeline.gating.min_valid_points == 42 and changed.pipeline.clock_jump_tolerance_s == 2.0
     assert (changed.localizer.iterations, changed.localizer.max_image_size, changed.localizer.device,
             changed.localizer.cpu_precision) == ((1, 2, 3), 640, "cpu", "bf16")
@@ -97,7 +97,7 @@ def test_engine_configs_follow_the_settings_and_default_to_the_engine_defaults()
 
 
 def test_pipeline_states_are_the_status_message_states():
-    from pixloc_ros.core.tracking.pipeline import State
+    from pixloc_ros.core.tracking.frames import State
     from pixloc_ros.msg import LocalizationStatus
 
     for state in State:

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         if i < args.warmup:
             continue
         paths.add(result.lm_path)
-        key = result.reason.split(":")[0]
+        key = result.failure.key
         reasons[key] = reasons.get(key, 0) + 1
         t = result.timings
         stages["network"].append(t.network_s)

@@ -85,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _replay(args, map_file: str, bag: str) -> list[dict]:
     """Per-frame records of one drive through the pipeline (with ``--replay-calibration`` or none)."""
-    from dataclasses import asdict
 
     from pixloc_ros.core.tracking.pipeline import load_pipeline
     from pixloc_ros.data.evaluation.offline import evaluate_drive
@@ -101,4 +100,4 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
                              configs.localizer, calibration=args.replay_calibration or "",
                              tile_loader_config=configs.tiles)
     evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
-    return [asdict(f) for f in evaluation.frames]
+    return [f.to_json() for f in evaluation.frames]

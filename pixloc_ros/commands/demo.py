@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         est = poses.get(stamp) if status.success else None
         rec = FrameRecord(stamp, int(status.state), est is not None, status.reason or "ok",
                           None if est is None else est.tolist(), None if gt is None else gt.tolist(),
+                          reason_code=int(status.reason_code),
                           total_s=float(status.time_total), network_s=float(status.time_network),
                           optimizer_s=float(status.time_optimizer), num_points=int(status.num_points))
         if est is not None and gt is not None:

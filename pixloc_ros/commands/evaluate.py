@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 def report_text(evaluation) -> str:
     """The human-readable summary of an evaluation (also printed by the demo)."""
+    from pixloc_ros.core.tracking.reasons import Reason
+
     lines = [evaluation.summary.as_text(), evaluation.consistency_text()]
     lat = evaluation.latency_s
     if lat:
@@ -104,7 +106,7 @@ def report_text(evaluation) -> str:
     reasons: dict[str, int] = {}
     for f in evaluation.frames:
         if not f.success:
-            key = f.reason.split(":")[0]
+            key = Reason(f.reason_code).key
             reasons[key] = reasons.get(key, 0) + 1
     if reasons:
         lines.append("frames without a pose: " + ", ".join(f"{k} x{n}" for k, n in sorted(reasons.items())))

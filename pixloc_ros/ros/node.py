@@ -24,7 +24,6 @@ one fatal log line (``ros/start.py`` is the process entry).
 """
 from __future__ import annotations
 
-import math
 import re
 import sys
 import threading
@@ -53,6 +52,7 @@ from pixloc_ros.core.geometry.transforms import matrix_from_quat_xyzw
 from pixloc_ros.core.maps.mapfile_format import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
+from pixloc_ros.ros.counters import NodeCounters
 from pixloc_ros.ros.health import InputMonitor, assess
 from pixloc_ros.ros.params import NodeSettings, declare_settings, engine_configs
 from pixloc_ros.ros.stamps import StampCheck, StampGuard, Verdict
@@ -102,7 +102,7 @@ def build_pipeline(settings: NodeSettings):
     configs = engine_configs(settings)
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
                              configs.localizer, tile_loader_config=configs.tiles)
-    pipeline.index.verify()
+    pipeline.verify_map()
     return pipeline
 
 
@@ -116,16 +116,16 @@ class LocalizerNode(Node):
         started = time.perf_counter()
         self.pipeline = build_pipeline(s)
         # The fused LM's fallback (core/engine/lm/guard.py) says why in one warning, through this logger.
-        self.pipeline.localizer.set_lm_warning_handler(lambda text: self.get_logger().warning(text))
-        self.get_logger().info(f"map {s.map_file}: {self.pipeline.index.num_keyframes} keyframes, "
-                               f"{self.pipeline.index.num_points} points, every checksum verified; network on "
-                               f"{self.pipeline.localizer.device} ({time.perf_counter() - started:.1f} s to load); "
-                               f"covariance {'calibrated' if self.pipeline.calibration else 'uncalibrated'}")
+        self.pipeline.set_lm_warning_handler(lambda text: self.get_logger().warning(text))
+        summary = self.pipeline.summary()
+        self.get_logger().info(f"map {s.map_file}: {summary.num_keyframes} keyframes, "
+                               f"{summary.num_points} points, every checksum verified; network on "
+                               f"{summary.device} ({time.perf_counter() - started:.1f} s to load); "
+                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}")
         if s.warm_up_size:
             width, height = (int(v) for v in s.warm_up_size)
             try:
-                seconds = self.pipeline.localizer.warm_up(width, height, num_points=s.max_points,
-                                                          hypotheses=max(s.num_hypotheses, s.relocalization_grid))
+                seconds = self.pipeline.warm_up(width, height)
             except RuntimeError as err:  # e.g. out of GPU memory for that size: a setup error, said as one
                 raise ValueError(f"Parameter 'warm_up_size' = [{width}, {height}]: preparing the network and "
                                  f"the optimizer for that frame size failed: {err}") from err
@@ -134,9 +134,7 @@ class LocalizerNode(Node):
         self._guard = StampGuard(int(round(s.clock_jump_tolerance_s * 1e9)))
         self._odom_cond = threading.Condition()
         self._latest_odom_ns: int | None = None  # newest odometry stamp received (the worker waits on it)
-        self._stats = {"frames": 0, "poses": 0, "rejected": 0, "bad_input": 0, "bad_stamps": 0, "errors": 0,
-                       "map_errors": 0, "unmatched_images": 0, "dropped": 0, "resets": 0, "wrong_locks": 0,
-                       "lost": 0}
+        self.counters = NodeCounters()
         self._monitor = InputMonitor(HEALTH_WINDOW_S)
         self._skip_reason = ""  # why the last skipped image was skipped (diagnostics)
         self._map_error: str | None = None  # the last map error while running (diagnostics: ERROR)
@@ -207,7 +205,7 @@ class LocalizerNode(Node):
             self.worker.stop()
         except Exception as err:  # an error the worker kept; shutting down anyway
             self.get_logger().error(f"worker: {type(err).__name__}: {err}")
-        self.pipeline.index.close()  # a tiled map's loader thread
+        self.pipeline.close()  # a tiled map's loader thread
 
     # ----------------------------------------------------------------------- time and events
     def _judge(self, stream: str, stamp_ns: int) -> StampCheck:
@@ -238,10 +236,10 @@ class LocalizerNode(Node):
 
     def _reset(self, reason: str) -> None:
         """Drop everything waiting (it belongs to the old timeline) and queue a pipeline reset."""
-        self._stats["resets"] += 1
+        self.counters.resets += 1
         # Not throttled: each reset is its own event (a restarted bag), and a burst of them is
         # impossible (each needs time to go back by more than the tolerance).
-        self.get_logger().warning(f"Resetting the localization (reset {self._stats['resets']}): {reason}")
+        self.get_logger().warning(f"Resetting the localization (reset {self.counters.resets}): {reason}")
         with self._odom_cond:
             self._latest_odom_ns = None
         self._events.clear()
@@ -259,7 +257,7 @@ class LocalizerNode(Node):
             try:
                 apply()
             except ValueError as err:
-                self._stats["bad_input"] += 1
+                self.counters.bad_input += 1
                 self.log.warn(f"Ignored {kind}: {err}")
 
     # --------------------------------------------------------------------------- callbacks
@@ -272,7 +270,7 @@ class LocalizerNode(Node):
                 if got and got.lstrip("/") != want:
                     raise ValueError(f"{what} {got!r} is not {want!r} (parameters odom_frame, base_frame)")
         except ValueError as err:
-            self._stats["bad_input"] += 1
+            self.counters.bad_input += 1
             self.log.warn(f"Ignored odometry message: {err}")
             return
         if self._stamp_rejected("odometry", sample.stamp_ns, "odometry message"):
@@ -288,7 +286,7 @@ class LocalizerNode(Node):
         check = self._judge(stream, stamp_ns)
         if check.verdict is not Verdict.AHEAD:
             return False
-        self._stats["bad_stamps"] += 1
+        self.counters.bad_stamps += 1
         self.log.warn(f"Ignored {what}: {check.describe(stream)}")
         return True
 
@@ -305,7 +303,7 @@ class LocalizerNode(Node):
         try:
             fix = conv.navsatfix_to_fix(msg)
         except ValueError as err:
-            self._stats["bad_input"] += 1
+            self.counters.bad_input += 1
             self.log.warn(f"Ignored GNSS fix: {err}")
             return
         if self._stamp_rejected("GNSS", fix.stamp_ns, "GNSS fix"):
@@ -323,9 +321,9 @@ class LocalizerNode(Node):
             # RViz's "2D Pose Estimate" sends z = 0 and a yaw only: the pipeline then takes height
             # and tilt from the map. A pose with a height or a tilt is used as it is (6-DoF).
             is_2d = map_from_base[2, 3] == 0.0 and abs(map_from_base[2, 2] - 1.0) < 1e-9
-            self._check_inside_map(map_from_base, is_2d)
+            self.pipeline.check_initial_pose(map_from_base, is_2d)
         except ValueError as err:
-            self._stats["bad_input"] += 1
+            self.counters.bad_input += 1
             self.log.warn(f"Ignored initial pose: {err}")
             return
         # An operator's pose applies "now" on the data's timeline: RViz may stamp it 0, or with
@@ -335,21 +333,6 @@ class LocalizerNode(Node):
         self.get_logger().info(f"initial pose ({'2D' if is_2d else '6-DoF'}) at ({map_from_base[0, 3]:.1f}, "
                                f"{map_from_base[1, 3]:.1f}) m: relocalising from it")
         self._events.append(("initialpose", lambda: self.pipeline.set_initial_pose(stamp_ns, map_from_base, is_2d)))
-
-    def _check_inside_map(self, map_from_base: np.ndarray, is_2d: bool) -> None:
-        """ValueError when an initial pose lies outside the map: it would replace good tracking with
-        a relocalization that cannot succeed. The pipeline applies the same limit to its priors
-        (max_prior_distance_m). Reads the map index from the executor thread: the index is not
-        modified after start."""
-        index = self.pipeline.index
-        x, y = float(map_from_base[0, 3]), float(map_from_base[1, 3])
-        position = (index.lift_2d_pose(x, y, math.atan2(map_from_base[1, 0], map_from_base[0, 0]))[:3, 3]
-                    if is_2d else map_from_base[:3, 3])
-        distance = index.distance_to_map(position)
-        limit = self.settings.max_prior_distance_m
-        if distance > limit:
-            raise ValueError(f"({x:.1f}, {y:.1f}) m is {distance:.0f} m from the nearest keyframe, outside the map "
-                             f"(max_prior_distance_m {limit:g} m); the current localization is kept")
 
     def _admit_camera(self, msg, is_image: bool) -> bool:
         """Before the pairing (CameraSubscriber's admit): whether this image or CameraInfo may be
@@ -361,7 +344,7 @@ class LocalizerNode(Node):
         check = self._judge(stream, stamp_ns)
         if check.verdict in (Verdict.OK, Verdict.RESTART):
             return True
-        self._stats["bad_stamps"] += 1
+        self.counters.bad_stamps += 1
         if is_image:
             self._skip_image(stamp_ns, check.describe(stream))
         elif check.verdict is Verdict.AHEAD:
@@ -372,7 +355,7 @@ class LocalizerNode(Node):
         self.worker.submit(CameraFrame(conv.stamp_to_ns(image.header.stamp), image, info, time.monotonic()))
 
     def _on_unmatched(self, item: Unmatched) -> None:
-        self._stats["unmatched_images"] += 1
+        self.counters.unmatched_images += 1
         self._skip_image(item.stamp_ns, f"{item.reason} (is {self.settings.camera_info_topic} published?)")
 
     def _skip_image(self, stamp_ns: int, reason: str) -> None:
@@ -382,13 +365,14 @@ class LocalizerNode(Node):
         self._skip_reason = reason
         self.log.warn(text)
         self._publish_status(LocalizationStatus(header=conv.make_header(stamp_ns, self.settings.map_frame),
-                                                state=int(self.pipeline.state), success=False, reason=text))
+                                                state=int(self.pipeline.state), success=False, reason=text,
+                                                reason_code=LocalizationStatus.REASON_BAD_INPUT))
 
     # ------------------------------------------------------------------------------ worker
     def _on_worker_error(self, frame: CameraFrame, exc: BaseException) -> None:
         if not self.context.ok():
             return  # shutting down: the frame in progress could not publish any more
-        self._stats["errors"] += 1
+        self.counters.errors += 1
         self.log.error(f"Frame at {frame.stamp_ns * 1e-9:.3f} s failed: {type(exc).__name__}: {exc}")
 
     def _base_from_cam(self, camera_frame: str) -> np.ndarray | None:
@@ -398,7 +382,7 @@ class LocalizerNode(Node):
 
     def _frame_input(self, frame: CameraFrame):
         """Messages -> (FrameInput, rgb); ValueError on bad input."""
-        from pixloc_ros.core.tracking.pipeline import FrameInput
+        from pixloc_ros.core.tracking.frames import FrameInput
 
         s = self.settings
         if s.image_transport == "compressed":
@@ -423,24 +407,24 @@ class LocalizerNode(Node):
         if self.settings.odom_wait_s > 0:
             self._wait_for_odometry(frame.stamp_ns)
         self._apply_events()
-        self._stats["frames"] += 1
+        self.counters.frames += 1
         self._monitor.note("processed")
         self._last_frame_s = time.monotonic()
         try:
             frame_input, rgb = self._frame_input(frame)
             out = self.pipeline.process(frame_input)
         except MapFileError as err:  # the map, not the frame, is bad (a ValueError too: caught first)
-            self._stats["map_errors"] += 1
+            self.counters.map_errors += 1
             self._map_error = str(err)
             self._monitor.note("skipped")
             self._skip_reason = f"map_error: {err}"
             self.log.error(f"Image at {frame.stamp_ns * 1e-9:.3f} s: map_error: {err}")
             self._publish_status(LocalizationStatus(
                 header=conv.make_header(frame.stamp_ns, self.settings.map_frame), state=int(self.pipeline.state),
-                success=False, reason=f"map_error: {err}"))
+                success=False, reason=f"map_error: {err}", reason_code=LocalizationStatus.REASON_MAP_ERROR))
             return
         except ValueError as err:  # bad input for this frame: one throttled line, no pose
-            self._stats["bad_input"] += 1
+            self.counters.bad_input += 1
             self._skip_image(frame.stamp_ns, str(err))
             return
         self._publish_output(frame, out, rgb)
@@ -448,7 +432,7 @@ class LocalizerNode(Node):
     # ----------------------------------------------------------------------------- outputs
     def _publish_status(self, status: LocalizationStatus) -> None:
         dropped = self.worker.take_dropped()
-        self._stats["dropped"] += dropped
+        self.counters.dropped += dropped
         if dropped:
             self._monitor.note("dropped", dropped)
         status.frames_dropped = dropped
@@ -457,15 +441,12 @@ class LocalizerNode(Node):
 
     def _publish_output(self, frame: CameraFrame, out, rgb: np.ndarray) -> None:
         s = self.settings
+        self.counters.count_output(out)
         if out.success:
-            self._stats["poses"] += 1
             self._publish_pose(out)
             if self.tf_broadcaster is not None:
                 self._publish_tf(out)
         else:
-            self._stats["rejected"] += 1
-            self._stats["wrong_locks"] += out.reason.startswith("wrong_lock")
-            self._stats["lost"] += "; lost after" in out.reason
             self.log.info(f"No pose for image at {out.stamp_ns * 1e-9:.3f} s "
                           f"({STATE_NAMES.get(int(out.state))}): {out.reason}")
         result = out.result
@@ -476,10 +457,8 @@ class LocalizerNode(Node):
             for level, image in enumerate(maps.levels):
                 self.heatmap_pubs[f"heatmap_level{level}"].publish(conv.rgb_to_image(image, out.stamp_ns, frame_id))
         if self.marker_pub is not None and out.points_xyz is not None and len(out.points_xyz):
-            index = self.pipeline.index
-            rows = np.flatnonzero(np.isin(index.keyframe_ids, np.asarray(out.keyframe_ids, np.int64)))
             self.marker_pub.publish(frame_markers(out.stamp_ns, s.map_frame, out.points_xyz, out.point_weights,
-                                                  index.keyframe_world_from_cam[rows]))
+                                                  self.pipeline.keyframe_poses(out.keyframe_ids)))
         # The status goes last: it says "this frame is done" (a paced player waits for it).
         self._last_latency_s = time.monotonic() - frame.received_s
         self._publish_status(self._status(out))
@@ -488,7 +467,7 @@ class LocalizerNode(Node):
         result, timings = out.result, out.timings
         status = LocalizationStatus(
             header=conv.make_header(out.stamp_ns, self.settings.map_frame), state=int(out.state),
-            success=bool(out.success), reason="" if out.success else str(out.reason),
+            success=bool(out.success), reason="" if out.success else out.reason, reason_code=int(out.why.code),
             keyframe_ids=[int(k) for k in out.keyframe_ids], prior_distance_m=float(out.prior_distance_m),
             prior_rotation_deg=float(out.prior_rotation_deg), time_network=float(timings.network_s),
             time_optimizer=float(timings.optimizer_s), time_total=float(timings.total_s),
@@ -528,15 +507,15 @@ class LocalizerNode(Node):
         state = STATE_NAMES.get(st.state, str(st.state)) if st is not None else "not_initialized"
         idle = None if self._last_frame_s is None else time.monotonic() - self._last_frame_s
         counts = self._monitor.counts()
-        lm = self.pipeline.localizer.lm_status()
+        lm = self.pipeline.lm_status()
         health = assess(counts, HEALTH_WINDOW_S, state=state, reason=st.reason if st is not None else "",
                         tracking=st is not None and st.state == LocalizationStatus.STATE_TRACKING and st.success,
                         idle_s=idle, stale_s=STALE_FRAMES_S, map_error=self._map_error,
                         skip_reason=self._skip_reason)
-        values = {**self._stats, "state": state, "last_reason": st.reason if st is not None else "",
+        values = {**self.counters.as_dict(), "state": state, "last_reason": st.reason if st is not None else "",
                   "last_time_total_s": f"{st.time_total:.3f}" if st is not None else "",
                   "hypotheses": st.hypotheses if st is not None else 0,
-                  "covariance": "calibrated" if self.pipeline.calibration is not None else "Hessian + floor",
+                  "covariance": "calibrated" if self.pipeline.summary().calibrated else "Hessian + floor",
                   "last_latency_s": f"{self._last_latency_s:.3f}",
                   "image_reliability": "reliable" if self.camera_sub.image_sub.reliable else "best_effort",
                   "lm_path": lm.path, "lm_path_requested": lm.requested, "lm_path_fallback": lm.reason,
@@ -550,7 +529,7 @@ class LocalizerNode(Node):
 
     def _map_diagnostics(self) -> list[DiagnosticStatus]:
         """A tiled map's tiles (loaded, loading, failed: ERROR, each failure logged once); none for one file."""
-        health = self.pipeline.index.health()
+        health = self.pipeline.map_health()
         if health is None:
             return []
         for failure in health.failed:

@@ -360,23 +360,27 @@ class EngineConfigs:
 
 def engine_configs(settings: NodeSettings) -> EngineConfigs:
     """Map the node settings onto the engine's configuration dataclasses (imports torch)."""
-    from pixloc_ros.core.tracking.gating import GatingConfig
-    from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.engine.lm.config import LMConfig
-    from pixloc_ros.core.tracking.pipeline import PipelineConfig
+    from pixloc_ros.core.engine.localizer import LocalizerConfig
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
+    from pixloc_ros.core.tracking.gating import GatingConfig
+    from pixloc_ros.core.tracking.hypothesis_books import HypothesisConfig
+    from pixloc_ros.core.tracking.pipeline import PipelineConfig
+    from pixloc_ros.core.tracking.priors import PriorConfig
+    from pixloc_ros.core.tracking.seeds import SeedConfig
 
     s = settings
     gating = GatingConfig(min_valid_points=s.min_valid_points, min_inlier_ratio=s.min_inlier_ratio,
                           max_cost_ratio=s.max_cost_ratio, mahalanobis_probability=s.mahalanobis_probability,
                           max_translation_m=s.max_translation_m, max_rotation_deg=s.max_rotation_deg)
     pipeline = PipelineConfig(retrieval=RetrievalConfig(num_keyframes=s.num_keyframes), gating=gating,
-                              num_hypotheses=s.num_hypotheses, relocalization_grid=s.relocalization_grid,
-                              max_points=s.max_points,
-                              confirmations=s.confirmations, lost_after=s.lost_after,
-                              max_prior_distance_m=s.max_prior_distance_m, gnss_min_sigma_m=s.gnss_min_sigma_m,
-                              clock_jump_tolerance_s=s.clock_jump_tolerance_s)
+                              hypotheses=HypothesisConfig(confirmations=s.confirmations, lost_after=s.lost_after),
+                              seeds=SeedConfig(num_hypotheses=s.num_hypotheses,
+                                               relocalization_grid=s.relocalization_grid),
+                              priors=PriorConfig(max_prior_distance_m=s.max_prior_distance_m,
+                                                 gnss_min_sigma_m=s.gnss_min_sigma_m),
+                              max_points=s.max_points, clock_jump_tolerance_s=s.clock_jump_tolerance_s)
     localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations) if s.iterations else None,
                                 pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
                                 max_image_size=None if s.max_image_size < 0 else s.max_image_size,

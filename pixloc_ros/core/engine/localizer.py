@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 import torch
@@ -136,12 +137,30 @@ class HypothesisResults:
     singular: np.ndarray  # (B,) bool: an LM system of the fine level was not positive definite
 
 
+class Failure(IntEnum):
+    """Why the localizer gave no pose (``LocalizationResult.failure``); its text says the figures."""
+
+    NONE = 0
+    NO_POINTS = 1  # the map returned no points for the prior
+    POINTS_BEHIND_CAMERA = 2  # no point lies in front of any initial pose
+    NO_LEVELS = 3  # every level has 0 iterations
+    SINGULAR_SYSTEM = 4  # every hypothesis with enough points hit a singular LM system
+    TOO_FEW_VALID_POINTS = 5  # no hypothesis kept enough valid points
+    DEGENERATE_GEOMETRY = 6  # the points do not constrain all 6 pose directions
+    COVARIANCE_FAILED = 7  # no finite covariance from the Hessian
+
+    @property
+    def key(self) -> str:
+        """The first word of the reason text ("too_few_valid_points"); "ok" for NONE."""
+        return "ok" if self == Failure.NONE else self.name.lower()
+
+
 @dataclass
 class LocalizationResult:
     """Outcome of one localization. Levels are indexed finest first (index 0 = stride 1)."""
 
     success: bool
-    reason: str  # "ok", or why it failed (starts with a stable key, e.g. "too_few_valid_points: ...")
+    reason: str  # "ok", or why it failed: "<failure.key>: <figures>" (for people; decide by ``failure``)
     cam_from_world: Pose | None  # chosen pose (float64, CPU, batch shape ()), None when no hypothesis ran
     covariance: np.ndarray | None  # (6, 6) engine order [t, w], left perturbation of cam_from_world; None on failure
     cost: tuple[float, float, float] = (math.inf, math.inf, math.inf)  # final mean robust cost per level
@@ -157,6 +176,7 @@ class LocalizationResult:
     timings: Timings = field(default_factory=Timings)
     hypotheses: HypothesisResults | None = None  # every initial pose's outcome (None when no level ran)
     lm_path: str = ""  # the LM implementation the levels ran: "fused" (Triton kernels) or "torch" ("": none ran)
+    failure: Failure = Failure.NONE  # the code of ``reason``
 
 
 def resolve_device(name: str) -> torch.device:
@@ -379,19 +399,19 @@ class Localizer:
         camera.max_r2  # distortion bound computed once here; every scaled level camera inherits it
         pre = clock.lap()
 
-        def failure(reason: str, pose: Pose | None = None, **kw) -> LocalizationResult:
+        def failure(code: Failure, detail: str, pose: Pose | None = None, **kw) -> LocalizationResult:
             post = clock.lap()
             timings = Timings(pre, 0.0, kw.pop("levels_s", (0.0, 0.0, 0.0)), post, clock.total())
-            return LocalizationResult(False, reason, pose, None, timings=timings,
-                                      confidences=self._confidences(confidences), **kw)
+            return LocalizationResult(False, f"{code.key}: {detail}", pose, None, timings=timings,
+                                      confidences=self._confidences(confidences), failure=code, **kw)
 
         n = len(pts)
         if n == 0:
-            return failure("no_points: the map returned no points for this prior")
+            return failure(Failure.NO_POINTS, "the map returned no points for this prior")
         finite = torch.isfinite(pts.xyz).all(-1)
         depth_ok = (poses.transform(pts.xyz.to(dt)))[..., 2] > MIN_DEPTH  # (B, N)
         if int((depth_ok & finite).sum()) == 0:
-            return failure(f"points_behind_camera: none of the {n} points is in front of any of the "
+            return failure(Failure.POINTS_BEHIND_CAMERA, f"none of the {n} points is in front of any of the "
                            f"{poses.shape[0]} initial poses")
 
         profile = self.profile
@@ -421,7 +441,7 @@ class Localizer:
             level_times[level] = clock.lap()
         level_times = tuple(level_times)
         if not levels:
-            return failure("no_levels: every level has 0 iterations in LocalizerConfig.iterations")
+            return failure(Failure.NO_LEVELS, "every level has 0 iterations in LocalizerConfig.iterations")
 
         finest = min(levels)
         fine = levels[finest]
@@ -440,14 +460,14 @@ class Localizer:
             pose = fine.cam_from_world[b].to("cpu", torch.float64)
             enough = num_valid >= cfg.min_valid_points
             if bool((enough & fine.singular.cpu()).any()):
-                why = "singular_system: every hypothesis with enough points hit a singular LM system"
+                code, why = Failure.SINGULAR_SYSTEM, "every hypothesis with enough points hit a singular LM system"
             elif bool((enough & failed).any()):
-                why = (f"too_few_valid_points: every hypothesis fell below {cfg.lm.min_valid_points} valid "
-                       f"points at some level (the reference's failure rule)")
+                code, why = Failure.TOO_FEW_VALID_POINTS, (f"every hypothesis fell below {cfg.lm.min_valid_points} "
+                                                           f"valid points at some level (the reference's failure rule)")
             else:
-                why = (f"too_few_valid_points: best hypothesis has {int(num_valid[b])} valid points "
-                       f"at level {finest}, need {cfg.min_valid_points}")
-            return failure(why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
+                code, why = Failure.TOO_FEW_VALID_POINTS, (f"best hypothesis has {int(num_valid[b])} valid points "
+                                                           f"at level {finest}, need {cfg.min_valid_points}")
+            return failure(code, why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
                            cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
                            iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
                            hypothesis_costs=cost.numpy(), hypotheses=per_hypothesis, lm_path=lm_path)
@@ -465,14 +485,15 @@ class Localizer:
         min_eig = normalized_min_eigenvalue(H)
         cov = None
         if min_eig < cfg.min_normalized_eigenvalue:
-            why = (f"degenerate_geometry: the points do not constrain all 6 pose directions "
-                   f"(normalised Hessian min eigenvalue {min_eig:.2e} < {cfg.min_normalized_eigenvalue:.0e})")
+            code, why = Failure.DEGENERATE_GEOMETRY, (f"the points do not constrain all 6 pose directions "
+                                                      f"(normalised Hessian min eigenvalue {min_eig:.2e} < "
+                                                      f"{cfg.min_normalized_eigenvalue:.0e})")
         else:
             cov = pose_covariance(H, sigma2 * cfg.covariance_scale)
-            why = f"covariance_failed: sigma^2 = {sigma2} with Hessian eigenvalue ratio {min_eig:.2e}"
+            code, why = Failure.COVARIANCE_FAILED, f"sigma^2 = {sigma2} with Hessian eigenvalue ratio {min_eig:.2e}"
         if cov is None:
             post = clock.lap()
-            return LocalizationResult(False, why, pose, None,
+            return LocalizationResult(False, f"{code.key}: {why}", pose, None, failure=code,
                                       timings=Timings(pre, 0.0, level_times, post, clock.total()), **common)
         post = clock.lap()
         return LocalizationResult(True, "ok", pose, cov,

@@ -1,18 +1,25 @@
-"""Frame after frame: priors, hypotheses and their books, gating, the published covariance and
-its calibration, and the pipeline that turns frames, odometry, GNSS and initial poses into
-published poses. Imports ``core.geometry``, ``core.engine`` and ``core.maps``.
+"""Frame after frame: the pipeline that turns frames, odometry, GNSS and initial poses into published
+poses, and its named parts. Imports ``core.geometry``, ``core.engine`` and ``core.maps``.
+
+The parts, in the order a frame meets them: ``frames`` (inputs, outputs, the shared ``Estimate``),
+``odometry`` (the motion between frames), ``priors`` (initial pose, GNSS), ``seeds`` (the frame's
+initial poses; ``seed_grid`` for a wide search), ``frame_points`` (the map points), ``candidates``
+(each result judged and given its covariance; ``gating`` the checks, ``covariance_calibration``
+the calibrated model), ``hypothesis_books`` (hypotheses over frames), ``decide`` (the verdict) and
+``reasons`` (its codes); ``pipeline`` runs them.
 
 Public API (imported on first use):
-- ``RelocalizationPipeline``, ``PipelineConfig``, ``FrameInput``, ``FrameOutput``, ``State``,
-  ``load_pipeline``: ``pipeline``;
+- ``RelocalizationPipeline``, ``PipelineConfig``, ``load_pipeline``: ``pipeline``;
+- ``FrameInput``, ``FrameOutput``, ``Estimate``, ``State``: ``frames``; ``Reason``, ``Why``: ``reasons``;
 - ``HypothesisTracker``, ``HypothesisConfig``: ``hypothesis_books``; ``GatingConfig``: ``gating``;
 - ``CovarianceCalibration``, ``fit_calibration``: ``covariance_calibration``.
 """
 from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "RelocalizationPipeline": "pipeline", "PipelineConfig": "pipeline", "FrameInput": "pipeline",
-    "FrameOutput": "pipeline", "State": "pipeline", "load_pipeline": "pipeline",
+    "RelocalizationPipeline": "pipeline", "PipelineConfig": "pipeline", "load_pipeline": "pipeline",
+    "FrameInput": "frames", "FrameOutput": "frames", "Estimate": "frames", "State": "frames",
+    "Reason": "reasons", "Why": "reasons",
     "HypothesisTracker": "hypothesis_books", "HypothesisConfig": "hypothesis_books", "GatingConfig": "gating",
     "CovarianceCalibration": "covariance_calibration", "fit_calibration": "covariance_calibration",
 })

@@ -19,8 +19,9 @@ import numpy as np
 from scipy.stats import chi2
 
 from ..engine.covariance import engine_to_ros_covariance, ros_pose_error
-from ..geometry.pose import Pose
 from ..engine.localizer import LocalizationResult
+from ..geometry.pose import Pose
+from .reasons import OK, Reason, Why
 
 
 @dataclass
@@ -45,28 +46,33 @@ class GateDecision:
     """Outcome of ``gate``; distances are None when no prior was given."""
 
     accepted: bool
-    reason: str  # "ok" or a stable key followed by details, e.g. "prior_mahalanobis: d2 = 40.1 > 22.5"
+    why: Why  # OK, or the reason code and its detail
     mahalanobis_d2: float | None = None  # squared Mahalanobis distance to the prior (6 dof)
     translation_m: float | None = None  # camera-centre distance to the prior
     rotation_deg: float | None = None  # rotation angle to the prior
 
+    @property
+    def reason(self) -> str:
+        """"ok" or "<key>: <detail>", e.g. "prior_mahalanobis: d2 = 40.1 > 22.5 (...)"."""
+        return self.why.text
+
 
 def quality_failure(num_valid: int, inlier_ratio: float, cost, initial_cost, config: GatingConfig,
-                    min_inlier_ratio: float | None = None) -> str | None:
-    """Checks 2-4 of the module doc on one hypothesis' figures; None when they pass, else the reason.
+                    min_inlier_ratio: float | None = None) -> Why | None:
+    """Checks 2-4 of the module doc on one hypothesis' figures; None when they pass, else why not.
 
     cost, initial_cost: final / starting mean cost per level, finest first (inf where a level did
     not run); min_inlier_ratio: overrides ``config.min_inlier_ratio`` (tracking uses a lower one).
     """
     min_inliers = config.min_inlier_ratio if min_inlier_ratio is None else min_inlier_ratio
     if num_valid < config.min_valid_points:
-        return f"too_few_valid_points: {num_valid} < {config.min_valid_points}"
+        return Why(Reason.TOO_FEW_VALID_POINTS, f"{num_valid} < {config.min_valid_points}")
     if not inlier_ratio >= min_inliers:
-        return f"low_inlier_ratio: {inlier_ratio:.3f} < {min_inliers:g}"
+        return Why(Reason.LOW_INLIER_RATIO, f"{inlier_ratio:.3f} < {min_inliers:g}")
     for level, (final, initial) in enumerate(zip(cost, initial_cost)):
         if math.isfinite(initial) and not final <= config.max_cost_ratio * initial:
-            return (f"cost_increased: level {level} cost {final:.4g} > "
-                    f"{config.max_cost_ratio} x initial {initial:.4g}")
+            return Why(Reason.COST_INCREASED, f"level {level} cost {final:.4g} > "
+                                              f"{config.max_cost_ratio} x initial {initial:.4g}")
     return None
 
 
@@ -89,12 +95,12 @@ def gate(result: LocalizationResult, prior_map_from_cam: Pose | None = None,
     """
     cfg = config or GatingConfig()
     if not result.success or result.cam_from_world is None:
-        return GateDecision(False, f"localization_failed: {result.reason}")
+        return GateDecision(False, Why(Reason.LOCALIZATION_FAILED, result.reason))
     failure = quality_failure(result.num_valid, result.inlier_ratio, result.cost, result.initial_cost, cfg)
     if failure is not None:
         return GateDecision(False, failure)
     if prior_map_from_cam is None:
-        return GateDecision(True, "ok")
+        return GateDecision(True, OK)
 
     if prior_map_from_cam.shape.numel() != 1:
         raise ValueError(f"expected one prior pose, got batch shape {tuple(prior_map_from_cam.shape)}")
@@ -113,10 +119,10 @@ def gate(result: LocalizationResult, prior_map_from_cam: Pose | None = None,
         d2 = mahalanobis_d2(err, 0.5 * (prior_cov + prior_cov.T) + est_cov)
         limit = float(chi2.ppf(cfg.mahalanobis_probability, 6))
         if not (d2 >= 0 and d2 <= limit):
-            return GateDecision(False, f"prior_mahalanobis: d2 = {d2:.3g} > {limit:.3g} "
-                                       f"({trans:.2f} m, {rot:.2f} deg from the prior)", d2, trans, rot)
-        return GateDecision(True, "ok", d2, trans, rot)
+            return GateDecision(False, Why(Reason.PRIOR_MAHALANOBIS, f"d2 = {d2:.3g} > {limit:.3g} "
+                                           f"({trans:.2f} m, {rot:.2f} deg from the prior)"), d2, trans, rot)
+        return GateDecision(True, OK, d2, trans, rot)
     if trans > cfg.max_translation_m or rot > cfg.max_rotation_deg:
-        return GateDecision(False, f"far_from_prior: {trans:.2f} m / {rot:.2f} deg exceeds "
-                                   f"{cfg.max_translation_m} m / {cfg.max_rotation_deg} deg", None, trans, rot)
-    return GateDecision(True, "ok", None, trans, rot)
+        return GateDecision(False, Why(Reason.FAR_FROM_PRIOR, f"{trans:.2f} m / {rot:.2f} deg exceeds "
+                                       f"{cfg.max_translation_m} m / {cfg.max_rotation_deg} deg"), None, trans, rot)
+    return GateDecision(True, OK, None, trans, rot)

@@ -38,23 +38,25 @@ from .gating import mahalanobis_d2
 
 @dataclass
 class HypothesisConfig:
-    """When hypotheses merge, are kept, committed and dropped."""
+    """When hypotheses merge, are kept, committed and dropped (the node's parameters of the same names)."""
 
-    max_hypotheses: int = 3  # live hypotheses at most (each costs one LM hypothesis per frame)
+    max_live_hypotheses: int = 3  # live hypotheses at most (each costs one LM hypothesis per frame)
     merge_distance_m: float = 0.5  # two hypotheses closer than this (and merge_rotation_deg) are one
     merge_rotation_deg: float = 3.0
-    gate_probability: float = 0.999  # chi^2(6) quantile: a result continues a hypothesis inside this
-    commit_frames: int = 2  # frames a hypothesis must lead in a row before it is committed
+    confirmations: int = 1  # frames a hypothesis must lead after the first before it is committed
     commit_margin: float = 0.05  # a lead is clear when every other live hypothesis' cost is this much higher (relative)
     commit_baseline_m: float = 5.0  # ... or when it led (clear or not) over this much travel
-    max_misses: int = 3  # frames in a row without a consistent result before a hypothesis is dropped
+    lost_after: int = 3  # frames in a row without a consistent result before a hypothesis is dropped
     jitter_frames: int = 5  # innovations kept per hypothesis for its jitter
 
     def __post_init__(self):
-        if self.max_hypotheses < 1 or self.commit_frames < 1 or self.max_misses < 1:
-            raise ValueError("max_hypotheses, commit_frames and max_misses must be >= 1")
-        if not (0.5 <= self.gate_probability < 1.0):
-            raise ValueError(f"gate_probability must be in [0.5, 1), got {self.gate_probability}")
+        if self.max_live_hypotheses < 1 or self.confirmations < 0 or self.lost_after < 1:
+            raise ValueError("max_live_hypotheses and lost_after must be >= 1, confirmations >= 0")
+
+    @property
+    def commit_frames(self) -> int:
+        """Frames a hypothesis must lead in a row before it is committed (confirmations + 1)."""
+        return self.confirmations + 1
 
 
 @dataclass
@@ -116,7 +118,7 @@ class TrackerDecision:
     committed: Hypothesis | None  # the committed hypothesis after this frame (None: relocalizing)
     newly_committed: bool = False  # the commit happened on this frame
     wrong_lock: Hypothesis | None = None  # the committed hypothesis that a challenger beat on this frame
-    dropped_committed: Hypothesis | None = None  # committed hypothesis dropped after max_misses misses
+    dropped_committed: Hypothesis | None = None  # committed hypothesis dropped after lost_after misses
     live: int = 0  # hypotheses alive after the frame
 
 
@@ -137,12 +139,16 @@ def fuse(prior_map_from_base: np.ndarray, prior_covariance: np.ndarray, measured
 class HypothesisTracker:
     """The books of the live hypotheses (see the module doc). ``predict`` then ``update`` per frame."""
 
-    def __init__(self, config: HypothesisConfig | None = None):
+    def __init__(self, config: HypothesisConfig | None = None, gate_probability: float = 0.999):
+        """gate_probability: the chi^2(6) quantile inside which a result continues a hypothesis
+        (``GatingConfig.mahalanobis_probability``)."""
+        if not (0.5 <= gate_probability < 1.0):
+            raise ValueError(f"gate_probability must be in [0.5, 1), got {gate_probability}")
         self.config = config or HypothesisConfig()
         self.hypotheses: list[Hypothesis] = []
         self._next_id = 0
         self._leader_id: int | None = None
-        self.gate_d2 = float(chi2.ppf(self.config.gate_probability, 6))  # the continuation gate on d^2
+        self.gate_d2 = float(chi2.ppf(gate_probability, 6))  # the continuation gate on d^2
 
     def clear(self) -> None:
         """Forget every hypothesis (reset, new initial pose)."""
@@ -211,13 +217,13 @@ class HypothesisTracker:
                 h.observation, h.frames, h.last_strong = ob, 1, ob.strong
                 used.add(ob.index)
         self._merge()
-        # 3. Drop hypotheses that found no consistent result for max_misses frames. When the
+        # 3. Drop hypotheses that found no consistent result for lost_after frames. When the
         #    committed one goes, the frames it was still trusted through are no evidence for its
         #    successor (in snow a biased minimum agrees with itself for several frames while the
         #    tracked pose's own results jump to it): every streak starts again.
         dropped_committed = None
         for h in list(self.hypotheses):
-            if h.misses >= cfg.max_misses:
+            if h.misses >= cfg.lost_after:
                 self.hypotheses.remove(h)
                 if h.committed:
                     dropped_committed = h
@@ -319,9 +325,9 @@ class HypothesisTracker:
         self.hypotheses = keep
 
     def _evict(self) -> None:
-        """At most max_hypotheses: keep the committed one, then the cheapest observed, then the freshest."""
-        if len(self.hypotheses) <= self.config.max_hypotheses:
+        """At most max_live_hypotheses: keep the committed one, then the cheapest observed, then the freshest."""
+        if len(self.hypotheses) <= self.config.max_live_hypotheses:
             return
         ranked = sorted(self.hypotheses, key=lambda h: (not h.committed, h.observation is None,
                                                         h.observation.cost if h.observation else math.inf, h.misses))
-        self.hypotheses = ranked[:self.config.max_hypotheses]
+        self.hypotheses = ranked[:self.config.max_live_hypotheses]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import bisect_left
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,10 @@ from ...core.geometry.camera import Camera
 from ...core.tracking.covariance_calibration import NEES_BOUND_95, CalibrationSample, nees, rotation_blocks
 from pixloc_ros.core.geometry.transforms import pose_difference
 from ...core.geometry.metrics import AccuracySummary, pose_errors, summarize
-from ...core.tracking.pipeline import FrameInput, FrameOutput, RelocalizationPipeline
+from ...core.tracking.frames import Estimate
+from ...core.tracking.pipeline import RelocalizationPipeline
+from ...core.tracking.reasons import Reason, Why
+from pixloc_ros.core.tracking.frames import FrameInput, FrameOutput
 from ..bags import Drive, PoseSample, read_drive
 
 
@@ -31,13 +34,14 @@ class FrameRecord:
     stamp_ns: int
     state: int
     success: bool
-    reason: str
+    reason: str  # "ok" or "<key>: <detail>" (``core.tracking.reasons.Why.text``)
     map_from_base: list | None  # (4, 4) as nested lists (JSON), None when nothing was published
     gt_map_from_base: list | None
+    reason_code: int = 0  # ``core.tracking.reasons.Reason`` (LocalizationStatus.REASON_*)
     translation_error_m: float = math.nan
     rotation_error_deg: float = math.nan
-    # Error of the estimate before gating (``estimate_map_from_base``), published or not (NaN
-    # when PixLoc did not run): what the gating saw, for tuning it.
+    # Error of the estimate before gating (``estimate``), published or not (NaN when PixLoc did not
+    # run): what the gating saw, for tuning it.
     raw_translation_error_m: float = math.nan
     raw_rotation_error_deg: float = math.nan
     total_s: float = 0.0  # pipeline wall time of the frame
@@ -49,20 +53,25 @@ class FrameRecord:
     covariance: list | None = None
     nees: float = math.nan
     covariance_calibrated: bool = False
-    # The estimate the decision was about, before gating (published or not): its pose, the
-    # covariance it would have been published with, the uncalibrated sigma^2 H^-1 (ROS order) and
-    # the fine-level inlier ratio (what ``pixloc-ros calibrate`` fits on), and its NEES.
-    estimate_map_from_base: list | None = None
-    estimate_covariance: list | None = None
-    estimate_hessian_covariance: list | None = None
-    estimate_inlier_ratio: float = math.nan
-    estimate_cost: float = math.nan  # fine-level mean robust cost
-    estimate_num_valid: int = 0
-    estimate_jitter_m: float | None = None  # jitter of its hypothesis (None: no history), m
+    # The estimate the decision was about, before gating (published or not; the pipeline's own
+    # ``Estimate``: pose, the covariance it would have been published with, the uncalibrated
+    # sigma^2 H^-1, the fine-level inlier ratio that ``pixloc-ros calibrate`` fits on), and its NEES.
+    estimate: Estimate | None = None
     estimate_nees: float = math.nan
     # Gate statistics: d^2 of the estimate against its hypothesis' odometry prediction and the
     # gate's limit, live hypotheses, the leader's streak (frames, metres) and cost margin.
     gate: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The record as JSON values; the estimate's fields flattened as ``estimate_<field>`` (``None``
+        and NaN where there is no estimate)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "estimate"}
+        est = self.estimate.to_json() if self.estimate is not None else dict.fromkeys(
+            ("map_from_base", "covariance", "hessian_covariance", "inlier_ratio", "cost", "num_valid", "jitter_m"))
+        if self.estimate is None:
+            est.update(inlier_ratio=math.nan, cost=math.nan, num_valid=0)
+        out.update({f"estimate_{k}": v for k, v in est.items()})
+        return out
 
 
 @dataclass
@@ -117,7 +126,7 @@ class DriveEvaluation:
             "max_rotation_deg": s.max_rotation_deg,
             "latency_s": self.latency_s,
             "consistency": self.consistency(),
-            "per_frame": [asdict(f) for f in self.frames],
+            "per_frame": [f.to_json() for f in self.frames],
         }
 
     def save_json(self, path: str | Path) -> None:
@@ -193,37 +202,32 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
             frame = FrameInput(stamp, item.image, camera, base_from_cam)
             out = pipeline.process(frame)
         except ValueError as err:
-            records.append(FrameRecord(stamp, int(pipeline.state), False, f"bad_input: {err}", None,
-                                       None if gt is None else gt.tolist()))
+            why = Why(Reason.BAD_INPUT, str(err))
+            records.append(FrameRecord(stamp, int(pipeline.state), False, why.text, None,
+                                       None if gt is None else gt.tolist(), reason_code=int(why.code)))
             continue
         if on_frame is not None:
             on_frame(out, frame)
         rec = FrameRecord(stamp, int(out.state), out.success, out.reason,
                           None if out.map_from_base is None else out.map_from_base.tolist(),
-                          None if gt is None else gt.tolist(), total_s=out.timings.total_s,
-                          network_s=out.timings.network_s, optimizer_s=out.timings.optimizer_s,
+                          None if gt is None else gt.tolist(), reason_code=int(out.why.code),
+                          total_s=out.timings.total_s, network_s=out.timings.network_s,
+                          optimizer_s=out.timings.optimizer_s,
                           num_points=0 if out.result is None else int(out.result.num_valid),
-                          covariance_calibrated=out.covariance_calibrated, gate=asdict(out.gate))
+                          covariance_calibrated=out.covariance_calibrated, gate=asdict(out.gate),
+                          estimate=out.estimate)
         if out.success:
             rec.covariance = out.covariance_ros.tolist()
         if out.success and gt is not None:
             dt, dr = pose_errors(out.map_from_base[:3, :3], out.map_from_base[:3, 3], gt[:3, :3], gt[:3, 3])
             rec.translation_error_m, rec.rotation_error_deg = float(dt), float(dr)
             rec.nees = nees(pose_difference(out.map_from_base, gt), out.covariance_ros)
-        est = out.estimate_map_from_base
-        if est is not None:
-            rec.estimate_map_from_base = est.tolist()
-            rec.estimate_inlier_ratio = float(out.estimate_inlier_ratio)
-            rec.estimate_cost, rec.estimate_num_valid = float(out.estimate_cost), int(out.estimate_num_valid)
-            rec.estimate_jitter_m = out.estimate_jitter_m
-            for name in ("estimate_covariance", "estimate_hessian_covariance"):
-                value = getattr(out, name + "_ros")
-                setattr(rec, name, None if value is None else value.tolist())
-            if gt is not None:
-                dt, dr = pose_errors(est[:3, :3], est[:3, 3], gt[:3, :3], gt[:3, 3])
-                rec.raw_translation_error_m, rec.raw_rotation_error_deg = float(dt), float(dr)
-                if out.estimate_covariance_ros is not None:
-                    rec.estimate_nees = nees(pose_difference(est, gt), out.estimate_covariance_ros)
+        est = out.estimate
+        if est is not None and gt is not None:
+            dt, dr = pose_errors(est.map_from_base[:3, :3], est.map_from_base[:3, 3], gt[:3, :3], gt[:3, 3])
+            rec.raw_translation_error_m, rec.raw_rotation_error_deg = float(dt), float(dr)
+            if est.covariance is not None:
+                rec.estimate_nees = nees(pose_difference(est.map_from_base, gt), est.covariance)
         records.append(rec)
 
     scored = [r for r in records if r.success and r.gt_map_from_base is not None]
