@@ -14,6 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from pixloc_ros.core.tracking.hypothesis_books import HypothesisConfig
 from pixloc_ros.core.tracking.pipeline import PipelineConfig, load_pipeline
+from pixloc_ros.core.tracking.reasons import Reason
 from pixloc_ros.core.tracking.seeds import SeedConfig
 from pixloc_ros.core.tracking.odometry import OdometryBuffer
 from pixloc_ros.core.tracking.frames import FrameInput, State
@@ -80,6 +81,26 @@ def test_no_prior_means_no_localization(pipeline_factory, drive):
     out = p.process(frame_input(drive))
     assert (out.state, out.success, out.result) == (State.NOT_INITIALIZED, False, None)
     assert out.reason.startswith("no_prior")
+
+
+def test_the_codes_of_frames_without_a_prior_and_what_the_node_asks_the_pipeline(pipeline_factory, drive):
+    """Reasons come as codes (the text is for people); the node reads the map and the engine through
+    the pipeline's methods: start-up summary, initial-pose check, keyframe poses for markers."""
+    p = pipeline_factory()
+    out = p.process(frame_input(drive))
+    assert out.why.code == Reason.NO_PRIOR and not (out.wrong_lock or out.lost) and out.estimate is None
+    summary = p.summary()
+    assert summary.num_keyframes == p.index.num_keyframes > 0 and summary.device == "cpu"
+    assert summary.calibrated == (p.calibration is not None)
+    inside = drive.ground_truth[0].matrix
+    p.check_initial_pose(inside, is_2d=True)  # on the road: accepted
+    far = inside.copy()
+    far[0, 3] += 500.0
+    with pytest.raises(ValueError, match="outside the map"):
+        p.check_initial_pose(far, is_2d=False)
+    ids = [int(k) for k in p.index.keyframe_ids[:3]]
+    np.testing.assert_array_equal(p.keyframe_poses(ids), p.index.keyframe_world_from_cam[:3])
+    assert p.map_health() is None  # one map file, not tiles
 
 
 def test_bad_frames_raise_and_change_nothing(pipeline_factory, drive):
