@@ -1,6 +1,6 @@
 """Replay a rosbag2 (MCAP or sqlite3) at its recorded timing, with /clock, without `ros2 bag`.
 
-The bag is read by ``data/bags.py`` (the ``rosbags`` library: pure Python; ros2cli and
+The bag is read by ``data/bags/`` (the ``rosbags`` library: pure Python; ros2cli and
 rosbag2_py are not on PyPI) and each message is published as its raw CDR bytes
 (``Publisher.publish(bytes)``), so nothing is deserialised on the way. /clock carries the bag
 time (as ``ros2 bag play --clock``): before each message and at ``clock_hz`` in between, so
