@@ -7,8 +7,8 @@ drives become 640x480) and a chosen number of keyframes per query.
         [--frames 20] [--threads 1] [--runtime auto|torch|openvino|onnxruntime] [--precision f32|bf16|auto] [--json OUT]
 
 Runs against whichever ``pixloc_ros`` is importable (put another checkout first on PYTHONPATH to
-time it side by side: this script uses only interfaces that predate issue 15, except
-``--runtime``, ``--lm-path`` and ``--precision``, which it passes only when given). The map must hold keyframes at
+time it side by side): checkouts with the package layout of issue 26 (core/tracking, core/maps, ...);
+``--runtime``, ``--lm-path`` and ``--precision`` are passed only when given. The map must hold keyframes at
 the resized queries' resolution (`pixloc-ros build-map` without --max-image-edge on the 640x480
 mapping images). Before the drive, one untimed network pass at the query size warms up the
 runtime (an ONNX export and compile with OpenVINO, lazily initialised kernels with torch).
@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     from pixloc_ros.core.tracking.pipeline import PipelineConfig, load_pipeline
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.data.bags import read_drive
+    from pixloc_ros.core.tracking.reasons import Reason
     from pixloc_ros.data.evaluation.offline import evaluate_drive
 
     extra = {} if args.runtime is None else {"cpu_runtime": args.runtime}
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
         "network_ms_p50": float(np.median(net)), "optimizer_ms_p50": float(np.median(opt)),
         "num_points_p50": float(np.median([f.num_points for f in ran])),
         "per_frame": [{"total_ms": f.total_s * 1e3, "network_ms": f.network_s * 1e3, "optimizer_ms": f.optimizer_s * 1e3,
-                       "reason": f.reason.split(":")[0], "error_m": f.raw_translation_error_m} for f in ev.frames],
+                       "reason": Reason(f.reason_code).key, "error_m": f.raw_translation_error_m} for f in ev.frames],
     }
     print(f"{out['pixloc_ros']}: {out['image'][0]}x{out['image'][1]}, {args.keyframes} keyframes, "
           f"{len(ran)} frames ran, per frame p50 {out['total_ms']['p50']:.0f} ms (p90 {out['total_ms']['p90']:.0f}, "
