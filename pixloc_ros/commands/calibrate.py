@@ -2,6 +2,7 @@
 
     pixloc-ros calibrate --weights CKPT --drive MAP BAG [--drive MAP BAG ...] [--out FILE]
     pixloc-ros calibrate --weights CKPT --records EVAL.json [EVAL.json ...] [--out FILE]
+    pixloc-ros calibrate --weights CKPT --from-map MAP --images DIR [--keyframes 60] [--out FILE]
 
 Each drive is replayed through the node's pipeline (``pixloc-ros evaluate``'s path), or the
 per-frame records of earlier ``evaluate --json`` runs are read; the correctly locked frames'
@@ -12,6 +13,12 @@ the hypothesis' filter): replay without a calibration first, then once more with
 is written next to the weights (``<weights>.covariance.json``), where the node and ``evaluate``
 find it. Use drives held out from any evaluation you report: a calibration measured on the
 drives it was fitted on says nothing about the next drive.
+
+Without ground truth (``--from-map``): the map's keyframes are localized against the rest of the
+map, their own observations left out, their images changed photometrically, from perturbed priors,
+and their errors against the SfM poses fit the same model (core/tracking/map_calibration.py; what
+this cannot see is said there). The node's online scaling (core/tracking/innovation.py) widens the
+result where consecutive poses disagree with the odometry more than it says.
 """
 from __future__ import annotations
 
@@ -31,6 +38,14 @@ def register(subparsers) -> None:
                    help="a map built with these weights and a drive (rosbag2 with ground truth) through it; repeatable")
     p.add_argument("--records", nargs="+", default=[], metavar="JSON",
                    help="pixloc-ros evaluate --json reports (of these weights) to fit on instead of replaying drives")
+    p.add_argument("--from-map", default=None, metavar="MAP",
+                   help="calibrate from this map's own keyframes (no drive, no ground truth); needs --images")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="with --from-map: the folder the map was compiled from (build-map --images)")
+    p.add_argument("--keyframes", type=int, default=60,
+                   help="with --from-map: keyframes localized (spread over the map; each in 4 photometric variants)")
+    p.add_argument("--exclude-radius", type=float, default=0.0, metavar="M",
+                   help="with --from-map: also leave out keyframes this close to the held-out one (m)")
     p.add_argument("--replay-calibration", default="", metavar="FILE",
                    help="covariance calibration to replay the drives with (default: none)")
     p.add_argument("--out", default=None, help="output file (default: <weights>.covariance.json next to the weights)")
@@ -46,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.core.tracking.covariance_calibration import calibration_path_for, fit_calibration
     from pixloc_ros.data.evaluation.offline import calibration_samples
 
-    if not args.drive and not args.records:
-        print("pixloc-ros calibrate: error: give --drive MAP BAG (repeatable) or --records EVAL.json ...",
-              file=sys.stderr)
+    if not args.drive and not args.records and not args.from_map:
+        print("pixloc-ros calibrate: error: give --drive MAP BAG (repeatable), --records EVAL.json ... or "
+              "--from-map MAP --images DIR", file=sys.stderr)
         return 1
+    if args.from_map:
+        return _from_map(args)
     try:
         fingerprint = weights_fingerprint(load_weights(args.weights, device="cpu"))
         groups: list[tuple[str, list[dict]]] = []  # (drive label, per-frame records)
@@ -101,3 +118,49 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
                              tile_loader_config=configs.tiles)
     evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
     return [f.to_json() for f in evaluation.frames]
+
+
+def _from_map(args: argparse.Namespace) -> int:
+    """``--from-map``: fit on the map's own keyframes (core/tracking/map_calibration.py)."""
+    from pixloc_ros.core.engine.checkpoint import WeightsError, weights_fingerprint
+    from pixloc_ros.core.tracking.covariance_calibration import calibration_path_for
+    from pixloc_ros.core.tracking.map_calibration import CalibrationOptions, calibrate_from_map
+    from pixloc_ros.core.tracking.pipeline import load_pipeline
+    from pixloc_ros.ros.params import engine_configs
+
+    from .evaluate import load_settings
+
+    if not args.images or not Path(args.images).is_dir():
+        print(f"pixloc-ros calibrate: error: --from-map needs --images DIR, the folder the map was compiled from "
+              f"(got {args.images!r})", file=sys.stderr)
+        return 1
+    try:
+        settings = load_settings(args.params, map_file=str(args.from_map), weights=str(args.weights),
+                                 device=args.device)
+        configs = engine_configs(settings)
+        pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
+                                 configs.localizer, calibration="", tile_loader_config=configs.tiles)
+        options = CalibrationOptions(keyframes=args.keyframes, exclude_radius_m=args.exclude_radius,
+                                     max_points=configs.pipeline.max_points)
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=min(args.keyframes, pipeline.index.num_keyframes) * len(options.variants),
+                       desc="calibrate", unit="localization")
+        calib = calibrate_from_map(pipeline.localizer, pipeline.index, args.images,
+                                   weights_fingerprint(pipeline.localizer.model),
+                                   options, configs.pipeline.retrieval, bar.update if bar else None)
+        if bar is not None:
+            bar.close()
+    except (WeightsError, ValueError, FileNotFoundError, OSError) as err:
+        print(f"pixloc-ros calibrate: error: {err}", file=sys.stderr)
+        return 1
+    out = calib.save(args.out or calibration_path_for(args.weights))
+    f, st = calib.fitted_on, calib.fitted_on["keyframe_stats"]
+    print(f"from the map: {st['correct']} of {st['attempts']} keyframe localizations correct ({st['wrong']} wrong, "
+          f"{st['failed']} failed, {st['no_points']} without points); Hessian scale {calib.hessian_scale:.3g}, "
+          f"floor std {', '.join(f'{v:.3g}' for v in calib.floor_std)}, inflation {calib.inflation:.3g}")
+    print(f"on those localizations: mean NEES {f['pooled_mean_nees']:.2f}, "
+          f"{100 * f['pooled_share_inside_95']:.0f}% inside the 95% bound")
+    print(f"wrote {out}")
+    return 0

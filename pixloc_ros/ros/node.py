@@ -24,6 +24,7 @@ one fatal log line (``ros/start.py`` is the process entry).
 """
 from __future__ import annotations
 
+import math
 import re
 import sys
 import threading
@@ -135,6 +136,7 @@ class LocalizerNode(Node):
         self._odom_cond = threading.Condition()
         self._latest_odom_ns: int | None = None  # newest odometry stamp received (the worker waits on it)
         self.counters = NodeCounters()
+        self._logged_scale = 1.0  # the covariance scale last logged
         self._monitor = InputMonitor(HEALTH_WINDOW_S)
         self._skip_reason = ""  # why the last skipped image was skipped (diagnostics)
         self._map_error: str | None = None  # the last map error while running (diagnostics: ERROR)
@@ -442,6 +444,10 @@ class LocalizerNode(Node):
     def _publish_output(self, frame: CameraFrame, out, rgb: np.ndarray) -> None:
         s = self.settings
         self.counters.count_output(out)
+        if abs(math.log(out.covariance_scale / self._logged_scale)) > math.log(1.25):
+            self._logged_scale = out.covariance_scale
+            self.get_logger().info(f"covariance scale now {out.covariance_scale:.2f}: consecutive poses disagree with "
+                                   f"the odometry that much more than the covariance model says")
         if out.success:
             self._publish_pose(out)
             if self.tf_broadcaster is not None:
@@ -474,7 +480,8 @@ class LocalizerNode(Node):
             hypotheses=int(out.gate.hypotheses), lead_frames=int(out.gate.lead_frames),
             lead_travel_m=float(out.gate.lead_travel_m), lead_margin=float(out.gate.margin),
             gate_mahalanobis_d2=float(out.gate.mahalanobis_d2), gate_limit_d2=float(out.gate.limit_d2),
-            covariance_calibrated=bool(out.covariance_calibrated), lm_path=result.lm_path if result is not None else "")
+            covariance_calibrated=bool(out.covariance_calibrated), covariance_scale=float(out.covariance_scale),
+            lm_path=result.lm_path if result is not None else "")
         if result is not None:
             status.num_points = int(result.num_valid)
             status.cost_per_level = [float(c) for c in result.cost]
@@ -515,7 +522,8 @@ class LocalizerNode(Node):
         values = {**self.counters.as_dict(), "state": state, "last_reason": st.reason if st is not None else "",
                   "last_time_total_s": f"{st.time_total:.3f}" if st is not None else "",
                   "hypotheses": st.hypotheses if st is not None else 0,
-                  "covariance": "calibrated" if self.pipeline.summary().calibrated else "Hessian + floor",
+                  "covariance": "calibrated" if self.pipeline.summary().calibrated else "uncalibrated (conservative)",
+                  "covariance_scale": f"{self.pipeline.covariance_scale:.2f}",
                   "last_latency_s": f"{self._last_latency_s:.3f}",
                   "image_reliability": "reliable" if self.camera_sub.image_sub.reliable else "best_effort",
                   "lm_path": lm.path, "lm_path_requested": lm.requested, "lm_path_fallback": lm.reason,

@@ -99,6 +99,9 @@ class FrameOutput:
     estimate: Estimate | None = None
     gate: GateStats = field(default_factory=GateStats)
     covariance_calibrated: bool = False  # the covariance comes from a fitted calibration
+    # The online scale of the published covariance (``innovation``: >= 1, from consecutive poses
+    # against the odometry); covariance_ros already includes it.
+    covariance_scale: float = 1.0
     keyframe_ids: list[int] = field(default_factory=list)
     points_xyz: np.ndarray | None = None  # (N, 3) map points used (after subsampling)
     point_weights: np.ndarray | None = None  # (N,) their final fine-level weights

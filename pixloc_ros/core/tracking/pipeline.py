@@ -44,6 +44,7 @@ from .frame_points import frame_points
 from .frames import FrameInput, FrameOutput, State
 from .gating import GatingConfig
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
+from .innovation import CovarianceScaler, InnovationConfig
 from .odometry import Motion, MotionConfig, OdometryBuffer
 from .priors import PriorConfig, Priors
 from .reasons import Reason, Why
@@ -62,6 +63,7 @@ class PipelineConfig:
     priors: PriorConfig = field(default_factory=PriorConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     covariance: CovarianceConfig = field(default_factory=CovarianceConfig)
+    innovation: InnovationConfig = field(default_factory=InnovationConfig)
     max_points: int = 4000  # residual rows per frame at most (random subset): bounds the LM cost
     clock_jump_tolerance_s: float = 0.5  # a stamp earlier than the last one by more than this resets the state
     seed: int = 0  # subsampling of points is deterministic per frame stamp and seed
@@ -97,6 +99,7 @@ class RelocalizationPipeline:
         self.planner = SeedPlanner(cfg.seeds, cfg.priors, index)
         self.judge = CandidateJudge(cfg.gating, cfg.covariance, localizer.config, calibration,
                                     cfg.priors.gnss_gate_sigmas)
+        self.scaler = CovarianceScaler(cfg.innovation)  # the online check of the published covariance
         self._last_stamps: dict[str, int] = {}  # newest stamp per input (clock-jump detection)
         self.clock_jumps = 0  # resets caused by stamps going backwards (the node logs each)
         self.reset("start")
@@ -120,6 +123,7 @@ class RelocalizationPipeline:
         self._frames = 0  # processed frames (alternates the challenger seeds)
         self.odometry.clear()
         self.priors.clear()
+        self.scaler.reset()
         self._last_stamps = {}
 
     def _check_clock(self, stamp_ns: int, source: str) -> None:
@@ -275,7 +279,7 @@ class RelocalizationPipeline:
         return travel
 
     def _finish(self, out: FrameOutput, why: Why, t_start: float) -> FrameOutput:
-        out.why, out.state = why, self.state
+        out.why, out.state, out.covariance_scale = why, self.state, self.scaler.scale
         out.timings.total_s = time.perf_counter() - t_start
         return out
 
@@ -301,11 +305,15 @@ class RelocalizationPipeline:
             prior = out.prior_map_from_base
             out.prior_distance_m = float(np.linalg.norm(est.map_from_base[:3, 3] - prior[:3, 3]))
             out.prior_rotation_deg = rotation_angle_deg(est.map_from_base[:3, :3] @ prior[:3, :3].T)
+        if verdict.newly_committed or verdict.wrong_lock or verdict.lost:
+            self.scaler.forget_last()  # a new track: its first pose is no innovation of the last one
         published = verdict.publish
         if published is not None:
             out.success = True
-            out.map_from_base, out.covariance_ros = published.map_from_base, published.covariance
             odom_from_base = self.motion.at(stamp_ns)
+            self.scaler.observe(stamp_ns, published.map_from_base, published.covariance, odom_from_base)
+            out.map_from_base = published.map_from_base
+            out.covariance_ros = published.covariance * self.scaler.scale
             if odom_from_base is not None:
                 out.map_from_odom = published.map_from_base @ np.linalg.inv(odom_from_base)
         return self._finish(out, verdict.why, t_start)
@@ -326,6 +334,11 @@ class RelocalizationPipeline:
         seeds = self.config.seeds
         return self.localizer.warm_up(width, height, num_points=num_points or self.config.max_points,
                                       hypotheses=hypotheses or max(seeds.num_hypotheses, seeds.relocalization_grid))
+
+    @property
+    def covariance_scale(self) -> float:
+        """The online scale of the published covariance (``innovation.CovarianceScaler``, >= 1)."""
+        return self.scaler.scale
 
     def lm_status(self):
         """The LM path in use and why (``engine.lm.guard.LMPathStatus``)."""
