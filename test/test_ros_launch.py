@@ -142,6 +142,30 @@ def test_nav2_plan_hands_the_node_to_the_lifecycle_manager(tmp_path, monkeypatch
     assert localizer["autostart"] is False and localizer["publish_tf"] is False
 
 
+def test_install_ros_files_lays_out_the_package_as_colcon_does(tmp_path, monkeypatch):
+    """What `make setup` does to the venv (scripts/setup.sh runs scripts/install_ros_files.sh):
+    ament_index finds share/pixloc_ros, ros2launch's search (os.walk, links to folders not
+    followed) finds both launch files, lib/pixloc_ros holds the executables; running it twice
+    changes nothing."""
+    from ament_index_python.packages import get_package_prefix, get_package_share_directory
+
+    assert 'install_ros_files.sh" "$VENV"' in (REPO / "scripts" / "setup.sh").read_text()
+    prefix = tmp_path / "venv"
+    for _ in range(2):
+        subprocess.run(["bash", str(REPO / "scripts" / "install_ros_files.sh"), str(prefix),
+                        str(Path(sys.executable).parent)], check=True)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    share = Path(get_package_share_directory("pixloc_ros"))
+    assert share == prefix / "share" / "pixloc_ros" and get_package_prefix("pixloc_ros") == str(prefix)
+    found = {name for _, _, files in os.walk(share) for name in files}
+    assert {"localize.launch.py", "nav2_localization.launch.py", "localize.yaml", "nav2_pixloc.yaml", "ekf.yaml",
+            "pixloc.rviz", "package.xml"} <= found, found
+    for exe in ("localizer_node", "pixloc-ros"):
+        assert os.access(prefix / "lib" / "pixloc_ros" / exe, os.X_OK)
+    # The launch file finds its configs next to itself (through the link, in the checkout).
+    assert (share / "launch" / "localize.launch.py").resolve().parents[1] / "config" == REPO / "config"
+
+
 # ------------------------------------------------------------------ the launch files for real
 RUNNER = """
 import signal, sys
