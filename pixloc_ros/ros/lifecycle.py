@@ -25,8 +25,10 @@ node is unconfigured again. The reason of the last failure is ``transition_error
 before it spins, and a failure is one FATAL line and exit status 1, as before the node had a lifecycle.
 
 Bond: nav2's lifecycle manager also watches each node it activated through a bond (bondcpp
-heartbeats on ``bond``). rclpy has no bond, the PyPI wheels no bond messages: run the manager with
-``bond_timeout: 0.0`` (config/nav2_pixloc.yaml; README, "nav2").
+heartbeats on ``bond``, 0.1 s period; without them it aborts the bringup after bond_timeout / 2).
+rclpy has no bond, released bond_core no ROS 2 bondpy, the PyPI wheels no bond messages: run the
+manager with ``bond_timeout: 0.0`` (config/nav2_pixloc.yaml, launch/nav2_localization.launch.py;
+README, "nav2").
 """
 from __future__ import annotations
 
