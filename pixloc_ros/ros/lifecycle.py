@@ -107,7 +107,7 @@ class ManagedTransitions:
             self.get_logger().error(f"{self.transition_error}\n{traceback.format_exc()}")
             return TransitionCallbackReturn.ERROR
         self.transition_error = ""
-        done = {"configure": "configured", "activate": "active", "deactivate": "inactive",
+        done = {"configure": "inactive", "activate": "active", "deactivate": "inactive",
                 "cleanup": "unconfigured", "shutdown": "finalized"}[name]
         self.get_logger().info(f"{name}: done, {done}")
         return TransitionCallbackReturn.SUCCESS
