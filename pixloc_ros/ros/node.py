@@ -18,15 +18,14 @@ the newest's stamp (a duplicate) is skipped and named as such; a stamp far behin
 newest means the data restarted: reset. Every camera image gets one status, its result or why
 it was skipped, except one a newer frame replaced in the queue (counted in the next status).
 
-Not a lifecycle node (nav2's AMCL is): the map and weights are loaded and the map's checksums all
-verified in the constructor, before any subscription exists; a setup error ends the process with
-one fatal log line (``ros/start.py`` is the process entry).
+A lifecycle node, as nav2's AMCL (ros/lifecycle.py): configure loads the map and the weights and
+verifies every checksum of the map before any subscription exists; activate subscribes and
+enables the publishers. With ``autostart`` (the default) the process does both at start and a
+setup error ends it with one fatal log line (``ros/start.py`` is the process entry).
 """
 from __future__ import annotations
 
 import math
-import re
-import sys
 import threading
 import time
 from collections import deque
@@ -35,17 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from nav_msgs.msg import Odometry
-from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
+from rclpy.clock import Clock, ClockChange, ClockType, JumpHandle, JumpThreshold
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
-from rclpy.node import Node
+from rclpy.lifecycle.node import LifecycleNode
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.timer import Timer
 from sensor_msgs.msg import Image, NavSatFix
 from visualization_msgs.msg import MarkerArray
 
@@ -54,8 +50,10 @@ from pixloc_ros.core.maps.mapfile_format import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
 from pixloc_ros.ros.counters import NodeCounters
-from pixloc_ros.ros.health import InputMonitor, assess
-from pixloc_ros.ros.params import NodeSettings, declare_settings, engine_configs
+from pixloc_ros.ros.diagnostics import STATE_NAMES, localization_status, map_tiles_status
+from pixloc_ros.ros.health import InputMonitor
+from pixloc_ros.ros.lifecycle import NODE_NAME, ManagedTransitions
+from pixloc_ros.ros.params import NodeSettings, declare_values, engine_configs, params_files
 from pixloc_ros.ros.stamps import StampCheck, StampGuard, Verdict
 from pixloc_ros.ros.sync import CameraSubscriber, Unmatched
 from pixloc_ros.ros.tf import StaticTransformLookup, TransformBroadcaster
@@ -63,19 +61,12 @@ from pixloc_ros.ros.throttle import ThrottledLogger
 from pixloc_ros.ros.visualization import frame_markers, render_heatmaps
 from pixloc_ros.ros.worker import LatestOnlyWorker
 
-NODE_NAME = "pixloc_localizer"
 # Output topics relative to the node (~/...); the pose topic is a parameter (pose_topic).
 OUTPUT_TOPICS = {
     "status": "status",
     "markers": "markers",
     "heatmap_fused": "heatmap/fused",
     **{f"heatmap_level{level}": f"heatmap/level{level}" for level in range(3)},
-}
-STATE_NAMES = {
-    LocalizationStatus.STATE_NOT_INITIALIZED: "not_initialized",
-    LocalizationStatus.STATE_RELOCALIZING: "relocalizing",
-    LocalizationStatus.STATE_TRACKING: "tracking",
-    LocalizationStatus.STATE_LOST: "lost",
 }
 LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -107,12 +98,31 @@ def build_pipeline(settings: NodeSettings):
     return pipeline
 
 
-class LocalizerNode(Node):
-    """PixLoc relocalization: Image + CameraInfo (+ odometry, GNSS, /initialpose) -> pose, tf, status."""
+class LocalizerNode(ManagedTransitions, LifecycleNode):
+    """PixLoc relocalization: Image + CameraInfo (+ odometry, GNSS, /initialpose) -> pose, tf, status.
+    A lifecycle node (ros/lifecycle.py says what each state holds)."""
 
     def __init__(self, argv: list[str] | None = None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        self.settings = s = declare_settings(self, argv)  # argv: to catch -p overrides rcl dropped
+        # Declared (type-checked) now, validated across fields by configure. argv: to catch -p
+        # overrides rcl dropped, and to name the parameter files.
+        self._values = declare_values(self, argv)
+        self.autostart = bool(self._values["autostart"])
+        files = params_files(argv or [])
+        self.get_logger().info(f"parameter files: {', '.join(files)}" if files else
+                               "no parameter file: defaults and -p overrides only")
+        self.settings: NodeSettings | None = None
+        self.pipeline = None
+        self.counters = NodeCounters()  # since the process started, across activations
+        self._inputs: list = []  # subscriptions, timer, clock jump handle while active
+        self._outputs: list = []  # publishers while configured
+        self.worker: LatestOnlyWorker | None = None
+        self.tf_broadcaster = self.static_tf = self.camera_sub = None
+
+    # ---------------------------------------------------------------------- lifecycle steps
+    def configure_resources(self) -> None:
+        """Validate the settings, load and check map and weights, warm up, create the publishers."""
+        self.settings = s = NodeSettings.from_values(self._values)
         self.log = ThrottledLogger(self.get_logger(), s.log_throttle_s)
         started = time.perf_counter()
         self.pipeline = build_pipeline(s)
@@ -131,11 +141,30 @@ class LocalizerNode(Node):
                 raise ValueError(f"Parameter 'warm_up_size' = [{width}, {height}]: preparing the network and "
                                  f"the optimizer for that frame size failed: {err}") from err
             self.get_logger().info(f"prepared for {width}x{height} frames ({seconds:.1f} s)")
+        self._param_extrinsic = self._extrinsic_from_parameter()
+        # Lifecycle publishers: silent until activated (AMCL's pose publisher is one too).
+        publisher = self.create_lifecycle_publisher
+        self.pose_pub = publisher(PoseWithCovarianceStamped, s.pose_topic, LATCHED_QOS)
+        self.status_pub = publisher(LocalizationStatus, "~/" + OUTPUT_TOPICS["status"], 10)
+        self.diag_pub = publisher(DiagnosticArray, "/diagnostics", 10)
+        self.marker_pub = (publisher(MarkerArray, "~/" + OUTPUT_TOPICS["markers"], 1)
+                           if s.publish_markers else None)
+        self.heatmap_pubs = ({key: publisher(Image, "~/" + topic, 1)
+                              for key, topic in OUTPUT_TOPICS.items() if key.startswith("heatmap")}
+                             if s.publish_heatmaps else {})
+        self._outputs = [self.pose_pub, self.status_pub, self.diag_pub, *self.heatmap_pubs.values()]
+        self._outputs += [self.marker_pub] if self.marker_pub is not None else []
+        # tf goes out from the worker only, which runs only while active.
+        self.tf_broadcaster = TransformBroadcaster(self) if s.publish_tf else None
+        self.static_tf = StaticTransformLookup(self, on_error=lambda text: self.log.warn(text))
+
+    def activate_io(self) -> None:
+        """Fresh tracking state, the worker, the subscriptions, the clock jump callback, diagnostics."""
+        s = self.settings
         self._events: deque[tuple[str, Callable[[], None]]] = deque(maxlen=MAX_PENDING_EVENTS)
         self._guard = StampGuard(int(round(s.clock_jump_tolerance_s * 1e9)))
         self._odom_cond = threading.Condition()
         self._latest_odom_ns: int | None = None  # newest odometry stamp received (the worker waits on it)
-        self.counters = NodeCounters()
         self._logged_scale = 1.0  # the covariance scale last logged
         self._monitor = InputMonitor(HEALTH_WINDOW_S)
         self._skip_reason = ""  # why the last skipped image was skipped (diagnostics)
@@ -144,19 +173,7 @@ class LocalizerNode(Node):
         self._last_frame_s: float | None = None
         self._last_latency_s = float("nan")
         self._reported_tiles: set = set()  # map tiles whose failure was logged
-        self._param_extrinsic = self._extrinsic_from_parameter()
-
-        # --- outputs
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, s.pose_topic, LATCHED_QOS)
-        self.status_pub = self.create_publisher(LocalizationStatus, "~/" + OUTPUT_TOPICS["status"], 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.marker_pub = (self.create_publisher(MarkerArray, "~/" + OUTPUT_TOPICS["markers"], 1)
-                           if s.publish_markers else None)
-        self.heatmap_pubs = ({key: self.create_publisher(Image, "~/" + topic, 1)
-                              for key, topic in OUTPUT_TOPICS.items() if key.startswith("heatmap")}
-                             if s.publish_heatmaps else {})
-        self.tf_broadcaster = TransformBroadcaster(self) if s.publish_tf else None
-        self.static_tf = StaticTransformLookup(self, on_error=lambda text: self.log.warn(text))
+        self.pipeline.reset("activated")  # a pose from before deactivation is stale
 
         # --- inputs (CameraInfo and GNSS with the sensor-data QoS: best effort matches every publisher)
         self.worker = LatestOnlyWorker(self._process_frame, name="pixloc-worker", on_error=self._on_worker_error)
@@ -167,18 +184,22 @@ class LocalizerNode(Node):
             self._on_unmatched, compressed=s.image_transport == "compressed",
             tolerance_ns=int(round(s.sync_tolerance_s * 1e9)), image_reliability=s.image_reliability,
             admit=self._admit_camera, log=lambda text: self.get_logger().warning(text))
+        self._inputs = [self.camera_sub]
         if s.odom_topic:
-            self.create_subscription(Odometry, s.odom_topic, self._on_odometry, 100)
+            self._inputs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odometry, 100))
         if s.gnss_topic:
-            self.create_subscription(NavSatFix, s.gnss_topic, self._on_gnss, qos_profile_sensor_data)
-        self.create_subscription(PoseWithCovarianceStamped, s.initial_pose_topic, self._on_initial_pose, 10)
+            self._inputs.append(self.create_subscription(NavSatFix, s.gnss_topic, self._on_gnss,
+                                                         qos_profile_sensor_data))
+        self._inputs.append(self.create_subscription(PoseWithCovarianceStamped, s.initial_pose_topic,
+                                                     self._on_initial_pose, 10))
         # A bag restarted under use_sim_time sends /clock back; stamps going back are caught in
         # the callbacks too (a looping bag replayed without sim time).
         threshold = JumpThreshold(min_forward=None, on_clock_change=False,
                                   min_backward=Duration(nanoseconds=-max(1, int(s.clock_jump_tolerance_s * 1e9))))
-        self._jump_handle = self.get_clock().create_jump_callback(threshold, post_callback=self._on_clock_jump)
+        self._inputs.append(self.get_clock().create_jump_callback(threshold, post_callback=self._on_clock_jump))
         # Diagnostics at 1 Hz of steady time: they must keep coming when the bag (and /clock) stops.
-        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._inputs.append(self.create_timer(1.0, self._publish_diagnostics,
+                                              clock=Clock(clock_type=ClockType.STEADY_TIME)))
         tf_text = (f", tf {s.map_frame} -> {s.odom_frame if s.tf_mode == 'map_odom' else s.base_frame}"
                    if s.publish_tf else ", no tf")
         reliability = "reliable" if self.camera_sub.image_sub.reliable else "best effort"
@@ -186,6 +207,40 @@ class LocalizerNode(Node):
                                f"{', ' + s.odom_topic if s.odom_topic else ''}"
                                f"{', ' + s.gnss_topic if s.gnss_topic else ''}, {s.initial_pose_topic}; "
                                f"publishing {self.pose_pub.topic_name}{tf_text}")
+
+    def deactivate_io(self) -> None:
+        """Remove the inputs (nothing new arrives), then let the frame in progress finish."""
+        for entity in reversed(self._inputs):
+            if isinstance(entity, CameraSubscriber):
+                entity.destroy()
+            elif isinstance(entity, JumpHandle):
+                entity.unregister()
+            elif isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._inputs = []
+        self.camera_sub = None
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            try:
+                worker.stop()
+            except Exception as err:  # an error the worker kept; stopping anyway
+                self.get_logger().error(f"worker: {type(err).__name__}: {err}")
+
+    def release(self) -> None:
+        """Everything back to unconfigured (cleanup, shutdown, errors, process exit); never raises."""
+        self.deactivate_io()
+        for pub in self._outputs:
+            self.destroy_lifecycle_publisher(pub)
+        self._outputs, self.heatmap_pubs, self.marker_pub = [], {}, None
+        for tf_entity in (self.tf_broadcaster, self.static_tf):
+            if tf_entity is not None:
+                tf_entity.destroy(self)
+        self.tf_broadcaster = self.static_tf = None
+        if self.pipeline is not None:
+            pipeline, self.pipeline = self.pipeline, None
+            pipeline.close()  # a tiled map's loader thread
 
     # ------------------------------------------------------------------------------- setup
     def _image_topic(self) -> str:
@@ -200,14 +255,6 @@ class LocalizerNode(Node):
         T[:3, :3] = matrix_from_quat_xyzw(ext[3:])
         T[:3, 3] = ext[:3]
         return T
-
-    def shutdown(self) -> None:
-        """Stop the worker (lets the frame in progress finish)."""
-        try:
-            self.worker.stop()
-        except Exception as err:  # an error the worker kept; shutting down anyway
-            self.get_logger().error(f"worker: {type(err).__name__}: {err}")
-        self.pipeline.close()  # a tiled map's loader thread
 
     # ----------------------------------------------------------------------- time and events
     def _judge(self, stream: str, stamp_ns: int) -> StampCheck:
@@ -510,85 +557,18 @@ class LocalizerNode(Node):
         self.tf_broadcaster.send(t)
 
     def _publish_diagnostics(self) -> None:
+        """The localization's health and counters, and a tiled map's tiles (ros/diagnostics.py)."""
         st = self._last_status
-        state = STATE_NAMES.get(st.state, str(st.state)) if st is not None else "not_initialized"
         idle = None if self._last_frame_s is None else time.monotonic() - self._last_frame_s
-        counts = self._monitor.counts()
-        lm = self.pipeline.lm_status()
-        health = assess(counts, HEALTH_WINDOW_S, state=state, reason=st.reason if st is not None else "",
-                        tracking=st is not None and st.state == LocalizationStatus.STATE_TRACKING and st.success,
-                        idle_s=idle, stale_s=STALE_FRAMES_S, map_error=self._map_error,
-                        skip_reason=self._skip_reason)
-        values = {**self.counters.as_dict(), "state": state, "last_reason": st.reason if st is not None else "",
-                  "last_time_total_s": f"{st.time_total:.3f}" if st is not None else "",
-                  "hypotheses": st.hypotheses if st is not None else 0,
-                  "covariance": "calibrated" if self.pipeline.summary().calibrated else "uncalibrated (conservative)",
-                  "covariance_scale": f"{self.pipeline.covariance_scale:.2f}",
-                  "last_latency_s": f"{self._last_latency_s:.3f}",
-                  "image_reliability": "reliable" if self.camera_sub.image_sub.reliable else "best_effort",
-                  "lm_path": lm.path, "lm_path_requested": lm.requested, "lm_path_fallback": lm.reason,
-                  **{f"recent_{event}": n for event, n in counts.items()}}
-        status = DiagnosticStatus(level=bytes([health.level]), name=f"{self.get_fully_qualified_name()}: localization",
-                                  message=health.message, hardware_id=self.settings.map_file,
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status, *self._map_diagnostics()])
+        name = self.get_fully_qualified_name()
+        status = localization_status(
+            name, self.settings.map_file, st, self._monitor, HEALTH_WINDOW_S, STALE_FRAMES_S, idle,
+            map_error=self._map_error, skip_reason=self._skip_reason, counters=self.counters.as_dict(),
+            calibrated=self.pipeline.summary().calibrated, covariance_scale=self.pipeline.covariance_scale,
+            lm=self.pipeline.lm_status(), latency_s=self._last_latency_s,
+            image_reliable=self.camera_sub.image_sub.reliable)
+        tiles = map_tiles_status(name, self.settings.map_file, self.pipeline.map_health(), self._reported_tiles,
+                                 lambda text: self.get_logger().error(text))
+        array = DiagnosticArray(status=[status, *tiles])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array)
-
-    def _map_diagnostics(self) -> list[DiagnosticStatus]:
-        """A tiled map's tiles (loaded, loading, failed: ERROR, each failure logged once); none for one file."""
-        health = self.pipeline.map_health()
-        if health is None:
-            return []
-        for failure in health.failed:
-            if failure.key not in self._reported_tiles:
-                self._reported_tiles.add(failure.key)
-                self.get_logger().error(f"Map tile skipped: {failure.message}")
-        level = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN}.get(health.level, DiagnosticStatus.ERROR)
-        return [DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: map tiles",
-                                 message=health.message, hardware_id=self.settings.map_file,
-                                 values=[KeyValue(key=k, value=v) for k, v in health.values.items()])]
-
-
-def run(args: list[str] | None = None) -> int:
-    """Initialise rclpy, build and spin the node; the exit status (1 on a setup error). Called by
-    ``ros/start.py``, which also turns signals during the imports into a quiet exit."""
-    from rclpy._rclpy_pybind11 import RCLError
-
-    node = None
-    try:
-        rclpy.init(args=args)
-        node = LocalizerNode(sys.argv if args is None else args)
-        rclpy.spin(node)
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    except RCLError as err:
-        if rclpy.ok() is False and node is None and "context is invalid" in str(err):
-            return 0  # a signal shut the context down while the node was being built
-        get_logger(NODE_NAME).fatal(f"Cannot start: {rcl_message(err)}")
-        return 1
-    except Exception as err:
-        if not _is_setup_error(err):
-            raise  # a bug: its traceback is what a bug report needs
-        get_logger(NODE_NAME).fatal(f"Cannot start: {err}")
-        return 1
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def _is_setup_error(err: Exception) -> bool:
-    """Bad parameters or files: ValueError (settings, map), OSError (files), rclpy's parameter
-    errors, WeightsError. (WeightsError is looked up only once its module was imported, which
-    imports torch: a parameter error must not wait seconds for that.)"""
-    checkpoint = sys.modules.get("pixloc_ros.core.engine.checkpoint")
-    weights_error = (checkpoint.WeightsError,) if checkpoint is not None else ()
-    return isinstance(err, (ValueError, OSError, ParameterException, *weights_error))
-
-
-def rcl_message(err: Exception) -> str:
-    """rcl's error text without the C source locations (", at /project/src/rcl/arguments.c:415")."""
-    return re.sub(r",? at /\S+:\d+", "", str(err)).strip()

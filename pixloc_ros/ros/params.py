@@ -146,6 +146,11 @@ class NodeSettings:
                                             "the clock or of the other inputs is rejected.", low=0.0, high=1e6)
     log_throttle_s: float = _p(5.0, "Per-frame problems of one kind are logged at most once per period, "
                                     "seconds.", low=0.0, high=3600.0)
+    # --- lifecycle (ros/lifecycle.py)
+    autostart: bool = _p(True, "Configure and activate at start, as a plain node (ros2 run, the demo, "
+                               "localize.launch.py); a setup error then ends the process. false: start "
+                               "unconfigured and wait for a lifecycle manager (nav2_lifecycle_manager) or "
+                               "`ros2 lifecycle set`, as nav2's AMCL does.")
 
     def validate(self) -> "NodeSettings":
         """Checks that span fields or need more than a range; returns self, raises ValueError."""
@@ -225,10 +230,17 @@ _RCLPY_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
 
 def declare_settings(node, argv: list[str] | None = None) -> NodeSettings:
-    """Declare every NodeSettings field on ``node`` and return the validated settings.
+    """Declare every NodeSettings field on ``node`` and return the validated settings
+    (``declare_values`` then ``NodeSettings.from_values``; ValueError as both do)."""
+    return NodeSettings.from_values(declare_values(node, argv))
 
-    Raises ValueError naming the parameter for every setup mistake: a value of the wrong type
-    (``num_hypotheses:=four``, or ``1`` for a double), out of range, missing or invalid, and an
+
+def declare_values(node, argv: list[str] | None = None) -> dict[str, Any]:
+    """Declare every NodeSettings field on ``node`` and return {name: value}, not yet validated
+    across fields (the lifecycle node validates them when it is configured).
+
+    Raises ValueError naming the parameter for every mistake the declaration itself reveals: a
+    value of the wrong type (``num_hypotheses:=four``, or ``1`` for a double), out of range, and an
     override of a parameter the node does not have (a misspelt name would otherwise be silently
     ignored by rclpy). ``argv``: the command line the node was started with; its ``-p`` overrides
     are compared with what was declared, because rcl silently drops a ``-p`` value whose type
@@ -266,7 +278,14 @@ def declare_settings(node, argv: list[str] | None = None) -> NodeSettings:
         if f is not None and not _same_type(given, values[name]):
             default = f.default if f.default is not MISSING else f.default_factory()
             raise ValueError(_type_error(f, default, given))
-    return NodeSettings.from_values(values)
+    return values
+
+
+def params_files(argv: list[str]) -> list[str]:
+    """The ``--params-file`` paths among ``argv``'s ROS arguments, in the order rcl applies them
+    (a later file wins; launch_ros passes a launch file's parameter dicts as temporary files)."""
+    args = ros_arguments(argv)
+    return [value for flag, value in zip(args, args[1:]) if flag == "--params-file"]
 
 
 def ros_arguments(argv: list[str]) -> list[str]:

@@ -1,5 +1,9 @@
 """`ros2 run pixloc_ros localizer_node` (also `python -m pixloc_ros.ros.start`): the node as a process.
 
+``run`` builds the node and, unless its ``autostart`` parameter is false, configures and activates
+it (ros/lifecycle.py) before spinning; with autostart false it waits, unconfigured, for a
+lifecycle manager.
+
 The one place that turns every start-up failure into one fatal log line and an exit status, and
 every signal into a quiet exit. It imports nothing heavy at module level: start-up takes seconds
 (rclpy, torch, the weights, the map check), and a Ctrl-C or SIGTERM at any moment of it must not
@@ -45,12 +49,10 @@ def check_params_files(argv: list[str]) -> str | None:
     """Why a ``--params-file`` on the command line cannot be used, or None when all are fine."""
     import yaml
 
-    from pixloc_ros.ros.params import ros_arguments
+    from pixloc_ros.ros.params import params_files, ros_arguments
 
-    ros_args = ros_arguments(argv)
-    name = _node_name(ros_args)
-    files = [value for flag, value in zip(ros_args, ros_args[1:]) if flag == "--params-file"]
-    for path in files:
+    name = _node_name(ros_arguments(argv))
+    for path in params_files(argv):
         try:
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f)
@@ -89,6 +91,64 @@ def _node_sections(data, prefix: str = "") -> list[str]:
     return names
 
 
+def autostart(node) -> str | None:
+    """Configure and activate ``node`` (a ros/lifecycle.py ManagedTransitions node) in this
+    thread; None when it is active, else why not (its ``transition_error``; not logged here)."""
+    from rclpy.lifecycle.node import TransitionCallbackReturn
+
+    node.quiet_failures = True
+    try:
+        for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                return node.transition_error or f"{name} failed"
+        return None
+    finally:
+        node.quiet_failures = False
+
+
+def run(args: list[str] | None = None) -> int:
+    """Initialise rclpy, build the node, configure and activate it unless ``autostart`` is false,
+    and spin; the exit status (1 on a setup error). Called by ``main``, which also turns signals
+    during the imports into a quiet exit."""
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.executors import ExternalShutdownException
+
+    from pixloc_ros.ros.lifecycle import is_setup_error, rcl_message
+    from pixloc_ros.ros.node import LocalizerNode
+
+    node = None
+    try:
+        rclpy.init(args=args)
+        node = LocalizerNode(sys.argv if args is None else args)
+        if node.autostart:
+            problem = autostart(node)
+            if problem is not None:
+                fatal(f"Cannot start: {problem}")
+                return 1
+        else:
+            node.get_logger().info("unconfigured: waiting for a lifecycle manager (autostart is false)")
+        rclpy.spin(node)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    except RCLError as err:
+        if rclpy.ok() is False and node is None and "context is invalid" in str(err):
+            return 0  # a signal shut the context down while the node was being built
+        fatal(f"Cannot start: {rcl_message(err)}")
+        return 1
+    except Exception as err:
+        if not is_setup_error(err):
+            raise  # a bug: its traceback is what a bug report needs
+        fatal(f"Cannot start: {err}")
+        return 1
+    finally:
+        if node is not None:
+            node.release()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown; the exit status (module doc)."""
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -101,8 +161,6 @@ def main(args: list[str] | None = None) -> int:
         if problem is not None:
             fatal(f"Cannot start: {problem}")
             return 1
-        from pixloc_ros.ros.node import run
-
         return run(args)
     except KeyboardInterrupt:
         return 0

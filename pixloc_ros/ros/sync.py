@@ -145,6 +145,18 @@ class CameraSubscriber:
                                                   depth, log=log, callback_group=callback_group)
         self.info_sub = node.create_subscription(CameraInfo, info_topic, self._on_info, qos,
                                                  callback_group=callback_group)
+        self._node = node
+
+    def destroy(self) -> None:
+        """Remove both subscriptions (a lifecycle node's deactivate) and forget queued messages."""
+        from pixloc_ros.ros.reliability import AdaptiveSubscription
+
+        if isinstance(self.image_sub, AdaptiveSubscription):
+            self.image_sub.destroy()
+        else:
+            self._node.destroy_subscription(self.image_sub)
+        self._node.destroy_subscription(self.info_sub)
+        self.sync.reset()
 
     def _on_image(self, msg) -> None:
         if self._admit is not None and not self._admit(msg, True):

@@ -71,6 +71,10 @@ class TransformBroadcaster:
         else:
             self._pub.publish(TFMessage(transforms=transforms))
 
+    def destroy(self, node) -> None:
+        """Remove the /tf publisher from ``node`` (a lifecycle node's cleanup)."""
+        node.destroy_publisher(self._impl.pub_tf if self._impl is not None else self._pub)
+
 
 class StaticTransformBroadcaster:
     """Latches static transforms on /tf_static (``tf2_ros.StaticTransformBroadcaster`` when installed).
@@ -152,6 +156,13 @@ class StaticTransformLookup:
             self._buffer = None
             self._graph = StaticTransformGraph()
             self._sub = node.create_subscription(TFMessage, "/tf_static", self._on_static, TF_STATIC_LISTENER_QOS)
+
+    def destroy(self, node) -> None:
+        """Remove the /tf_static (and tf2_ros' /tf) subscriptions from ``node`` (a lifecycle node's cleanup)."""
+        if self._graph is not None:
+            node.destroy_subscription(self._sub)
+        else:
+            self._listener.unregister()
 
     def _on_static(self, msg: TFMessage) -> None:
         try:
