@@ -132,7 +132,9 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self.get_logger().info(f"map {s.map_file}: {summary.num_keyframes} keyframes, "
                                f"{summary.num_points} points, every checksum verified; network on "
                                f"{summary.device} ({time.perf_counter() - started:.1f} s to load); "
-                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}")
+                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}; inlier gate "
+                               f"{summary.min_inlier_ratio:.3g} "
+                               f"({'fitted for the weights' if summary.inlier_gate_fitted else 'set'})")
         if s.warm_up_size:
             width, height = (int(v) for v in s.warm_up_size)
             try:
