@@ -37,8 +37,11 @@ class NodeSettings:
                              "On a small machine shared with other nodes, 1 is often fastest.", low=0, high=256)
     cpu_precision: str = _p("f32", "Precision of the network on the CPU: f32 (the reference's numbers), bf16 "
                                    "(OpenVINO on a processor with bf16 units, AVX512-BF16 or AMX: features within "
-                                   "about 1 %, several times faster; fails at start elsewhere) or auto (bf16 where "
-                                   "the processor has such units, f32 elsewhere).", choices=("f32", "bf16", "auto"))
+                                   "about 1 %, 2-6x faster; fails at start elsewhere), int8 (the map's int8 network, "
+                                   "<map>.int8 from pixloc-ros quantize or build-map --int8: 3.5x faster than f32 on "
+                                   "AVX-512 VNNI; fails at start without it) or auto (int8 when the map has one that "
+                                   "passed its accuracy check, else bf16 where the processor has bf16 units, else f32).",
+                            choices=("f32", "bf16", "int8", "auto"))
     lm_path: str = _p("auto", "Levenberg-Marquardt implementation: auto (the fused Triton kernels with CUDA graphs on a GPU "
                               "when triton is installed, else the torch loop), fused (ask for the kernels: where they "
                               "cannot run, or fail their check against the torch loop, one warning and the torch loop) "

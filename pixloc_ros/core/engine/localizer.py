@@ -335,6 +335,15 @@ class Localizer:
         from .lm.fused import warm_up_shapes
         return warm_up_shapes(n_max, b_max, self.config.lm.point_bucket)
 
+    def network_precision(self) -> str:
+        """What the network runs in: on the CPU "f32", "bf16" or "int8" (``cpu_precision`` resolved;
+        "f32" for the torch runtime); on CUDA "fp16" or "fp32" (``half_precision``); "" without a model."""
+        if self.model is None:
+            return ""
+        if self.device.type == "cuda":
+            return "fp16" if self.config.half_precision else "fp32"
+        return self.model.cpu_precision() if hasattr(self.model, "cpu_precision") else "f32"
+
     def lm_status(self) -> LMPathStatus:
         """The LM implementation in use (requested path, the one levels run, why torch if it fell back)."""
         return self.lm_guard.status(self.config.lm.path)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -81,6 +82,8 @@ class PipelineSummary:
     num_points: int
     device: str  # where the network runs
     calibrated: bool  # the covariance comes from a calibration fitted for the weights
+    network_precision: str = ""  # on the CPU: "f32", "bf16" or "int8" (the resolved cpu_precision); "" on CUDA
+    int8: str = ""  # the map's int8 network: "" (not asked for), "cache", "built", "rebuilt-...", "none: <why>"
 
 
 class RelocalizationPipeline:
@@ -321,7 +324,8 @@ class RelocalizationPipeline:
     # ---- for the node: the map, the engine, start-up ------------------------------------------
     def summary(self) -> PipelineSummary:
         return PipelineSummary(self.index.num_keyframes, self.index.num_points, str(self.localizer.device),
-                               self.calibration is not None)
+                               self.calibration is not None, self.localizer.network_precision(),
+                               getattr(self, "int8_source", ""))
 
     def verify_map(self) -> None:
         """Check every checksum of the map (reads it once); MapFileError naming the damaged part."""
@@ -364,7 +368,8 @@ class RelocalizationPipeline:
 
 def load_pipeline(map_file: str, weights: str, device: str = "auto",
                   config: PipelineConfig | None = None, localizer_config=None,
-                  calibration: str | Path | None = None, tile_loader_config=None) -> RelocalizationPipeline:
+                  calibration: str | Path | None = None, tile_loader_config=None,
+                  on_warning=None) -> RelocalizationPipeline:
     """Open the weights, the map (refusing a map built with other weights) and the weights'
     covariance calibration, and build the pipeline.
 
@@ -375,22 +380,65 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     none; "": never calibrate. Setup errors raise with a message that says what to fix:
     ``WeightsError`` for the weights, ``FileNotFoundError``/``ValueError`` (from ``mapfile``) for
     the map, ``ValueError`` for a calibration that is malformed or belongs to other weights.
+    ``cpu_precision`` int8 (or auto) on the CPU: the map's int8 network (``int8_map``) is loaded from
+    ``<map>.int8/`` (rebuilt when stale or unreadable); an explicit int8 without one fails here
+    (``Int8Unavailable``), auto goes on without it (with one ``on_warning(text)`` when it broke).
     """
     from ..engine.checkpoint import load_weights, weights_fingerprint
     from ..engine.localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
     fingerprint = weights_fingerprint(model)
-    localizer = Localizer(model, replace(localizer_config or LocalizerConfig(), device=device))
-    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=localizer.profile.name,
+    localizer_config = replace(localizer_config or LocalizerConfig(), device=device)
+    profile = localizer_config.profile or model.engine_profile
+    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=profile.name,
                            tile_loader_config=tile_loader_config)
+    try:
+        int8_source = _map_int8(model, index, map_file, fingerprint, localizer_config, on_warning)
+        localizer = Localizer(model, localizer_config)
+    except BaseException:
+        index.close()
+        raise
     calib = None
     path = calibration_path_for(weights) if calibration is None else (Path(calibration) if calibration else None)
     if path is not None and (calibration is not None or path.exists()):
         if not path.exists():
             raise FileNotFoundError(f"no covariance calibration at {path} (pixloc-ros calibrate writes one)")
         calib = CovarianceCalibration.load(path, expected_fingerprint=fingerprint)
-    return RelocalizationPipeline(localizer, index, config, calib)
+    pipeline = RelocalizationPipeline(localizer, index, config, calib)
+    pipeline.int8_source = int8_source
+    return pipeline
+
+
+def _map_int8(model, index: MapIndex, map_file, fingerprint: str, config, on_warning) -> str:
+    """Hand ``model`` the map's int8 network where ``config.cpu_precision`` may run it (int8 or auto,
+    the CPU, OpenVINO); how it was had ("cache", "built", ...), "none: <why>" or "" (not asked for)."""
+    from ..engine.localizer import resolve_device
+    from ..engine.network_runtime import resolve_cpu_runtime
+    from .int8_map import Int8Unavailable, int8_folder, load_int8
+
+    if (config.cpu_precision not in ("int8", "auto") or resolve_device(config.device).type != "cpu"
+            or resolve_cpu_runtime(config.cpu_runtime) != "openvino"):
+        return ""
+    if config.cpu_precision == "auto" and not int8_folder(map_file).exists():
+        return "none: no <map>.int8 (pixloc-ros quantize)"  # auto never starts a quantisation from nothing
+    try:
+        net = load_int8(model, index, map_file, fingerprint, localizer_config=config, warn=on_warning)
+    except Int8Unavailable as err:
+        if config.cpu_precision == "int8":
+            raise
+        return f"none: {err}"
+    except Exception as err:  # auto: a broken int8 path falls back with one warning
+        if config.cpu_precision == "int8":
+            raise
+        model.set_int8_unet(None, False)
+        text = f"int8 network unavailable ({type(err).__name__}: {err}); running without it"
+        if on_warning is None:
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
+        else:
+            on_warning(text)
+        return f"none: {err}"
+    return net.source + ("" if net.check.passed else " (accuracy check failed)")
 
 
 __all__ = ["PipelineConfig", "PipelineSummary", "RelocalizationPipeline", "load_pipeline"]
