@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--params", default=None,
                    help=f"node params YAML (default: the package's config/localize.yaml when present)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the params file's)")
+    p.add_argument("--cpu-precision", default=None, choices=("f32", "bf16", "int8", "auto"),
+                   help="the network's precision on the CPU (default: the params file's cpu_precision; int8 needs "
+                        "the map's int8 network, pixloc-ros quantize)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
     p.add_argument("--no-gnss", action="store_true", help="ignore the GNSS fixes in the bag")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.ros.params import engine_configs
 
     try:
-        settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device)
+        settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device,
+                                 cpu_precision=args.cpu_precision)
         configs = engine_configs(settings)
         pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
                                  configs.localizer, tile_loader_config=configs.tiles)
@@ -84,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     evaluation = evaluate_drive(pipeline, bag, max_frames=args.max_frames, use_gnss=not args.no_gnss,
                                 on_frame=keep_snapshot if args.plots else None, progress=not args.quiet)
+    summary = pipeline.summary()
+    if summary.network_precision:
+        print(f"network: {summary.device}, {summary.network_precision}"
+              + (f" (int8 network: {summary.int8})" if summary.int8 else ""))
     print(report_text(evaluation))
     if args.json_out:
         evaluation.save_json(args.json_out)

@@ -42,6 +42,10 @@ class NodeSettings:
                                    "AVX-512 VNNI; fails at start without it) or auto (int8 when the map has one that "
                                    "passed its accuracy check, else bf16 where the processor has bf16 units, else f32).",
                             choices=("f32", "bf16", "int8", "auto"))
+    overlap_network: bool = _p(False, "Run the network of the next frame on a second thread while this frame's "
+                                      "Levenberg-Marquardt and decision run (CPU, two cores: one thread each, so "
+                                      "cpu_threads 0 becomes 1). The same poses; more frames per second where the "
+                                      "two stages take similar times, the same latency.")
     lm_path: str = _p("auto", "Levenberg-Marquardt implementation: auto (the fused Triton kernels with CUDA graphs on a GPU "
                               "when triton is installed, else the torch loop), fused (ask for the kernels: where they "
                               "cannot run, or fail their check against the torch loop, one warning and the torch loop) "
@@ -406,7 +410,9 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations) if s.iterations else None,
                                 pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
                                 max_image_size=None if s.max_image_size < 0 else s.max_image_size,
-                                cpu_threads=s.cpu_threads or None, cpu_precision=s.cpu_precision,
+                                # overlap: one thread for the network, one for the LM (lm_cpu_threads), not 2 + 1
+                                cpu_threads=s.cpu_threads or (1 if s.overlap_network else None),
+                                cpu_precision=s.cpu_precision,
                                 lm=LMConfig(path=s.lm_path))
     tiles = TileLoaderConfig(load_radius_m=s.tile_load_radius_m, lookahead_m=s.tile_lookahead_m,
                              max_loaded_tiles=s.max_loaded_tiles)

@@ -7,7 +7,9 @@ spread over the map, then checks it: other keyframes (none of the calibration on
 against the rest of the map from a perturbed prior (``map_calibration``'s held-out localizations, as
 mapped and in a darker, blurred variant), once with the float32 network and once with the int8 one.
 The check passes when int8 localizes every keyframe float32 localized (within 0.25 m / 2 deg of its
-SfM pose) and its poses there stay within ``max_translation_m`` / ``max_rotation_deg`` of float32's; only
+SfM pose), at least as many in all, and its poses there stay within a median of
+``median_translation_m`` / ``median_rotation_deg`` of float32's (a median: the LM's basin is shallow,
+and bf16 too moved single localizations by up to 7 cm, BENCHMARKS.md "Issue 29"); only
 a passed check lets ``cpu_precision: auto`` take int8.
 
 The cache, ``<map>.int8/`` (beside a map file, or a tiled map's folder): ``unet.xml`` + ``unet.bin``
@@ -58,10 +60,10 @@ class Int8Options:
     ignored: tuple[str, ...] = DEFAULT_IGNORED  # node-name patterns kept in float (network_int8)
     check_keyframes: int = 12  # other keyframes localized with float32 and int8 (x the variants below)
     check_variants: tuple[str, ...] = ("as_mapped", "darker_blurred")  # map_calibration.VARIANTS names
-    # int8 pose vs float32 pose where float32 was correct, the largest difference allowed. The LM's
-    # basin is that shallow: bf16 moved the same localizations by up to 7.4 cm / 0.21 deg (BENCHMARKS.md).
-    max_translation_m: float = 0.10
-    max_rotation_deg: float = 0.5
+    # int8 pose vs float32 pose where float32 was correct: the median difference allowed (bf16's and
+    # int8's were 0.5-1 cm / 0.01-0.03 deg on the maps measured, BENCHMARKS.md "Issue 29").
+    median_translation_m: float = 0.02
+    median_rotation_deg: float = 0.1
     correct_m: float = 0.25  # a localization is correct within this of the SfM pose ...
     correct_deg: float = 2.0  # ... and this
     seed: int = 0
@@ -78,6 +80,7 @@ class Int8Check:
     max_translation_m: float = math.nan  # int8 vs float32 poses, where float32 localized correctly
     max_rotation_deg: float = math.nan
     median_translation_m: float = math.nan
+    median_rotation_deg: float = math.nan
     passed: bool = False
 
 
@@ -174,10 +177,10 @@ def check_int8(model, index: MapIndex, images: Path, rows: np.ndarray, localizer
             drs.append(math.degrees(float(np.linalg.norm(d[3:]))))
     if dts:
         check.max_translation_m, check.max_rotation_deg = max(dts), max(drs)
-        check.median_translation_m = float(np.median(dts))
-    check.passed = bool(check.attempts > 0 and check.f32_correct > 0 and check.lost == 0 and dts
-                        and check.max_translation_m <= options.max_translation_m
-                        and check.max_rotation_deg <= options.max_rotation_deg)
+        check.median_translation_m, check.median_rotation_deg = float(np.median(dts)), float(np.median(drs))
+    check.passed = bool(check.f32_correct > 0 and check.lost == 0 and check.int8_correct >= check.f32_correct
+                        and check.median_translation_m <= options.median_translation_m
+                        and check.median_rotation_deg <= options.median_rotation_deg)
     return check
 
 

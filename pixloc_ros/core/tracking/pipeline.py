@@ -42,7 +42,7 @@ from .candidates import CandidateJudge, CovarianceConfig
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .decide import Prediction, Verdict, decide
 from .frame_points import frame_points
-from .frames import FrameInput, FrameOutput, State
+from .frames import FrameFeatures, FrameInput, FrameOutput, State
 from .gating import GatingConfig
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
 from .innovation import CovarianceScaler, InnovationConfig
@@ -190,9 +190,21 @@ class RelocalizationPipeline:
                              f"(max_prior_distance_m {limit:g} m); the current localization is kept")
 
     # ---- the frame --------------------------------------------------------------------------
-    def process(self, frame: FrameInput) -> FrameOutput:
-        """Localize one frame. ValueError for malformed input (nothing changes then)."""
-        t_start = time.perf_counter()
+    def extract(self, frame: FrameInput) -> FrameFeatures:
+        """The network's stage of ``process`` for ``frame``: independent of the pipeline's state, so it
+        may run on another thread, the next frame's while this one's ``process`` runs the LM (what
+        the node's worker and ``evaluate_drive(overlap=True)`` do). ValueError for malformed input."""
+        self._check_frame(frame)
+        return FrameFeatures(frame.stamp_ns, self.localizer.extract(frame.image_rgb, frame.camera))
+
+    def process(self, frame: FrameInput, features: FrameFeatures | None = None) -> FrameOutput:
+        """Localize one frame. ValueError for malformed input (nothing changes then).
+
+        features: ``extract(frame)`` done beforehand (the same result as without; the output's
+        ``timings.total_s`` then runs from the start of that extraction, the frame's latency)."""
+        t_start = time.perf_counter() if features is None else features.network.started_s
+        if features is not None and features.stamp_ns != frame.stamp_ns:
+            raise ValueError(f"features of the frame at {features.stamp_ns} ns handed with the frame at {frame.stamp_ns} ns")
         base_from_cam = self._check_frame(frame)
         self._check_clock(frame.stamp_ns, "image")
         out = FrameOutput(frame.stamp_ns, self.state, covariance_calibrated=self.calibration is not None)
@@ -231,8 +243,9 @@ class RelocalizationPipeline:
                                                  + (f" ({why})" if why else "")), travel, t_start)
 
         # 3. PixLoc on all of them at once, the candidates judged, then the books and the verdict.
-        result = self.localizer.localize(frame.image_rgb, frame.camera, points,
-                                         to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+        network = features.network if features is not None else self.localizer.extract(frame.image_rgb, frame.camera)
+        result = self.localizer.localize_extracted(network, points,
+                                                   to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
         out.result, out.points_xyz, out.point_weights = result, points.xyz.numpy(), result.point_weights
         out.timings.network_s = result.timings.network_s
         out.timings.optimizer_s = float(sum(result.timings.levels_s))
