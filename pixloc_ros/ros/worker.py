@@ -58,7 +58,7 @@ class LatestOnlyWorker(Generic[T]):
             if replaced:
                 self._dropped += 1
             self._slot, self._has_item = item, True
-            self._cond.notify()
+            self._cond.notify_all()  # two stages wait on this condition
             return not replaced
 
     def clear(self) -> int:

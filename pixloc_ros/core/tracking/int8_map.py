@@ -15,8 +15,8 @@ a passed check lets ``cpu_precision: auto`` take int8.
 The cache, ``<map>.int8/`` (beside a map file, or a tiled map's folder): ``unet.xml`` + ``unet.bin``
 (OpenVINO IR: an XML graph and raw weights, no pickle) and ``int8.json`` (the key, the IR's sha256,
 the check's figures, the images folder). The key is the weights' fingerprint, the map's identity
-(its header and keyframe checksums: a rebuilt map is another map), the quantiser's versions and
-settings. ``load_int8``: a fresh cache is read; a stale one is rebuilt from the images folder it
+(its header and keyframe checksums: a rebuilt map is another map) and the quantiser's versions; the
+settings it was built with are recorded and reused by a rebuild. ``load_int8``: a fresh cache is read; a stale one is rebuilt from the images folder it
 names; an unreadable one (bad JSON, a digest mismatch, an IR OpenVINO cannot read) is rebuilt with
 one warning. Without the images or NNCF it cannot be rebuilt: ``Int8Unavailable`` says what to run.
 """
@@ -109,11 +109,12 @@ def map_identity(index: MapIndex) -> str:
     return h.hexdigest()
 
 
-def cache_key(index: MapIndex, fingerprint: str, options: Int8Options) -> dict:
-    """What a cached int8 graph must match to be used (module doc)."""
+def cache_key(index: MapIndex, fingerprint: str) -> dict:
+    """What a cached int8 graph must match to be used (module doc). The settings it was built with
+    (calibration images, layers kept in float) are recorded beside, not matched: they were chosen
+    when it was built (``pixloc-ros quantize``), and a node must not undo that choice."""
     return {"format": CACHE_FORMAT, "weights_fingerprint": fingerprint, "map": map_identity(index),
-            "versions": quantizer_versions(), "ignored": list(options.ignored),
-            "calibration_images": int(options.calibration_images)}
+            "versions": quantizer_versions()}
 
 
 def _keyframe_image(index: MapIndex, images: Path, row: int, profile):
@@ -214,7 +215,8 @@ def build_int8(model, index: MapIndex, map_path: str | Path, images: str | Path,
     check = check_int8(model, index, images, checks, config, options)
     model.set_int8_unet(graph, check.passed)
     folder = int8_folder(map_path)
-    meta = {"key": cache_key(index, fingerprint, options), "images": str(images), "check": asdict(check),
+    meta = {"key": cache_key(index, fingerprint), "images": str(images), "check": asdict(check),
+            "options": {**asdict(options), "ignored": list(options.ignored)},
             "calibration_keyframes": [index.map.header.keyframe_names[r] for r in calibration],
             "check_keyframes": [index.map.header.keyframe_names[r] for r in checks],
             "seconds": round(time.perf_counter() - start, 1), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -243,15 +245,16 @@ def load_int8(model, index: MapIndex, map_path: str | Path, fingerprint: str, im
     """The map's int8 network for ``model`` (handed to it, ``PixLocModel.set_int8_unet``): from
     ``<map>.int8/`` when it is fresh, else rebuilt (module doc) from ``images`` or the folder the
     cache names. ``warn(text)``: the one warning about an unreadable cache (default: ``warnings``).
-    Int8Unavailable when there is no cache and nothing to rebuild it from."""
-    options = options or Int8Options()
+    Int8Unavailable when there is no cache and nothing to rebuild it from. ``options``: for a build
+    (default: those the cache recorded, else ``Int8Options()``)."""
     folder = int8_folder(map_path)
     meta_path = folder / META_FILE
     if not meta_path.exists():
         if images is None:
             raise Int8Unavailable(f"no int8 network for {map_path} (run `pixloc-ros quantize --map {map_path} "
                                   "--images DIR` with the folder the map was built from)")
-        return build_int8(model, index, map_path, images, fingerprint, localizer_config, options, "built")
+        return build_int8(model, index, map_path, images, fingerprint, localizer_config, options or Int8Options(),
+                          "built")
     problem, meta = None, {}
     try:
         meta = json.loads(meta_path.read_text())
@@ -262,7 +265,14 @@ def load_int8(model, index: MapIndex, map_path: str | Path, fingerprint: str, im
     except (OSError, ValueError, UnicodeDecodeError) as err:
         problem = f"{type(err).__name__}: {err}"
     source_images = images if images is not None else meta.get("images")
-    if problem is None and meta["key"] == cache_key(index, fingerprint, options):
+    if options is None:
+        try:
+            recorded = dict(meta.get("options") or {})
+            options = Int8Options(**{**recorded, "ignored": tuple(recorded.get("ignored", Int8Options().ignored)),
+                                     "check_variants": tuple(recorded.get("check_variants", Int8Options().check_variants))})
+        except (TypeError, ValueError, AttributeError):
+            options = Int8Options()
+    if problem is None and meta["key"] == cache_key(index, fingerprint):
         try:
             graph = load_ir(folder / GRAPH_FILE)
         except (OSError, RuntimeError) as err:
