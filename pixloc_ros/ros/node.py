@@ -131,7 +131,9 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         summary = self.pipeline.summary()
         self.get_logger().info(f"map {s.map_file}: {summary.num_keyframes} keyframes, "
                                f"{summary.num_points} points, every checksum verified; network on "
-                               f"{summary.device} ({time.perf_counter() - started:.1f} s to load); "
+                               f"{summary.device} in {summary.network_precision}"
+                               + (f" (int8 network: {summary.int8})" if summary.int8 else "")
+                               + f" ({time.perf_counter() - started:.1f} s to load); "
                                f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}")
         if s.warm_up_size:
             width, height = (int(v) for v in s.warm_up_size)
