@@ -109,8 +109,8 @@ def test_cache_is_reused_rebuilt_when_stale_or_unreadable_and_never_unpickled(sy
 
 
 def test_auto_and_int8_through_load_pipeline(synth_map, synth_small, map_copy, monkeypatch):
-    """auto on a CPU without bf16 units: int8 only with a checked int8 network, else f32; an explicit
-    int8 without one fails at start with what to run."""
+    """auto on a CPU without bf16 units: int8 only with a checked int8 network, else f32; with bf16
+    units: bf16; an explicit int8 without an int8 network fails at start with what to run."""
     monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: False)  # a processor without bf16 units
     config = LocalizerConfig(cpu_runtime="openvino", cpu_precision="int8")
     with pytest.raises(Int8Unavailable, match="pixloc-ros quantize"):
@@ -135,7 +135,9 @@ def test_auto_and_int8_through_load_pipeline(synth_map, synth_small, map_copy, m
     p = load_pipeline(str(map_copy), str(synth_map.weights), "cpu", localizer_config=config)
     assert p.summary().network_precision == "int8"  # asked for: runs even where the check failed
     p.close()
-    monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: True)  # with bf16 units and a failed check
+    monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: True)  # with bf16 units: bf16, checked or not
+    meta["check"]["passed"] = True
+    meta_path.write_text(json.dumps(meta))
     p = load_pipeline(str(map_copy), str(synth_map.weights), "cpu", localizer_config=auto)
     assert p.summary().network_precision == "bf16"
     p.close()

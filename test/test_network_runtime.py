@@ -165,7 +165,8 @@ def test_precision_names_and_where_bf16_cannot_run(monkeypatch):
     monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: True)
     assert network_runtime.resolve_cpu_precision("auto", "openvino") == "bf16"
     assert network_runtime.resolve_cpu_precision("auto", "openvino", "unchecked") == "bf16"
-    assert network_runtime.resolve_cpu_precision("auto", "openvino", "checked") == "int8"
+    assert network_runtime.resolve_cpu_precision("auto", "openvino", "checked") == "bf16"  # bf16 first
+    assert network_runtime.resolve_cpu_precision("int8", "openvino", "checked") == "int8"
     with pytest.raises(ValueError, match="exactly when the precision is int8"):
         CompiledUNet(torch.nn.Identity(), "openvino", "int8")
     with pytest.raises(ValueError, match="f32 only"):

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
           f"{c.f32_correct} correct, int8 {c.int8_correct} ({c.lost} lost); int8 vs float32 poses: max "
           f"{c.max_translation_m * 100:.2f} cm / {c.max_rotation_deg:.3f} deg, median {c.median_translation_m * 100:.2f} cm / "
           f"{c.median_rotation_deg:.3f} deg"
-          f" -> {'passed: cpu_precision auto takes int8' if c.passed else 'FAILED: auto keeps float (int8 runs only when asked)'}")
+          f" -> {'passed: cpu_precision auto takes int8 on CPUs without bf16 units' if c.passed else 'FAILED: auto never takes it (int8 runs only when asked)'}")
     return 0
 
 

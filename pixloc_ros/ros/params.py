@@ -39,8 +39,8 @@ class NodeSettings:
                                    "(OpenVINO on a processor with bf16 units, AVX512-BF16 or AMX: features within "
                                    "about 1 %, 2-6x faster; fails at start elsewhere), int8 (the map's int8 network, "
                                    "<map>.int8 from pixloc-ros quantize or build-map --int8: 3.5x faster than f32 on "
-                                   "AVX-512 VNNI; fails at start without it) or auto (int8 when the map has one that "
-                                   "passed its accuracy check, else bf16 where the processor has bf16 units, else f32).",
+                                   "AVX-512 VNNI; fails at start without it) or auto (bf16 where the processor has bf16 units, "
+                                   "else int8 when the map has one that passed its accuracy check, else f32).",
                             choices=("f32", "bf16", "int8", "auto"))
     overlap_network: bool = _p(False, "Run the network of the next frame on a second thread while this frame's "
                                       "Levenberg-Marquardt and decision run (CPU, two cores: one thread each, so "

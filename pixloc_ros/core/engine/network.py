@@ -64,7 +64,7 @@ class NetworkConfig:
     cpu_runtime: str = "torch"
     # Precision of that runtime (``network_runtime.CPU_PRECISIONS``): "f32", "bf16" (OpenVINO on a
     # processor with bf16 units; features within about 1 %), "int8" (the graph in ``PixLocModel.int8_unet``)
-    # or "auto" (int8 when that graph's accuracy was checked, else bf16 where there are such units).
+    # or "auto" (bf16 where there are such units, else int8 when that graph's accuracy was checked).
     cpu_precision: str = "f32"
 
     def __post_init__(self):

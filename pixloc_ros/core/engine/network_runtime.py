@@ -22,7 +22,8 @@ processors with bf16 units (AVX512-BF16, AMX): on the project's AMX machine 6x f
 fp16 autocast the network runs under on CUDA. "auto": bf16 where OpenVINO reports bf16 units,
 f32 elsewhere (where bf16 would be emulated, slower than f32). "int8": a graph quantised by NNCF
 (``network_int8``; calibrated on a map's keyframes, ``core/tracking/int8_map.py``) handed in as an
-``ov.Model``; "auto" takes it before bf16 when its accuracy was checked (``resolve_cpu_precision``).
+``ov.Model``; "auto" takes it where there are no bf16 units and its accuracy was checked
+(``resolve_cpu_precision``).
 
 The compiled graph holds a copy of the weights: ``CompiledUNet`` checks the parameters' version
 counters and data pointers on every call and rebuilds when they changed (training updates the
@@ -90,10 +91,9 @@ def resolve_cpu_precision(precision: str, runtime: str, int8: str = "none") -> s
 
     int8: what int8 graph the model holds: "none", "unchecked" (quantised, accuracy not measured
     or not good enough) or "checked" (its poses matched float32's on the map's keyframes,
-    ``int8_map``). "auto" -> "int8" with OpenVINO and a checked graph (the fastest precision
-    everywhere measured, BENCHMARKS.md "Issue 29"), else "bf16" with OpenVINO on a processor with
-    bf16 units, else "f32". An explicit "bf16" or "int8" that cannot run raises ValueError saying
-    what to change.
+    ``int8_map``). "auto" -> "bf16" with OpenVINO on a processor with bf16 units (poses closest to
+    float32's of the two: BENCHMARKS.md "Issue 29"), else "int8" with OpenVINO and a checked graph,
+    else "f32". An explicit "bf16" or "int8" that cannot run raises ValueError saying what to change.
     """
     if precision not in CPU_PRECISIONS:
         raise ValueError(f"Unsupported cpu_precision {precision!r}, expected one of {CPU_PRECISIONS}")
@@ -104,7 +104,7 @@ def resolve_cpu_precision(precision: str, runtime: str, int8: str = "none") -> s
             return "f32"
         raise ValueError(f"cpu_precision {precision!r} needs the openvino CPU runtime, not {runtime!r} "
                          "(set cpu_runtime to auto or openvino, or cpu_precision to f32)")
-    if precision == "int8" or (precision == "auto" and int8 == "checked"):
+    if precision == "int8" or (precision == "auto" and int8 == "checked" and not cpu_has_bf16()):
         if int8 == "none":
             raise ValueError("cpu_precision 'int8' needs the map's int8 network (`pixloc-ros quantize --map MAP "
                              "--images DIR`, or build-map --int8); or set cpu_precision to auto, bf16 or f32")

@@ -10,7 +10,7 @@ The check passes when int8 localizes every keyframe float32 localized (within 0.
 SfM pose), at least as many in all, and its poses there stay within a median of
 ``median_translation_m`` / ``median_rotation_deg`` of float32's (a median: the LM's basin is shallow,
 and bf16 too moved single localizations by up to 7 cm, BENCHMARKS.md "Issue 29"); only
-a passed check lets ``cpu_precision: auto`` take int8.
+a passed check lets ``cpu_precision: auto`` take int8 (on a processor without bf16 units).
 
 The cache, ``<map>.int8/`` (beside a map file, or a tiled map's folder): ``unet.xml`` + ``unet.bin``
 (OpenVINO IR: an XML graph and raw weights, no pickle) and ``int8.json`` (the key, the IR's sha256,
