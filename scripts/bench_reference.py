@@ -295,7 +295,7 @@ def synthetic(args, out: dict) -> None:
             errs.append(pose_gap(pose, node))
     rows["reference"] = {"frames": len(times), "total_ms_p50": 1e3 * float(np.median(times)) if times else None,
                          "cpu_ms_p50": 1e3 * float(np.median(cpus)) if cpus else None,
-                         "vs_node_f32_mm_deg": errs}
+                         f"vs_node_{args.precisions[0]}_mm_deg": errs}
     print(f"640x480 cvg/pixloc: {rows['reference']}", flush=True)
     out["synthetic_640x480"] = rows
 
