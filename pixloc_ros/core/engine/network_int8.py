@@ -93,6 +93,12 @@ def quantize_unet(unet: torch.nn.Module, images: Sequence[np.ndarray], pad_mode:
         path = os.path.join(tmp, "unet.onnx")
         Path(path).write_bytes(onnx)
         model = ov.Core().read_model(path)
+    if len({x.shape for x in inputs}) == 1:
+        # One size (a map's keyframes): calibrate the graph at that static size. With dynamic shapes
+        # OpenVINO dropped the decoder's skip crops of sizes that are not a multiple of 16 (the
+        # reference profile's cropped images: "Argument shapes are inconsistent" at the concat).
+        # The quantised graph is re-shaped per input size when compiled, like the float graphs.
+        model.reshape({model.inputs[0]: ov.PartialShape(list(inputs[0].shape))})
     scope = nncf.IgnoredScope(patterns=list(ignored), validate=False) if ignored else None
     # PERFORMANCE: symmetric activations and weights (what the CPU plugin's int8 kernels take fastest);
     # fast bias correction re-centres each quantised convolution's output on the calibration set.

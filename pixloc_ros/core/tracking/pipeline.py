@@ -426,13 +426,15 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
 def _map_int8(model, index: MapIndex, map_file, fingerprint: str, config, on_warning) -> str:
     """Hand ``model`` the map's int8 network where ``config.cpu_precision`` may run it (int8 or auto,
     the CPU, OpenVINO); how it was had ("cache", "built", ...), "none: <why>" or "" (not asked for)."""
+    from ..engine import network_runtime
     from ..engine.localizer import resolve_device
-    from ..engine.network_runtime import resolve_cpu_runtime
     from .int8_map import Int8Unavailable, int8_folder, load_int8
 
     if (config.cpu_precision not in ("int8", "auto") or resolve_device(config.device).type != "cpu"
-            or resolve_cpu_runtime(config.cpu_runtime) != "openvino"):
+            or network_runtime.resolve_cpu_runtime(config.cpu_runtime) != "openvino"):
         return ""
+    if config.cpu_precision == "auto" and network_runtime.cpu_has_bf16():
+        return ""  # auto runs bf16 here (resolve_cpu_precision): no int8 network to load or rebuild
     if config.cpu_precision == "auto" and not int8_folder(map_file).exists():
         return "none: no <map>.int8 (pixloc-ros quantize)"  # auto never starts a quantisation from nothing
     try:
