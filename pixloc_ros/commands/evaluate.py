@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-precision", default=None, choices=("f32", "bf16", "int8", "auto"),
                    help="the network's precision on the CPU (default: the params file's cpu_precision; int8 needs "
                         "the map's int8 network, pixloc-ros quantize)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="covariance calibration to publish with (default: <weights>.covariance.json when it "
+                        "exists; 'none': without one, as weights nobody calibrated)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
     p.add_argument("--no-gnss", action="store_true", help="ignore the GNSS fixes in the bag")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
@@ -70,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device,
                                  cpu_precision=args.cpu_precision)
         configs = engine_configs(settings)
+        calibration = None if args.calibration is None else ("" if args.calibration.lower() == "none"
+                                                              else args.calibration)
         pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
-                                 configs.localizer, tile_loader_config=configs.tiles)
+                                 configs.localizer, calibration=calibration, tile_loader_config=configs.tiles)
         bag = Path(args.bag)
         if not bag.exists():
             raise FileNotFoundError(f"no bag at {bag}")

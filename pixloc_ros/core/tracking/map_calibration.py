@@ -118,7 +118,7 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
     max_edge = profile.max_image_edge if max_edge is None else max_edge
     rows = np.unique(np.linspace(0, index.num_keyframes - 1, min(options.keyframes, index.num_keyframes)).round()
                      .astype(int))
-    samples, groups, inliers = [], [], []
+    samples, groups, inliers, wrong_inliers = [], [], [], []
     stats = {"attempts": 0, "correct": 0, "wrong": 0, "failed": 0, "no_points": 0}
     for row in rows:
         full = index.keyframe_camera(row)
@@ -148,6 +148,7 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
             if not (np.linalg.norm(err[:3]) <= options.max_error_m
                     and math.degrees(np.linalg.norm(err[3:])) <= options.max_error_deg):
                 stats["wrong"] += 1
+                wrong_inliers.append(float(result.inlier_ratio))
                 continue
             cov_ros = engine_to_ros_covariance(result.covariance, result.cam_from_world,
                                                Pose.from_numpy(BASE_FROM_OPTICAL[:3, :3], BASE_FROM_OPTICAL[:3, 3]))
@@ -156,8 +157,10 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
             groups.append(name)
             inliers.append(float(result.inlier_ratio))
             stats["correct"] += 1
-    if inliers:
-        stats["inlier_ratio_quantiles"] = [float(q) for q in np.quantile(inliers, [0.05, 0.5, 0.95])]
+    # What separates correct from wrong locks for these weights on this map (for choosing gates).
+    for key, values in (("inlier_ratio_quantiles", inliers), ("wrong_inlier_ratio_quantiles", wrong_inliers)):
+        if values:
+            stats[key] = [float(q) for q in np.quantile(values, [0.05, 0.5, 0.95])]
     return samples, groups, stats
 
 
