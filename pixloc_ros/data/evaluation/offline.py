@@ -249,7 +249,9 @@ def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | Non
             if item.camera_info is not camera_info:
                 camera_info, camera = item.camera_info, camera_from_info(item.camera_info)
             frame = FrameInput(stamp, item.image, camera, base_from_cam)
-            out = pipeline.process(frame, None if ahead is None else ahead.take(index))
+            # Sequential: process(frame) as before the overlap (callers may wrap process with that
+            # signature); overlapped: with the features the other thread extracted.
+            out = pipeline.process(frame) if ahead is None else pipeline.process(frame, ahead.take(index))
         except ValueError as err:
             why = Why(Reason.BAD_INPUT, str(err))
             records.append(FrameRecord(stamp, int(pipeline.state), False, why.text, None,
