@@ -134,7 +134,9 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
                                f"{summary.device} in {summary.network_precision}"
                                + (f" (int8 network: {summary.int8})" if summary.int8 else "")
                                + f" ({time.perf_counter() - started:.1f} s to load); "
-                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}")
+                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}; inlier gate "
+                               f"{summary.min_inlier_ratio:.3g} "
+                               f"({'fitted for the weights' if summary.inlier_gate_fitted else 'set'})")
         if s.warm_up_size:
             width, height = (int(v) for v in s.warm_up_size)
             try:

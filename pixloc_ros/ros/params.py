@@ -85,8 +85,10 @@ class NodeSettings:
     # --- gating: when a result is published (core/tracking/gating.py, core/tracking/pipeline.py)
     min_valid_points: int = _p(100, "Fewest 3D points projecting validly at the fine level to accept a pose.",
                                low=3, high=1_000_000)
-    min_inlier_ratio: float = _p(0.2, "Smallest share of valid points with a small residual to accept a pose.",
-                                 low=0.0, high=1.0)
+    min_inlier_ratio: float = _p(-1.0, "Smallest share of valid points with a small residual to accept a pose; "
+                                       "negative: the threshold fitted for the weights (their calibration file, "
+                                       "pixloc-ros calibrate), 0.2 without one. Tracking uses 0.4 x this.",
+                                 low=-1.0, high=1.0)
     max_cost_ratio: float = _p(1.1, "Largest final/initial cost ratio at any level to accept a pose.",
                                low=0.0, high=1e6)
     mahalanobis_probability: float = _p(0.999, "Chi-square(6) quantile bounding the Mahalanobis distance between "
@@ -391,13 +393,17 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
     from pixloc_ros.core.tracking.gating import GatingConfig
+    from pixloc_ros.core.tracking.inlier_gates import TRACK_FACTOR
     from pixloc_ros.core.tracking.hypothesis_books import HypothesisConfig
     from pixloc_ros.core.tracking.pipeline import PipelineConfig
     from pixloc_ros.core.tracking.priors import PriorConfig
     from pixloc_ros.core.tracking.seeds import SeedConfig
 
     s = settings
-    gating = GatingConfig(min_valid_points=s.min_valid_points, min_inlier_ratio=s.min_inlier_ratio,
+    explicit = s.min_inlier_ratio >= 0.0  # negative: the weights' fitted gates (core/tracking/inlier_gates.py)
+    gating = GatingConfig(min_valid_points=s.min_valid_points,
+                          min_inlier_ratio=s.min_inlier_ratio if explicit else None,
+                          track_min_inlier_ratio=s.min_inlier_ratio * TRACK_FACTOR if explicit else None,
                           max_cost_ratio=s.max_cost_ratio, mahalanobis_probability=s.mahalanobis_probability,
                           max_translation_m=s.max_translation_m, max_rotation_deg=s.max_rotation_deg)
     pipeline = PipelineConfig(retrieval=RetrievalConfig(num_keyframes=s.num_keyframes), gating=gating,

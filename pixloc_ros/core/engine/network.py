@@ -51,6 +51,10 @@ class NetworkConfig:
 
     # Run the network under fp16 autocast when the input is on CUDA (outputs stay float32).
     fp16_on_cuda: bool = True
+    # Run the torch network under bf16 autocast when the input is on the CPU (outputs stay float32).
+    # For training on processors with bf16 units (AVX512-BF16, AMX); BENCHMARKS.md "Training" has
+    # what it gains and how far its features move. Inference runtimes ignore it (``cpu_precision``).
+    bf16_on_cpu: bool = False
     # How to handle images whose size is not a multiple of 16. "replicate", "reflect" or
     # "constant" (black) pad the bottom and right edges of the [0, 1] image up to a multiple of 16
     # and crop every level back to ceil(size / stride), so the maps cover the whole image. None reproduces the reference exactly: the maps cover only the
@@ -292,6 +296,9 @@ class PixLocModel(nn.Module):
         compiled = self._compiled_unet(image)
         if compiled is not None:
             raw_features, logits = compiled(image)
+        elif self.config.bf16_on_cpu and not image.is_cuda:
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                raw_features, logits = self.extractor(image)
         else:
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
                 raw_features, logits = self.extractor(image)

@@ -39,6 +39,7 @@ import os
 import tempfile
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
@@ -84,6 +85,22 @@ def cpu_has_bf16() -> bool:
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags_have_bf16() -> bool:
+    """Whether the processor's flags (``/proc/cpuinfo``) name bf16 units (``avx512_bf16`` or
+    ``amx_bf16``), where torch's CPU bf16 autocast runs natively; elsewhere (no such file) what
+    OpenVINO reports (``cpu_has_bf16``)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return cpu_has_bf16()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_cpu_precision(precision: str, runtime: str, int8: str = "none") -> str:
@@ -284,5 +301,5 @@ class CompiledUNet:
         return [f.permute(0, 3, 1, 2) for f in outputs[:3]], outputs[3:]
 
 
-__all__ = ["CPU_PRECISIONS", "CPU_RUNTIMES", "CompiledUNet", "cpu_has_bf16", "export_onnx", "resolve_cpu_precision",
+__all__ = ["CPU_PRECISIONS", "CPU_RUNTIMES", "CompiledUNet", "cpu_has_bf16", "cpu_flags_have_bf16", "export_onnx", "resolve_cpu_precision",
            "resolve_cpu_runtime", "runtime_installed"]

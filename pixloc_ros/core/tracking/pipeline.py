@@ -82,6 +82,8 @@ class PipelineSummary:
     num_points: int
     device: str  # where the network runs
     calibrated: bool  # the covariance comes from a calibration fitted for the weights
+    min_inlier_ratio: float  # the relocalization inlier gate in use
+    inlier_gate_fitted: bool  # that gate was fitted for the weights (else set in the params or the default)
     network_precision: str = ""  # on the CPU: "f32", "bf16" or "int8" (the resolved cpu_precision); "" on CUDA
     int8: str = ""  # the map's int8 network: "" (not asked for), "cache", "built", "rebuilt-...", "none: <why>"
 
@@ -91,10 +93,12 @@ class RelocalizationPipeline:
 
     def __init__(self, localizer: Localizer, index: MapIndex, config: PipelineConfig | None = None,
                  calibration: CovarianceCalibration | None = None):
-        """calibration: the weights' covariance calibration, or None (Hessian estimate plus a floor)."""
+        """calibration: the weights' covariance calibration, or None (Hessian estimate plus a floor);
+        its fitted inlier gates fill the thresholds ``config.gating`` leaves unset."""
         self.localizer = localizer
         self.index = index
-        self.config = cfg = config or PipelineConfig()
+        cfg = config or PipelineConfig()
+        self.config = cfg = replace(cfg, gating=cfg.gating.with_gates(calibration.inlier_gates if calibration else None))
         self.calibration = calibration
         self.tracker = HypothesisTracker(cfg.hypotheses, cfg.gating.mahalanobis_probability)
         self.motion = Motion(cfg.motion)
@@ -336,9 +340,12 @@ class RelocalizationPipeline:
 
     # ---- for the node: the map, the engine, start-up ------------------------------------------
     def summary(self) -> PipelineSummary:
+        fitted = (self.calibration is not None and self.calibration.inlier_gates is not None
+                  and self.config.gating.min_inlier_ratio == self.calibration.inlier_gates.min_inlier_ratio)
         return PipelineSummary(self.index.num_keyframes, self.index.num_points, str(self.localizer.device),
-                               self.calibration is not None, self.localizer.network_precision(),
-                               getattr(self, "int8_source", ""))
+                               self.calibration is not None, self.config.gating.inlier_threshold(), fitted,
+                               network_precision=self.localizer.network_precision(),
+                               int8=getattr(self, "int8_source", ""))
 
     def verify_map(self) -> None:
         """Check every checksum of the map (reads it once); MapFileError naming the damaged part."""

@@ -304,3 +304,25 @@ def calibration_samples(records: list[dict], max_translation_m: float = 1.0,
                                          float(r["estimate_inlier_ratio"]), r.get("estimate_jitter_m"),
                                          A.T @ pose_difference(est, gt)))
     return samples
+
+
+def inlier_ratio_samples(records: list[dict], correct_m: float = 0.25, correct_deg: float = 2.0,
+                         wrong_m: float = 1.0, wrong_deg: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """The fine-level inlier ratios of correct (within ``correct_m`` / ``correct_deg``) and wrong
+    (beyond ``wrong_m`` or ``wrong_deg``) estimates in per-frame records with ground truth: (N,), (M,).
+
+    The estimate (published or not, the frame's best result) is what a gate sees, so both kinds
+    count: what the inlier gates of the weights are fitted on (core/tracking/inlier_gates.py)."""
+    correct, wrong = [], []
+    for r in records:
+        t, a, ratio = (r.get(k) for k in ("raw_translation_error_m", "raw_rotation_error_deg", "estimate_inlier_ratio"))
+        if r.get("gt_map_from_base") is None or t is None or a is None or ratio is None:
+            continue
+        if not (math.isfinite(t) and math.isfinite(a) and math.isfinite(ratio)):
+            continue
+        if t <= correct_m and a <= correct_deg:
+            correct.append(ratio)
+        elif t > wrong_m or a > wrong_deg:
+            wrong.append(ratio)
+    return np.array(correct, np.float64), np.array(wrong, np.float64)
+
