@@ -195,7 +195,9 @@ def test_end_to_end_drive(scene, ros, tmp_path, capsys):
     frame_stamps = [f.stamp_ns for f in drive.frames]
     # Untrained weights never pass the inlier gate: lower it to exercise poses and tf (module doc).
     # warm_up_size: the network and the LM are prepared for the drive's 320x240 frames at start.
-    node = start_node(scene, ros, tmp_path / "node.log", "warm_up_size:=[320,240]",
+    # overlap_network: the worker's two stages (the next frame's network during this frame's LM);
+    # the other node tests run the one-stage worker.
+    node = start_node(scene, ros, tmp_path / "node.log", "warm_up_size:=[320,240]", "overlap_network:=true",
                       *(() if scene.trained else ("min_inlier_ratio:=0.0",)))
     player = None
     try:

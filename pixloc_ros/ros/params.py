@@ -37,8 +37,15 @@ class NodeSettings:
                              "On a small machine shared with other nodes, 1 is often fastest.", low=0, high=256)
     cpu_precision: str = _p("f32", "Precision of the network on the CPU: f32 (the reference's numbers), bf16 "
                                    "(OpenVINO on a processor with bf16 units, AVX512-BF16 or AMX: features within "
-                                   "about 1 %, several times faster; fails at start elsewhere) or auto (bf16 where "
-                                   "the processor has such units, f32 elsewhere).", choices=("f32", "bf16", "auto"))
+                                   "about 1 %, 2-6x faster; fails at start elsewhere), int8 (the map's int8 network, "
+                                   "<map>.int8 from pixloc-ros quantize or build-map --int8: 3.5x faster than f32 on "
+                                   "AVX-512 VNNI; fails at start without it) or auto (bf16 where the processor has bf16 units, "
+                                   "else int8 when the map has one that passed its accuracy check, else f32).",
+                            choices=("f32", "bf16", "int8", "auto"))
+    overlap_network: bool = _p(False, "Run the network of the next frame on a second thread while this frame's "
+                                      "Levenberg-Marquardt and decision run (CPU, two cores: one thread each, so "
+                                      "cpu_threads 0 becomes 1). The same poses; more frames per second where the "
+                                      "two stages take similar times, the same latency.")
     lm_path: str = _p("auto", "Levenberg-Marquardt implementation: auto (the fused Triton kernels with CUDA graphs on a GPU "
                               "when triton is installed, else the torch loop), fused (ask for the kernels: where they "
                               "cannot run, or fail their check against the torch loop, one warning and the torch loop) "
@@ -409,7 +416,9 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations) if s.iterations else None,
                                 pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
                                 max_image_size=None if s.max_image_size < 0 else s.max_image_size,
-                                cpu_threads=s.cpu_threads or None, cpu_precision=s.cpu_precision,
+                                # overlap: one thread for the network, one for the LM (lm_cpu_threads), not 2 + 1
+                                cpu_threads=s.cpu_threads or (1 if s.overlap_network else None),
+                                cpu_precision=s.cpu_precision,
                                 lm=LMConfig(path=s.lm_path))
     tiles = TileLoaderConfig(load_radius_m=s.tile_load_radius_m, lookahead_m=s.tile_lookahead_m,
                              max_loaded_tiles=s.max_loaded_tiles)

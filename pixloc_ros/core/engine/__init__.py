@@ -3,7 +3,7 @@ localizer that runs both on one image. Imports ``core.geometry`` only.
 
 Public API (imported on first use):
 - ``Localizer``, ``LocalizerConfig``, ``LocalizationResult``: ``localizer``;
-- ``PixLocModel``, ``NetworkConfig``, ``FeaturePyramid``: ``network``;
+- ``PixLocModel``, ``NetworkConfig``, ``FeaturePyramid``: ``network``; ``quantize_unet``: ``network_int8``;
 - ``load_weights``, ``weights_fingerprint``, ``WeightsError``, ``init_weights``: ``checkpoint``;
 - ``EngineProfile``, ``named_profile``: ``profile`` (the formulation a set of weights was trained with);
 - ``QueryPoints``: ``query_points`` (3D points with their reference features, the localizer's input);
@@ -15,6 +15,7 @@ from pixloc_ros.lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "Localizer": "localizer", "LocalizerConfig": "localizer", "LocalizationResult": "localizer",
     "PixLocModel": "network", "NetworkConfig": "network", "FeaturePyramid": "network",
+    "quantize_unet": "network_int8",
     "load_weights": "checkpoint", "weights_fingerprint": "checkpoint", "WeightsError": "checkpoint",
     "init_weights": "checkpoint",
     "EngineProfile": "profile", "named_profile": "profile",

@@ -137,6 +137,19 @@ class HypothesisResults:
     singular: np.ndarray  # (B,) bool: an LM system of the fine level was not positive definite
 
 
+@dataclass
+class NetworkOutput:
+    """The network's half of one localization (``Localizer.extract``): what ``localize`` needs from the
+    image, so that the network of the next frame can run while this one's LM does."""
+
+    pyramid: object  # network.FeaturePyramid of the (possibly downscaled) image
+    camera: Camera  # the camera of that image (float64)
+    image_size: tuple[int, int]  # (width, height) of the image as given (the camera's size)
+    preprocess_s: float = 0.0
+    network_s: float = 0.0
+    started_s: float = 0.0  # time.perf_counter() when the extraction began
+
+
 class Failure(IntEnum):
     """Why the localizer gave no pose (``LocalizationResult.failure``); its text says the figures."""
 
@@ -268,6 +281,13 @@ class Localizer:
         that image (pixel-centre origin, size must match); points: map points with reference
         features; init_poses: Pose (B,) or () initial ``cam_from_world`` hypotheses.
         """
+        features = self.extract(image, camera)
+        return self.localize_extracted(features, points, init_poses)
+
+    def extract(self, image: np.ndarray | torch.Tensor, camera: Camera) -> NetworkOutput:
+        """The network's half of ``localize``: the image downscaled as the profile says and its
+        feature pyramid (same arguments; ValueError for a camera that does not fit the image).
+        Touches only the network: it may run on another thread than ``localize_extracted``."""
         if self.model is None:
             raise ValueError("Localizer was built without a model: use localize_features")
         clock = _Clock(self.device)
@@ -289,11 +309,18 @@ class Localizer:
         tensor = tensor.to(self.device)
         pre = clock.lap()
         pyramid = self.model.extract(tensor)
-        network = clock.lap()
+        return NetworkOutput(pyramid, camera, (int(w), int(h)), pre, clock.lap(), clock.start)
+
+    def localize_extracted(self, features: NetworkOutput, points: QueryPoints, init_poses: Pose) -> LocalizationResult:
+        """The LM's half of ``localize`` on the output of ``extract``; the same result as ``localize``
+        (timings: the network's from ``extract``, total = both halves' work, not any wait between)."""
+        if self.model is None:
+            raise ValueError("Localizer was built without a model: use localize_features")
         damping = self.model.damping().detach()
-        result = self.localize_features(pyramid, camera, points, init_poses, damping)
+        result = self.localize_features(features.pyramid, features.camera, points, init_poses, damping)
         t = result.timings
-        result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s, clock.total())
+        result.timings = Timings(t.preprocess_s + features.preprocess_s, features.network_s, t.levels_s,
+                                 t.postprocess_s, t.total_s + features.preprocess_s + features.network_s)
         return result
 
     def warm_up(self, width: int, height: int, num_points: int = 0, hypotheses: int = 1) -> float:
@@ -334,6 +361,15 @@ class Localizer:
             return [(b_max, n_max)]
         from .lm.fused import warm_up_shapes
         return warm_up_shapes(n_max, b_max, self.config.lm.point_bucket)
+
+    def network_precision(self) -> str:
+        """What the network runs in: on the CPU "f32", "bf16" or "int8" (``cpu_precision`` resolved;
+        "f32" for the torch runtime); on CUDA "fp16" or "fp32" (``half_precision``); "" without a model."""
+        if self.model is None:
+            return ""
+        if self.device.type == "cuda":
+            return "fp16" if self.config.half_precision else "fp32"
+        return self.model.cpu_precision() if hasattr(self.model, "cpu_precision") else "f32"
 
     def lm_status(self) -> LMPathStatus:
         """The LM implementation in use (requested path, the one levels run, why torch if it fell back)."""

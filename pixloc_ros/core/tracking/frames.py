@@ -10,7 +10,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ..engine.localizer import LocalizationResult
+from ..engine.localizer import LocalizationResult, NetworkOutput
 from ..geometry.camera import Camera
 from .reasons import OK, Why
 
@@ -32,6 +32,14 @@ class FrameInput:
     image_rgb: np.ndarray  # (H, W, 3) uint8
     camera: Camera  # single camera of that image, pixel-centre origin
     base_from_cam: np.ndarray  # (4, 4) camera optical frame -> base_link
+
+
+@dataclass
+class FrameFeatures:
+    """The network's stage of one frame (``RelocalizationPipeline.extract``), for ``process``."""
+
+    stamp_ns: int  # the frame's stamp (``process`` checks it matches)
+    network: NetworkOutput
 
 
 @dataclass
@@ -116,4 +124,4 @@ class FrameOutput:
         return self.why.text
 
 
-__all__ = ["Estimate", "FrameInput", "FrameOutput", "GateStats", "State", "Timings"]
+__all__ = ["Estimate", "FrameFeatures", "FrameInput", "FrameOutput", "GateStats", "State", "Timings"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from .candidates import CandidateJudge, CovarianceConfig
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .decide import Prediction, Verdict, decide
 from .frame_points import frame_points
-from .frames import FrameInput, FrameOutput, State
+from .frames import FrameFeatures, FrameInput, FrameOutput, State
 from .gating import GatingConfig
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
 from .innovation import CovarianceScaler, InnovationConfig
@@ -83,6 +84,8 @@ class PipelineSummary:
     calibrated: bool  # the covariance comes from a calibration fitted for the weights
     min_inlier_ratio: float  # the relocalization inlier gate in use
     inlier_gate_fitted: bool  # that gate was fitted for the weights (else set in the params or the default)
+    network_precision: str = ""  # on the CPU: "f32", "bf16" or "int8" (the resolved cpu_precision); "" on CUDA
+    int8: str = ""  # the map's int8 network: "" (not asked for), "cache", "built", "rebuilt-...", "none: <why>"
 
 
 class RelocalizationPipeline:
@@ -191,9 +194,21 @@ class RelocalizationPipeline:
                              f"(max_prior_distance_m {limit:g} m); the current localization is kept")
 
     # ---- the frame --------------------------------------------------------------------------
-    def process(self, frame: FrameInput) -> FrameOutput:
-        """Localize one frame. ValueError for malformed input (nothing changes then)."""
-        t_start = time.perf_counter()
+    def extract(self, frame: FrameInput) -> FrameFeatures:
+        """The network's stage of ``process`` for ``frame``: independent of the pipeline's state, so it
+        may run on another thread, the next frame's while this one's ``process`` runs the LM (what
+        the node's worker and ``evaluate_drive(overlap=True)`` do). ValueError for malformed input."""
+        self._check_frame(frame)
+        return FrameFeatures(frame.stamp_ns, self.localizer.extract(frame.image_rgb, frame.camera))
+
+    def process(self, frame: FrameInput, features: FrameFeatures | None = None) -> FrameOutput:
+        """Localize one frame. ValueError for malformed input (nothing changes then).
+
+        features: ``extract(frame)`` done beforehand (the same result as without; the output's
+        ``timings.total_s`` then runs from the start of that extraction, the frame's latency)."""
+        t_start = time.perf_counter() if features is None else features.network.started_s
+        if features is not None and features.stamp_ns != frame.stamp_ns:
+            raise ValueError(f"features of the frame at {features.stamp_ns} ns handed with the frame at {frame.stamp_ns} ns")
         base_from_cam = self._check_frame(frame)
         self._check_clock(frame.stamp_ns, "image")
         out = FrameOutput(frame.stamp_ns, self.state, covariance_calibrated=self.calibration is not None)
@@ -232,8 +247,9 @@ class RelocalizationPipeline:
                                                  + (f" ({why})" if why else "")), travel, t_start)
 
         # 3. PixLoc on all of them at once, the candidates judged, then the books and the verdict.
-        result = self.localizer.localize(frame.image_rgb, frame.camera, points,
-                                         to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+        network = features.network if features is not None else self.localizer.extract(frame.image_rgb, frame.camera)
+        result = self.localizer.localize_extracted(network, points,
+                                                   to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
         out.result, out.points_xyz, out.point_weights = result, points.xyz.numpy(), result.point_weights
         out.timings.network_s = result.timings.network_s
         out.timings.optimizer_s = float(sum(result.timings.levels_s))
@@ -327,7 +343,9 @@ class RelocalizationPipeline:
         fitted = (self.calibration is not None and self.calibration.inlier_gates is not None
                   and self.config.gating.min_inlier_ratio == self.calibration.inlier_gates.min_inlier_ratio)
         return PipelineSummary(self.index.num_keyframes, self.index.num_points, str(self.localizer.device),
-                               self.calibration is not None, self.config.gating.inlier_threshold(), fitted)
+                               self.calibration is not None, self.config.gating.inlier_threshold(), fitted,
+                               network_precision=self.localizer.network_precision(),
+                               int8=getattr(self, "int8_source", ""))
 
     def verify_map(self) -> None:
         """Check every checksum of the map (reads it once); MapFileError naming the damaged part."""
@@ -370,7 +388,8 @@ class RelocalizationPipeline:
 
 def load_pipeline(map_file: str, weights: str, device: str = "auto",
                   config: PipelineConfig | None = None, localizer_config=None,
-                  calibration: str | Path | None = None, tile_loader_config=None) -> RelocalizationPipeline:
+                  calibration: str | Path | None = None, tile_loader_config=None,
+                  on_warning=None) -> RelocalizationPipeline:
     """Open the weights, the map (refusing a map built with other weights) and the weights'
     covariance calibration, and build the pipeline.
 
@@ -381,22 +400,67 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     none; "": never calibrate. Setup errors raise with a message that says what to fix:
     ``WeightsError`` for the weights, ``FileNotFoundError``/``ValueError`` (from ``mapfile``) for
     the map, ``ValueError`` for a calibration that is malformed or belongs to other weights.
+    ``cpu_precision`` int8 (or auto) on the CPU: the map's int8 network (``int8_map``) is loaded from
+    ``<map>.int8/`` (rebuilt when stale or unreadable); an explicit int8 without one fails here
+    (``Int8Unavailable``), auto goes on without it (with one ``on_warning(text)`` when it broke).
     """
     from ..engine.checkpoint import load_weights, weights_fingerprint
     from ..engine.localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
     fingerprint = weights_fingerprint(model)
-    localizer = Localizer(model, replace(localizer_config or LocalizerConfig(), device=device))
-    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=localizer.profile.name,
+    localizer_config = replace(localizer_config or LocalizerConfig(), device=device)
+    profile = localizer_config.profile or model.engine_profile
+    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=profile.name,
                            tile_loader_config=tile_loader_config)
+    try:
+        int8_source = _map_int8(model, index, map_file, fingerprint, localizer_config, on_warning)
+        localizer = Localizer(model, localizer_config)
+    except BaseException:
+        index.close()
+        raise
     calib = None
     path = calibration_path_for(weights) if calibration is None else (Path(calibration) if calibration else None)
     if path is not None and (calibration is not None or path.exists()):
         if not path.exists():
             raise FileNotFoundError(f"no covariance calibration at {path} (pixloc-ros calibrate writes one)")
         calib = CovarianceCalibration.load(path, expected_fingerprint=fingerprint)
-    return RelocalizationPipeline(localizer, index, config, calib)
+    pipeline = RelocalizationPipeline(localizer, index, config, calib)
+    pipeline.int8_source = int8_source
+    return pipeline
+
+
+def _map_int8(model, index: MapIndex, map_file, fingerprint: str, config, on_warning) -> str:
+    """Hand ``model`` the map's int8 network where ``config.cpu_precision`` may run it (int8 or auto,
+    the CPU, OpenVINO); how it was had ("cache", "built", ...), "none: <why>" or "" (not asked for)."""
+    from ..engine import network_runtime
+    from ..engine.localizer import resolve_device
+    from .int8_map import Int8Unavailable, int8_folder, load_int8
+
+    if (config.cpu_precision not in ("int8", "auto") or resolve_device(config.device).type != "cpu"
+            or network_runtime.resolve_cpu_runtime(config.cpu_runtime) != "openvino"):
+        return ""
+    if config.cpu_precision == "auto" and network_runtime.cpu_has_bf16():
+        return ""  # auto runs bf16 here (resolve_cpu_precision): no int8 network to load or rebuild
+    if config.cpu_precision == "auto" and not int8_folder(map_file).exists():
+        return "none: no <map>.int8 (pixloc-ros quantize)"  # auto never starts a quantisation from nothing
+    try:
+        net = load_int8(model, index, map_file, fingerprint, localizer_config=config, warn=on_warning)
+    except Int8Unavailable as err:
+        if config.cpu_precision == "int8":
+            raise
+        return f"none: {err}"
+    except Exception as err:  # auto: a broken int8 path falls back with one warning
+        if config.cpu_precision == "int8":
+            raise
+        model.set_int8_unet(None, False)
+        text = f"int8 network unavailable ({type(err).__name__}: {err}); running without it"
+        if on_warning is None:
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
+        else:
+            on_warning(text)
+        return f"none: {err}"
+    return net.source + ("" if net.check.passed else " (accuracy check failed)")
 
 
 __all__ = ["PipelineConfig", "PipelineSummary", "RelocalizationPipeline", "load_pipeline"]

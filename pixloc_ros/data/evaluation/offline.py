@@ -160,14 +160,44 @@ def camera_from_info(info) -> Camera:
     return Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
 
 
+class _NetworkAhead:
+    """``pipeline.extract`` of frame i+1 on a second thread while frame i is processed (overlap)."""
+
+    def __init__(self, pipeline: RelocalizationPipeline, frames: list, base_from_cam: np.ndarray):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pipeline, self.frames, self.base_from_cam = pipeline, frames, base_from_cam
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixloc-network")
+        self.futures: dict = {}
+
+    def _extract(self, i: int):
+        item = self.frames[i]
+        if item.camera_info is None:
+            raise ValueError("no CameraInfo for this image")
+        return self.pipeline.extract(FrameInput(item.stamp_ns, item.image, camera_from_info(item.camera_info),
+                                                self.base_from_cam))
+
+    def take(self, i: int):
+        """Frame i's features (ValueError as ``extract`` raises it); frame i+1's start now."""
+        future = self.futures.pop(i, None) or self.pool.submit(self._extract, i)
+        if i + 1 < len(self.frames) and i + 1 not in self.futures:
+            self.futures[i + 1] = self.pool.submit(self._extract, i + 1)
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, *, max_frames: int | None = None,
                    use_gnss: bool = True, on_frame: Callable[[FrameOutput, FrameInput], None] | None = None,
-                   progress: bool = False) -> DriveEvaluation:
+                   progress: bool = False, overlap: bool = False) -> DriveEvaluation:
     """Replay ``drive`` (a ``Drive`` or a bag folder) through ``pipeline`` and score it.
 
     max_frames: stop after this many images; use_gnss: feed the GNSS fixes (the relocalization
     prior); on_frame: called with each output (plots, heatmaps). Frames the pipeline refuses
-    as malformed count as not localized, with the error as reason.
+    as malformed count as not localized, with the error as reason. overlap: the network of the
+    next frame runs on a second thread while this frame's LM runs (as the node's worker does with
+    ``overlap_network``); the results are the same, the latencies include the wait between the two.
     """
     if not isinstance(drive, Drive):
         drive = read_drive(drive)
@@ -184,7 +214,25 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
     if progress:
         from tqdm import tqdm
         iterator = tqdm(events, desc="evaluate", unit="msg")
-    records, camera, camera_info = [], None, None
+    records: list[FrameRecord] = []
+    ahead = _NetworkAhead(pipeline, [e[2] for e in events if e[1] == 2], base_from_cam) if overlap else None
+    try:
+        _replay(pipeline, iterator, truth, records, ahead, on_frame, base_from_cam)
+    finally:
+        if ahead is not None:
+            ahead.close()
+    scored = [r for r in records if r.success and r.gt_map_from_base is not None]
+    summary = summarize([r.translation_error_m for r in scored], [r.rotation_error_deg for r in scored],
+                        frames=sum(r.gt_map_from_base is not None for r in records))
+    ran = np.array([r.total_s for r in records if r.network_s > 0])
+    latency = {} if ran.size == 0 else {"p50": float(np.percentile(ran, 50)), "p90": float(np.percentile(ran, 90)),
+                                        "max": float(ran.max()), "count": int(ran.size)}
+    return DriveEvaluation(str(drive.bag_dir), records, summary, latency)
+
+
+def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | None, on_frame, base_from_cam) -> None:
+    """The events of a drive, in order, through the pipeline; one ``FrameRecord`` per image into ``records``."""
+    camera, camera_info, index = None, None, -1
     for stamp, kind, item in iterator:
         if kind == 0:
             pipeline.add_odometry(stamp, item.matrix)
@@ -194,13 +242,16 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
                 pipeline.add_gnss(stamp, item.latitude_deg, item.longitude_deg, item.altitude_m, item.covariance)
             continue
         gt = truth.at(stamp)
+        index += 1
         try:
             if item.camera_info is None:
                 raise ValueError("no CameraInfo for this image")
             if item.camera_info is not camera_info:
                 camera_info, camera = item.camera_info, camera_from_info(item.camera_info)
             frame = FrameInput(stamp, item.image, camera, base_from_cam)
-            out = pipeline.process(frame)
+            # Sequential: process(frame) as before the overlap (callers may wrap process with that
+            # signature); overlapped: with the features the other thread extracted.
+            out = pipeline.process(frame) if ahead is None else pipeline.process(frame, ahead.take(index))
         except ValueError as err:
             why = Why(Reason.BAD_INPUT, str(err))
             records.append(FrameRecord(stamp, int(pipeline.state), False, why.text, None,
@@ -229,14 +280,6 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
             if est.covariance is not None:
                 rec.estimate_nees = nees(pose_difference(est.map_from_base, gt), est.covariance)
         records.append(rec)
-
-    scored = [r for r in records if r.success and r.gt_map_from_base is not None]
-    summary = summarize([r.translation_error_m for r in scored], [r.rotation_error_deg for r in scored],
-                        frames=sum(r.gt_map_from_base is not None for r in records))
-    ran = np.array([r.total_s for r in records if r.network_s > 0])
-    latency = {} if ran.size == 0 else {"p50": float(np.percentile(ran, 50)), "p90": float(np.percentile(ran, 90)),
-                                        "max": float(ran.max()), "count": int(ran.size)}
-    return DriveEvaluation(str(drive.bag_dir), records, summary, latency)
 
 
 def calibration_samples(records: list[dict], max_translation_m: float = 1.0,
