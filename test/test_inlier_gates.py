@@ -44,6 +44,10 @@ def test_rule_needs_enough_correct_locks_and_ignores_nan():
         fit_inlier_gates(np.full(19, 0.3), np.zeros(10))
     g = fit_inlier_gates(np.r_[np.full(30, 0.3), np.nan], np.r_[np.nan, np.zeros(2)])
     assert g.fitted_on["correct"] == 30 and g.fitted_on["wrong"] == 2 and g.fitted_on["wrong_quantile"] is None
+    # A handful of wrong locks scoring high does not decide the gate (too few for a quantile).
+    few = fit_inlier_gates(np.linspace(0.01, 0.5, 50), np.full(19, 0.4))
+    assert few.min_inlier_ratio == pytest.approx(np.quantile(np.linspace(0.01, 0.5, 50), 0.05))
+    assert fit_inlier_gates(np.linspace(0.01, 0.5, 50), np.full(20, 0.4)).min_inlier_ratio == pytest.approx(0.4)
     with pytest.raises(ValueError, match=r"shares in \[0, 1\]"):
         InlierGates(1.5, 0.1)
 
