@@ -16,9 +16,8 @@ from pixloc_ros.core.engine.network import FeaturePyramid
 from pixloc_ros.core.engine.rig_localizer import localize_rig_features
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose
-from pixloc_ros.core.geometry.rig import Rig, RigCamera, extrinsics_from_parameters
-from pixloc_ros.core.geometry.transforms import (invert_transform, make_transform, quat_xyzw_from_matrix, rot_z,
-                                                   rotation_angle_deg)
+from pixloc_ros.core.geometry.rig import Rig, RigCamera, extrinsics_from_parameters, extrinsics_to_parameters
+from pixloc_ros.core.geometry.transforms import invert_transform, make_transform, rot_z, rotation_angle_deg
 
 DAMPING = torch.full((3, 6), 1e-2)
 F64 = torch.float64
@@ -109,10 +108,8 @@ def test_rig_subset_keeps_or_moves_the_anchor_and_rejects_bad_rigs():
 
 def test_extrinsics_from_parameters_round_trip_and_errors():
     rig = make_rig()
-    values = []
-    for rc in rig.cameras:
-        T = rc.base_from_camera
-        values += [*T[:3, 3], *quat_xyzw_from_matrix(T[:3, :3])]
+    values = extrinsics_to_parameters(rig)
+    assert len(values) == 7 * len(rig)
     parsed = extrinsics_from_parameters(rig.names, values)
     for rc in rig.cameras:
         np.testing.assert_allclose(parsed[rc.name], rc.base_from_camera, atol=1e-12)

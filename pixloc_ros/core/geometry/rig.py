@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .camera import Camera
-from .transforms import check_transform, invert_transform, make_transform, matrix_from_quat_xyzw
+from .transforms import (check_transform, invert_transform, make_transform, matrix_from_quat_xyzw,
+                         quat_xyzw_from_matrix)
 
 # Values per camera in the flat ``rig_extrinsics`` parameter: x y z (m) qx qy qz qw (base_from_camera).
 EXTRINSIC_VALUES = 7
@@ -139,4 +140,15 @@ def extrinsics_from_parameters(names, values) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["EXTRINSIC_VALUES", "QUAT_NORM_TOL", "Rig", "RigCamera", "extrinsics_from_parameters"]
+def extrinsics_to_parameters(rig: Rig) -> list[float]:
+    """The flat ``x y z qx qy qz qw`` list of every camera's ``base_from_camera`` in rig order
+    (the inverse of ``extrinsics_from_parameters``; quaternions with w >= 0)."""
+    values: list[float] = []
+    for rc in rig.cameras:
+        T = rc.base_from_camera
+        values += [float(v) for v in T[:3, 3]] + [float(v) for v in quat_xyzw_from_matrix(T[:3, :3])]
+    return values
+
+
+__all__ = ["EXTRINSIC_VALUES", "QUAT_NORM_TOL", "Rig", "RigCamera", "extrinsics_from_parameters",
+           "extrinsics_to_parameters"]
