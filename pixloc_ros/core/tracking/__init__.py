@@ -12,7 +12,8 @@ Public API (imported on first use):
 - ``RelocalizationPipeline``, ``PipelineConfig``, ``load_pipeline``: ``pipeline``;
 - ``FrameInput``, ``FrameOutput``, ``Estimate``, ``State``: ``frames``; ``Reason``, ``Why``: ``reasons``;
 - ``HypothesisTracker``, ``HypothesisConfig``: ``hypothesis_books``; ``GatingConfig``: ``gating``;
-- ``CovarianceCalibration``, ``fit_calibration``: ``covariance_calibration``.
+- ``CovarianceCalibration``, ``fit_calibration``: ``covariance_calibration``;
+- ``RigFrameGrouper``, ``RigGroup``, ``MembershipEvent``: ``rig_frames`` (a rig's frames grouped by stamp).
 """
 from pixloc_ros.lazy import lazy_exports
 
@@ -22,4 +23,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "Reason": "reasons", "Why": "reasons",
     "HypothesisTracker": "hypothesis_books", "HypothesisConfig": "hypothesis_books", "GatingConfig": "gating",
     "CovarianceCalibration": "covariance_calibration", "fit_calibration": "covariance_calibration",
+    "RigFrameGrouper": "rig_frames", "RigGroup": "rig_frames", "MembershipEvent": "rig_frames",
 })
