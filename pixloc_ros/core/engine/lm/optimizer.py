@@ -146,7 +146,7 @@ class LevelProblem:
         rho_d = 1 / (1 + e / self.two_c2)
         w = torch.where(valid, rho_d * self.c_ref * conf_q.clamp(min=0), torch.zeros_like(e))
         rho = self.two_c2 * torch.log1p(e / self.two_c2)
-        # dp/dxi = J_p [I | -[Pc]x]; row a of J_p times -[Pc]x equals (Pc x a)^T.
+        # dp/dxi = J_p [I | -[P_a]x] (P_a = P_c without a chain); row a of J_p times -[P_a]x equals (P_a x a)^T.
         A = torch.cat([J_p, torch.cross(p_a[..., None, :].expand_as(J_p), J_p, dim=-1)], -1)  # (B,N,2,6)
         if reduce_dtype is not None:
             A, GtG, Gtr, w = A.to(reduce_dtype), GtG.to(reduce_dtype), Gtr.to(reduce_dtype), w.to(reduce_dtype)
