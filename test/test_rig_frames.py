@@ -3,7 +3,6 @@ frame, stops, and comes back; and a drive where a camera drops out and rejoins m
 rig keeps localizing with the cameras it has."""
 import numpy as np
 import pytest
-import torch
 
 from pixloc_ros.core.tracking.rig_frames import RigFrameGrouper
 
