@@ -15,12 +15,13 @@ from pixloc_ros.data.sim.render import render
 from pixloc_ros.data.sim.rig import parse_rig, rig_mounts
 from pixloc_ros.data.sim.synth import synthesize
 
-# As small as synth goes: 160x120, ~15 m of mapping drive, 2-3 frames of one season (seconds).
-TINY = SynthPreset("rig-test", 160, 120, 61.0, keyframe_spacing_m=3.0, mapping_route="ABCDEFABE",
+# Small enough for seconds (about 8 s on 2 cores), big enough for a map of every camera: 320x240,
+# 24 m of mapping drive with a keyframe every 2 m per camera (~1000 observations each), 2-3 query
+# frames of one season.
+TINY = SynthPreset("rig-test", 320, 240, 61.0, keyframe_spacing_m=2.0, mapping_route="ABCDEFABE",
                    query_length_m=6.0, max_query_frames=3, camera_rate_hz=3.0, odom_rate_hz=10.0, gnss_rate_hz=1.0,
-                   sift_max_features=2048, match_max_pairs_per_image=4, query_conditions=("snow",),
-                   mapping_length_m=15.0, sift_peak_threshold=0.003)
-
+                   sift_max_features=4096, match_max_pairs_per_image=4, query_conditions=("snow",),
+                   mapping_length_m=24.0, sift_peak_threshold=0.003, match_epipolar_error_px=2.0)
 
 @pytest.fixture(scope="module")
 def rig_synth(tmp_path_factory):
@@ -80,3 +81,42 @@ def test_cli_rejects_an_unknown_rig_camera_before_generating_anything(tmp_path):
     with pytest.raises(SystemExit, match="--rig: unknown rig cameras \\['top'\\]"):
         main(["synth", "--out", str(tmp_path / "out"), "--rig", "front,top"])
     assert not (tmp_path / "out").exists()
+
+
+def test_rig_map_holds_every_camera_and_each_camera_retrieves_its_own_views(rig_synth, test_weights, tmp_path):
+    """Maps from rigs: the SfM model and the compiled map hold keyframes of every camera, and
+    retrieval at each camera's pose on the rig (the first query frame's ground truth) finds that
+    camera's keyframes and points."""
+    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.geometry.georef import Georeference
+    from pixloc_ros.core.maps.colmap_io import read_model
+    from pixloc_ros.core.maps.compile import compile_map
+    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
+    from pixloc_ros.core.maps.open_index import open_map_index
+    from pixloc_ros.core.geometry.camera import Camera
+
+    model = read_model(rig_synth / "sfm")
+    prefixes = {"front": "0", "left": "left_", "right": "right_"}
+    observed = {name: 0 for name in prefixes}  # observations of triangulated points per camera
+    for im in model.images.values():
+        cam = next(n for n, p in prefixes.items() if im.name.startswith(p))
+        observed[cam] += int((np.asarray(im.point3D_ids) >= 0).sum())
+    assert all(v > 300 for v in observed.values()), observed
+    weights = load_weights(test_weights.path, "cpu")
+    map_file = tmp_path / "rig.pxmap"
+    compile_map(model, rig_synth / "mapping" / "images", weights, map_file, weights_fingerprint(weights),
+                Georeference.load(rig_synth / "georef.json"), CompileConfig(), progress=False)
+    index = open_map_index(map_file)
+    info = json.loads((rig_synth / "world.json").read_text())
+    data = load_dataset(rig_synth)
+    gt = bags.read_drive(rig_synth / "queries" / "snow", bags.DriveTopics(image="/front/image_raw",
+                                                                         camera_info="/front/camera_info"),
+                         load_images=False).ground_truth[0].matrix
+    cam = data.camera
+    camera = Camera.from_params(cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
+    kf_names = index.keyframe_names
+    for mount in info["rig"]:
+        r = index.retrieve(invert_transform(gt @ np.array(mount["base_from_cam"])), camera=camera)
+        found = [kf_names[i] for i in r.keyframe_indices]
+        assert found and all(n.startswith(prefixes[mount["name"]]) for n in found), (mount["name"], found)
+        assert len(r.points) > 100, (mount["name"], len(r.points))

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -118,8 +118,9 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
     into ``out_dir`` (layout in the module docstring). Returns sizes, SfM statistics and timings.
 
     ``rig``: camera names (``rig.MOUNTS``, e.g. ("front", "left", "right")) to record in the query
-    bags, each on its own topics and frame (``rig.rig_mounts``), all on /tf_static; None: the one
-    forward camera on the default topics. The mapping keyframes are the forward camera's either way.
+    bags, each on its own topics and frame (``rig.rig_mounts``), all on /tf_static, and map with every
+    one of them (keyframes ``<name>_00000.png``, ...; the first camera's keep the plain names), so that
+    each camera finds keyframes of its own view; None: the one forward camera on the default topics.
 
     ``workers`` > 1 renders in spawned processes, which re-import the caller's main module:
     call this from under ``if __name__ == "__main__":`` in a script (the CLI and pytest are fine).
@@ -150,7 +151,10 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
     base_from_cam = base_from_camera()
     mounts = rig_mounts(rig) if rig else [RigMount("camera", base_from_cam, bags.DriveTopics(), bags.CAMERA_FRAME)]
     georef = DEFAULT_GEOREF
-    keyframes = plan_mapping(world, preset, base_from_cam, seed)
+    keyframes = []
+    for j, m in enumerate(mounts):  # a rig maps with every camera (the first keeps the single-camera names)
+        kfs = plan_mapping(world, preset, m.base_from_cam, seed)
+        keyframes += kfs if j == 0 else [replace(kf, name=f"{m.name}_{kf.name}") for kf in kfs]
     queries = [plan_query(world, preset, c, i, georef, seed) for i, c in enumerate(preset.query_conditions)]
     timings["plan"] = time.perf_counter() - tic
     log(f"planned {len(keyframes)} keyframes and {sum(len(q.camera_stamps_ns) for q in queries)} query frames")
