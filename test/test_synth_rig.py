@@ -10,24 +10,8 @@ from pixloc_ros.core.geometry.transforms import invert_transform
 from pixloc_ros.data import bags
 from pixloc_ros.data.sim.dataset import load_dataset
 from pixloc_ros.data.sim.drive import base_from_camera
-from pixloc_ros.data.sim.presets import SynthPreset
 from pixloc_ros.data.sim.render import render
 from pixloc_ros.data.sim.rig import parse_rig, rig_mounts
-from pixloc_ros.data.sim.synth import synthesize
-
-# Small enough for seconds (about 8 s on 2 cores), big enough for a map of every camera: 320x240,
-# 24 m of mapping drive with a keyframe every 2 m per camera (~1000 observations each), 2-3 query
-# frames of one season.
-TINY = SynthPreset("rig-test", 320, 240, 61.0, keyframe_spacing_m=2.0, mapping_route="ABCDEFABE",
-                   query_length_m=6.0, max_query_frames=3, camera_rate_hz=3.0, odom_rate_hz=10.0, gnss_rate_hz=1.0,
-                   sift_max_features=4096, match_max_pairs_per_image=4, query_conditions=("snow",),
-                   mapping_length_m=24.0, sift_peak_threshold=0.003, match_epipolar_error_px=2.0)
-
-@pytest.fixture(scope="module")
-def rig_synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth_rig") / "data"
-    synthesize(out, TINY, seed=5, workers=1, rig=("front", "left", "right"))
-    return out
 
 
 def test_rig_mounts_put_the_forward_camera_first_and_turn_the_others():
@@ -42,16 +26,16 @@ def test_rig_mounts_put_the_forward_camera_first_and_turn_the_others():
         parse_rig("left,left")
 
 
-def test_rig_bag_records_every_camera_with_its_extrinsic(rig_synth):
-    info = json.loads((rig_synth / "world.json").read_text())
+def test_rig_bag_records_every_camera_with_its_extrinsic(synth_rig):
+    info = json.loads((synth_rig / "world.json").read_text())
     rig = info["rig"]
     assert [c["name"] for c in rig] == ["front", "left", "right"]
-    data = load_dataset(rig_synth)
+    data = load_dataset(synth_rig)
     stamps = None
     for cam in rig:
-        drive = bags.read_drive(rig_synth / "queries" / "snow",
+        drive = bags.read_drive(synth_rig / "queries" / "snow",
                                 bags.DriveTopics(image=cam["image_topic"], camera_info=cam["camera_info_topic"]))
-        assert len(drive.frames) == info["queries"]["snow"]["frames"] >= 2
+        assert len(drive.frames) == info["queries"]["snow"]["frames"] >= 4
         assert all(f.frame_id == cam["frame_id"] and f.camera_info.frame_id == cam["frame_id"] for f in drive.frames)
         np.testing.assert_allclose(drive.base_from_camera(), np.array(cam["base_from_cam"]), atol=1e-9)
         if stamps is None:
@@ -68,9 +52,9 @@ def test_rig_bag_records_every_camera_with_its_extrinsic(rig_synth):
         off, _ = render(data.world, "snow", data.camera, invert_transform(shifted))
         assert diff < 3 and np.abs(off.astype(int) - drive.frames[k].image.astype(int)).mean() > 3 * diff, cam["name"]
     # The cameras see different things (not one image three times).
-    fronts = bags.read_drive(rig_synth / "queries" / "snow", bags.DriveTopics(image="/front/image_raw",
+    fronts = bags.read_drive(synth_rig / "queries" / "snow", bags.DriveTopics(image="/front/image_raw",
                                                                              camera_info="/front/camera_info"))
-    lefts = bags.read_drive(rig_synth / "queries" / "snow", bags.DriveTopics(image="/left/image_raw",
+    lefts = bags.read_drive(synth_rig / "queries" / "snow", bags.DriveTopics(image="/left/image_raw",
                                                                             camera_info="/left/camera_info"))
     assert np.abs(fronts.frames[0].image.astype(int) - lefts.frames[0].image.astype(int)).mean() > 10
 
@@ -83,40 +67,30 @@ def test_cli_rejects_an_unknown_rig_camera_before_generating_anything(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_rig_map_holds_every_camera_and_each_camera_retrieves_its_own_views(rig_synth, test_weights, tmp_path):
+def test_rig_map_holds_every_camera_and_each_camera_retrieves_its_own_views(synth_rig_map):
     """Maps from rigs: the SfM model and the compiled map hold keyframes of every camera, and
     retrieval at each camera's pose on the rig (the first query frame's ground truth) finds that
     camera's keyframes and points."""
-    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
-    from pixloc_ros.core.geometry.georef import Georeference
-    from pixloc_ros.core.maps.colmap_io import read_model
-    from pixloc_ros.core.maps.compile import compile_map
-    from pixloc_ros.core.maps.compile_keyframes import CompileConfig
-    from pixloc_ros.core.maps.open_index import open_map_index
     from pixloc_ros.core.geometry.camera import Camera
+    from pixloc_ros.core.maps.colmap_io import read_model
+    from pixloc_ros.core.maps.open_index import open_map_index
 
-    model = read_model(rig_synth / "sfm")
-    prefixes = {"front": "0", "left": "left_", "right": "right_"}
+    data_dir = synth_rig_map.data
+    prefixes = {"front": "front_", "left": "left_", "right": "right_"}
     observed = {name: 0 for name in prefixes}  # observations of triangulated points per camera
-    for im in model.images.values():
+    for im in read_model(data_dir / "sfm").images.values():
         cam = next(n for n, p in prefixes.items() if im.name.startswith(p))
         observed[cam] += int((np.asarray(im.point3D_ids) >= 0).sum())
     assert all(v > 300 for v in observed.values()), observed
-    weights = load_weights(test_weights.path, "cpu")
-    map_file = tmp_path / "rig.pxmap"
-    compile_map(model, rig_synth / "mapping" / "images", weights, map_file, weights_fingerprint(weights),
-                Georeference.load(rig_synth / "georef.json"), CompileConfig(), progress=False)
-    index = open_map_index(map_file)
-    info = json.loads((rig_synth / "world.json").read_text())
-    data = load_dataset(rig_synth)
-    gt = bags.read_drive(rig_synth / "queries" / "snow", bags.DriveTopics(image="/front/image_raw",
-                                                                         camera_info="/front/camera_info"),
-                         load_images=False).ground_truth[0].matrix
-    cam = data.camera
+    index = open_map_index(synth_rig_map.map_file)
+    info = json.loads((data_dir / "world.json").read_text())
+    cam = load_dataset(data_dir).camera
     camera = Camera.from_params(cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy)
-    kf_names = index.keyframe_names
+    gt = bags.read_drive(data_dir / "queries" / "snow", bags.DriveTopics(image="/front/image_raw",
+                                                                        camera_info="/front/camera_info"),
+                         load_images=False).ground_truth[0].matrix
     for mount in info["rig"]:
         r = index.retrieve(invert_transform(gt @ np.array(mount["base_from_cam"])), camera=camera)
-        found = [kf_names[i] for i in r.keyframe_indices]
+        found = [index.keyframe_names[i] for i in r.keyframe_indices]
         assert found and all(n.startswith(prefixes[mount["name"]]) for n in found), (mount["name"], found)
         assert len(r.points) > 100, (mount["name"], len(r.points))

@@ -41,13 +41,14 @@ from .candidates import CandidateJudge, CovarianceConfig
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .decide import Prediction, Verdict, decide
 from .frame_points import frame_points
-from .frames import FrameInput, FrameOutput, State
+from .frames import FrameInput, FrameOutput, State, check_frame
 from .gating import GatingConfig
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
 from .innovation import CovarianceScaler, InnovationConfig
 from .odometry import Motion, MotionConfig, OdometryBuffer
 from .priors import PriorConfig, Priors
 from .reasons import Reason, Why
+from .rig_observe import RigFrameInput, anchor_seeds, concat_points, localize_rig_frame, rig_frame_points
 from .seeds import SeedConfig, SeedPlanner, to_pose
 
 
@@ -187,10 +188,13 @@ class RelocalizationPipeline:
                              f"(max_prior_distance_m {limit:g} m); the current localization is kept")
 
     # ---- the frame --------------------------------------------------------------------------
-    def process(self, frame: FrameInput) -> FrameOutput:
-        """Localize one frame. ValueError for malformed input (nothing changes then)."""
+    def process(self, frame: FrameInput | RigFrameInput) -> FrameOutput:
+        """Localize one frame, or one instant of a camera rig (``rig_observe``: the anchor camera's
+        pose, every camera's points). ValueError for malformed input (nothing changes then)."""
         t_start = time.perf_counter()
-        base_from_cam = self._check_frame(frame)
+        rig_frame = frame if isinstance(frame, RigFrameInput) else None
+        frame = frame if rig_frame is None else rig_frame.anchor_frame()
+        base_from_cam = check_frame(frame)
         self._check_clock(frame.stamp_ns, "image")
         out = FrameOutput(frame.stamp_ns, self.state, covariance_calibrated=self.calibration is not None)
 
@@ -206,6 +210,8 @@ class RelocalizationPipeline:
 
         # 2. This frame's initial poses (every live hypothesis, then seeds) and their map points.
         seeds, why = self.planner.seeds(frame, self.priors)
+        if rig_frame is not None:  # a keyframe is the pose of the camera that took it, not the anchor's
+            seeds = anchor_seeds(seeds, rig_frame.rig, self.index.keyframe_names)
         if not self.tracker.hypotheses and not seeds:
             return self._finish(out, why, t_start)
         if self.state == State.NOT_INITIALIZED:
@@ -218,9 +224,11 @@ class RelocalizationPipeline:
                                                  f"nearest keyframe (max {self.config.priors.max_prior_distance_m:g} m)"),
                                         travel, t_start)
         t0 = time.perf_counter()
-        points, out.keyframe_ids = frame_points(self.index, self.config.retrieval, [s.map_from_cam for s in starts],
-                                                frame.camera, frame.stamp_ns, committed is not None,
-                                                self.config.max_points, self.config.seed)
+        gather = frame_points if rig_frame is None else rig_frame_points
+        points, out.keyframe_ids = gather(self.index, self.config.retrieval, [s.map_from_cam for s in starts],
+                                          frame.camera if rig_frame is None else rig_frame.rig, frame.stamp_ns,
+                                          committed is not None, self.config.max_points, self.config.seed)
+        per_camera, points = (None, points) if rig_frame is None else (points, concat_points(points))
         out.timings.retrieval_s = time.perf_counter() - t0
         if len(points) < self.config.gating.min_valid_points:
             why = self.index.unavailable_reason(out.prior_map_from_base[:3, 3])  # tiles loading or damaged
@@ -228,8 +236,11 @@ class RelocalizationPipeline:
                                                  + (f" ({why})" if why else "")), travel, t_start)
 
         # 3. PixLoc on all of them at once, the candidates judged, then the books and the verdict.
-        result = self.localizer.localize(frame.image_rgb, frame.camera, points,
-                                         to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+        if rig_frame is None:
+            result = self.localizer.localize(frame.image_rgb, frame.camera, points,
+                                             to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+        else:
+            result = localize_rig_frame(self.localizer, rig_frame, per_camera, [s.map_from_cam for s in starts])
         out.result, out.points_xyz, out.point_weights = result, points.xyz.numpy(), result.point_weights
         out.timings.network_s = result.timings.network_s
         out.timings.optimizer_s = float(sum(result.timings.levels_s))
@@ -246,20 +257,6 @@ class RelocalizationPipeline:
         if decision.leader is not None:
             gate.lead_frames, gate.lead_travel_m = decision.leader.lead_frames, decision.leader.lead_travel_m
         return self._apply(out, verdict, frame.stamp_ns, t_start)
-
-    def _check_frame(self, frame: FrameInput) -> np.ndarray:
-        """ValueError for an image that is not (H, W, 3) uint8, or does not match its camera, or a
-        broken extrinsic; the checked ``base_from_cam``."""
-        image = frame.image_rgb
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got "
-                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError("image is empty (0 pixels)")
-        w, h = (float(v) for v in frame.camera.size.reshape(-1)[:2])
-        if (int(round(w)), int(round(h))) != (image.shape[1], image.shape[0]):
-            raise ValueError(f"camera is {w:.0f}x{h:.0f} but the image is {image.shape[1]}x{image.shape[0]}")
-        return check_transform(frame.base_from_cam, "camera extrinsic base_from_cam")
 
     def _predict(self, stamp_ns: int) -> float | None:
         """Move the live hypotheses to ``stamp_ns`` with the odometry and widen them; the travel (m),

@@ -119,8 +119,8 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
 
     ``rig``: camera names (``rig.MOUNTS``, e.g. ("front", "left", "right")) to record in the query
     bags, each on its own topics and frame (``rig.rig_mounts``), all on /tf_static, and map with every
-    one of them (keyframes ``<name>_00000.png``, ...; the first camera's keep the plain names), so that
-    each camera finds keyframes of its own view; None: the one forward camera on the default topics.
+    one of them (keyframes ``<name>_00000.png``, ...: the pipeline reads a keyframe's camera from its
+    name), so that each camera finds keyframes of its own view; None: the one forward camera.
 
     ``workers`` > 1 renders in spawned processes, which re-import the caller's main module:
     call this from under ``if __name__ == "__main__":`` in a script (the CLI and pytest are fine).
@@ -152,9 +152,9 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
     mounts = rig_mounts(rig) if rig else [RigMount("camera", base_from_cam, bags.DriveTopics(), bags.CAMERA_FRAME)]
     georef = DEFAULT_GEOREF
     keyframes = []
-    for j, m in enumerate(mounts):  # a rig maps with every camera (the first keeps the single-camera names)
+    for m in mounts:  # a rig maps with every camera, its keyframes named <camera>_<number>.png
         kfs = plan_mapping(world, preset, m.base_from_cam, seed)
-        keyframes += kfs if j == 0 else [replace(kf, name=f"{m.name}_{kf.name}") for kf in kfs]
+        keyframes += [replace(kf, name=f"{m.name}_{kf.name}") for kf in kfs] if rig else kfs
     queries = [plan_query(world, preset, c, i, georef, seed) for i, c in enumerate(preset.query_conditions)]
     timings["plan"] = time.perf_counter() - tic
     log(f"planned {len(keyframes)} keyframes and {sum(len(q.camera_stamps_ns) for q in queries)} query frames")
