@@ -74,6 +74,14 @@ def test_an_out_camera_is_not_waited_for():
     assert [grp.missing for grp in g.add("front", 600 * MS, 0) + g.add("right", 600 * MS, 0)] == [("left",)]
 
 
+def test_flush_lets_out_what_still_waits():
+    g = grouper()
+    assert feed(g, [("front", 0), ("right", 0)]) == []  # waiting for the left camera
+    flushed = g.flush()
+    assert [grp.missing for grp in flushed] == [("left",)] and g.flush() == []
+    assert g.wait_ns == 150 * MS
+
+
 def test_late_frames_and_bad_settings():
     g = grouper()
     feed(g, [(n, t) for t in (0, 100) for n in NAMES])

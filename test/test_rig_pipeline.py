@@ -109,3 +109,37 @@ def test_keyframe_seeds_become_anchor_poses_of_the_camera_that_took_them():
     out = anchor_seeds(seeds, rig, ["left_00000.png", "rear_00000.png"])
     assert [s.kind for s in out] == [SeedKind.KEYFRAME, SeedKind.INITIAL_POSE]  # the rear keyframe: no such camera
     np.testing.assert_allclose(out[0].map_from_cam, map_from_base @ rig.cameras[0].base_from_camera, atol=1e-12)
+
+
+def test_rig_frames_of_a_bag_group_by_stamp_and_a_missing_frame_leaves_one_group(synth_rig):
+    import dataclasses
+
+    from pixloc_ros.data.evaluation.rig_replay import group_rig_frames, read_rig_drive as read_bag
+
+    rig, drives = read_bag(synth_rig / "queries" / "snow", ["front", "left", "right"])
+    assert rig.names == ("front", "left", "right") and rig.anchor == 0
+    n = len(drives["front"].frames)
+    groups = group_rig_frames(rig, drives, 10_000_000)
+    assert len(groups) == n and all(g.missing == () for g in groups)
+    drives["left"] = dataclasses.replace(drives["left"], frames=[f for k, f in enumerate(drives["left"].frames)
+                                                                 if k != 1])
+    groups = group_rig_frames(rig, drives, 10_000_000)
+    assert [g.missing for g in groups] == [()] + [("left",)] + [()] * (n - 2)
+    with pytest.raises(ValueError, match="rig camera 'rear': no images"):
+        read_bag(synth_rig / "queries" / "snow", ["front", "rear"])
+
+
+def test_evaluate_command_replays_a_rig_bag(localizing_weights, synth_rig_map, tmp_path):
+    """``pixloc-ros evaluate --rig``: the rig bag through the node's pipeline, frame records as for
+    one camera, every instant running one LM over all three cameras' points."""
+    from pixloc_ros.cli import main
+
+    report = tmp_path / "rig.json"
+    assert main(["evaluate", "--map", str(synth_rig_map.map_file), "--bag", str(synth_rig_map.data / "queries" / "snow"),
+                 "--weights", str(localizing_weights), "--rig", "front,left,right", "--json", str(report),
+                 "--quiet"]) == 0
+    per_frame = json.loads(report.read_text())["per_frame"]
+    assert len(per_frame) == len(read_rig_drive(synth_rig_map.data)[1]["front"].frames)
+    assert all(r["num_points"] > 0 and r["gt_map_from_base"] is not None for r in per_frame), per_frame
+    assert main(["evaluate", "--map", str(synth_rig_map.map_file), "--bag", str(synth_rig_map.data / "queries" / "snow"),
+                 "--weights", str(localizing_weights), "--rig", "front,top", "--quiet"]) == 1

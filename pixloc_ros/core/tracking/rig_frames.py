@@ -129,6 +129,18 @@ class RigFrameGrouper:
                 groups.append(group)
             return groups
 
+    def flush(self) -> list[RigGroup]:
+        """The groups still waiting, without waiting any longer (the end of a recording), oldest first."""
+        with self._lock:
+            wait, self.wait_ns = self.wait_ns, -1  # every pivot has waited long enough now
+            try:
+                groups = []
+                while (group := self._next_group()) is not None:
+                    groups.append(group)
+                return groups
+            finally:
+                self.wait_ns = wait
+
     def _update_membership(self) -> None:
         for n, cam in self._cams.items():
             silent_since = cam.last_ns if cam.last_ns is not None else self._first_ns

@@ -173,18 +173,36 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
         drive = read_drive(drive)
     frames = drive.frames[:max_frames] if max_frames else drive.frames
     base_from_cam = drive.base_from_camera()
+    cameras: dict[int, Camera] = {}  # CameraInfo object id -> engine camera (converted once per info)
+
+    def single(item) -> FrameInput:
+        if item.camera_info is None:
+            raise ValueError("no CameraInfo for this image")
+        camera = cameras.setdefault(id(item.camera_info), camera_from_info(item.camera_info))
+        return FrameInput(item.stamp_ns, item.image, camera, base_from_cam)
+
+    return replay_frames(pipeline, drive, [(f.stamp_ns, f) for f in frames], single, use_gnss=use_gnss,
+                         on_frame=on_frame, progress=progress)
+
+
+def replay_frames(pipeline: RelocalizationPipeline, drive: Drive, frames: list, make_frame: Callable, *,
+                  use_gnss: bool = True, on_frame: Callable | None = None, progress: bool = False) -> DriveEvaluation:
+    """The replay behind ``evaluate_drive``: ``drive``'s odometry, GNSS and ground truth, and
+    ``frames`` ((stamp_ns, item) in stamp order), each turned into the pipeline's input by
+    ``make_frame(item)`` (a ``FrameInput`` or a rig's ``RigFrameInput``; ValueError: a malformed
+    frame, recorded as not localized). ``on_frame(output, frame input)``."""
     truth = GroundTruth(drive.ground_truth)
     events = [(o.stamp_ns, 0, o) for o in drive.odometry]
     if use_gnss:
         events += [(g.stamp_ns, 1, g) for g in drive.gnss]
-    events += [(f.stamp_ns, 2, f) for f in frames]
+    events += [(stamp, 2, item) for stamp, item in frames]
     events.sort(key=lambda e: (e[0], e[1]))
 
     iterator = events
     if progress:
         from tqdm import tqdm
         iterator = tqdm(events, desc="evaluate", unit="msg")
-    records, camera, camera_info = [], None, None
+    records = []
     for stamp, kind, item in iterator:
         if kind == 0:
             pipeline.add_odometry(stamp, item.matrix)
@@ -195,11 +213,7 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
             continue
         gt = truth.at(stamp)
         try:
-            if item.camera_info is None:
-                raise ValueError("no CameraInfo for this image")
-            if item.camera_info is not camera_info:
-                camera_info, camera = item.camera_info, camera_from_info(item.camera_info)
-            frame = FrameInput(stamp, item.image, camera, base_from_cam)
+            frame = make_frame(item)
             out = pipeline.process(frame)
         except ValueError as err:
             why = Why(Reason.BAD_INPUT, str(err))

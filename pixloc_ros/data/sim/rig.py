@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixloc_ros.core.geometry.transforms import make_transform, rot_z
-from pixloc_ros.data.bags import DriveTopics
+from pixloc_ros.data.bags import DriveTopics, rig_camera_frame, rig_camera_topics
 from pixloc_ros.data.sim.drive import base_from_camera
 
 DEFAULT_RIG = ("front", "left", "right")
@@ -53,8 +53,7 @@ def rig_mounts(names=DEFAULT_RIG, height_m: float = 1.5, pitch_down_deg: float =
     for name in names:
         yaw, (x, y) = MOUNTS[name]
         T = make_transform(rot_z(math.radians(yaw)) @ front[:3, :3], (x, y, height_m))
-        topics = DriveTopics(image=f"/{name}/image_raw", camera_info=f"/{name}/camera_info")
-        out.append(RigMount(name, T, topics, f"{name}_camera_optical_frame"))
+        out.append(RigMount(name, T, rig_camera_topics(name), rig_camera_frame(name)))
     return out
 
 
