@@ -50,7 +50,9 @@ check() {  # check DISTRO: (re)build its venv when needed, run the tests; return
     started=$SECONDS
     rm -rf "$venv"
     "$python" -m venv "$venv" || { echo "check_distro_pythons: $distro: cannot create $venv"; return 1; }
-    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+    # Without the caller's PYTHONPATH: pip counts what it can import as installed (a folder of
+    # packages on PYTHONPATH left pytest's pygments out of the venv, which the tests then lacked).
+    if ! env -u PYTHONPATH -u PYTHONHOME "$venv/bin/python" -m pip install -q --disable-pip-version-check \
          -r "$ROOT/requirements/distro-$distro.txt" 2> >(grep -v "^WARNING: Location" >&2); then
       echo "check_distro_pythons: $distro: pip install failed (see above)"
       return 1

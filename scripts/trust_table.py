@@ -1,6 +1,9 @@
-"""Per-season before/after table of `pixloc-ros evaluate --json` reports (BENCHMARKS.md, "A pose the EKF can trust").
+"""Per-season tables of `pixloc-ros evaluate --json` reports (BENCHMARKS.md, "A pose the EKF can trust").
 
     python scripts/trust_table.py --before DIR --after DIR [--worlds w11 w23 w3]
+    python scripts/trust_table.py --run LABEL=DIR [--run LABEL=DIR ...] --worlds ... [--compact]
+
+--compact prints one row per season with a "recall, wrong, NEES mean (inside 95 %)" cell per run.
 
 Each DIR holds `<world>_<season>.json` reports. Per season, pooled over the worlds: frames,
 published poses, recall at 0.25 m / 2 deg (of all frames), published poses worse than 1 m or
@@ -50,15 +53,40 @@ def row(label: str, parts: list[dict]) -> str:
     return f"| {label} | {frames} | {published} | {recall:.1f}% | {wrong} | {nees_text} |"
 
 
+def cell(parts: list[dict]) -> str:
+    """"recall %, wrong, NEES mean (inside 95 %)" of drives pooled, e.g. "83.3 %, 0, 4.1 (93 %)"."""
+    frames = sum(p["frames"] for p in parts)
+    if not frames:
+        return "-"
+    good, wrong = sum(p["good"] for p in parts), sum(p["wrong"] for p in parts)
+    values = np.concatenate([p["nees"] for p in parts])
+    nees_text = f"{values.mean():.1f} ({100 * np.mean(values <= NEES_BOUND_95):.0f} %)" if values.size else "-"
+    return f"{100 * good / frames:.1f} %, {wrong}, {nees_text}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", required=True, type=Path)
-    ap.add_argument("--after", required=True, type=Path)
+    ap.add_argument("--before", type=Path)
+    ap.add_argument("--after", type=Path)
+    ap.add_argument("--run", action="append", default=[], metavar="LABEL=DIR")
     ap.add_argument("--worlds", nargs="+", default=["w11", "w23", "w3"])
+    ap.add_argument("--compact", action="store_true")
     args = ap.parse_args()
+    runs = [(n, d) for n, d in (("before", args.before), ("after", args.after)) if d is not None]
+    runs += [(r.split("=", 1)[0], Path(r.split("=", 1)[1])) for r in args.run]
+    if args.compact:
+        print("| season | " + " | ".join(n for n, _ in runs) + " |\n|---|" + "---|" * len(runs))
+        for season in SEASONS:
+            cells = []
+            for _, folder in runs:
+                parts = [drive_figures(folder / f"{w}_{season}.json") for w in args.worlds
+                         if (folder / f"{w}_{season}.json").exists()]
+                cells.append(cell(parts))
+            print(f"| {season} | " + " | ".join(cells) + " |")
+        return
     header = "| {} | frames | published | recall 0.25 m/2 deg | worse than 1 m/5 deg | NEES mean | inside 95% |"
     rule = "|---|---|---|---|---|---|---|"
-    for name, folder in (("before", args.before), ("after", args.after)):
+    for name, folder in runs:
         print(f"\n{name} ({folder})\n" + header.format("season") + "\n" + rule)
         for season in SEASONS:
             parts = [drive_figures(folder / f"{w}_{season}.json") for w in args.worlds

@@ -142,7 +142,7 @@ def test_precision_names_and_where_bf16_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match="Unsupported cpu_precision"):
         NetworkConfig(cpu_precision="fp8")
     with pytest.raises(ValueError, match="Unsupported cpu_precision"):
-        network_runtime.resolve_cpu_precision("int8", "openvino")
+        network_runtime.resolve_cpu_precision("fp16", "openvino")
     assert network_runtime.resolve_cpu_precision("f32", "openvino") == "f32"
     assert network_runtime.resolve_cpu_precision("auto", "torch") == "f32"
     assert network_runtime.resolve_cpu_precision("auto", "onnxruntime") == "f32"
@@ -154,8 +154,21 @@ def test_precision_names_and_where_bf16_cannot_run(monkeypatch):
         network_runtime.resolve_cpu_precision("bf16", "openvino")
     with pytest.raises(ValueError, match="needs the openvino|no bf16 units"):  # at start-up, not in a frame
         Localizer(PixLocModel(), LocalizerConfig(device="cpu", cpu_precision="bf16"))
+    # auto's rule on a processor without bf16 units: int8 only with a checked int8 network, else f32
+    assert network_runtime.resolve_cpu_precision("auto", "openvino", "checked") == "int8"
+    assert network_runtime.resolve_cpu_precision("auto", "openvino", "unchecked") == "f32"
+    assert network_runtime.resolve_cpu_precision("int8", "openvino", "unchecked") == "int8"  # asked for: runs
+    with pytest.raises(ValueError, match="pixloc-ros quantize"):
+        network_runtime.resolve_cpu_precision("int8", "openvino")  # no int8 network: what to run
+    with pytest.raises(ValueError, match="needs the openvino CPU runtime"):
+        network_runtime.resolve_cpu_precision("int8", "onnxruntime", "checked")
     monkeypatch.setattr(network_runtime, "cpu_has_bf16", lambda: True)
     assert network_runtime.resolve_cpu_precision("auto", "openvino") == "bf16"
+    assert network_runtime.resolve_cpu_precision("auto", "openvino", "unchecked") == "bf16"
+    assert network_runtime.resolve_cpu_precision("auto", "openvino", "checked") == "bf16"  # bf16 first
+    assert network_runtime.resolve_cpu_precision("int8", "openvino", "checked") == "int8"
+    with pytest.raises(ValueError, match="exactly when the precision is int8"):
+        CompiledUNet(torch.nn.Identity(), "openvino", "int8")
     with pytest.raises(ValueError, match="f32 only"):
         CompiledUNet(torch.nn.Identity(), "onnxruntime", "bf16")
 

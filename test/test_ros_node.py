@@ -41,6 +41,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
+from pixloc_ros.core.engine.heatmap import overview_size  # noqa: E402
 from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS, pose_errors, summarize  # noqa: E402
 from pixloc_ros.msg import LocalizationStatus  # noqa: E402
 from pixloc_ros.ros.compat import fastdds_profile_env  # noqa: E402
@@ -194,7 +195,9 @@ def test_end_to_end_drive(scene, ros, tmp_path, capsys):
     frame_stamps = [f.stamp_ns for f in drive.frames]
     # Untrained weights never pass the inlier gate: lower it to exercise poses and tf (module doc).
     # warm_up_size: the network and the LM are prepared for the drive's 320x240 frames at start.
-    node = start_node(scene, ros, tmp_path / "node.log", "warm_up_size:=[320,240]",
+    # overlap_network: the worker's two stages (the next frame's network during this frame's LM);
+    # the other node tests run the one-stage worker.
+    node = start_node(scene, ros, tmp_path / "node.log", "warm_up_size:=[320,240]", "overlap_network:=true",
                       *(() if scene.trained else ("min_inlier_ratio:=0.0",)))
     player = None
     try:
@@ -224,7 +227,8 @@ def test_end_to_end_drive(scene, ros, tmp_path, capsys):
     # What RViz shows: heatmaps over the camera image, points and keyframes, diagnostics.
     assert len(listener.heatmaps) == len(ran)
     hm = listener.heatmaps[0]
-    assert (hm.encoding, hm.width, hm.height) == ("rgb8", 160, 120)  # heatmap_scale 0.5 of 320x240
+    # heatmap_scale 0.5 of 320x240, enlarged to readable tiles: the camera beside every level's map
+    assert (hm.encoding, hm.width, hm.height) == ("rgb8", *overview_size(320, 240, 0.5))
     assert listener.markers and listener.markers[0].markers[1].ns == "points"
     assert len(listener.markers[0].markers[1].points) > 0
     assert listener.diagnostics and "localization" in listener.diagnostics[-1].status[0].name
@@ -608,7 +612,7 @@ def test_hostile_inputs(scene, ros, tmp_path, capsys):
             assert status.time_network > 0, f"{size} {encoding} frame not processed: {status.reason}\n{node.log()}"
             good[frames[k][0]] = status
         # heatmap_scale 0.5; the heatmaps are published after the status: wait for them, not just the status
-        big = {(640, 480), (960, 540)}
+        big = {overview_size(1280, 960, 0.5), overview_size(1920, 1080, 0.5)}
         assert ros.spin_until(lambda: {(h.width, h.height) for h in listener.heatmaps} >= big, timeout=15), \
             {(h.width, h.height) for h in listener.heatmaps}
 

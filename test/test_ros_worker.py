@@ -164,3 +164,80 @@ def test_throttled_logger_mixes_severities_on_a_real_rclpy_logger():
     log = ThrottledLogger(logging.get_logger("throttle_test"), 0.0)
     for _ in range(2):
         assert log.info("an info line") and log.warn("a warning") and log.error("an error")
+
+
+def test_two_stages_overlap_run_one_ahead_and_keep_order():
+    """With ``prepare`` (the network), item k+1 is prepared while item k is processed (the LM), at most
+    one ahead; items are processed in order with their own prepared values; a prepare error goes to
+    ``process`` in its place."""
+    events, lock = [], threading.Lock()
+    in_process = threading.Event()
+    release = threading.Event()
+    prepared_while_processing = threading.Event()
+
+    def prepare(item):
+        if in_process.is_set():
+            prepared_while_processing.set()
+        with lock:
+            events.append(("prepare", item))
+        if item == 2:
+            raise ValueError("bad frame 2")
+        return item * 10
+
+    def process(item, prepared):
+        in_process.set()
+        with lock:
+            events.append(("process", item, prepared if not isinstance(prepared, Exception) else str(prepared)))
+        if item == 0:
+            assert release.wait(10)
+        in_process.clear()
+
+    worker = LatestOnlyWorker(process, prepare=prepare)
+    try:
+        assert worker.submit(0)
+        assert in_process.wait(10)  # 0 is in the second stage
+        assert worker.submit(1)
+        assert prepared_while_processing.wait(10)  # 1's network ran while 0's LM did
+        deadline = threading.Event()
+        deadline.wait(0.2)
+        assert worker.submit(2)  # 1 waits in the hand-off, so 2 stays in the slot: one ahead at most
+        deadline.wait(0.2)
+        with lock:
+            assert ("prepare", 2) not in events
+        release.set()
+        assert worker.wait_idle(10)
+        assert [e for e in events if e[0] == "process"] == [("process", 0, 0), ("process", 1, 10),
+                                                            ("process", 2, "bad frame 2")]
+        assert worker.processed == 3 and worker.take_dropped() == 0
+    finally:
+        release.set()
+        worker.stop()
+
+
+def test_two_stage_clear_drops_the_prepared_and_the_waiting_item():
+    release = threading.Event()
+    started = threading.Event()
+    seen = []
+
+    def process(item, prepared):
+        seen.append(item)
+        started.set()
+        assert release.wait(10)
+
+    worker = LatestOnlyWorker(process, prepare=lambda item: item)
+    try:
+        worker.submit(0)
+        assert started.wait(10)
+        worker.submit(1)  # prepared, then waits in the hand-off
+        for _ in range(100):
+            if worker._handoff is not None:
+                break
+            threading.Event().wait(0.02)
+        worker.submit(2)  # waits in the slot
+        assert worker.clear() == 2
+        release.set()
+        assert worker.wait_idle(10)
+        assert seen == [0] and worker.take_dropped() == 2
+    finally:
+        release.set()
+        worker.stop()

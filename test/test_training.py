@@ -139,6 +139,9 @@ class FixedPairs:
         self.i += 1
         return pair
 
+    def map_images(self, count, rng):
+        return [p.reference_image for p in self.pairs[:count]]
+
 
 # ---- pieces ---------------------------------------------------------------------------------
 
@@ -328,10 +331,15 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tiny_map, tmp_path, ca
     after = _mean_loss(model, pairs, config)
     assert after < 0.8 * before, (before, after)
 
-    # metrics.jsonl: one record per step with per-level errors and the damping
-    records = [json.loads(line) for line in (out / training.METRICS_NAME).read_text().splitlines()]
+    # metrics.jsonl: what the run did before its first step (BatchNorm statistics estimated on the
+    # map images), then one record per step with per-level errors, confidence spread and the damping
+    lines = [json.loads(line) for line in (out / training.METRICS_NAME).read_text().splitlines()]
+    assert lines[0]["type"] == "setup" and lines[0]["batchnorm_init"] == "estimate"
+    assert len(lines[0]["batchnorm"]["layers"]) == 4 and lines[0]["batchnorm"]["images"] == 2
+    records = [r for r in lines if r["type"] == "train"]
     assert [r["step"] for r in records] == list(range(1, 25))
     assert len(records[-1]["error_px"]) == 3 and np.array(records[-1]["damping"]).shape == (3, 6)
+    assert len(records[-1]["confidence"]) == 3 and records[-1]["pairs"] == config.batch_size
 
     # The checkpoint is in the official layout: the engine's loader and `weights info` read it.
     ckpt = out / training.CHECKPOINT_NAME
@@ -354,6 +362,7 @@ def test_training_lowers_the_loss_checkpoints_and_resumes(tiny_map, tmp_path, ca
     assert weights_fingerprint(fresh) != weights_fingerprint(init_weights("vgg16", seed=1))
     records = [json.loads(line) for line in (out / training.METRICS_NAME).read_text().splitlines()]
     assert [r["step"] for r in records][-2:] == [25, 26]
+    assert sum(r["type"] == "setup" for r in records) == 1  # a resumed run does not estimate again
 
 
 def test_train_command_end_to_end(tiny_map, tmp_path, capsys):

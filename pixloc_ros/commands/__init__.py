@@ -7,6 +7,7 @@ COMMAND_MODULES = (
     "play",
     "evaluate",
     "calibrate",
+    "quantize",
     "train",
     "import_data",
     "weights",

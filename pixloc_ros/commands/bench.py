@@ -4,7 +4,7 @@
                      [--hypotheses 4] [--iters 25 25 25] [--repeats 20] [--warmup 3]
                      [--weights CKPT] [--early-stop] [--threads N] [--compile] [--json]
                      [--lm-path auto|torch|fused] [--point-bucket 1024] [--network-runtime auto|torch|openvino|onnxruntime]
-                     [--network-precision f32|bf16|auto] [--profile native|reference]
+                     [--network-precision f32|bf16|int8|auto] [--profile native|reference] [--overlap]
 
 Synthetic input: a random image, points in front of the camera with random unit reference
 features, hypotheses near the identity pose. Without ``--early-stop`` every level runs all its
@@ -14,6 +14,9 @@ report names what ran: the network's runtime (CPU: OpenVINO / ONNX Runtime / tor
 the timed localizations ran (fused Triton kernels with CUDA graphs, or the torch loop; with the
 reason when the fused path fell back, ``lm_guard``) and the engine profile's gradient and
 stopping rule (``--profile``; default native). ``--hypotheses 64`` batches 64 initial poses.
+``--network-precision int8`` quantises the network (NNCF) on the benchmark's own image first.
+``--overlap`` also times the repeats with the network of localization i+1 on a second thread while
+the LM of localization i runs (the node's ``overlap_network``): frames per second both ways.
 """
 from __future__ import annotations
 
@@ -54,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fused LM: pad the points to this granule times a power of two (LMConfig.point_bucket)")
     p.add_argument("--network-runtime", choices=("auto", "torch", "openvino", "onnxruntime"), default="auto",
                    help="CPU inference runtime of the network (LocalizerConfig.cpu_runtime)")
-    p.add_argument("--network-precision", choices=("f32", "bf16", "auto"), default="f32",
+    p.add_argument("--overlap", action="store_true",
+                   help="also time overlapped stages: the next network on a second thread during this LM")
+    p.add_argument("--network-precision", choices=("f32", "bf16", "int8", "auto"), default="f32",
                    help="precision of that runtime on the CPU (LocalizerConfig.cpu_precision)")
     p.add_argument("--profile", choices=("native", "reference"), default="native",
                    help="engine profile: image gradient and stopping rule (reference: central, tested every 10)")
@@ -145,14 +150,20 @@ def run(args: argparse.Namespace) -> int:
     profile = named_profile(args.profile)
     config = LocalizerConfig(iterations=tuple(args.iters), device=str(device), half_precision=not args.fp32,
                              min_valid_points=1, return_confidences=False, lm=lm, profile=profile,
-                             cpu_runtime=args.network_runtime, cpu_precision=args.network_precision)
+                             cpu_runtime=args.network_runtime,
+                             cpu_precision="f32" if args.network_precision == "int8" else args.network_precision)
     try:
         localizer = Localizer(model, config)
         network_runtime = "torch (CUDA)" if device.type == "cuda" else model.cpu_runtime()
-    except ValueError as err:
+        image, camera, points, init = _synthetic_problem(args, device, model)
+        if args.network_precision == "int8" and device.type == "cpu":
+            from pixloc_ros.core.engine.network_int8 import quantize_unet
+            model.set_int8_unet(quantize_unet(model.extractor, [image], model.config.pad_mode), checked=False)
+            model.config.cpu_precision = localizer.config.cpu_precision = "int8"
+            model.cpu_precision()  # int8 with another runtime: the error now
+    except (ValueError, ImportError) as err:
         print(f"pixloc-ros bench: {err}", file=sys.stderr)
         return 1
-    image, camera, points, init = _synthetic_problem(args, device, model)
     # The fused LM's one fallback warning (core/engine/lm/guard.py) goes to stderr and into the report.
     localizer.set_lm_warning_handler(lambda text: print(f"pixloc-ros bench: warning: {text}", file=sys.stderr))
 
@@ -187,10 +198,12 @@ def run(args: argparse.Namespace) -> int:
         "lm_fallback": localizer.lm_status().reason, "profile": profile.name,
         "gradient": profile.gradient, "stopping": profile.stopping,
         "network_dtype": ("fp16" if not args.fp32 else "fp32") if device.type == "cuda" else
-                         {"f32": "fp32", "bf16": "bf16"}[model.cpu_precision()],
+                         {"f32": "fp32", "bf16": "bf16", "int8": "int8"}[model.cpu_precision()],
         "repeats": args.repeats, "warmup": args.warmup, "outcomes": reasons,
         "stages": {k: _stats(v) for k, v in stages.items()},
     }
+    if args.overlap:
+        summary["frames_per_s"] = _overlap_rates(localizer, image, camera, points, init, args.repeats)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -204,4 +217,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {'stage':<10} {'median ms':>10} {'p90 ms':>10}")
     for name, s in summary["stages"].items():
         print(f"  {name:<10} {s['median_ms']:>10.2f} {s['p90_ms']:>10.2f}")
+    if args.overlap:
+        r = summary["frames_per_s"]
+        print(f"  frames per second: {r['sequential']:.2f} one stage after the other, {r['overlapped']:.2f} with the "
+              f"next network overlapping this LM ({r['overlapped'] / r['sequential']:.2f}x)")
     return 0
+
+
+def _overlap_rates(localizer, image, camera, points, init, repeats: int) -> dict:
+    """Localizations per second over ``repeats`` frames: network then LM, one after the other, and
+    with the network of frame i+1 on a second thread while the LM of frame i runs."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = time.perf_counter()
+    for _ in range(repeats):
+        localizer.localize_extracted(localizer.extract(image, camera), points, init)
+    sequential = repeats / (time.perf_counter() - start)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        start = time.perf_counter()
+        ahead = pool.submit(localizer.extract, image, camera)
+        for i in range(repeats):
+            features = ahead.result()
+            if i + 1 < repeats:
+                ahead = pool.submit(localizer.extract, image, camera)
+            localizer.localize_extracted(features, points, init)
+        overlapped = repeats / (time.perf_counter() - start)
+    return {"sequential": sequential, "overlapped": overlapped}

@@ -3,7 +3,7 @@
     pixloc-ros build-map --colmap DIR --images DIR --weights CKPT --out FILE [--georef FILE]
                          [--max-image-edge N] [--sample-at reprojection|keypoint]
                          [--min-track-length 3] [--border-pad auto|PX|PX0,PX1,PX2]
-                         [--device cuda|cpu] [--verify]
+                         [--device cuda|cpu] [--verify] [--int8]
                          [--tile-size M [--ray [--ray-address ADDR] [--ray-workers N]]]
 
 Runs the network once per keyframe (CUDA with fp16 autocast when available, else CPU) and
@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(localizer.level_pads)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--verify", action="store_true", help="reopen the written file and check every block")
+    parser.add_argument("--int8", action="store_true",
+                        help="then build the map's int8 network for CPUs (pixloc-ros quantize; needs NNCF)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     tiles = parser.add_argument_group("tiled maps (city scale)")
     tiles.add_argument("--tile-size", type=_positive, default=None, metavar="M",
@@ -121,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             if args.verify:
                 from pixloc_ros.core.maps.tiles import open_tiled_map
                 open_tiled_map(args.out, expected_fingerprint=fingerprint).verify(progress=not args.quiet)
+            if args.int8:
+                _int8(args, fingerprint)
             _print_tiled(stats, fingerprint, args)
             return 0
         stats = compile_map(sfm, args.images, model, args.out, fingerprint, georef, config,
@@ -128,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         if args.verify:
             open_map(stats.path, expected_fingerprint=fingerprint, verify=True,
                      expected_profile=model.engine_profile.name)
-    except (FileNotFoundError, FileExistsError, ValueError, WeightsError, MapFileError) as err:
+        if args.int8:
+            _int8(args, fingerprint)
+    except (FileNotFoundError, FileExistsError, ValueError, WeightsError, MapFileError, ImportError) as err:
         print(f"pixloc-ros build-map: error: {err}", file=sys.stderr)
         return 1
     size = stats.file_size_bytes
@@ -142,6 +148,23 @@ def run(args: argparse.Namespace) -> int:
     if stats.skipped_images:
         print(f"skipped {len(stats.skipped_images)} images without points of track >= {args.min_track_length}")
     return 0
+
+
+def _int8(args, fingerprint: str) -> None:
+    """``--int8``: the map's int8 network, as ``pixloc-ros quantize`` builds it (on the CPU)."""
+    from pixloc_ros.core.engine.checkpoint import load_weights
+    from pixloc_ros.core.maps.open_index import open_map_index
+    from pixloc_ros.core.tracking.int8_map import build_int8
+
+    model = load_weights(args.weights, "cpu")
+    index = open_map_index(args.out, expected_fingerprint=fingerprint)
+    try:
+        net = build_int8(model, index, args.out, args.images, fingerprint)
+    finally:
+        index.close()
+    c = net.check
+    print(f"int8 network: {net.folder}; check {'passed' if c.passed else 'FAILED'} ({c.int8_correct} of {c.attempts} "
+          f"keyframes localized, float32 {c.f32_correct}; median {c.median_translation_m * 100:.1f} cm from float32)")
 
 
 def _print_tiled(stats, fingerprint: str, args) -> None:

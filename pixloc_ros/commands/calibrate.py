@@ -27,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def register(subparsers) -> None:
     """Add the ``calibrate`` sub-command."""
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     """Fit and write the calibration; returns 0, or 1 with one error line on bad input."""
     from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.tracking.covariance_calibration import calibration_path_for, fit_calibration
-    from pixloc_ros.data.evaluation.offline import calibration_samples
+    from pixloc_ros.core.tracking.inlier_gates import fit_inlier_gates
+    from pixloc_ros.data.evaluation.offline import calibration_samples, inlier_ratio_samples
 
     if not args.drive and not args.records and not args.from_map:
         print("pixloc-ros calibrate: error: give --drive MAP BAG (repeatable), --records EVAL.json ... or "
@@ -77,13 +80,20 @@ def run(args: argparse.Namespace) -> int:
             groups.append((str(doc.get("bag", path)), doc["per_frame"]))
         for map_file, bag in args.drive:
             groups.append((str(bag), _replay(args, map_file, bag)))
-        samples, labels = [], []
+        samples, labels, correct, wrong = [], [], [], []
         for label, records in groups:
             found = calibration_samples(records)
             samples += found
             labels += [label] * len(found)
+            good, bad = inlier_ratio_samples(records)
+            correct.append(good)
+            wrong.append(bad)
             print(f"{label}: {len(found)} correctly locked frames of {len(records)}")
         calib = fit_calibration(samples, labels, fingerprint)
+        try:
+            calib.inlier_gates = fit_inlier_gates(np.concatenate(correct), np.concatenate(wrong))
+        except ValueError as err:  # too few correct locks: the node keeps the default gates
+            print(f"no inlier gates fitted ({err}); the node uses the default 0.2")
     except (WeightsError, ValueError, FileNotFoundError, OSError) as err:
         print(f"pixloc-ros calibrate: error: {err}", file=sys.stderr)
         return 1
@@ -96,8 +106,20 @@ def run(args: argparse.Namespace) -> int:
           f"inflation {calib.inflation:.3g}")
     print(f"on the calibration frames: mean NEES {f['pooled_mean_nees']:.2f}, "
           f"{100 * f['pooled_share_inside_95']:.0f}% inside the 95% bound")
+    _print_gates(calib.inlier_gates)
     print(f"wrote {out}")
     return 0
+
+
+def _print_gates(gates) -> None:
+    """One line on the fitted inlier gates (core/tracking/inlier_gates.py), or nothing."""
+    if gates is None:
+        return
+    f = gates.fitted_on
+    wrong = (f"{100 * f['wrong_rejected']:.0f}% of {f['wrong']} wrong ones below it" if f.get("wrong_rejected")
+             is not None else "no wrong locks seen")
+    print(f"inlier gate {gates.min_inlier_ratio:.3g} (tracking {gates.track_min_inlier_ratio:.3g}): keeps "
+          f"{100 * f['correct_kept']:.0f}% of {f['correct']} correct locks, {wrong}")
 
 
 def _replay(args, map_file: str, bag: str) -> list[dict]:
@@ -162,5 +184,6 @@ def _from_map(args: argparse.Namespace) -> int:
           f"floor std {', '.join(f'{v:.3g}' for v in calib.floor_std)}, inflation {calib.inflation:.3g}")
     print(f"on those localizations: mean NEES {f['pooled_mean_nees']:.2f}, "
           f"{100 * f['pooled_share_inside_95']:.0f}% inside the 95% bound")
+    _print_gates(calib.inlier_gates)
     print(f"wrote {out}")
     return 0

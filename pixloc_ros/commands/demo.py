@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world")
     p.add_argument("--params", default=str(REPO / "config" / "localize.yaml"), help="node params file")
+    p.add_argument("--cpu-precision", default=None, choices=("f32", "bf16", "int8", "auto"),
+                   help="the network's precision on the CPU (default: the params file's); int8 and auto build the "
+                        "map's int8 network first when NNCF is installed (pixloc-ros quantize)")
+    p.add_argument("--overlap", action="store_true", help="the node's overlap_network: the next frame's network "
+                                                          "during this frame's LM")
     p.set_defaults(func=run)
 
 
@@ -103,6 +108,31 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
     return map_file
 
 
+def _ensure_int8(world: Path, weights: Path, map_file: Path) -> None:
+    """The map's int8 network (``<map>.int8``), built on its keyframes unless present and fresh."""
+    from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
+    from pixloc_ros.core.engine.network_int8 import quantizer_installed
+    from pixloc_ros.core.maps.open_index import open_map_index
+    from pixloc_ros.core.tracking.int8_map import load_int8
+
+    if not quantizer_installed():
+        _step("no NNCF: the map gets no int8 network (pip install -r requirements/accel.txt)")
+        return
+    model = load_weights(weights, "cpu")
+    fingerprint = weights_fingerprint(model)
+    index = open_map_index(map_file, expected_fingerprint=fingerprint)
+    try:
+        started = time.perf_counter()
+        net = load_int8(model, index, map_file, fingerprint, images=world / "mapping" / "images",
+                        warn=lambda text: _step(f"WARNING: {text}"))
+    finally:
+        index.close()
+    c = net.check
+    _step(f"int8 network: {net.folder} ({net.source}, {time.perf_counter() - started:.0f} s); check "
+          f"{'passed' if c.passed else 'FAILED'}: {c.int8_correct}/{c.attempts} keyframes localized (float32 "
+          f"{c.f32_correct}), median {c.median_translation_m * 100:.1f} cm from float32")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when the node ran through the drive (whatever its accuracy)."""
     import numpy as np
@@ -127,12 +157,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixloc-ros demo: error: no query drive {args.condition!r}; available: {available}", file=sys.stderr)
         return 1
     map_file = _ensure_map(world, weights, out)
+    if args.cpu_precision in ("int8", "auto"):
+        _ensure_int8(world, weights, map_file)
     drive = read_drive(bag, load_images=False)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or domain_id_for("pixloc-ros demo"))
     _step(f"replaying the {args.condition} drive ({len(drive.frames)} frames, mapped in summer) through the "
           f"node over DDS (domain {domain}, loopback) ...")
     started = time.perf_counter()
     overrides = {"map_file": str(map_file), "weights": str(weights), "device": args.device, "use_sim_time": "true"}
+    if args.cpu_precision:
+        overrides["cpu_precision"] = args.cpu_precision
+    if args.overlap:
+        overrides["overlap_network"] = "true"
     info = drive.camera_info
     if info is not None:  # prepared for the drive's frames at start: the first frame is not slower
         overrides["warm_up_size"] = f"[{info.width},{info.height}]"

@@ -2,6 +2,7 @@
 
     pixloc-ros evaluate --map FILE --bag BAG --weights CKPT [--json OUT] [--plots DIR]
                         [--params config/localize.yaml] [--device auto|cpu|cuda] [--max-frames N]
+                        [--cpu-precision f32|bf16|int8|auto] [--calibration FILE|none]
                         [--rig front,left,right]   # a rig drive (synth --rig): one pose, every camera
 
 The engine settings come from the node's params file (the same YAML the launch file loads), so
@@ -28,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--params", default=None,
                    help=f"node params YAML (default: the package's config/localize.yaml when present)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the params file's)")
+    p.add_argument("--cpu-precision", default=None, choices=("f32", "bf16", "int8", "auto"),
+                   help="the network's precision on the CPU (default: the params file's cpu_precision; int8 needs "
+                        "the map's int8 network, pixloc-ros quantize)")
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="covariance calibration to publish with (default: <weights>.covariance.json when it "
                         "exists; 'none': without one, as weights nobody calibrated)")
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from pixloc_ros.ros.params import engine_configs
 
     try:
-        settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device)
+        settings = load_settings(args.params, map_file=str(args.map), weights=str(args.weights), device=args.device,
+                                 cpu_precision=args.cpu_precision)
         configs = engine_configs(settings)
         calibration = None if args.calibration is None else ("" if args.calibration.lower() == "none"
                                                               else args.calibration)
@@ -105,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
     else:
         evaluation = evaluate_drive(pipeline, bag, **common)
+    summary = pipeline.summary()
+    if summary.network_precision:
+        print(f"network: {summary.device}, {summary.network_precision}"
+              + (f" (int8 network: {summary.int8})" if summary.int8 else ""))
     print(report_text(evaluation))
     if args.json_out:
         evaluation.save_json(args.json_out)

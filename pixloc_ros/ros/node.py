@@ -131,8 +131,12 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         summary = self.pipeline.summary()
         self.get_logger().info(f"map {s.map_file}: {summary.num_keyframes} keyframes, "
                                f"{summary.num_points} points, every checksum verified; network on "
-                               f"{summary.device} ({time.perf_counter() - started:.1f} s to load); "
-                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}")
+                               f"{summary.device} in {summary.network_precision}"
+                               + (f" (int8 network: {summary.int8})" if summary.int8 else "")
+                               + f" ({time.perf_counter() - started:.1f} s to load); "
+                               f"covariance {'calibrated' if summary.calibrated else 'uncalibrated'}; inlier gate "
+                               f"{summary.min_inlier_ratio:.3g} "
+                               f"({'fitted for the weights' if summary.inlier_gate_fitted else 'set'})")
         if s.warm_up_size:
             width, height = (int(v) for v in s.warm_up_size)
             try:
@@ -176,7 +180,8 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self.pipeline.reset("activated")  # a pose from before deactivation is stale
 
         # --- inputs (CameraInfo and GNSS with the sensor-data QoS: best effort matches every publisher)
-        self.worker = LatestOnlyWorker(self._process_frame, name="pixloc-worker", on_error=self._on_worker_error)
+        self.worker = LatestOnlyWorker(self._process_frame, name="pixloc-worker", on_error=self._on_worker_error,
+                                       prepare=self._prepare_frame if s.overlap_network else None)
         # Images: reliable unless a publisher is best effort (image_reliability, ros/reliability.py):
         # best effort loses every frame over ~0.5 MB with Fast DDS's defaults.
         self.camera_sub = CameraSubscriber(
@@ -452,7 +457,15 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
                              f"camera_extrinsic parameter)")
         return FrameInput(frame.stamp_ns, rgb, camera, base_from_cam), rgb
 
-    def _process_frame(self, frame: CameraFrame) -> None:
+    def _prepare_frame(self, frame: CameraFrame):
+        """The worker's first stage with ``overlap_network``: decode, then the network (stateless)."""
+        frame_input, rgb = self._frame_input(frame)
+        return frame_input, rgb, self.pipeline.extract(frame_input)
+
+    def _process_frame(self, frame: CameraFrame, prepared=None) -> None:
+        """The rest (or all, without ``prepare``): odometry and events up to the frame, then the pipeline."""
+        if isinstance(prepared, BaseException):  # the first stage's error, raised where it would have been
+            prepared = (prepared,)
         if self.settings.odom_wait_s > 0:
             self._wait_for_odometry(frame.stamp_ns)
         self._apply_events()
@@ -460,8 +473,10 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self._monitor.note("processed")
         self._last_frame_s = time.monotonic()
         try:
-            frame_input, rgb = self._frame_input(frame)
-            out = self.pipeline.process(frame_input)
+            if prepared is not None and len(prepared) == 1:
+                raise prepared[0]
+            frame_input, rgb, features = prepared if prepared is not None else (*self._frame_input(frame), None)
+            out = self.pipeline.process(frame_input, features)
         except MapFileError as err:  # the map, not the frame, is bad (a ValueError too: caught first)
             self.counters.map_errors += 1
             self._map_error = str(err)

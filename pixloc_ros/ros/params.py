@@ -37,8 +37,15 @@ class NodeSettings:
                              "On a small machine shared with other nodes, 1 is often fastest.", low=0, high=256)
     cpu_precision: str = _p("f32", "Precision of the network on the CPU: f32 (the reference's numbers), bf16 "
                                    "(OpenVINO on a processor with bf16 units, AVX512-BF16 or AMX: features within "
-                                   "about 1 %, several times faster; fails at start elsewhere) or auto (bf16 where "
-                                   "the processor has such units, f32 elsewhere).", choices=("f32", "bf16", "auto"))
+                                   "about 1 %, 2-6x faster; fails at start elsewhere), int8 (the map's int8 network, "
+                                   "<map>.int8 from pixloc-ros quantize or build-map --int8: 3.5x faster than f32 on "
+                                   "AVX-512 VNNI; fails at start without it) or auto (bf16 where the processor has bf16 units, "
+                                   "else int8 when the map has one that passed its accuracy check, else f32).",
+                            choices=("f32", "bf16", "int8", "auto"))
+    overlap_network: bool = _p(False, "Run the network of the next frame on a second thread while this frame's "
+                                      "Levenberg-Marquardt and decision run (CPU, two cores: one thread each, so "
+                                      "cpu_threads 0 becomes 1). The same poses; more frames per second where the "
+                                      "two stages take similar times, the same latency.")
     lm_path: str = _p("auto", "Levenberg-Marquardt implementation: auto (the fused Triton kernels with CUDA graphs on a GPU "
                               "when triton is installed, else the torch loop), fused (ask for the kernels: where they "
                               "cannot run, or fail their check against the torch loop, one warning and the torch loop) "
@@ -78,8 +85,10 @@ class NodeSettings:
     # --- gating: when a result is published (core/tracking/gating.py, core/tracking/pipeline.py)
     min_valid_points: int = _p(100, "Fewest 3D points projecting validly at the fine level to accept a pose.",
                                low=3, high=1_000_000)
-    min_inlier_ratio: float = _p(0.2, "Smallest share of valid points with a small residual to accept a pose.",
-                                 low=0.0, high=1.0)
+    min_inlier_ratio: float = _p(-1.0, "Smallest share of valid points with a small residual to accept a pose; "
+                                       "negative: the threshold fitted for the weights (their calibration file, "
+                                       "pixloc-ros calibrate), 0.2 without one. Tracking uses 0.4 x this.",
+                                 low=-1.0, high=1.0)
     max_cost_ratio: float = _p(1.1, "Largest final/initial cost ratio at any level to accept a pose.",
                                low=0.0, high=1e6)
     mahalanobis_probability: float = _p(0.999, "Chi-square(6) quantile bounding the Mahalanobis distance between "
@@ -384,13 +393,17 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     from pixloc_ros.core.maps.retrieval import RetrievalConfig
     from pixloc_ros.core.maps.tile_loader import TileLoaderConfig
     from pixloc_ros.core.tracking.gating import GatingConfig
+    from pixloc_ros.core.tracking.inlier_gates import TRACK_FACTOR
     from pixloc_ros.core.tracking.hypothesis_books import HypothesisConfig
     from pixloc_ros.core.tracking.pipeline import PipelineConfig
     from pixloc_ros.core.tracking.priors import PriorConfig
     from pixloc_ros.core.tracking.seeds import SeedConfig
 
     s = settings
-    gating = GatingConfig(min_valid_points=s.min_valid_points, min_inlier_ratio=s.min_inlier_ratio,
+    explicit = s.min_inlier_ratio >= 0.0  # negative: the weights' fitted gates (core/tracking/inlier_gates.py)
+    gating = GatingConfig(min_valid_points=s.min_valid_points,
+                          min_inlier_ratio=s.min_inlier_ratio if explicit else None,
+                          track_min_inlier_ratio=s.min_inlier_ratio * TRACK_FACTOR if explicit else None,
                           max_cost_ratio=s.max_cost_ratio, mahalanobis_probability=s.mahalanobis_probability,
                           max_translation_m=s.max_translation_m, max_rotation_deg=s.max_rotation_deg)
     pipeline = PipelineConfig(retrieval=RetrievalConfig(num_keyframes=s.num_keyframes), gating=gating,
@@ -403,7 +416,9 @@ def engine_configs(settings: NodeSettings) -> EngineConfigs:
     localizer = LocalizerConfig(iterations=tuple(int(n) for n in s.iterations) if s.iterations else None,
                                 pad=s.border_pad if s.border_pad >= 0 else None, device=s.device,
                                 max_image_size=None if s.max_image_size < 0 else s.max_image_size,
-                                cpu_threads=s.cpu_threads or None, cpu_precision=s.cpu_precision,
+                                # overlap: one thread for the network, one for the LM (lm_cpu_threads), not 2 + 1
+                                cpu_threads=s.cpu_threads or (1 if s.overlap_network else None),
+                                cpu_precision=s.cpu_precision,
                                 lm=LMConfig(path=s.lm_path))
     tiles = TileLoaderConfig(load_radius_m=s.tile_load_radius_m, lookahead_m=s.tile_lookahead_m,
                              max_loaded_tiles=s.max_loaded_tiles)

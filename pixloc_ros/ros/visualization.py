@@ -1,6 +1,8 @@
 """What RViz shows of a frame: markers of the 3D points used (coloured by their final weight) and
-of the keyframes. The confidence heatmaps are rendered by ``core.heatmap`` (ROS-free, shared with
-the evaluation's plots) and re-exported here for the node.
+of the keyframes. The confidence heatmaps are rendered by ``core.engine.heatmap`` (ROS-free, shared
+with the demo and the evaluation's plots) and re-exported here for the node: ``~/heatmap/fused``
+carries the overview (the camera image beside every level's map, colour bar), the demo's
+``heatmap.png``; ``~/heatmap/level{0,1,2}`` the camera image beside that level's map.
 """
 from __future__ import annotations
 

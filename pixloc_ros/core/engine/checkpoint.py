@@ -413,27 +413,57 @@ def save_weights(model: PixLocModel, path: str | os.PathLike, **kwargs) -> None:
         save_official_checkpoint(model, path, **kwargs)
 
 
+HEAD_INITS = ("reference", "small")  # confidence-head initialisations of ``init_weights``
+
+
+def init_confidence_heads(model: PixLocModel, generator: torch.Generator, kind: str = "reference") -> None:
+    """(Re-)initialise the confidence heads ``extractor.uncertainty.{0,1,2}`` in place.
+
+    "reference": PyTorch's default for a Conv2d, which the reference implementation keeps (it
+    never initialises its heads itself): weight and bias uniform in +-1/sqrt(fan_in), i.e. weight
+    std 1/sqrt(3 fan_in) (0.10 / 0.072 / 0.026 for the 32 / 64 / 512 input channels). Large enough
+    that the head's output follows its input's variation over the image from the first step, so
+    the confidences can learn (issue 27: with std 0.01 they stayed flat through training).
+    "small": normal with std 0.01 and zero bias (confidences start at 0.5 +- 0.01; what the shipped
+    weights up to issue 27 started from).
+    """
+    if kind not in HEAD_INITS:
+        raise ValueError(f"Unsupported head initialisation {kind!r}, expected one of {HEAD_INITS}")
+    with torch.no_grad():
+        for head in model.extractor.uncertainty:
+            conv = head[0]
+            if kind == "small":
+                nn.init.normal_(conv.weight, std=1e-2, generator=generator)
+                nn.init.zeros_(conv.bias)
+            else:
+                bound = 1.0 / float(np.sqrt(conv.weight[0].numel()))  # fan_in = C_in x 1 x 1
+                nn.init.uniform_(conv.weight, -bound, bound, generator=generator)
+                nn.init.uniform_(conv.bias, -bound, bound, generator=generator)
+
+
 def init_weights(encoder: str = "vgg16", seed: int = 0, config: NetworkConfig | None = None,
-                 profile: EngineProfile | None = None) -> PixLocModel:
+                 profile: EngineProfile | None = None, head_init: str = "reference") -> PixLocModel:
     """A randomly initialised model (eval mode), identical for identical ``seed``; its engine
     ``profile`` (what it will be trained and run with) defaults to the native one.
 
     Convolutions: Kaiming normal (fan_out, ReLU) and zero bias, as torchvision's VGG, except
-    the confidence heads (normal, std 0.01, so confidences start near 0.5); BatchNorm: weight 1, bias 0, fresh running statistics; damping thetas 0 (lambda ~ 0.32).
+    the confidence heads (``init_confidence_heads``: ``head_init`` "reference", PyTorch's default,
+    or "small"); BatchNorm: weight 1, bias 0, fresh running statistics (mean 0, var 1: estimate
+    them on images before training, ``core.training.estimate_batchnorm_statistics``); damping
+    thetas 0 (lambda ~ 0.32).
     """
     if encoder not in VGG_BLOCKS:
         raise ValueError(f"Unsupported encoder {encoder!r}, expected one of {ENCODERS}")
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"Unsupported head initialisation {head_init!r}, expected one of {HEAD_INITS}")
     generator = torch.Generator().manual_seed(int(seed))
     model = PixLocModel(encoder, config, profile or native_profile())
     heads = set(model.extractor.uncertainty.modules())
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.Conv2d) and module in heads:
-                # Small logits: confidences start near 0.5 instead of saturating at 0 or 1
-                # (Kaiming fan_out with a single output channel gives logits in the tens).
-                nn.init.normal_(module.weight, std=1e-2, generator=generator)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Conv2d):
+                continue  # below, after the encoder and decoder (same draws for them as before)
+            if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu",
                                         generator=generator)
                 if module.bias is not None:
@@ -442,6 +472,7 @@ def init_weights(encoder: str = "vgg16", seed: int = 0, config: NetworkConfig | 
                 module.reset_parameters()
         for opt in model.optimizer:
             opt.dampingnet.const.zero_()
+    init_confidence_heads(model, torch.Generator().manual_seed(int(seed) + 1), head_init)
     return model.eval()
 
 
@@ -473,5 +504,5 @@ def describe(loaded: LoadedWeights) -> dict:
 __all__ = [
     "WeightsError", "LoadedWeights", "load_checkpoint", "load_weights", "model_from_state_dict",
     "infer_encoder", "weights_fingerprint", "export_safetensors", "save_official_checkpoint",
-    "save_weights", "default_official_conf", "init_weights", "describe",
+    "save_weights", "default_official_conf", "init_weights", "init_confidence_heads", "HEAD_INITS", "describe",
 ]

@@ -24,8 +24,8 @@ from .lm.guard import LMPathGuard, LMPathStatus
 from .lm.config import LevelResult, LMConfig
 from .query_points import QueryPoints
 # The result types live in ``results`` (shared with the rig); importers keep finding them here.
-from .results import (ChoiceRules, Failure, HypothesisResults, LocalizationResult, StageClock, Timings,
-                      choose_hypothesis, failure_result)
+from .results import (ChoiceRules, Failure, HypothesisResults, LocalizationResult, NetworkOutput, StageClock,
+                      Timings, choose_hypothesis, failure_result)
 
 DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network
 
@@ -178,19 +178,13 @@ class Localizer:
         that image (pixel-centre origin, size must match); points: map points with reference
         features; init_poses: Pose (B,) or () initial ``cam_from_world`` hypotheses.
         """
-        pyramid, camera, pre, network = self.extract(image, camera)
-        damping = self.model.damping().detach()
-        result = self.localize_features(pyramid, camera, points, init_poses, damping)
-        t = result.timings
-        result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s,
-                                 t.total_s + pre + network)
-        return result
+        features = self.extract(image, camera)
+        return self.localize_extracted(features, points, init_poses)
 
-    def extract(self, image: np.ndarray | torch.Tensor, camera: Camera) -> tuple:
-        """The network on one image, as ``localize`` runs it: image (H, W, 3) uint8 RGB or float
-        (3, H, W) in [0, 1]; camera: its single Camera (size must match). Downscales as the
-        profile says. -> (pyramid, camera at the network's input size (float64), preprocess seconds,
-        network seconds). ValueError for a model-less localizer or a camera/image mismatch."""
+    def extract(self, image: np.ndarray | torch.Tensor, camera: Camera) -> NetworkOutput:
+        """The network's half of ``localize``: the image downscaled as the profile says and its
+        feature pyramid (same arguments; ValueError for a camera that does not fit the image).
+        Touches only the network: it may run on another thread than ``localize_extracted``."""
         if self.model is None:
             raise ValueError("Localizer was built without a model: use localize_features")
         clock = StageClock(self.device)
@@ -212,7 +206,19 @@ class Localizer:
         tensor = tensor.to(self.device)
         pre = clock.lap()
         pyramid = self.model.extract(tensor)
-        return pyramid, camera, pre, clock.lap()
+        return NetworkOutput(pyramid, camera, (int(w), int(h)), pre, clock.lap(), clock.start)
+
+    def localize_extracted(self, features: NetworkOutput, points: QueryPoints, init_poses: Pose) -> LocalizationResult:
+        """The LM's half of ``localize`` on the output of ``extract``; the same result as ``localize``
+        (timings: the network's from ``extract``, total = both halves' work, not any wait between)."""
+        if self.model is None:
+            raise ValueError("Localizer was built without a model: use localize_features")
+        damping = self.model.damping().detach()
+        result = self.localize_features(features.pyramid, features.camera, points, init_poses, damping)
+        t = result.timings
+        result.timings = Timings(t.preprocess_s + features.preprocess_s, features.network_s, t.levels_s,
+                                 t.postprocess_s, t.total_s + features.preprocess_s + features.network_s)
+        return result
 
     def warm_up(self, width: int, height: int, num_points: int = 0, hypotheses: int = 1) -> float:
         """Run the network once on a black ``width`` x ``height`` image: builds what its first call
@@ -252,6 +258,15 @@ class Localizer:
             return [(b_max, n_max)]
         from .lm.fused import warm_up_shapes
         return warm_up_shapes(n_max, b_max, self.config.lm.point_bucket)
+
+    def network_precision(self) -> str:
+        """What the network runs in: on the CPU "f32", "bf16" or "int8" (``cpu_precision`` resolved;
+        "f32" for the torch runtime); on CUDA "fp16" or "fp32" (``half_precision``); "" without a model."""
+        if self.model is None:
+            return ""
+        if self.device.type == "cuda":
+            return "fp16" if self.config.half_precision else "fp32"
+        return self.model.cpu_precision() if hasattr(self.model, "cpu_precision") else "f32"
 
     def lm_status(self) -> LMPathStatus:
         """The LM implementation in use (requested path, the one levels run, why torch if it fell back)."""
@@ -395,4 +410,4 @@ class Localizer:
 
 
 __all__ = ["DEFAULT_STRIDES", "Failure", "HypothesisResults", "LocalizationResult", "Localizer", "LocalizerConfig",
-           "Timings", "image_to_tensor", "level_pads", "resolve_device"]
+           "NetworkOutput", "Timings", "image_to_tensor", "level_pads", "resolve_device"]

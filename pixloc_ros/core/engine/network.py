@@ -51,6 +51,10 @@ class NetworkConfig:
 
     # Run the network under fp16 autocast when the input is on CUDA (outputs stay float32).
     fp16_on_cuda: bool = True
+    # Run the torch network under bf16 autocast when the input is on the CPU (outputs stay float32).
+    # For training on processors with bf16 units (AVX512-BF16, AMX); BENCHMARKS.md "Training" has
+    # what it gains and how far its features move. Inference runtimes ignore it (``cpu_precision``).
+    bf16_on_cpu: bool = False
     # How to handle images whose size is not a multiple of 16. "replicate", "reflect" or
     # "constant" (black) pad the bottom and right edges of the [0, 1] image up to a multiple of 16
     # and crop every level back to ceil(size / stride), so the maps cover the whole image. None reproduces the reference exactly: the maps cover only the
@@ -63,7 +67,8 @@ class NetworkConfig:
     # "openvino", "onnxruntime" or "auto" (the fastest installed). Training and CUDA always use torch.
     cpu_runtime: str = "torch"
     # Precision of that runtime (``network_runtime.CPU_PRECISIONS``): "f32", "bf16" (OpenVINO on a
-    # processor with bf16 units; features within about 1 %) or "auto" (bf16 where there are such units).
+    # processor with bf16 units; features within about 1 %), "int8" (the graph in ``PixLocModel.int8_unet``)
+    # or "auto" (bf16 where there are such units, else int8 when that graph's accuracy was checked).
     cpu_precision: str = "f32"
 
     def __post_init__(self):
@@ -238,6 +243,10 @@ class PixLocModel(nn.Module):
         self.extractor = UNet(encoder)
         self.optimizer = nn.ModuleList(LevelOptimizer() for _ in STRIDES)
         self._compiled: CompiledUNet | None = None  # the UNet in a CPU runtime, built on first use
+        # The UNet quantised to int8 (an ``ov.Model``, ``network_int8``; set by ``set_int8_unet``) and
+        # whether its accuracy was checked ("none", "unchecked", "checked": ``resolve_cpu_precision``).
+        self.int8_unet = None
+        self.int8_state = "none"
 
     @property
     def encoder_name(self) -> str:
@@ -287,6 +296,9 @@ class PixLocModel(nn.Module):
         compiled = self._compiled_unet(image)
         if compiled is not None:
             raw_features, logits = compiled(image)
+        elif self.config.bf16_on_cpu and not image.is_cuda:
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                raw_features, logits = self.extractor(image)
         else:
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_fp16):
                 raw_features, logits = self.extractor(image)
@@ -308,8 +320,15 @@ class PixLocModel(nn.Module):
         return resolve_cpu_runtime(self.config.cpu_runtime)
 
     def cpu_precision(self) -> str:
-        """The precision of that runtime, "f32" or "bf16" (``NetworkConfig.cpu_precision`` resolved)."""
-        return resolve_cpu_precision(self.config.cpu_precision, self.cpu_runtime())
+        """The precision of that runtime, "f32", "bf16" or "int8" (``NetworkConfig.cpu_precision`` resolved)."""
+        return resolve_cpu_precision(self.config.cpu_precision, self.cpu_runtime(), self.int8_state)
+
+    def set_int8_unet(self, graph, checked: bool) -> None:
+        """Hand the model its UNet quantised to int8 (an ``ov.Model`` of the current weights, or None
+        to drop it); ``checked``: its accuracy was measured good enough for ``cpu_precision: auto``."""
+        self.int8_unet = graph
+        self.int8_state = "none" if graph is None else ("checked" if checked else "unchecked")
+        self._compiled = None
 
     def _compiled_unet(self, image: torch.Tensor) -> CompiledUNet | None:
         """The runtime-compiled UNet for this forward pass, or None where torch must run it:
@@ -323,7 +342,8 @@ class PixLocModel(nn.Module):
         precision = self.cpu_precision()
         compiled = self._compiled
         if compiled is None or (compiled.runtime, compiled.precision) != (runtime, precision):
-            compiled = self._compiled = CompiledUNet(self.extractor, runtime, precision)
+            int8 = self.int8_unet if precision == "int8" else None
+            compiled = self._compiled = CompiledUNet(self.extractor, runtime, precision, int8)
         return compiled
 
     def extract(self, image: np.ndarray | torch.Tensor, keep_raw: bool = False) -> FeaturePyramid:

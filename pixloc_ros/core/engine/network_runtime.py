@@ -20,7 +20,10 @@ precision by itself. "bf16" runs OpenVINO's convolutions in bfloat16 (float32 in
 processors with bf16 units (AVX512-BF16, AMX): on the project's AMX machine 6x faster than f32 at
 640x480, features within about 1 % of the f32 ones (BENCHMARKS.md) - the CPU counterpart of the
 fp16 autocast the network runs under on CUDA. "auto": bf16 where OpenVINO reports bf16 units,
-f32 elsewhere (where bf16 would be emulated, slower than f32).
+f32 elsewhere (where bf16 would be emulated, slower than f32). "int8": a graph quantised by NNCF
+(``network_int8``; calibrated on a map's keyframes, ``core/tracking/int8_map.py``) handed in as an
+``ov.Model``; "auto" takes it where there are no bf16 units and its accuracy was checked
+(``resolve_cpu_precision``).
 
 The compiled graph holds a copy of the weights: ``CompiledUNet`` checks the parameters' version
 counters and data pointers on every call and rebuilds when they changed (training updates the
@@ -36,11 +39,12 @@ import os
 import tempfile
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
 CPU_RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
-CPU_PRECISIONS = ("f32", "bf16", "auto")
+CPU_PRECISIONS = ("f32", "bf16", "int8", "auto")
 _PREFERENCE = ("openvino", "onnxruntime")  # "auto": fastest first (BENCHMARKS.md)
 _INSTALL_HINT = {"openvino": "pip install openvino onnx", "onnxruntime": "pip install onnxruntime onnx"}
 MAX_SIZES = 4  # compiled input sizes kept per model (a node sees one; map compile maybe a few)
@@ -83,11 +87,30 @@ def cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def resolve_cpu_precision(precision: str, runtime: str) -> str:
-    """The precision the network runs in on the CPU, "f32" or "bf16", for a resolved ``runtime``.
+@functools.lru_cache(maxsize=1)
+def cpu_flags_have_bf16() -> bool:
+    """Whether the processor's flags (``/proc/cpuinfo``) name bf16 units (``avx512_bf16`` or
+    ``amx_bf16``), where torch's CPU bf16 autocast runs natively; elsewhere (no such file) what
+    OpenVINO reports (``cpu_has_bf16``)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return cpu_has_bf16()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
-    "auto" -> "bf16" with OpenVINO on a processor with bf16 units, else "f32". An explicit
-    "bf16" with another runtime or without bf16 units raises ValueError saying what to change.
+
+def resolve_cpu_precision(precision: str, runtime: str, int8: str = "none") -> str:
+    """The precision the network runs in on the CPU, "f32", "bf16" or "int8", for a resolved ``runtime``.
+
+    int8: what int8 graph the model holds: "none", "unchecked" (quantised, accuracy not measured
+    or not good enough) or "checked" (its poses matched float32's on the map's keyframes,
+    ``int8_map``). "auto" -> "bf16" with OpenVINO on a processor with bf16 units (poses closest to
+    float32's of the two: BENCHMARKS.md "Issue 29"), else "int8" with OpenVINO and a checked graph,
+    else "f32". An explicit "bf16" or "int8" that cannot run raises ValueError saying what to change.
     """
     if precision not in CPU_PRECISIONS:
         raise ValueError(f"Unsupported cpu_precision {precision!r}, expected one of {CPU_PRECISIONS}")
@@ -96,8 +119,13 @@ def resolve_cpu_precision(precision: str, runtime: str) -> str:
     if runtime != "openvino":
         if precision == "auto":
             return "f32"
-        raise ValueError(f"cpu_precision 'bf16' needs the openvino CPU runtime, not {runtime!r} "
+        raise ValueError(f"cpu_precision {precision!r} needs the openvino CPU runtime, not {runtime!r} "
                          "(set cpu_runtime to auto or openvino, or cpu_precision to f32)")
+    if precision == "int8" or (precision == "auto" and int8 == "checked" and not cpu_has_bf16()):
+        if int8 == "none":
+            raise ValueError("cpu_precision 'int8' needs the map's int8 network (`pixloc-ros quantize --map MAP "
+                             "--images DIR`, or build-map --int8); or set cpu_precision to auto, bf16 or f32")
+        return "int8"
     has_bf16 = cpu_has_bf16()
     if precision == "bf16" and not has_bf16:
         raise ValueError("cpu_precision 'bf16': this processor has no bf16 units (AVX512-BF16 or AMX), "
@@ -163,21 +191,27 @@ def _cached_export(unet: torch.nn.Module, example: torch.Tensor) -> bytes:
 
 
 class _OpenVinoSession:
-    """One OpenVINO compiled model for a fixed input size."""
+    """One OpenVINO compiled model for a fixed input size; ``source``: ONNX bytes, or an ``ov.Model``
+    (the int8 graph, dynamic height and width; copied before it is given this size)."""
 
-    def __init__(self, onnx_bytes: bytes, shape: tuple[int, ...], threads: int, precision: str = "f32"):
+    def __init__(self, source, shape: tuple[int, ...], threads: int, precision: str = "f32"):
         import openvino as ov
 
         core = ov.Core()
-        # read_model takes a path for ONNX; the file lives only while the graph is read.
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "unet.onnx")
-            with open(path, "wb") as f:
-                f.write(onnx_bytes)
-            model = core.read_model(path)
+        if isinstance(source, bytes):
+            # read_model takes a path for ONNX; the file lives only while the graph is read.
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "unet.onnx")
+                with open(path, "wb") as f:
+                    f.write(source)
+                model = core.read_model(path)
+        else:
+            model = source.clone()
         model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+        # int8: the layers NNCF left in float run in f32 (bf16 there would round the features int8 spared).
+        hint = "f32" if precision == "int8" else precision
         self.compiled = core.compile_model(model, "CPU", {
-            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision,
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
 
@@ -213,20 +247,26 @@ class CompiledUNet:
     (export on the first call: seconds; warm up at start-up) and rebuilt when the weights change.
     """
 
-    def __init__(self, unet: torch.nn.Module, runtime: str, precision: str = "f32"):
-        """``runtime``: "openvino" or "onnxruntime"; ``precision``: a resolved one, "f32" or "bf16"
-        (``resolve_cpu_precision``)."""
+    def __init__(self, unet: torch.nn.Module, runtime: str, precision: str = "f32", int8_model=None):
+        """``runtime``: "openvino" or "onnxruntime"; ``precision``: a resolved one, "f32", "bf16" or
+        "int8" (``resolve_cpu_precision``); ``int8_model``: for "int8", the quantised graph of
+        ``unet``'s current weights (an ``ov.Model``, ``network_int8.quantize_unet``)."""
         if runtime not in _SESSIONS:
             raise ValueError(f"CompiledUNet needs one of {tuple(_SESSIONS)}, got {runtime!r}")
-        if precision not in ("f32", "bf16"):
-            raise ValueError(f"CompiledUNet needs a resolved precision, f32 or bf16, got {precision!r}")
+        if precision not in ("f32", "bf16", "int8"):
+            raise ValueError(f"CompiledUNet needs a resolved precision, f32, bf16 or int8, got {precision!r}")
         if runtime == "onnxruntime" and precision != "f32":
             raise ValueError(f"ONNX Runtime runs the network in f32 only, not {precision!r}")
+        if (precision == "int8") != (int8_model is not None):
+            raise ValueError("CompiledUNet runs an int8_model exactly when the precision is int8")
         self.unet = unet
         self.runtime = runtime
         self.precision = precision
+        self.int8_model = int8_model
         self._onnx: bytes | None = None
         self._weights_key: tuple | None = None
+        # The int8 graph holds the weights it was quantised from: it is valid for these only.
+        self._int8_key = self._current_weights_key() if int8_model is not None else None
         self._sessions: OrderedDict = OrderedDict()
 
     def _current_weights_key(self) -> tuple:
@@ -238,7 +278,11 @@ class CompiledUNet:
             raise ValueError(f"CompiledUNet takes one float32 CPU image (1, 3, H, W), got "
                              f"{tuple(image.shape)} {image.dtype} on {image.device}")
         key = self._current_weights_key()
-        if key != self._weights_key:
+        if self.int8_model is not None and key != self._int8_key:
+            raise RuntimeError("the weights changed since the int8 network was quantised; quantise again")
+        if self.int8_model is not None:
+            self._weights_key = key  # the graph is given: nothing to export
+        elif key != self._weights_key:
             self._onnx = _cached_export(self.unet, image)
             self._weights_key = key
             self._sessions.clear()
@@ -246,7 +290,8 @@ class CompiledUNet:
         skey = (tuple(image.shape), threads)
         session = self._sessions.get(skey)
         if session is None:
-            session = _SESSIONS[self.runtime](self._onnx, tuple(image.shape), threads, self.precision)
+            source = self.int8_model if self.int8_model is not None else self._onnx
+            session = _SESSIONS[self.runtime](source, tuple(image.shape), threads, self.precision)
             self._sessions[skey] = session
             while len(self._sessions) > MAX_SIZES:
                 self._sessions.popitem(last=False)
@@ -256,5 +301,5 @@ class CompiledUNet:
         return [f.permute(0, 3, 1, 2) for f in outputs[:3]], outputs[3:]
 
 
-__all__ = ["CPU_PRECISIONS", "CPU_RUNTIMES", "CompiledUNet", "cpu_has_bf16", "export_onnx", "resolve_cpu_precision",
+__all__ = ["CPU_PRECISIONS", "CPU_RUNTIMES", "CompiledUNet", "cpu_has_bf16", "cpu_flags_have_bf16", "export_onnx", "resolve_cpu_precision",
            "resolve_cpu_runtime", "runtime_installed"]

@@ -1,5 +1,6 @@
 """What a localization returns, and how the levels' results become it: the types
-(``LocalizationResult``, ``Failure``, ``Timings``, ``HypothesisResults``), the stage clock, and
+(``LocalizationResult``, ``Failure``, ``Timings``, ``HypothesisResults``, the network's half
+``NetworkOutput``), the stage clock, and
 ``choose_hypothesis`` (the eligible hypothesis of lowest fine cost, its covariance, or why none),
 shared by the single-camera localizer (``localizer``) and the rig (``rig_localizer``)."""
 from __future__ import annotations
@@ -12,6 +13,7 @@ from enum import IntEnum
 import numpy as np
 import torch
 
+from ..geometry.camera import Camera
 from ..geometry.pose import Pose
 from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
 from .lm.config import LevelResult
@@ -26,6 +28,19 @@ class Timings:
     levels_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # LM per level, finest first
     postprocess_s: float = 0.0  # hypothesis choice, covariance, copies to the host
     total_s: float = 0.0
+
+
+@dataclass
+class NetworkOutput:
+    """The network's half of one localization (``Localizer.extract``): what ``localize`` needs from the
+    image, so that the network of the next frame can run while this one's LM does."""
+
+    pyramid: object  # network.FeaturePyramid of the (possibly downscaled) image
+    camera: Camera  # the camera of that image, scaled to the network's input (float64)
+    image_size: tuple[int, int]  # (width, height) of the image as given (the camera's size)
+    preprocess_s: float = 0.0
+    network_s: float = 0.0
+    started_s: float = 0.0  # time.perf_counter() when the extraction began
 
 
 @dataclass

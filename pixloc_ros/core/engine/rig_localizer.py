@@ -11,7 +11,6 @@ camera gives exactly ``Localizer.localize_features``' result.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ from .localizer import DEFAULT_STRIDES, Localizer, level_pads
 from .lm.config import LMConfig
 from .lm.rig import RigView, optimize_rig_level, split_per_camera
 from .query_points import QueryPoints
-from .results import Failure, LocalizationResult, StageClock, Timings, failure_result
+from .results import Failure, LocalizationResult, NetworkOutput, StageClock, Timings, failure_result
 
 
 @dataclass
@@ -169,22 +168,27 @@ def localize_rig(localizer: Localizer, images: list, rig: Rig, points: list[Quer
                  init_base_from_world: Pose) -> RigLocalizationResult:
     """Localize a rig from one image per camera (rig order; each (H, W, 3) uint8 RGB or a float
     tensor, sized as its camera): the network once per camera (``Localizer.extract``), then
-    ``localize_rig_features``. ``Timings.network_s`` is the sum over the cameras."""
+    ``localize_rig_extracted``. ``Timings.network_s`` is the sum over the cameras."""
     _check_inputs(rig, images, "images")
-    start = time.perf_counter()
-    pyramids, cameras, pre, network = [], [], 0.0, 0.0
-    for image, rc in zip(images, rig.cameras):
-        pyramid, camera, p, n = localizer.extract(image, rc.camera)
-        pyramids.append(pyramid)
-        cameras.append(camera)
-        pre, network = pre + p, network + n
-    scaled = Rig([RigCamera(rc.name, cam, rc.base_from_camera) for rc, cam in zip(rig.cameras, cameras)], rig.anchor)
-    out = localize_rig_features(localizer, pyramids, scaled, points, init_base_from_world,
+    networks = [localizer.extract(image, rc.camera) for image, rc in zip(images, rig.cameras)]
+    return localize_rig_extracted(localizer, networks, rig, points, init_base_from_world)
+
+
+def localize_rig_extracted(localizer: Localizer, networks: list[NetworkOutput], rig: Rig, points: list[QueryPoints],
+                           init_base_from_world: Pose) -> RigLocalizationResult:
+    """The LM's half of ``localize_rig`` on each camera's ``Localizer.extract`` output (rig order;
+    extracted beforehand, e.g. on another thread): the same result as ``localize_rig``. Timings:
+    the networks' preprocess and network seconds summed over the cameras, total = all the work,
+    not any wait between the halves."""
+    _check_inputs(rig, networks, "network outputs")
+    scaled = Rig([RigCamera(rc.name, n.camera, rc.base_from_camera) for rc, n in zip(rig.cameras, networks)],
+                 rig.anchor)
+    out = localize_rig_features(localizer, [n.pyramid for n in networks], scaled, points, init_base_from_world,
                                 localizer.model.damping().detach())
+    pre, network = sum(n.preprocess_s for n in networks), sum(n.network_s for n in networks)
     t = out.result.timings
-    out.result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s,
-                                 time.perf_counter() - start)
+    out.result.timings = Timings(t.preprocess_s + pre, network, t.levels_s, t.postprocess_s, t.total_s + pre + network)
     return out
 
 
-__all__ = ["RigLocalizationResult", "localize_rig", "localize_rig_features"]
+__all__ = ["RigLocalizationResult", "localize_rig", "localize_rig_extracted", "localize_rig_features"]

@@ -126,8 +126,7 @@ class CandidateJudge:
             tracked = committed is not None and source == committed.id
             cand = Candidate(map_from_base, None, inlier_ratio=inl, cost=float(cost[0]), num_valid=nv,
                              jitter_m=jitters.get(source))
-            cand.failure = quality_failure(nv, inl, cost, initial, gating,
-                                           gating.track_min_inlier_ratio if tracked else None)
+            cand.failure = quality_failure(nv, inl, cost, initial, gating, tracked)
             if cand.failure is None:
                 H = hyps.hessian[b]
                 min_eig = normalized_min_eigenvalue(H)

@@ -43,6 +43,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.stats import chi2
 
+from .inlier_gates import InlierGates
+
 FORMAT = "pixloc_ros.covariance_calibration/1"
 NEES_DOF = 6
 JITTER_FLOOR_M = 0.02  # odometry error over one frame: jitter below this is noise
@@ -93,8 +95,11 @@ class CovarianceCalibration:
     inflation: float = 1.0  # final scale for the spread between conditions
     weights_fingerprint: str = ""  # sha256 of the weights' state dict (checkpoint.weights_fingerprint)
     fitted_on: dict = field(default_factory=dict)  # drives, sample count, figures of the fit
+    inlier_gates: InlierGates | None = None  # the gating thresholds fitted for the same weights (None: defaults)
 
     def __post_init__(self):
+        if isinstance(self.inlier_gates, dict):
+            self.inlier_gates = InlierGates.from_json(self.inlier_gates)
         if len(self.floor_std) != 6 or len(self.slopes) != 2 or len(self.z_reference) != 2:
             raise ValueError(f"covariance calibration needs 6 floor_std values and 2 slopes and z_reference values, "
                              f"got floor_std={self.floor_std}, slopes={self.slopes}")
@@ -147,7 +152,7 @@ class CovarianceCalibration:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a covariance calibration (expected format {FORMAT!r})")
         names = {"hessian_scale", "floor_std", "slopes", "z_reference", "default_jitter_m", "inflation",
-                 "weights_fingerprint", "fitted_on"}
+                 "weights_fingerprint", "fitted_on", "inlier_gates"}
         missing = {"hessian_scale", "floor_std", "slopes", "z_reference"} - set(doc)
         if missing:
             raise ValueError(f"{path}: covariance calibration lacks {sorted(missing)}")

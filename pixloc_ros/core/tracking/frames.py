@@ -10,7 +10,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ..engine.localizer import LocalizationResult
+from ..engine.localizer import LocalizationResult, NetworkOutput
 from ..geometry.camera import Camera
 from ..geometry.transforms import check_transform
 from .reasons import OK, Why
@@ -48,6 +48,20 @@ def check_frame(frame: FrameInput) -> np.ndarray:
     if (int(round(w)), int(round(h))) != (image.shape[1], image.shape[0]):
         raise ValueError(f"camera is {w:.0f}x{h:.0f} but the image is {image.shape[1]}x{image.shape[0]}")
     return check_transform(frame.base_from_cam, "camera extrinsic base_from_cam")
+
+
+@dataclass
+class FrameFeatures:
+    """The network's stage of one frame (``RelocalizationPipeline.extract``), for ``process``."""
+
+    stamp_ns: int  # the frame's stamp (``process`` checks it matches)
+    network: NetworkOutput  # the camera's (a rig instant's: the anchor camera's)
+    rig: list[NetworkOutput] | None = None  # a rig instant's: every camera's, rig order; None for one camera
+
+    @property
+    def started_s(self) -> float:
+        """``time.perf_counter()`` when the first extraction began (the frame's latency starts there)."""
+        return min(n.started_s for n in (self.rig or [self.network]))
 
 
 @dataclass
@@ -132,4 +146,4 @@ class FrameOutput:
         return self.why.text
 
 
-__all__ = ["Estimate", "FrameInput", "FrameOutput", "GateStats", "State", "Timings"]
+__all__ = ["Estimate", "FrameFeatures", "FrameInput", "FrameOutput", "GateStats", "State", "Timings"]

@@ -13,7 +13,7 @@ changed scene) and still look "converged". Checks, in order (first failure wins)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import chi2
@@ -21,6 +21,7 @@ from scipy.stats import chi2
 from ..engine.covariance import engine_to_ros_covariance, ros_pose_error
 from ..engine.localizer import LocalizationResult
 from ..geometry.pose import Pose
+from .inlier_gates import DEFAULT_MIN_INLIER_RATIO, DEFAULT_TRACK_MIN_INLIER_RATIO, InlierGates
 from .reasons import OK, Reason, Why
 
 
@@ -29,16 +30,35 @@ class GatingConfig:
     """Thresholds of ``gate``."""
 
     min_valid_points: int = 100  # fine-level valid points needed to publish
-    min_inlier_ratio: float = 0.2  # share of valid fine-level points with a small residual; wrong alignments score low
+    # Share of valid fine-level points with a small residual; wrong alignments score low. The share
+    # depends on the weights: None takes the thresholds fitted for them (their calibration file,
+    # core/tracking/inlier_gates.py), else DEFAULT_MIN_INLIER_RATIO (0.2).
+    min_inlier_ratio: float | None = None
     max_cost_ratio: float = 1.1  # final cost may not exceed this x the cost where the level started (any level)
     # While tracking a committed hypothesis, a frame whose pose agrees with the odometry-propagated
     # prior may have fewer inliers: the prior, not the inlier share, rules out a wrong minimum there
-    # (in autumn light most correct tracked frames measured 0.07-0.2). Relocalization keeps
-    # min_inlier_ratio, which also bounds which hypotheses may ever be committed.
-    track_min_inlier_ratio: float = 0.08
+    # (in autumn light most correct tracked frames of the first weights measured 0.07-0.2).
+    # Relocalization keeps min_inlier_ratio, which also bounds which hypotheses may ever be
+    # committed. None: fitted, else DEFAULT_TRACK_MIN_INLIER_RATIO (0.08).
+    track_min_inlier_ratio: float | None = None
     mahalanobis_probability: float = 0.999  # chi^2(6) quantile used with a prior covariance (d^2 <= 22.46)
     max_translation_m: float = 5.0  # without prior covariance: max camera-centre distance from the prior
     max_rotation_deg: float = 20.0  # without prior covariance: max rotation from the prior
+
+    def inlier_threshold(self, tracked: bool = False) -> float:
+        """The inlier-ratio threshold in use: relocalization's, or the committed hypothesis' (tracked)."""
+        if tracked:
+            return DEFAULT_TRACK_MIN_INLIER_RATIO if self.track_min_inlier_ratio is None else self.track_min_inlier_ratio
+        return DEFAULT_MIN_INLIER_RATIO if self.min_inlier_ratio is None else self.min_inlier_ratio
+
+    def with_gates(self, gates: InlierGates | None) -> "GatingConfig":
+        """A copy whose unset (None) thresholds take ``gates``' fitted ones (or stay None: defaults)."""
+        if gates is None:
+            return replace(self)
+        return replace(self, min_inlier_ratio=gates.min_inlier_ratio if self.min_inlier_ratio is None
+                       else self.min_inlier_ratio,
+                       track_min_inlier_ratio=gates.track_min_inlier_ratio if self.track_min_inlier_ratio is None
+                       else self.track_min_inlier_ratio)
 
 
 @dataclass
@@ -58,17 +78,17 @@ class GateDecision:
 
 
 def quality_failure(num_valid: int, inlier_ratio: float, cost, initial_cost, config: GatingConfig,
-                    min_inlier_ratio: float | None = None) -> Why | None:
+                    tracked: bool = False) -> Why | None:
     """Checks 2-4 of the module doc on one hypothesis' figures; None when they pass, else why not.
 
     cost, initial_cost: final / starting mean cost per level, finest first (inf where a level did
-    not run); min_inlier_ratio: overrides ``config.min_inlier_ratio`` (tracking uses a lower one).
+    not run); tracked: the committed hypothesis' own continuation (a lower inlier threshold).
     """
-    min_inliers = config.min_inlier_ratio if min_inlier_ratio is None else min_inlier_ratio
+    min_inliers = config.inlier_threshold(tracked)
     if num_valid < config.min_valid_points:
         return Why(Reason.TOO_FEW_VALID_POINTS, f"{num_valid} < {config.min_valid_points}")
     if not inlier_ratio >= min_inliers:
-        return Why(Reason.LOW_INLIER_RATIO, f"{inlier_ratio:.3f} < {min_inliers:g}")
+        return Why(Reason.LOW_INLIER_RATIO, f"{inlier_ratio:.3f} < {min_inliers:.3g}")
     for level, (final, initial) in enumerate(zip(cost, initial_cost)):
         if math.isfinite(initial) and not final <= config.max_cost_ratio * initial:
             return Why(Reason.COST_INCREASED, f"level {level} cost {final:.4g} > "

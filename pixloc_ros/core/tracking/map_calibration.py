@@ -36,6 +36,7 @@ from ..geometry.transforms import make_transform, pose_difference, rot_y
 from ..maps.compile_keyframes import load_keyframe_image
 from ..maps.retrieval import BASE_FROM_OPTICAL, MapIndex, RetrievalConfig
 from .covariance_calibration import CalibrationSample, CovarianceCalibration, fit_calibration, rotation_blocks
+from .inlier_gates import MIN_CORRECT_SAMPLES, fit_inlier_gates
 
 # (name, brightness gain, contrast factor, gamma, blur sigma px, noise sigma in 8-bit steps)
 VARIANTS = (("as_mapped", 1.0, 1.0, 1.0, 0.0, 0.0),
@@ -161,6 +162,7 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
     for key, values in (("inlier_ratio_quantiles", inliers), ("wrong_inlier_ratio_quantiles", wrong_inliers)):
         if values:
             stats[key] = [float(q) for q in np.quantile(values, [0.05, 0.5, 0.95])]
+    stats["wrong_inlier_ratios"] = wrong_inliers  # few; the correct ones are the samples'
     return samples, groups, stats
 
 
@@ -177,6 +179,9 @@ def calibrate_from_map(localizer: Localizer, index: MapIndex, images: str | Path
                          f"({stats}); the map is too small or the weights do not localize its keyframes")
     calib = fit_calibration(samples, groups, fingerprint, coverage=options.coverage)
     calib.inflation *= options.extra_inflation
+    wrong = stats.pop("wrong_inlier_ratios")
+    if len(samples) >= MIN_CORRECT_SAMPLES:  # the gates of these weights, as their keyframes score
+        calib.inlier_gates = fit_inlier_gates(np.array([s.inlier_ratio for s in samples]), np.array(wrong))
     calib.fitted_on.update(source="map", map_keyframes=int(index.num_keyframes), keyframe_stats=stats,
                            extra_inflation=options.extra_inflation)
     return calib

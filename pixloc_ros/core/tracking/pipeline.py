@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from .candidates import CandidateJudge, CovarianceConfig
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .decide import Prediction, Verdict, decide
 from .frame_points import frame_points
-from .frames import FrameInput, FrameOutput, State, check_frame
+from .frames import FrameFeatures, FrameInput, FrameOutput, State, check_frame
 from .gating import GatingConfig
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
 from .innovation import CovarianceScaler, InnovationConfig
@@ -82,6 +83,10 @@ class PipelineSummary:
     num_points: int
     device: str  # where the network runs
     calibrated: bool  # the covariance comes from a calibration fitted for the weights
+    min_inlier_ratio: float  # the relocalization inlier gate in use
+    inlier_gate_fitted: bool  # that gate was fitted for the weights (else set in the params or the default)
+    network_precision: str = ""  # on the CPU: "f32", "bf16" or "int8" (the resolved cpu_precision); "" on CUDA
+    int8: str = ""  # the map's int8 network: "" (not asked for), "cache", "built", "rebuilt-...", "none: <why>"
 
 
 class RelocalizationPipeline:
@@ -89,10 +94,12 @@ class RelocalizationPipeline:
 
     def __init__(self, localizer: Localizer, index: MapIndex, config: PipelineConfig | None = None,
                  calibration: CovarianceCalibration | None = None):
-        """calibration: the weights' covariance calibration, or None (Hessian estimate plus a floor)."""
+        """calibration: the weights' covariance calibration, or None (Hessian estimate plus a floor);
+        its fitted inlier gates fill the thresholds ``config.gating`` leaves unset."""
         self.localizer = localizer
         self.index = index
-        self.config = cfg = config or PipelineConfig()
+        cfg = config or PipelineConfig()
+        self.config = cfg = replace(cfg, gating=cfg.gating.with_gates(calibration.inlier_gates if calibration else None))
         self.calibration = calibration
         self.tracker = HypothesisTracker(cfg.hypotheses, cfg.gating.mahalanobis_probability)
         self.motion = Motion(cfg.motion)
@@ -188,11 +195,32 @@ class RelocalizationPipeline:
                              f"(max_prior_distance_m {limit:g} m); the current localization is kept")
 
     # ---- the frame --------------------------------------------------------------------------
-    def process(self, frame: FrameInput | RigFrameInput) -> FrameOutput:
+    def extract(self, frame: FrameInput | RigFrameInput) -> FrameFeatures:
+        """The network's stage of ``process`` for ``frame`` (a rig instant: every camera's network,
+        rig order): independent of the pipeline's state, so it may run on another thread, the next
+        frame's while this one's ``process`` runs the LM (what the node's worker and
+        ``evaluate_drive(overlap=True)`` do). ValueError for malformed input."""
+        if isinstance(frame, RigFrameInput):
+            frame.anchor_frame()  # checks every camera's image
+            networks = [self.localizer.extract(image, rc.camera)
+                        for image, rc in zip(frame.images_rgb, frame.rig.cameras)]
+            return FrameFeatures(frame.stamp_ns, networks[frame.rig.anchor], networks)
+        check_frame(frame)
+        return FrameFeatures(frame.stamp_ns, self.localizer.extract(frame.image_rgb, frame.camera))
+
+    def process(self, frame: FrameInput | RigFrameInput, features: FrameFeatures | None = None) -> FrameOutput:
         """Localize one frame, or one instant of a camera rig (``rig_observe``: the anchor camera's
-        pose, every camera's points). ValueError for malformed input (nothing changes then)."""
-        t_start = time.perf_counter()
+        pose, every camera's points). ValueError for malformed input (nothing changes then).
+
+        features: ``extract(frame)`` done beforehand (the same result as without; the output's
+        ``timings.total_s`` then runs from the start of that extraction, the frame's latency)."""
+        t_start = time.perf_counter() if features is None else features.started_s
+        if features is not None and features.stamp_ns != frame.stamp_ns:
+            raise ValueError(f"features of the frame at {features.stamp_ns} ns handed with the frame at {frame.stamp_ns} ns")
         rig_frame = frame if isinstance(frame, RigFrameInput) else None
+        if features is not None and (features.rig is None) != (rig_frame is None):
+            raise ValueError("features of a " + ("single camera" if features.rig is None else "rig")
+                             + " handed with a " + ("rig instant" if rig_frame is not None else "single-camera frame"))
         frame = frame if rig_frame is None else rig_frame.anchor_frame()
         base_from_cam = check_frame(frame)
         self._check_clock(frame.stamp_ns, "image")
@@ -212,6 +240,9 @@ class RelocalizationPipeline:
         seeds, why = self.planner.seeds(frame, self.priors)
         if rig_frame is not None:  # a keyframe is the pose of the camera that took it, not the anchor's
             seeds = anchor_seeds(seeds, rig_frame.rig, self.index.keyframe_names)
+            if not seeds and why is None:  # the keyframes near the prior were all other cameras'
+                why = Why(Reason.PRIOR_OUTSIDE_MAP, f"no keyframe of the rig's cameras {list(rig_frame.rig.names)} "
+                                                    "near the prior")
         if not self.tracker.hypotheses and not seeds:
             return self._finish(out, why, t_start)
         if self.state == State.NOT_INITIALIZED:
@@ -237,10 +268,13 @@ class RelocalizationPipeline:
 
         # 3. PixLoc on all of them at once, the candidates judged, then the books and the verdict.
         if rig_frame is None:
-            result = self.localizer.localize(frame.image_rgb, frame.camera, points,
-                                             to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+            network = features.network if features is not None else self.localizer.extract(frame.image_rgb,
+                                                                                           frame.camera)
+            result = self.localizer.localize_extracted(network, points,
+                                                       to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
         else:
-            result = localize_rig_frame(self.localizer, rig_frame, per_camera, [s.map_from_cam for s in starts])
+            result = localize_rig_frame(self.localizer, rig_frame, per_camera, [s.map_from_cam for s in starts],
+                                        None if features is None else features.rig)
         out.result, out.points_xyz, out.point_weights = result, points.xyz.numpy(), result.point_weights
         out.timings.network_s = result.timings.network_s
         out.timings.optimizer_s = float(sum(result.timings.levels_s))
@@ -317,8 +351,12 @@ class RelocalizationPipeline:
 
     # ---- for the node: the map, the engine, start-up ------------------------------------------
     def summary(self) -> PipelineSummary:
+        fitted = (self.calibration is not None and self.calibration.inlier_gates is not None
+                  and self.config.gating.min_inlier_ratio == self.calibration.inlier_gates.min_inlier_ratio)
         return PipelineSummary(self.index.num_keyframes, self.index.num_points, str(self.localizer.device),
-                               self.calibration is not None)
+                               self.calibration is not None, self.config.gating.inlier_threshold(), fitted,
+                               network_precision=self.localizer.network_precision(),
+                               int8=getattr(self, "int8_source", ""))
 
     def verify_map(self) -> None:
         """Check every checksum of the map (reads it once); MapFileError naming the damaged part."""
@@ -361,7 +399,8 @@ class RelocalizationPipeline:
 
 def load_pipeline(map_file: str, weights: str, device: str = "auto",
                   config: PipelineConfig | None = None, localizer_config=None,
-                  calibration: str | Path | None = None, tile_loader_config=None) -> RelocalizationPipeline:
+                  calibration: str | Path | None = None, tile_loader_config=None,
+                  on_warning=None) -> RelocalizationPipeline:
     """Open the weights, the map (refusing a map built with other weights) and the weights'
     covariance calibration, and build the pipeline.
 
@@ -372,22 +411,67 @@ def load_pipeline(map_file: str, weights: str, device: str = "auto",
     none; "": never calibrate. Setup errors raise with a message that says what to fix:
     ``WeightsError`` for the weights, ``FileNotFoundError``/``ValueError`` (from ``mapfile``) for
     the map, ``ValueError`` for a calibration that is malformed or belongs to other weights.
+    ``cpu_precision`` int8 (or auto) on the CPU: the map's int8 network (``int8_map``) is loaded from
+    ``<map>.int8/`` (rebuilt when stale or unreadable); an explicit int8 without one fails here
+    (``Int8Unavailable``), auto goes on without it (with one ``on_warning(text)`` when it broke).
     """
     from ..engine.checkpoint import load_weights, weights_fingerprint
     from ..engine.localizer import LocalizerConfig
 
     model = load_weights(weights, device="cpu")
     fingerprint = weights_fingerprint(model)
-    localizer = Localizer(model, replace(localizer_config or LocalizerConfig(), device=device))
-    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=localizer.profile.name,
+    localizer_config = replace(localizer_config or LocalizerConfig(), device=device)
+    profile = localizer_config.profile or model.engine_profile
+    index = open_map_index(map_file, expected_fingerprint=fingerprint, expected_profile=profile.name,
                            tile_loader_config=tile_loader_config)
+    try:
+        int8_source = _map_int8(model, index, map_file, fingerprint, localizer_config, on_warning)
+        localizer = Localizer(model, localizer_config)
+    except BaseException:
+        index.close()
+        raise
     calib = None
     path = calibration_path_for(weights) if calibration is None else (Path(calibration) if calibration else None)
     if path is not None and (calibration is not None or path.exists()):
         if not path.exists():
             raise FileNotFoundError(f"no covariance calibration at {path} (pixloc-ros calibrate writes one)")
         calib = CovarianceCalibration.load(path, expected_fingerprint=fingerprint)
-    return RelocalizationPipeline(localizer, index, config, calib)
+    pipeline = RelocalizationPipeline(localizer, index, config, calib)
+    pipeline.int8_source = int8_source
+    return pipeline
+
+
+def _map_int8(model, index: MapIndex, map_file, fingerprint: str, config, on_warning) -> str:
+    """Hand ``model`` the map's int8 network where ``config.cpu_precision`` may run it (int8 or auto,
+    the CPU, OpenVINO); how it was had ("cache", "built", ...), "none: <why>" or "" (not asked for)."""
+    from ..engine import network_runtime
+    from ..engine.localizer import resolve_device
+    from .int8_map import Int8Unavailable, int8_folder, load_int8
+
+    if (config.cpu_precision not in ("int8", "auto") or resolve_device(config.device).type != "cpu"
+            or network_runtime.resolve_cpu_runtime(config.cpu_runtime) != "openvino"):
+        return ""
+    if config.cpu_precision == "auto" and network_runtime.cpu_has_bf16():
+        return ""  # auto runs bf16 here (resolve_cpu_precision): no int8 network to load or rebuild
+    if config.cpu_precision == "auto" and not int8_folder(map_file).exists():
+        return "none: no <map>.int8 (pixloc-ros quantize)"  # auto never starts a quantisation from nothing
+    try:
+        net = load_int8(model, index, map_file, fingerprint, localizer_config=config, warn=on_warning)
+    except Int8Unavailable as err:
+        if config.cpu_precision == "int8":
+            raise
+        return f"none: {err}"
+    except Exception as err:  # auto: a broken int8 path falls back with one warning
+        if config.cpu_precision == "int8":
+            raise
+        model.set_int8_unet(None, False)
+        text = f"int8 network unavailable ({type(err).__name__}: {err}); running without it"
+        if on_warning is None:
+            warnings.warn(text, RuntimeWarning, stacklevel=3)
+        else:
+            on_warning(text)
+        return f"none: {err}"
+    return net.source + ("" if net.check.passed else " (accuracy check failed)")
 
 
 __all__ = ["PipelineConfig", "PipelineSummary", "RelocalizationPipeline", "load_pipeline"]

@@ -16,8 +16,8 @@ import torch
 
 from ..engine.localizer import Localizer
 from ..engine.query_points import QueryPoints
-from ..engine.results import LocalizationResult
-from ..engine.rig_localizer import localize_rig
+from ..engine.results import LocalizationResult, NetworkOutput
+from ..engine.rig_localizer import localize_rig, localize_rig_extracted
 from ..geometry.pose import Pose
 from ..geometry.rig import Rig
 from ..maps.retrieval import MapIndex, RetrievalConfig
@@ -101,13 +101,17 @@ def concat_points(parts: list[QueryPoints]) -> QueryPoints:
 
 
 def localize_rig_frame(localizer: Localizer, frame: RigFrameInput, points: list[QueryPoints],
-                       starts_map_from_anchor: list[np.ndarray]) -> LocalizationResult:
+                       starts_map_from_anchor: list[np.ndarray],
+                       networks: list[NetworkOutput] | None = None) -> LocalizationResult:
     """The rig localized from the initial anchor poses; the anchor's ``LocalizationResult``
     (``cam_from_world`` = anchor_from_map, covariance in the anchor frame, weights over all
-    cameras' rows)."""
+    cameras' rows). networks: every camera's ``Localizer.extract`` output (rig order) when the
+    network already ran (``RelocalizationPipeline.extract``); None: it runs here."""
     base_from_map = frame.rig.to_base(np.linalg.inv(np.stack(starts_map_from_anchor)))
     init = Pose.from_4x4(torch.from_numpy(base_from_map))
-    return localize_rig(localizer, list(frame.images_rgb), frame.rig, points, init).result
+    if networks is None:
+        return localize_rig(localizer, list(frame.images_rgb), frame.rig, points, init).result
+    return localize_rig_extracted(localizer, networks, frame.rig, points, init).result
 
 
 __all__ = ["RigFrameInput", "anchor_seeds", "concat_points", "keyframe_camera", "localize_rig_frame",

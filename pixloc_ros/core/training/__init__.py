@@ -9,11 +9,13 @@ from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     **dict.fromkeys(["CHECKPOINT_NAME", "METRICS_NAME", "DAMPING_AXES", "RenderFn", "AugmentConfig", "PairConfig",
-                     "LossConfig", "TrainConfig"], "config"),
-    **dict.fromkeys(["TrainingPair", "PairSampler", "color_jitter", "car_like_offset", "initial_reprojection_error"],
+                     "LossConfig", "TrainConfig", "BATCHNORM_INITS", "CPU_BF16_MODES"], "config"),
+    **dict.fromkeys(["BatchNormEstimate", "estimate_batchnorm_statistics", "confidence_spread", "mean_spread"],
+                    "batchnorm"),
+    **dict.fromkeys(["TrainingPair", "PairSampler", "MultiSampler", "color_jitter", "car_like_offset", "initial_reprojection_error"],
                     "pairs"),
     **dict.fromkeys(["PairOutput", "ValidationResult", "pair_forward", "validate", "set_train_mode",
                      "robust_reprojection_error", "reference_terms", "contrastive_term"], "losses"),
     **dict.fromkeys(["TrainResult", "train", "make_optimizer", "freeze_encoder", "damping_parameters", "official_conf",
-                     "config_to_dict", "read_training_state"], "loop"),
+                     "config_to_dict", "read_training_state", "prepare_model", "resolve_cpu_bf16", "head_parameters"], "loop"),
 })

@@ -53,7 +53,9 @@ class PairConfig:
     # With a renderer (synthetic world) only:
     virtual_fraction: float = 0.5  # share of pairs whose query is rendered at a random offset from the reference
     condition_fraction: float = 0.8  # share of covisible pairs whose query is re-rendered in another condition
-    conditions: tuple[str, ...] = ("summer", "overcast", "autumn")  # conditions queries may be rendered in
+    # conditions queries may be rendered in: every one the synthetic world has (the paper trains on
+    # all seasons of its training slices)
+    conditions: tuple[str, ...] = ("summer", "overcast", "autumn", "snow", "dusk")
     max_forward_m: float = 2.0  # virtual query: shift along the viewing direction, uniform in [-m, m]
     max_lateral_m: float = 1.0  # virtual query: sideways shift, uniform in [-m, m]
     vertical_sigma_m: float = 0.05  # virtual query: vertical shift std (cars keep their height)
@@ -93,8 +95,11 @@ class TrainConfig:
 
     steps: int = 2000  # optimizer steps in total (a resumed run continues up to this)
     max_minutes: float | None = None  # stop (and checkpoint) after this much wall time in this run
-    batch_size: int = 1  # pairs per optimizer step (their gradients are averaged)
+    batch_size: int = 4  # pairs per optimizer step (their gradients are averaged; one pair's is mostly noise)
     lr: float = 1e-4  # Adam step of the network
+    # Adam step of the confidence heads (``extractor.uncertainty``), their own parameter group: at the
+    # network's 1e-4 they moved by random-walk amounts only in 1200 steps (issue 27).
+    head_lr: float = 1e-3
     damping_lr_scale: float = 100.0  # the damping thetas learn this many times faster (reference: 100)
     weight_decay: float = 0.0  # AdamW decoupled weight decay of the network (not of the damping)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
@@ -110,9 +115,21 @@ class TrainConfig:
     reference_grad: bool = True  # backpropagate into the reference image's features too (the paper does)
     freeze_batchnorm: bool = True  # BatchNorm uses (and keeps) its running statistics while training: with
     #   one or two images per step batch statistics are noisy and differ from what inference uses
+    # Before the first step of a new run (never on resume): "estimate" sets BatchNorm's running
+    # statistics to the true ones over ``batchnorm_images`` map images (``batchnorm``), "estimate_preserve"
+    # the same with the affine parameters adjusted so the network's function is unchanged (for trained
+    # weights), "keep" leaves them.
+    batchnorm_init: str = "estimate"
+    batchnorm_images: int = 32
+    # Before the first step of a new run: re-initialise the confidence heads ("reference" or "small",
+    # ``checkpoint.init_confidence_heads``) or keep them (None).
+    reset_heads: str | None = None
+    # CPU bf16 autocast of the network (``NetworkConfig.bf16_on_cpu``): "auto" = where the processor has
+    # bf16 units (AVX512-BF16 or AMX; 2.3x faster steps on the CPU box, BENCHMARKS.md "Training"), "on", "off".
+    cpu_bf16: str = "auto"
     log_every: int = 10  # steps between log lines
     checkpoint_every: int = 100  # steps between checkpoints (also written at the end)
-    val_every: int = 0  # steps between validations (0: never)
+    val_every: int = 0  # steps between validations (0: never); a validation also records the confidence spread
     seed: int = 0  # seed of the pair sampling and the random initialisation
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda"
     num_threads: int | None = None  # torch CPU threads (None: torch's default); 1 is fastest on a busy CPU,
@@ -121,3 +138,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     pairs: PairConfig = field(default_factory=PairConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+BATCHNORM_INITS = ("estimate", "estimate_preserve", "keep")
+CPU_BF16_MODES = ("auto", "on", "off")

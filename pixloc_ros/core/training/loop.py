@@ -17,7 +17,8 @@ import torch
 
 from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS
 from pixloc_ros.core.engine.network import PixLocModel
-from .config import CHECKPOINT_NAME, METRICS_NAME, TrainConfig
+from .batchnorm import estimate_batchnorm_statistics, mean_spread
+from .config import BATCHNORM_INITS, CHECKPOINT_NAME, CPU_BF16_MODES, METRICS_NAME, TrainConfig
 from .losses import PairOutput, pair_forward, set_train_mode, validate
 from .pairs import PairSampler, TrainingPair
 
@@ -53,15 +54,61 @@ def freeze_encoder(model: PixLocModel, blocks: int) -> None:
             p.requires_grad_(i >= blocks)
 
 
+def head_parameters(model: PixLocModel) -> list[torch.nn.Parameter]:
+    """The confidence heads' weights and biases ``extractor.uncertainty.{0,1,2}.0.*``."""
+    return list(model.extractor.uncertainty.parameters())
+
+
 def make_optimizer(model: PixLocModel, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with two groups: the network (lr, weight decay) and the damping (lr x scale, no decay)."""
+    """AdamW with three groups (named in ``group["name"]``): the network ("network": lr, weight
+    decay), the confidence heads ("heads": head_lr, no decay) and the damping ("damping": lr x
+    scale, no decay). Frozen parameters are in none."""
     damping = damping_parameters(model)
-    ids = {id(p) for p in damping}
+    heads = [p for p in head_parameters(model) if p.requires_grad]
+    ids = {id(p) for p in damping} | {id(p) for p in heads}
     network = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
     return torch.optim.AdamW([
-        {"params": network, "lr": config.lr, "weight_decay": config.weight_decay},
-        {"params": damping, "lr": config.lr * config.damping_lr_scale, "weight_decay": 0.0},
+        {"params": network, "lr": config.lr, "weight_decay": config.weight_decay, "name": "network"},
+        {"params": heads, "lr": config.head_lr, "weight_decay": 0.0, "name": "heads"},
+        {"params": damping, "lr": config.lr * config.damping_lr_scale, "weight_decay": 0.0, "name": "damping"},
     ], lr=config.lr)
+
+
+def resolve_cpu_bf16(mode: str, device: torch.device) -> bool:
+    """Whether the network runs under CPU bf16 autocast: ``mode`` "on", "off" or "auto" (on a CPU
+    device whose processor has bf16 units, ``network_runtime.cpu_flags_have_bf16``)."""
+    from pixloc_ros.core.engine.network_runtime import cpu_flags_have_bf16
+
+    if mode not in CPU_BF16_MODES:
+        raise ValueError(f"Unsupported cpu_bf16 {mode!r}, expected one of {CPU_BF16_MODES}")
+    if device.type != "cpu" or mode == "off":
+        return False
+    return mode == "on" or cpu_flags_have_bf16()
+
+
+def prepare_model(model: PixLocModel, sampler, config: TrainConfig, rng: np.random.Generator,
+                  log: Callable[[str], None] = print) -> dict:
+    """What a new run does to the model before its first step: re-initialise the confidence heads
+    (``config.reset_heads``) and estimate BatchNorm's statistics on ``config.batchnorm_images`` map
+    images of ``sampler`` (``config.batchnorm_init``). Returns a JSON-ready record of it."""
+    from pixloc_ros.core.engine.checkpoint import init_confidence_heads
+
+    if config.batchnorm_init not in BATCHNORM_INITS:
+        raise ValueError(f"Unsupported batchnorm_init {config.batchnorm_init!r}, expected one of {BATCHNORM_INITS}")
+    record: dict = {"reset_heads": config.reset_heads, "batchnorm_init": config.batchnorm_init}
+    if config.reset_heads is not None:
+        init_confidence_heads(model, torch.Generator().manual_seed(config.seed + 1), config.reset_heads)
+        log(f"confidence heads re-initialised ({config.reset_heads})")
+    if config.batchnorm_init != "keep":
+        tic = time.perf_counter()
+        images = sampler.map_images(config.batchnorm_images, rng)
+        estimate = estimate_batchnorm_statistics(model, images,
+                                                 preserve_function=config.batchnorm_init == "estimate_preserve")
+        record["batchnorm"] = estimate.to_json()
+        log(f"BatchNorm statistics estimated on {len(images)} map images ({time.perf_counter() - tic:.0f} s): "
+            "mean |mean| " + " ".join(f"{m:.2f}" for m in estimate.mean_abs_mean)
+            + ", mean std " + " ".join(f"{v:.2f}" for v in estimate.mean_std))
+    return record
 
 
 def config_to_dict(config: TrainConfig) -> dict:
@@ -124,6 +171,7 @@ def train(model: PixLocModel, sampler: PairSampler, config: TrainConfig, out_dir
         torch.set_num_threads(config.num_threads)
     use_amp = config.amp and device.type == "cuda"
     model.config.fp16_on_cuda = use_amp  # the network owns its autocast
+    model.config.bf16_on_cpu = resolve_cpu_bf16(config.cpu_bf16, device)
     model.to(device)
     set_train_mode(model, config.freeze_batchnorm)
     freeze_encoder(model, config.freeze_encoder_blocks)
@@ -132,17 +180,28 @@ def train(model: PixLocModel, sampler: PairSampler, config: TrainConfig, out_dir
     rng = np.random.default_rng(config.seed)
     step = 0
     ckpt_path = out / CHECKPOINT_NAME
+    setup: dict | None = None
     if resume and ckpt_path.exists():
         state = read_training_state(ckpt_path)
         model.load_state_dict(state["model"])
-        if state.get("optimizer", {}).get("param_groups"):
+        groups = state.get("optimizer", {}).get("param_groups") or []
+        if len(groups) == len(optimizer.param_groups):
+            wanted = [g["lr"] for g in optimizer.param_groups]
             optimizer.load_state_dict(state["optimizer"])
+            for group, lr in zip(optimizer.param_groups, wanted):  # this run's settings, not the saved ones
+                group["lr"] = lr
+        elif groups:
+            log(f"optimizer state of {len(groups)} parameter groups not loaded (this recipe has "
+                f"{len(optimizer.param_groups)}): Adam's moments restart")
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         if state.get("rng"):
             rng.bit_generator.state = state["rng"]
         step = int(state.get("step", 0))
         log(f"resumed from {ckpt_path} at step {step}")
+    else:
+        setup = prepare_model(model, sampler, config, rng, log)
+        set_train_mode(model, config.freeze_batchnorm)
     conf = official_conf(model, config, data_info)
 
     saved_step = -1
@@ -166,6 +225,9 @@ def train(model: PixLocModel, sampler: PairSampler, config: TrainConfig, out_dir
     window_start = time.perf_counter()
     stopped_by = "steps"
     metrics = open(out / METRICS_NAME, "a")
+    if setup is not None:
+        metrics.write(json.dumps({"type": "setup", "step": step, "cpu_bf16": model.config.bf16_on_cpu, **setup}) + "\n")
+        metrics.flush()
 
     def run_validation() -> None:
         nonlocal last_eval
@@ -175,13 +237,16 @@ def train(model: PixLocModel, sampler: PairSampler, config: TrainConfig, out_dir
         v = validate(model, validation_pairs, config, device)
         last_eval = {"step": step, "val_loss": v.mean_loss, "val_recall": v.recall,
                      "val_median_translation_m": v.median_translation_m,
-                     "val_median_rotation_deg": v.median_rotation_deg}
+                     "val_median_rotation_deg": v.median_rotation_deg, "val_pairs": v.num_pairs,
+                     "val_confidence": v.confidence}
         metrics.write(json.dumps({"type": "val", **last_eval}) + "\n")
         metrics.flush()
         log(f"val step {step}: loss {v.mean_loss:.2f}, recall "
             + "/".join(f"{100 * r:.0f}" for r in v.recall)
             + f" % at {'/'.join(f'{m:g}m,{d:g}deg' for m, d in CMU_THRESHOLDS)}, median "
-              f"{v.median_translation_m:.3f} m {v.median_rotation_deg:.2f} deg ({time.perf_counter() - tic:.0f} s)")
+              f"{v.median_translation_m:.3f} m {v.median_rotation_deg:.2f} deg, confidence std/p5/p95 per level "
+            + ", ".join(f"{c['std']:.3f}/{c['p5']:.2f}/{c['p95']:.2f}" for c in v.confidence)
+            + f" ({time.perf_counter() - tic:.0f} s)")
 
     try:
         if config.val_every > 0 and step == 0:
@@ -246,7 +311,8 @@ def _record(step: int, window: list[PairOutput], model: PixLocModel, seconds: fl
         "median_translation_m": float(np.median([o.translation_error_m for o in window])),
         "median_rotation_deg": float(np.median([o.rotation_error_deg for o in window])),
         "pairs": len(window),
-        "seconds_per_step": seconds / max(1, len(window)),
+        "seconds_per_step": seconds / max(1, len(window)),  # per pair (the name predates several pairs per step)
+        "confidence": mean_spread([o.confidence for o in window if o.confidence]),  # query maps, per level
         "damping": damping,
         "finite_gradients": grads_ok,
     }
@@ -261,8 +327,11 @@ def _format_record(r: dict) -> str:
             f" (init {r['init_error_px']:6.2f})  success {s[0]:.2f} {s[1]:.2f} {s[2]:.2f}"
             f"  median {r['median_translation_m']:.3f} m {r['median_rotation_deg']:.2f} deg"
             f"  {r['seconds_per_step']:.2f} s/pair"
-            f"  log10 damping coarse [{' '.join(f'{math.log10(v):.1f}' for v in d[2])}]")
+            + (f"  conf std fine {r['confidence'][0]['std']:.3f} (p5-p95 {r['confidence'][0]['p5']:.2f}-"
+               f"{r['confidence'][0]['p95']:.2f})" if r.get("confidence") else "")
+            + f"  log10 damping coarse [{' '.join(f'{math.log10(v):.1f}' for v in d[2])}]")
 
 
-__all__ = ["TrainResult", "damping_parameters", "freeze_encoder", "make_optimizer", "config_to_dict", "official_conf",
+__all__ = ["TrainResult", "damping_parameters", "head_parameters", "freeze_encoder", "make_optimizer", "resolve_cpu_bf16",
+           "prepare_model", "config_to_dict", "official_conf",
            "read_training_state", "train"]

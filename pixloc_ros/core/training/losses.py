@@ -37,6 +37,7 @@ from pixloc_ros.core.geometry.metrics import CMU_THRESHOLDS
 from pixloc_ros.core.engine.network import STRIDES, PixLocModel
 from pixloc_ros.core.engine.lm.config import LMConfig
 from pixloc_ros.core.engine.lm.optimizer import optimize_level
+from .batchnorm import confidence_spread, mean_spread
 from .config import TrainConfig
 from .pairs import TrainingPair
 
@@ -59,6 +60,8 @@ class PairOutput:
     num_points: int  # points valid under both the true and the initial pose
     valid: bool  # enough points for the loss
     contrastive: float = math.nan  # the auxiliary contrastive term (mean over levels), nan when off
+    # (std, p5, p95) of the query's confidence map over its pixels, per level, finest first
+    confidence: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def robust_reprojection_error(pose: Pose, xyz: torch.Tensor, p_true: torch.Tensor, mask: torch.Tensor,
@@ -160,6 +163,8 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
         ref_f = ref.raw_features if raw else ref.features
         ref_c, q_f, q_c = ref.confidences, query.features, query.confidences
 
+    spread = [confidence_spread(c) for c in q_c]
+
     dt = torch.float32
     xyz = torch.from_numpy(pair.xyz).to(device=device, dtype=dt)
     ref_pose = pair.reference_from_world.to(device=device, dtype=dt)
@@ -220,7 +225,7 @@ def pair_forward(model: PixLocModel, pair: TrainingPair, config: TrainConfig, de
     rot, trans = pose_error(final, pair.query_from_world.double())
     return PairOutput(total, [errors.get(lv, math.nan) for lv in range(3)], init_error,
                       [success.get(lv, False) for lv in range(3)], final, float(rot), float(trans),
-                      num_points, valid, contrastive)
+                      num_points, valid, contrastive, spread)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +242,9 @@ class ValidationResult:
     median_rotation_deg: float
     recall: list[float]  # at ``thresholds``
     thresholds: list[tuple[float, float]] = field(default_factory=lambda: list(CMU_THRESHOLDS))
+    # per level (finest first), the mean over the pairs' query images of the confidence map's
+    # spread: {"std", "p5", "p95"}
+    confidence: list[dict[str, float]] = field(default_factory=list)
 
 
 def validate(model: PixLocModel, pairs: Sequence[TrainingPair], config: TrainConfig, device: torch.device,
@@ -245,18 +253,20 @@ def validate(model: PixLocModel, pairs: Sequence[TrainingPair], config: TrainCon
     was_training = model.training
     model.eval()
     # restored below to train mode with the loop's BatchNorm setting
-    losses, dts, drs = [], [], []
+    losses, dts, drs, spreads = [], [], [], []
     with torch.no_grad():
         for pair in pairs:
             out = pair_forward(model, pair, config, device, lm_iterations)
             losses.append(float(out.loss.detach()))
             dts.append(out.translation_error_m)
             drs.append(out.rotation_error_deg)
+            spreads.append(out.confidence)
     if was_training:
         set_train_mode(model, config.freeze_batchnorm)
     dts, drs = np.array(dts), np.array(drs)
     recall = [float(np.mean((dts <= m) & (drs <= d))) for m, d in CMU_THRESHOLDS]
-    return ValidationResult(len(pairs), float(np.mean(losses)), float(np.median(dts)), float(np.median(drs)), recall)
+    return ValidationResult(len(pairs), float(np.mean(losses)), float(np.median(dts)), float(np.median(drs)), recall,
+                            confidence=mean_spread(spreads))
 
 
 def set_train_mode(model: PixLocModel, freeze_batchnorm: bool) -> None:

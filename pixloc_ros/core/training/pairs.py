@@ -205,6 +205,12 @@ class PairSampler:
         im = self.sfm.images[image_id]
         return Pose.from_numpy(im.R, im.t)
 
+    def map_images(self, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Up to ``count`` distinct map images (H, W, 3) uint8 at the network-input size, drawn at
+        random (for ``batchnorm.estimate_batchnorm_statistics``)."""
+        picked = rng.choice(len(self.image_ids), min(count, len(self.image_ids)), replace=False)
+        return [self._map_image(int(self.image_ids[i])) for i in sorted(picked.tolist())]
+
     # ---- sampling ----------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, conditions: Sequence[str] | None = None,
                max_tries: int = 200) -> TrainingPair:
@@ -330,6 +336,36 @@ class PairSampler:
             z = p_cam[:, 2].numpy()
             valid &= z <= d * (1 + self.config.depth_tolerance) + 0.1
         return valid
+
+
+class MultiSampler:
+    """Pairs from several maps (e.g. several synthetic worlds): each draw picks one map uniformly,
+    then a pair of it (``PairSampler.sample``). Same interface as ``PairSampler`` for ``train``."""
+
+    def __init__(self, samplers: Sequence[PairSampler]):
+        if not samplers:
+            raise ValueError("MultiSampler needs at least one PairSampler")
+        sizes = {tuple(s.config.image_size) if s.config.image_size else None for s in samplers}
+        if len(sizes) > 1:
+            raise ValueError(f"the maps' samplers have different image sizes {sorted(map(str, sizes))}: "
+                             "set one --image-size")
+        self.samplers = list(samplers)
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """Every map's covisible pairs (image ids are per map; for counting)."""
+        return [p for s in self.samplers for p in s.pairs]
+
+    def sample(self, rng: np.random.Generator, conditions: Sequence[str] | None = None,
+               max_tries: int = 200) -> TrainingPair:
+        """One pair of a map drawn uniformly."""
+        sampler = self.samplers[int(rng.integers(len(self.samplers)))]
+        return sampler.sample(rng, conditions, max_tries)
+
+    def map_images(self, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """About ``count`` map images, the same number from each map."""
+        per_map = max(1, -(-count // len(self.samplers)))
+        return [im for s in self.samplers for im in s.map_images(per_map, rng)]
 
 
 def initial_reprojection_error(xyz: np.ndarray, init: Pose, truth: Pose, camera: Camera) -> float:

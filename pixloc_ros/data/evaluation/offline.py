@@ -160,14 +160,40 @@ def camera_from_info(info) -> Camera:
     return Camera.from_camera_info(info.width, info.height, info.k, info.d, info.distortion_model)
 
 
+class _NetworkAhead:
+    """``pipeline.extract`` of frame i+1 on a second thread while frame i is processed (overlap)."""
+
+    def __init__(self, pipeline: RelocalizationPipeline, items: list, make_frame: Callable):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pipeline, self.items, self.make_frame = pipeline, items, make_frame
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixloc-network")
+        self.futures: dict = {}
+
+    def _extract(self, i: int):
+        return self.pipeline.extract(self.make_frame(self.items[i]))
+
+    def take(self, i: int):
+        """Frame i's features (ValueError as ``make_frame`` or ``extract`` raise it); frame i+1's start now."""
+        future = self.futures.pop(i, None) or self.pool.submit(self._extract, i)
+        if i + 1 < len(self.items) and i + 1 not in self.futures:
+            self.futures[i + 1] = self.pool.submit(self._extract, i + 1)
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, *, max_frames: int | None = None,
                    use_gnss: bool = True, on_frame: Callable[[FrameOutput, FrameInput], None] | None = None,
-                   progress: bool = False) -> DriveEvaluation:
+                   progress: bool = False, overlap: bool = False) -> DriveEvaluation:
     """Replay ``drive`` (a ``Drive`` or a bag folder) through ``pipeline`` and score it.
 
     max_frames: stop after this many images; use_gnss: feed the GNSS fixes (the relocalization
     prior); on_frame: called with each output (plots, heatmaps). Frames the pipeline refuses
-    as malformed count as not localized, with the error as reason.
+    as malformed count as not localized, with the error as reason. overlap: the network of the
+    next frame runs on a second thread while this frame's LM runs (as the node's worker does with
+    ``overlap_network``); the results are the same, the latencies include the wait between the two.
     """
     if not isinstance(drive, Drive):
         drive = read_drive(drive)
@@ -178,19 +204,23 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
     def single(item) -> FrameInput:
         if item.camera_info is None:
             raise ValueError("no CameraInfo for this image")
-        camera = cameras.setdefault(id(item.camera_info), camera_from_info(item.camera_info))
+        camera = cameras.get(id(item.camera_info))
+        if camera is None:
+            camera = cameras[id(item.camera_info)] = camera_from_info(item.camera_info)
         return FrameInput(item.stamp_ns, item.image, camera, base_from_cam)
 
     return replay_frames(pipeline, drive, [(f.stamp_ns, f) for f in frames], single, use_gnss=use_gnss,
-                         on_frame=on_frame, progress=progress)
+                         on_frame=on_frame, progress=progress, overlap=overlap)
 
 
 def replay_frames(pipeline: RelocalizationPipeline, drive: Drive, frames: list, make_frame: Callable, *,
-                  use_gnss: bool = True, on_frame: Callable | None = None, progress: bool = False) -> DriveEvaluation:
+                  use_gnss: bool = True, on_frame: Callable | None = None, progress: bool = False,
+                  overlap: bool = False) -> DriveEvaluation:
     """The replay behind ``evaluate_drive``: ``drive``'s odometry, GNSS and ground truth, and
     ``frames`` ((stamp_ns, item) in stamp order), each turned into the pipeline's input by
     ``make_frame(item)`` (a ``FrameInput`` or a rig's ``RigFrameInput``; ValueError: a malformed
-    frame, recorded as not localized). ``on_frame(output, frame input)``."""
+    frame, recorded as not localized). ``on_frame(output, frame input)``. overlap: as
+    ``evaluate_drive``'s (``pipeline.extract`` of the next frame on a second thread)."""
     truth = GroundTruth(drive.ground_truth)
     events = [(o.stamp_ns, 0, o) for o in drive.odometry]
     if use_gnss:
@@ -202,7 +232,25 @@ def replay_frames(pipeline: RelocalizationPipeline, drive: Drive, frames: list, 
     if progress:
         from tqdm import tqdm
         iterator = tqdm(events, desc="evaluate", unit="msg")
-    records = []
+    records: list[FrameRecord] = []
+    ahead = _NetworkAhead(pipeline, [e[2] for e in events if e[1] == 2], make_frame) if overlap else None
+    try:
+        _replay(pipeline, iterator, truth, records, ahead, on_frame, make_frame)
+    finally:
+        if ahead is not None:
+            ahead.close()
+    scored = [r for r in records if r.success and r.gt_map_from_base is not None]
+    summary = summarize([r.translation_error_m for r in scored], [r.rotation_error_deg for r in scored],
+                        frames=sum(r.gt_map_from_base is not None for r in records))
+    ran = np.array([r.total_s for r in records if r.network_s > 0])
+    latency = {} if ran.size == 0 else {"p50": float(np.percentile(ran, 50)), "p90": float(np.percentile(ran, 90)),
+                                        "max": float(ran.max()), "count": int(ran.size)}
+    return DriveEvaluation(str(drive.bag_dir), records, summary, latency)
+
+
+def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | None, on_frame, make_frame) -> None:
+    """The events of a drive, in order, through the pipeline; one ``FrameRecord`` per image into ``records``."""
+    index = -1
     for stamp, kind, item in iterator:
         if kind == 0:
             pipeline.add_odometry(stamp, item.matrix)
@@ -212,9 +260,12 @@ def replay_frames(pipeline: RelocalizationPipeline, drive: Drive, frames: list, 
                 pipeline.add_gnss(stamp, item.latitude_deg, item.longitude_deg, item.altitude_m, item.covariance)
             continue
         gt = truth.at(stamp)
+        index += 1
         try:
             frame = make_frame(item)
-            out = pipeline.process(frame)
+            # Sequential: process(frame) as before the overlap (callers may wrap process with that
+            # signature); overlapped: with the features the other thread extracted.
+            out = pipeline.process(frame) if ahead is None else pipeline.process(frame, ahead.take(index))
         except ValueError as err:
             why = Why(Reason.BAD_INPUT, str(err))
             records.append(FrameRecord(stamp, int(pipeline.state), False, why.text, None,
@@ -244,14 +295,6 @@ def replay_frames(pipeline: RelocalizationPipeline, drive: Drive, frames: list, 
                 rec.estimate_nees = nees(pose_difference(est.map_from_base, gt), est.covariance)
         records.append(rec)
 
-    scored = [r for r in records if r.success and r.gt_map_from_base is not None]
-    summary = summarize([r.translation_error_m for r in scored], [r.rotation_error_deg for r in scored],
-                        frames=sum(r.gt_map_from_base is not None for r in records))
-    ran = np.array([r.total_s for r in records if r.network_s > 0])
-    latency = {} if ran.size == 0 else {"p50": float(np.percentile(ran, 50)), "p90": float(np.percentile(ran, 90)),
-                                        "max": float(ran.max()), "count": int(ran.size)}
-    return DriveEvaluation(str(drive.bag_dir), records, summary, latency)
-
 
 def calibration_samples(records: list[dict], max_translation_m: float = 1.0,
                         max_rotation_deg: float = 5.0) -> list[CalibrationSample]:
@@ -275,3 +318,25 @@ def calibration_samples(records: list[dict], max_translation_m: float = 1.0,
                                          float(r["estimate_inlier_ratio"]), r.get("estimate_jitter_m"),
                                          A.T @ pose_difference(est, gt)))
     return samples
+
+
+def inlier_ratio_samples(records: list[dict], correct_m: float = 0.25, correct_deg: float = 2.0,
+                         wrong_m: float = 1.0, wrong_deg: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """The fine-level inlier ratios of correct (within ``correct_m`` / ``correct_deg``) and wrong
+    (beyond ``wrong_m`` or ``wrong_deg``) estimates in per-frame records with ground truth: (N,), (M,).
+
+    The estimate (published or not, the frame's best result) is what a gate sees, so both kinds
+    count: what the inlier gates of the weights are fitted on (core/tracking/inlier_gates.py)."""
+    correct, wrong = [], []
+    for r in records:
+        t, a, ratio = (r.get(k) for k in ("raw_translation_error_m", "raw_rotation_error_deg", "estimate_inlier_ratio"))
+        if r.get("gt_map_from_base") is None or t is None or a is None or ratio is None:
+            continue
+        if not (math.isfinite(t) and math.isfinite(a) and math.isfinite(ratio)):
+            continue
+        if t <= correct_m and a <= correct_deg:
+            correct.append(ratio)
+        elif t > wrong_m or a > wrong_deg:
+            wrong.append(ratio)
+    return np.array(correct, np.float64), np.array(wrong, np.float64)
+

@@ -106,17 +106,16 @@ def plot_nees(evaluation: DriveEvaluation, path: str | Path) -> Path:
 
 
 def save_heatmap_snapshot(image_rgb: np.ndarray, confidences: list[np.ndarray], path: str | Path) -> Path:
-    """Camera image and the fused + per-level confidence heatmaps side by side."""
+    """The camera image beside every level's confidence map, with a colour bar (``core.engine.heatmap``'s
+    overview at the camera's size, what the node publishes on ``~/heatmap/fused``)."""
     import cv2
 
     from ...core.engine.heatmap import render_heatmaps
 
-    maps = render_heatmaps(image_rgb, confidences, scale=1.0)
-    tiles = [image_rgb, maps.fused] + maps.levels
-    row = np.concatenate(tiles, axis=1)
+    overview = render_heatmaps(image_rgb, confidences, scale=1.0).overview
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), row[..., ::-1])
+    cv2.imwrite(str(path), overview[..., ::-1])
     return path
 
 

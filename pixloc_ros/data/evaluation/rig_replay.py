@@ -55,11 +55,12 @@ def group_rig_frames(rig: Rig, drives: dict[str, Drive], tolerance_ns: int) -> l
 
 def evaluate_rig_drive(pipeline: RelocalizationPipeline, bag_dir: str | Path, names, *, max_frames: int | None = None,
                        use_gnss: bool = True, on_frame: Callable | None = None, progress: bool = False,
-                       tolerance_ns: int = 10_000_000) -> DriveEvaluation:
+                       tolerance_ns: int = 10_000_000, overlap: bool = False) -> DriveEvaluation:
     """Replay the rig bag at ``bag_dir`` (cameras ``names``, the first the anchor) through ``pipeline``
     and score it against the ground truth. max_frames: stop after this many instants; ``on_frame``
     receives each output with the anchor camera's ``FrameInput`` (plots and heatmaps);
-    tolerance_ns: largest stamp difference of one instant's frames."""
+    tolerance_ns: largest stamp difference of one instant's frames; overlap: the next instant's
+    networks on a second thread (``evaluate_drive``'s)."""
     rig, drives = read_rig_drive(bag_dir, names)
     groups = group_rig_frames(rig, drives, tolerance_ns)[:max_frames]
 
@@ -71,7 +72,8 @@ def evaluate_rig_drive(pipeline: RelocalizationPipeline, bag_dir: str | Path, na
         on_frame(out, frame.anchor_frame())
 
     return replay_frames(pipeline, drives[rig.names[0]], [(g.stamp_ns, g) for g in groups], make_frame,
-                         use_gnss=use_gnss, on_frame=anchor_view if on_frame else None, progress=progress)
+                         use_gnss=use_gnss, on_frame=anchor_view if on_frame else None, progress=progress,
+                         overlap=overlap)
 
 
 __all__ = ["evaluate_rig_drive", "group_rig_frames", "read_rig_drive"]
