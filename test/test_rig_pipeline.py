@@ -146,6 +146,9 @@ def test_rig_network_stage_apart_gives_the_same_poses(localizing_weights, synth_
         p.process(single, p.extract(instant))
     with pytest.raises(ValueError, match="features of a single camera"):
         p.process(instant, p.extract(single))
+    with pytest.raises(ValueError, match="features of 3 cameras handed with a rig instant of 2"):
+        sub = rig.subset(("front", "left"))
+        p.process(RigFrameInput(f.stamp_ns, sub, instant.images_rgb[:2]), p.extract(instant))
 
 
 def test_keyframe_seeds_become_anchor_poses_of_the_camera_that_took_them():

@@ -221,6 +221,9 @@ class RelocalizationPipeline:
         if features is not None and (features.rig is None) != (rig_frame is None):
             raise ValueError("features of a " + ("single camera" if features.rig is None else "rig")
                              + " handed with a " + ("rig instant" if rig_frame is not None else "single-camera frame"))
+        if features is not None and rig_frame is not None and len(features.rig) != len(rig_frame.rig):
+            raise ValueError(f"features of {len(features.rig)} cameras handed with a rig instant of "
+                             f"{len(rig_frame.rig)} {list(rig_frame.rig.names)}")
         frame = frame if rig_frame is None else rig_frame.anchor_frame()
         base_from_cam = check_frame(frame)
         self._check_clock(frame.stamp_ns, "image")
