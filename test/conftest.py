@@ -12,6 +12,9 @@ Tests that need a network that actually localizes ask for ``localizing_weights``
 when only random weights are available.
 
 ``synth_map``: ``synth_small``'s map compiled once with ``test_weights``.
+
+``synth_rig`` / ``synth_rig_map``: a tiny world recorded and mapped by a front/left/right camera rig
+(``synth --rig``), and its map compiled with ``test_weights``.
 """
 import importlib.util
 import json
@@ -80,18 +83,47 @@ class SynthMap:
     trained: bool
 
 
-@pytest.fixture(scope="session")
-def synth_map(synth_small, test_weights, tmp_path_factory) -> SynthMap:
+def compile_synth_map(data: Path, weights: Path, out: Path) -> Path:
+    """The map of a synth output folder compiled with ``weights`` into ``out`` (world.json's build options)."""
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
     from pixloc_ros.core.maps.compile_keyframes import CompileConfig
     from pixloc_ros.core.maps.compile import compile_map
 
-    model = load_weights(test_weights.path, "cpu")
-    build = json.loads((synth_small / "world.json").read_text()).get("build_map", {})
-    map_file = tmp_path_factory.mktemp("synth_map") / "street.pxmap"
-    compile_map(read_model(synth_small / "sfm"), synth_small / "mapping" / "images", model, map_file,
-                weights_fingerprint(model), Georeference.load(synth_small / "georef.json"),
+    model = load_weights(weights, "cpu")
+    build = json.loads((data / "world.json").read_text()).get("build_map", {})
+    compile_map(read_model(data / "sfm"), data / "mapping" / "images", model, out,
+                weights_fingerprint(model), Georeference.load(data / "georef.json"),
                 CompileConfig(max_image_edge=build.get("max_image_edge")), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_map(synth_small, test_weights, tmp_path_factory) -> SynthMap:
+    map_file = compile_synth_map(synth_small, test_weights.path, tmp_path_factory.mktemp("synth_map") / "street.pxmap")
     return SynthMap(synth_small, map_file, test_weights.path, test_weights.trained)
+
+
+@pytest.fixture(scope="session")
+def synth_rig(tmp_path_factory) -> Path:
+    """A tiny world recorded by a front/left/right rig (``synth --rig``; about 10 s on 2 cores)."""
+    from pixloc_ros.data.sim.presets import SynthPreset
+    from pixloc_ros.data.sim.synth import synthesize
+
+    # Big enough for a map of every camera (320x240, a keyframe every 2 m of 24 m per camera: about
+    # 1000 observations each), 4-6 query frames of one season.
+    preset = SynthPreset("rig-test", 320, 240, 61.0, keyframe_spacing_m=2.0, mapping_route="ABCDEFABE",
+                         query_length_m=12.0, max_query_frames=6, camera_rate_hz=3.0, odom_rate_hz=10.0,
+                         gnss_rate_hz=1.0, sift_max_features=4096, match_max_pairs_per_image=4,
+                         query_conditions=("snow",), mapping_length_m=24.0, sift_peak_threshold=0.003,
+                         match_epipolar_error_px=2.0)
+    out = tmp_path_factory.mktemp("synth_rig") / "data"
+    synthesize(out, preset, seed=5, workers=1, rig=("front", "left", "right"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_rig_map(synth_rig, test_weights, tmp_path_factory) -> SynthMap:
+    map_file = compile_synth_map(synth_rig, test_weights.path, tmp_path_factory.mktemp("synth_rig_map") / "rig.pxmap")
+    return SynthMap(synth_rig, map_file, test_weights.path, test_weights.trained)

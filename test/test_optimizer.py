@@ -7,7 +7,8 @@ from feature_scene import STRIDES, BoxScene, default_camera, perturb, true_pose
 from pixloc_ros.core.geometry.camera import Camera
 from pixloc_ros.core.geometry.pose import Pose, pose_error
 from pixloc_ros.core.engine.lm.config import LMConfig
-from pixloc_ros.core.engine.lm.optimizer import _LevelProblem, cholesky_solve_spd, damped_solve, optimize_level
+from pixloc_ros.core.engine.lm.optimizer import LevelProblem, optimize_level
+from pixloc_ros.core.engine.lm.solve import cholesky_solve_spd, damped_solve
 
 LAMBDA = torch.full((6,), 1e-2)
 
@@ -41,7 +42,7 @@ def test_gradient_and_hessian_match_autograd():
     ref = torch.randn(60, C, dtype=torch.float64) * 0.3
     c_ref = torch.rand(60, dtype=torch.float64)
     config = LMConfig(pad=1.0, dtype=torch.float64)
-    prob = _LevelProblem(fmap, conf, xyz, ref, c_ref, cam, config)
+    prob = LevelProblem(fmap, conf, xyz, ref, c_ref, cam, config)
     pose = Pose.exp(torch.tensor([[0.05, -0.03, 0.1, 0.01, -0.02, 0.015],
                                   [-0.1, 0.02, 0.0, -0.02, 0.01, 0.0]], dtype=torch.float64))
     terms = prob.evaluate(pose.R, pose.t)
@@ -245,7 +246,7 @@ def test_central_gradient_terms_are_the_finite_difference_jacobian():
     pose = Pose.exp(torch.tensor([[0.05, -0.03, 0.1, 0.01, -0.02, 0.015]], dtype=torch.float64))
     terms = {}
     for gradient in ("central", "analytic"):
-        prob = _LevelProblem(fmap, None, xyz, ref, None, cam, LMConfig(pad=1.0, dtype=torch.float64, gradient=gradient))
+        prob = LevelProblem(fmap, None, xyz, ref, None, cam, LMConfig(pad=1.0, dtype=torch.float64, gradient=gradient))
         terms[gradient] = prob.evaluate(pose.R, pose.t)
     t = terms["central"]
     p2d, _ = cam.world2image(pose[0].transform(xyz))

@@ -2,6 +2,8 @@
 
     pixloc-ros evaluate --map FILE --bag BAG --weights CKPT [--json OUT] [--plots DIR]
                         [--params config/localize.yaml] [--device auto|cpu|cuda] [--max-frames N]
+                        [--cpu-precision f32|bf16|int8|auto] [--calibration FILE|none]
+                        [--rig front,left,right]   # a rig drive (synth --rig): one pose, every camera
 
 The engine settings come from the node's params file (the same YAML the launch file loads), so
 the figures are what the node would publish with those parameters.
@@ -34,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="covariance calibration to publish with (default: <weights>.covariance.json when it "
                         "exists; 'none': without one, as weights nobody calibrated)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many images")
+    p.add_argument("--rig", metavar="NAMES", default=None,
+                   help="a rig drive: the cameras to use, e.g. front,left,right (each on /<name>/image_raw and "
+                        "/<name>/camera_info, extrinsics on the bag's /tf_static, as synth --rig records them; "
+                        "the first is the anchor); default: the one camera of the bag")
     p.add_argument("--no-gnss", action="store_true", help="ignore the GNSS fixes in the bag")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots into DIR")
@@ -91,8 +97,19 @@ def run(args: argparse.Namespace) -> int:
         if not snapshot and out.success and out.result is not None and out.result.confidences:
             snapshot["image"], snapshot["conf"] = frame.image_rgb.copy(), out.result.confidences
 
-    evaluation = evaluate_drive(pipeline, bag, max_frames=args.max_frames, use_gnss=not args.no_gnss,
-                                on_frame=keep_snapshot if args.plots else None, progress=not args.quiet)
+    common = dict(max_frames=args.max_frames, use_gnss=not args.no_gnss,
+                  on_frame=keep_snapshot if args.plots else None, progress=not args.quiet)
+    if args.rig:
+        from pixloc_ros.data.evaluation.rig_replay import evaluate_rig_drive
+
+        names = [n.strip() for n in args.rig.split(",") if n.strip()]
+        try:
+            evaluation = evaluate_rig_drive(pipeline, bag, names, **common)
+        except ValueError as err:
+            print(f"pixloc-ros evaluate: error: {err}", file=sys.stderr)
+            return 1
+    else:
+        evaluation = evaluate_drive(pipeline, bag, **common)
     summary = pipeline.summary()
     if summary.network_precision:
         print(f"network: {summary.device}, {summary.network_precision}"

@@ -5,6 +5,7 @@ Examples::
     pixloc-ros synth --out data/synth                     # small preset, seed 0
     pixloc-ros synth --out data/synth_full --preset full --seed 3
     pixloc-ros synth --preview conditions.png             # only the picture of every condition
+    pixloc-ros synth --out data/synth_rig --rig front,left,right   # query bags of a 3-camera rig
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("--encoding", default="rgb8", choices=["rgb8", "bgr8", "mono8"], help="image encoding in the bags")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPU count, at most 4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synth output folder")
+    p.add_argument("--rig", metavar="NAMES",
+                   help="record the query drives with a camera rig, e.g. front,left,right (cameras: front, left, "
+                        "right, rear; each on /<name>/image_raw and /<name>/camera_info, frame "
+                        "<name>_camera_optical_frame, all on /tf_static); default: the one forward camera")
     p.add_argument("--preview", metavar="PNG",
                    help="save every condition seen from the same pose (plus its depth) to PNG; "
                         "without --out nothing else is generated")
@@ -47,8 +52,14 @@ def run(args) -> int:
         path = preview.render_preview(args.preview, seed=args.seed, width=w, height=h)
         print(f"preview: {path} ({time.perf_counter() - tic:.1f} s)")
     if args.out:
+        from pixloc_ros.data.sim.rig import parse_rig
+
+        try:
+            rig = parse_rig(args.rig) if args.rig else None
+        except ValueError as err:
+            raise SystemExit(f"pixloc-ros synth: --rig: {err}") from None
         report = synth.synthesize(args.out, args.preset, args.seed, workers=args.workers, encoding=args.encoding,
-                                  overwrite=args.overwrite, log=lambda msg: print(msg, flush=True))
+                                  overwrite=args.overwrite, log=lambda msg: print(msg, flush=True), rig=rig)
         print(f"synth: {report.num_keyframes} keyframes, "
               f"{sum(report.num_query_frames.values())} query frames in {len(report.num_query_frames)} conditions, "
               f"{report.num_points} SfM points, mean reprojection error {report.mean_reprojection_error_px:.3f} px")

@@ -2,7 +2,9 @@
 localizer that runs both on one image. Imports ``core.geometry`` only.
 
 Public API (imported on first use):
-- ``Localizer``, ``LocalizerConfig``, ``LocalizationResult``: ``localizer``;
+- ``Localizer``, ``LocalizerConfig``: ``localizer``; ``LocalizationResult``, ``Failure``: ``results``;
+- ``localize_rig``, ``localize_rig_extracted``, ``localize_rig_features``, ``RigLocalizationResult``: ``rig_localizer``
+  (a camera rig, one pose);
 - ``PixLocModel``, ``NetworkConfig``, ``FeaturePyramid``: ``network``; ``quantize_unet``: ``network_int8``;
 - ``load_weights``, ``weights_fingerprint``, ``WeightsError``, ``init_weights``: ``checkpoint``;
 - ``EngineProfile``, ``named_profile``: ``profile`` (the formulation a set of weights was trained with);
@@ -13,7 +15,9 @@ Public API (imported on first use):
 from pixloc_ros.lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "Localizer": "localizer", "LocalizerConfig": "localizer", "LocalizationResult": "localizer",
+    "Localizer": "localizer", "LocalizerConfig": "localizer", "LocalizationResult": "results", "Failure": "results",
+    "localize_rig": "rig_localizer", "localize_rig_extracted": "rig_localizer", "localize_rig_features": "rig_localizer",
+    "RigLocalizationResult": "rig_localizer",
     "PixLocModel": "network", "NetworkConfig": "network", "FeaturePyramid": "network",
     "quantize_unet": "network_int8",
     "load_weights": "checkpoint", "weights_fingerprint": "checkpoint", "WeightsError": "checkpoint",

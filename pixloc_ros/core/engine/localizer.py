@@ -9,16 +9,13 @@ only malformed input (wrong shapes, camera/image size mismatch) raises ValueErro
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from enum import IntEnum
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ..geometry.camera import MIN_DEPTH, Camera, random_points_in_view
-from .covariance import normalized_min_eigenvalue, pose_covariance, residual_variance
 from .profile import EngineProfile, native_profile
 from ..geometry.pose import Pose
 from .images import camera_scale, downscale_rgb, downscale_tensor, rgb_to_tensor, upload_rgb
@@ -26,6 +23,9 @@ from .network_runtime import resolve_cpu_runtime
 from .lm.guard import LMPathGuard, LMPathStatus
 from .lm.config import LevelResult, LMConfig
 from .query_points import QueryPoints
+# The result types live in ``results`` (shared with the rig); importers keep finding them here.
+from .results import (ChoiceRules, Failure, HypothesisResults, LocalizationResult, NetworkOutput, StageClock,
+                      Timings, choose_hypothesis, failure_result)
 
 DEFAULT_STRIDES = (1, 4, 16)  # network.STRIDES; repeated so this module does not need the network
 
@@ -111,87 +111,6 @@ class LocalizerConfig:
             level_pads(self.pad, [(1, 1)] * 3)  # ValueError now for a wrong length or a negative pad
 
 
-@dataclass
-class Timings:
-    """Wall-clock seconds of one localization (device work synchronised before each reading)."""
-
-    preprocess_s: float = 0.0  # image conversion / resizing, moving points to the device
-    network_s: float = 0.0  # feature extraction (0 for localize_features)
-    levels_s: tuple[float, float, float] = (0.0, 0.0, 0.0)  # LM per level, finest first
-    postprocess_s: float = 0.0  # hypothesis choice, covariance, copies to the host
-    total_s: float = 0.0
-
-
-@dataclass
-class HypothesisResults:
-    """Where every initial pose of one localization ended (index b = the b-th initial pose), so
-    that a caller can keep several hypotheses alive across frames. Arrays are numpy, CPU."""
-
-    cam_from_world: Pose  # (B,) final poses (float64)
-    cost: np.ndarray  # (3, B) final mean robust cost per level, finest first (inf where a level did not run)
-    initial_cost: np.ndarray  # (3, B) cost where each level started
-    num_valid: np.ndarray  # (B,) int64 valid points at the fine level
-    inlier_ratio: np.ndarray  # (B,) share of valid fine-level points with rho'(e) >= 0.5
-    hessian: np.ndarray  # (B, 6, 6) undamped fine-level Gauss-Newton Hessian (engine order)
-    sigma2: np.ndarray  # (B,) residual variance factor (``covariance.residual_variance``)
-    singular: np.ndarray  # (B,) bool: an LM system of the fine level was not positive definite
-
-
-@dataclass
-class NetworkOutput:
-    """The network's half of one localization (``Localizer.extract``): what ``localize`` needs from the
-    image, so that the network of the next frame can run while this one's LM does."""
-
-    pyramid: object  # network.FeaturePyramid of the (possibly downscaled) image
-    camera: Camera  # the camera of that image (float64)
-    image_size: tuple[int, int]  # (width, height) of the image as given (the camera's size)
-    preprocess_s: float = 0.0
-    network_s: float = 0.0
-    started_s: float = 0.0  # time.perf_counter() when the extraction began
-
-
-class Failure(IntEnum):
-    """Why the localizer gave no pose (``LocalizationResult.failure``); its text says the figures."""
-
-    NONE = 0
-    NO_POINTS = 1  # the map returned no points for the prior
-    POINTS_BEHIND_CAMERA = 2  # no point lies in front of any initial pose
-    NO_LEVELS = 3  # every level has 0 iterations
-    SINGULAR_SYSTEM = 4  # every hypothesis with enough points hit a singular LM system
-    TOO_FEW_VALID_POINTS = 5  # no hypothesis kept enough valid points
-    DEGENERATE_GEOMETRY = 6  # the points do not constrain all 6 pose directions
-    COVARIANCE_FAILED = 7  # no finite covariance from the Hessian
-
-    @property
-    def key(self) -> str:
-        """The first word of the reason text ("too_few_valid_points"); "ok" for NONE."""
-        return "ok" if self == Failure.NONE else self.name.lower()
-
-
-@dataclass
-class LocalizationResult:
-    """Outcome of one localization. Levels are indexed finest first (index 0 = stride 1)."""
-
-    success: bool
-    reason: str  # "ok", or why it failed: "<failure.key>: <figures>" (for people; decide by ``failure``)
-    cam_from_world: Pose | None  # chosen pose (float64, CPU, batch shape ()), None when no hypothesis ran
-    covariance: np.ndarray | None  # (6, 6) engine order [t, w], left perturbation of cam_from_world; None on failure
-    cost: tuple[float, float, float] = (math.inf, math.inf, math.inf)  # final mean robust cost per level
-    initial_cost: tuple[float, float, float] = (math.inf, math.inf, math.inf)  # cost where each level started
-    iterations: tuple[int, int, int] = (0, 0, 0)  # LM iterations run per level (chosen hypothesis)
-    num_valid: int = 0  # valid points at the fine level, final pose
-    hypothesis: int = -1  # index of the chosen initial pose, -1 when none
-    inlier_ratio: float = 0.0  # share of valid fine-level points with a small residual (rho' >= 0.5)
-    sigma2: float = math.inf  # residual variance factor used for the covariance
-    point_weights: np.ndarray | None = None  # (N,) float32 fine-level weights of the chosen hypothesis
-    hypothesis_costs: np.ndarray | None = None  # (B,) float32 fine cost of every hypothesis
-    confidences: list[np.ndarray] | None = None  # per level (H_l, W_l) float32 query confidence, for display
-    timings: Timings = field(default_factory=Timings)
-    hypotheses: HypothesisResults | None = None  # every initial pose's outcome (None when no level ran)
-    lm_path: str = ""  # the LM implementation the levels ran: "fused" (Triton kernels) or "torch" ("": none ran)
-    failure: Failure = Failure.NONE  # the code of ``reason``
-
-
 def resolve_device(name: str) -> torch.device:
     """"auto" -> CUDA when available else CPU; otherwise ``torch.device(name)`` (ValueError when CUDA is missing)."""
     if name == "auto":
@@ -219,28 +138,6 @@ def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
                              f"{tuple(image.shape)} {image.dtype}")
         return t
     raise ValueError(f"expected a numpy array or a tensor image, got {type(image).__name__}")
-
-
-class _Clock:
-    """Stage timer that synchronises CUDA before each reading (accurate stage times)."""
-
-    def __init__(self, device: torch.device):
-        self.sync = device.type == "cuda"
-        self.device = device
-        self.last = self.start = self._now()
-
-    def _now(self) -> float:
-        if self.sync:
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def lap(self) -> float:
-        now = self._now()
-        dt, self.last = now - self.last, now
-        return dt
-
-    def total(self) -> float:
-        return self._now() - self.start
 
 
 class Localizer:
@@ -290,7 +187,7 @@ class Localizer:
         Touches only the network: it may run on another thread than ``localize_extracted``."""
         if self.model is None:
             raise ValueError("Localizer was built without a model: use localize_features")
-        clock = _Clock(self.device)
+        clock = StageClock(self.device)
         limit = self.config.max_image_size if self.config.max_image_size is not None else self.profile.max_image_edge
         if isinstance(image, np.ndarray):
             _check_rgb(image)
@@ -412,7 +309,7 @@ class Localizer:
         ``camera.scale(1 / strides[l])``); damping: (3, 6) lambda per level, finest first.
         """
         cfg = self.config
-        clock = _Clock(self.device)
+        clock = StageClock(self.device)
         features, confidences = list(pyramid.features), list(pyramid.confidences)
         strides = tuple(getattr(pyramid, "strides", None) or DEFAULT_STRIDES)
         if len(features) != 3 or len(confidences) != 3 or len(strides) != 3:
@@ -435,11 +332,8 @@ class Localizer:
         camera.max_r2  # distortion bound computed once here; every scaled level camera inherits it
         pre = clock.lap()
 
-        def failure(code: Failure, detail: str, pose: Pose | None = None, **kw) -> LocalizationResult:
-            post = clock.lap()
-            timings = Timings(pre, 0.0, kw.pop("levels_s", (0.0, 0.0, 0.0)), post, clock.total())
-            return LocalizationResult(False, f"{code.key}: {detail}", pose, None, timings=timings,
-                                      confidences=self._confidences(confidences), failure=code, **kw)
+        def failure(code: Failure, detail: str) -> LocalizationResult:
+            return failure_result(code, detail, clock, pre, self.display_confidences(confidences))
 
         n = len(pts)
         if n == 0:
@@ -450,8 +344,28 @@ class Localizer:
             return failure(Failure.POINTS_BEHIND_CAMERA, f"none of the {n} points is in front of any of the "
                            f"{poses.shape[0]} initial poses")
 
+        pads = level_pads(cfg.pad if cfg.pad is not None else self.profile.pad, [f.shape[-2:] for f in features])
+
+        def run_level(level: int, poses: Pose, lm: LMConfig, damping_level: torch.Tensor):
+            res = self.lm_guard.optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
+                                               pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
+                                               damping_level, replace(lm, pad=pads[level]))
+            return res, self.lm_guard.last_path or ""
+
+        return self.coarse_to_fine(run_level, poses, damping, confidences, clock, pre)
+
+    def coarse_to_fine(self, run_level, poses: Pose, damping: torch.Tensor, confidences, clock: StageClock,
+                       pre: float) -> LocalizationResult:
+        """Levels 2 -> 1 -> 0 from ``poses`` (B,), then ``results.choose_hypothesis``.
+
+        ``run_level(level, poses, lm, damping_level) -> (LevelResult, lm path)`` runs one level from
+        the previous level's poses (``lm``: this localizer's LM settings with the level's iterations
+        and the profile's gradient and stopping rule; the callee sets the border pad); damping: (3, 6)
+        lambda per level, finest first; confidences: per level, for display; ``pre``: seconds spent
+        before (``Timings.preprocess_s``). Used by ``localize_features`` and ``rig_localizer``."""
+        cfg = self.config
         profile = self.profile
-        pads = level_pads(cfg.pad if cfg.pad is not None else profile.pad, [f.shape[-2:] for f in features])
+        dev = self.device
         iterations = cfg.iterations if cfg.iterations is not None else profile.iterations
         levels: dict[int, LevelResult] = {}
         level_times = [0.0, 0.0, 0.0]
@@ -465,91 +379,24 @@ class Localizer:
             iters = int(iterations[level])
             if iters <= 0:
                 continue
-            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters, "pad": pads[level],
+            lm = LMConfig(**{**cfg.lm.__dict__, "num_iters": iters,
                              "gradient": profile.gradient, "stopping": profile.stopping})
-            res = self.lm_guard.optimize_level(features[level], confidences[level], pts.xyz, pts.features[level],
-                                               pts.confidences[level], camera.scale(1.0 / strides[level]), poses,
-                                               damping_host[level], lm)
-            lm_path = self.lm_guard.last_path or ""
+            res, lm_path = run_level(level, poses, lm, damping_host[level])
             poses = res.cam_from_world
             levels[level] = res
             failed = failed | res.failed.to(dev)
             level_times[level] = clock.lap()
-        level_times = tuple(level_times)
+        display = self.display_confidences(confidences)
         if not levels:
-            return failure(Failure.NO_LEVELS, "every level has 0 iterations in LocalizerConfig.iterations")
+            return failure_result(Failure.NO_LEVELS, "every level has 0 iterations in LocalizerConfig.iterations",
+                                  clock, pre, display)
+        rules = ChoiceRules(cfg.min_valid_points, cfg.lm.min_valid_points, cfg.min_normalized_eigenvalue,
+                            cfg.covariance_scale)
+        return choose_hypothesis(levels, failed, rules, lm_path, clock, pre, tuple(level_times), display)
 
-        finest = min(levels)
-        fine = levels[finest]
-        num_valid = fine.num_valid.cpu()
-        cost = fine.cost.float().cpu()
-        failed = failed.cpu()
-        eligible = (num_valid >= cfg.min_valid_points) & torch.isfinite(cost) & ~fine.singular.cpu() & ~failed
-
-        per_hypothesis = self._hypothesis_results(levels, finest)
-
-        def per_level(attr: str, b: int) -> tuple[float, float, float]:
-            return tuple(float(getattr(levels[l], attr)[b]) if l in levels else math.inf for l in range(3))
-
-        if not bool(eligible.any()):
-            b = int(num_valid.argmax())
-            pose = fine.cam_from_world[b].to("cpu", torch.float64)
-            enough = num_valid >= cfg.min_valid_points
-            if bool((enough & fine.singular.cpu()).any()):
-                code, why = Failure.SINGULAR_SYSTEM, "every hypothesis with enough points hit a singular LM system"
-            elif bool((enough & failed).any()):
-                code, why = Failure.TOO_FEW_VALID_POINTS, (f"every hypothesis fell below {cfg.lm.min_valid_points} "
-                                                           f"valid points at some level (the reference's failure rule)")
-            else:
-                code, why = Failure.TOO_FEW_VALID_POINTS, (f"best hypothesis has {int(num_valid[b])} valid points "
-                                                           f"at level {finest}, need {cfg.min_valid_points}")
-            return failure(code, why, pose, levels_s=level_times, num_valid=int(num_valid[b]),
-                           cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
-                           iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
-                           hypothesis_costs=cost.numpy(), hypotheses=per_hypothesis, lm_path=lm_path)
-        b = int(torch.where(eligible, cost, torch.full_like(cost, math.inf)).argmin())
-        pose = fine.cam_from_world[b].to("cpu", torch.float64)
-        H = fine.hessian[b].cpu().numpy()
-        sigma2 = residual_variance(float(fine.weighted_sq_residual[b]), int(num_valid[b]), fine.num_channels)
-        common = dict(
-            cost=per_level("cost", b), initial_cost=per_level("initial_cost", b),
-            iterations=tuple(int(levels[l].iterations[b]) if l in levels else 0 for l in range(3)),
-            num_valid=int(num_valid[b]), hypothesis=b, inlier_ratio=float(fine.inlier_ratio[b]),
-            sigma2=sigma2, point_weights=fine.weights[b].float().cpu().numpy(),
-            hypothesis_costs=cost.numpy(), confidences=self._confidences(confidences), hypotheses=per_hypothesis,
-            lm_path=lm_path)
-        min_eig = normalized_min_eigenvalue(H)
-        cov = None
-        if min_eig < cfg.min_normalized_eigenvalue:
-            code, why = Failure.DEGENERATE_GEOMETRY, (f"the points do not constrain all 6 pose directions "
-                                                      f"(normalised Hessian min eigenvalue {min_eig:.2e} < "
-                                                      f"{cfg.min_normalized_eigenvalue:.0e})")
-        else:
-            cov = pose_covariance(H, sigma2 * cfg.covariance_scale)
-            code, why = Failure.COVARIANCE_FAILED, f"sigma^2 = {sigma2} with Hessian eigenvalue ratio {min_eig:.2e}"
-        if cov is None:
-            post = clock.lap()
-            return LocalizationResult(False, f"{code.key}: {why}", pose, None, failure=code,
-                                      timings=Timings(pre, 0.0, level_times, post, clock.total()), **common)
-        post = clock.lap()
-        return LocalizationResult(True, "ok", pose, cov,
-                                  timings=Timings(pre, 0.0, level_times, post, clock.total()), **common)
-
-    @staticmethod
-    def _hypothesis_results(levels: dict[int, LevelResult], finest: int) -> HypothesisResults:
-        fine = levels[finest]
-        B = fine.cost.shape[0]
-        inf = torch.full((B,), math.inf, dtype=torch.float64)
-        cost = torch.stack([levels[l].cost.double().cpu() if l in levels else inf for l in range(3)])
-        initial = torch.stack([levels[l].initial_cost.double().cpu() if l in levels else inf for l in range(3)])
-        num_valid = fine.num_valid.cpu().numpy().astype(np.int64)
-        sq = fine.weighted_sq_residual.double().cpu().numpy()
-        sigma2 = np.array([residual_variance(float(sq[b]), int(num_valid[b]), fine.num_channels) for b in range(B)])
-        return HypothesisResults(fine.cam_from_world.to("cpu", torch.float64), cost.numpy(), initial.numpy(),
-                                 num_valid, fine.inlier_ratio.double().cpu().numpy(),
-                                 fine.hessian.double().cpu().numpy(), sigma2, fine.singular.cpu().numpy())
-
-    def _confidences(self, confidences: list[torch.Tensor | None]) -> list[np.ndarray] | None:
+    def display_confidences(self, confidences: list) -> list[np.ndarray] | None:
+        """Per level (H_l, W_l) float32 numpy copies of confidence maps (None entries kept), for
+        display; None when ``LocalizerConfig.return_confidences`` is off."""
         if not self.config.return_confidences:
             return None
         out = []
@@ -560,3 +407,7 @@ class Localizer:
             c = c.detach()
             out.append(c.reshape(c.shape[-2], c.shape[-1]).float().cpu().numpy())
         return out
+
+
+__all__ = ["DEFAULT_STRIDES", "Failure", "HypothesisResults", "LocalizationResult", "Localizer", "LocalizerConfig",
+           "NetworkOutput", "Timings", "image_to_tensor", "level_pads", "resolve_device"]

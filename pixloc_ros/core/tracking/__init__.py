@@ -13,6 +13,7 @@ Public API (imported on first use):
 - ``FrameInput``, ``FrameFeatures``, ``FrameOutput``, ``Estimate``, ``State``: ``frames``; ``Reason``, ``Why``: ``reasons``;
 - ``HypothesisTracker``, ``HypothesisConfig``: ``hypothesis_books``; ``GatingConfig``: ``gating``;
 - ``CovarianceCalibration``, ``fit_calibration``: ``covariance_calibration``;
+- ``RigFrameGrouper``, ``RigGroup``, ``MembershipEvent``: ``rig_frames`` (a rig's frames grouped by stamp);
 - ``build_int8``, ``load_int8``, ``Int8Unavailable``: ``int8_map`` (the map's int8 network).
 """
 from pixloc_ros.lazy import lazy_exports
@@ -23,5 +24,6 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "Reason": "reasons", "Why": "reasons",
     "HypothesisTracker": "hypothesis_books", "HypothesisConfig": "hypothesis_books", "GatingConfig": "gating",
     "CovarianceCalibration": "covariance_calibration", "fit_calibration": "covariance_calibration",
+    "RigFrameGrouper": "rig_frames", "RigGroup": "rig_frames", "MembershipEvent": "rig_frames",
     "build_int8": "int8_map", "load_int8": "int8_map", "Int8Unavailable": "int8_map",
 })

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..engine.localizer import LocalizationResult, NetworkOutput
 from ..geometry.camera import Camera
+from ..geometry.transforms import check_transform
 from .reasons import OK, Why
 
 
@@ -34,12 +35,33 @@ class FrameInput:
     base_from_cam: np.ndarray  # (4, 4) camera optical frame -> base_link
 
 
+def check_frame(frame: FrameInput) -> np.ndarray:
+    """ValueError for an image that is not (H, W, 3) uint8, or does not match its camera, or a
+    broken extrinsic; the checked ``base_from_cam`` (4, 4)."""
+    image = frame.image_rgb
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got "
+                         f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError("image is empty (0 pixels)")
+    w, h = (float(v) for v in frame.camera.size.reshape(-1)[:2])
+    if (int(round(w)), int(round(h))) != (image.shape[1], image.shape[0]):
+        raise ValueError(f"camera is {w:.0f}x{h:.0f} but the image is {image.shape[1]}x{image.shape[0]}")
+    return check_transform(frame.base_from_cam, "camera extrinsic base_from_cam")
+
+
 @dataclass
 class FrameFeatures:
     """The network's stage of one frame (``RelocalizationPipeline.extract``), for ``process``."""
 
     stamp_ns: int  # the frame's stamp (``process`` checks it matches)
-    network: NetworkOutput
+    network: NetworkOutput  # the camera's (a rig instant's: the anchor camera's)
+    rig: list[NetworkOutput] | None = None  # a rig instant's: every camera's, rig order; None for one camera
+
+    @property
+    def started_s(self) -> float:
+        """``time.perf_counter()`` when the first extraction began (the frame's latency starts there)."""
+        return min(n.started_s for n in (self.rig or [self.network]))
 
 
 @dataclass

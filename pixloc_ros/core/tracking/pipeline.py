@@ -42,13 +42,14 @@ from .candidates import CandidateJudge, CovarianceConfig
 from .covariance_calibration import CovarianceCalibration, calibration_path_for
 from .decide import Prediction, Verdict, decide
 from .frame_points import frame_points
-from .frames import FrameFeatures, FrameInput, FrameOutput, State
+from .frames import FrameFeatures, FrameInput, FrameOutput, State, check_frame
 from .gating import GatingConfig
 from .hypothesis_books import HypothesisConfig, HypothesisTracker, Observation
 from .innovation import CovarianceScaler, InnovationConfig
 from .odometry import Motion, MotionConfig, OdometryBuffer
 from .priors import PriorConfig, Priors
 from .reasons import Reason, Why
+from .rig_observe import RigFrameInput, anchor_seeds, concat_points, localize_rig_frame, rig_frame_points
 from .seeds import SeedConfig, SeedPlanner, to_pose
 
 
@@ -194,22 +195,37 @@ class RelocalizationPipeline:
                              f"(max_prior_distance_m {limit:g} m); the current localization is kept")
 
     # ---- the frame --------------------------------------------------------------------------
-    def extract(self, frame: FrameInput) -> FrameFeatures:
-        """The network's stage of ``process`` for ``frame``: independent of the pipeline's state, so it
-        may run on another thread, the next frame's while this one's ``process`` runs the LM (what
-        the node's worker and ``evaluate_drive(overlap=True)`` do). ValueError for malformed input."""
-        self._check_frame(frame)
+    def extract(self, frame: FrameInput | RigFrameInput) -> FrameFeatures:
+        """The network's stage of ``process`` for ``frame`` (a rig instant: every camera's network,
+        rig order): independent of the pipeline's state, so it may run on another thread, the next
+        frame's while this one's ``process`` runs the LM (what the node's worker and
+        ``evaluate_drive(overlap=True)`` do). ValueError for malformed input."""
+        if isinstance(frame, RigFrameInput):
+            frame.anchor_frame()  # checks every camera's image
+            networks = [self.localizer.extract(image, rc.camera)
+                        for image, rc in zip(frame.images_rgb, frame.rig.cameras)]
+            return FrameFeatures(frame.stamp_ns, networks[frame.rig.anchor], networks)
+        check_frame(frame)
         return FrameFeatures(frame.stamp_ns, self.localizer.extract(frame.image_rgb, frame.camera))
 
-    def process(self, frame: FrameInput, features: FrameFeatures | None = None) -> FrameOutput:
-        """Localize one frame. ValueError for malformed input (nothing changes then).
+    def process(self, frame: FrameInput | RigFrameInput, features: FrameFeatures | None = None) -> FrameOutput:
+        """Localize one frame, or one instant of a camera rig (``rig_observe``: the anchor camera's
+        pose, every camera's points). ValueError for malformed input (nothing changes then).
 
         features: ``extract(frame)`` done beforehand (the same result as without; the output's
         ``timings.total_s`` then runs from the start of that extraction, the frame's latency)."""
-        t_start = time.perf_counter() if features is None else features.network.started_s
+        t_start = time.perf_counter() if features is None else features.started_s
         if features is not None and features.stamp_ns != frame.stamp_ns:
             raise ValueError(f"features of the frame at {features.stamp_ns} ns handed with the frame at {frame.stamp_ns} ns")
-        base_from_cam = self._check_frame(frame)
+        rig_frame = frame if isinstance(frame, RigFrameInput) else None
+        if features is not None and (features.rig is None) != (rig_frame is None):
+            raise ValueError("features of a " + ("single camera" if features.rig is None else "rig")
+                             + " handed with a " + ("rig instant" if rig_frame is not None else "single-camera frame"))
+        if features is not None and rig_frame is not None and len(features.rig) != len(rig_frame.rig):
+            raise ValueError(f"features of {len(features.rig)} cameras handed with a rig instant of "
+                             f"{len(rig_frame.rig)} {list(rig_frame.rig.names)}")
+        frame = frame if rig_frame is None else rig_frame.anchor_frame()
+        base_from_cam = check_frame(frame)
         self._check_clock(frame.stamp_ns, "image")
         out = FrameOutput(frame.stamp_ns, self.state, covariance_calibrated=self.calibration is not None)
 
@@ -225,6 +241,11 @@ class RelocalizationPipeline:
 
         # 2. This frame's initial poses (every live hypothesis, then seeds) and their map points.
         seeds, why = self.planner.seeds(frame, self.priors)
+        if rig_frame is not None:  # a keyframe is the pose of the camera that took it, not the anchor's
+            seeds = anchor_seeds(seeds, rig_frame.rig, self.index.keyframe_names)
+            if not seeds and why is None:  # the keyframes near the prior were all other cameras'
+                why = Why(Reason.PRIOR_OUTSIDE_MAP, f"no keyframe of the rig's cameras {list(rig_frame.rig.names)} "
+                                                    "near the prior")
         if not self.tracker.hypotheses and not seeds:
             return self._finish(out, why, t_start)
         if self.state == State.NOT_INITIALIZED:
@@ -237,9 +258,11 @@ class RelocalizationPipeline:
                                                  f"nearest keyframe (max {self.config.priors.max_prior_distance_m:g} m)"),
                                         travel, t_start)
         t0 = time.perf_counter()
-        points, out.keyframe_ids = frame_points(self.index, self.config.retrieval, [s.map_from_cam for s in starts],
-                                                frame.camera, frame.stamp_ns, committed is not None,
-                                                self.config.max_points, self.config.seed)
+        gather = frame_points if rig_frame is None else rig_frame_points
+        points, out.keyframe_ids = gather(self.index, self.config.retrieval, [s.map_from_cam for s in starts],
+                                          frame.camera if rig_frame is None else rig_frame.rig, frame.stamp_ns,
+                                          committed is not None, self.config.max_points, self.config.seed)
+        per_camera, points = (None, points) if rig_frame is None else (points, concat_points(points))
         out.timings.retrieval_s = time.perf_counter() - t0
         if len(points) < self.config.gating.min_valid_points:
             why = self.index.unavailable_reason(out.prior_map_from_base[:3, 3])  # tiles loading or damaged
@@ -247,9 +270,14 @@ class RelocalizationPipeline:
                                                  + (f" ({why})" if why else "")), travel, t_start)
 
         # 3. PixLoc on all of them at once, the candidates judged, then the books and the verdict.
-        network = features.network if features is not None else self.localizer.extract(frame.image_rgb, frame.camera)
-        result = self.localizer.localize_extracted(network, points,
-                                                   to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+        if rig_frame is None:
+            network = features.network if features is not None else self.localizer.extract(frame.image_rgb,
+                                                                                           frame.camera)
+            result = self.localizer.localize_extracted(network, points,
+                                                       to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
+        else:
+            result = localize_rig_frame(self.localizer, rig_frame, per_camera, [s.map_from_cam for s in starts],
+                                        None if features is None else features.rig)
         out.result, out.points_xyz, out.point_weights = result, points.xyz.numpy(), result.point_weights
         out.timings.network_s = result.timings.network_s
         out.timings.optimizer_s = float(sum(result.timings.levels_s))
@@ -266,20 +294,6 @@ class RelocalizationPipeline:
         if decision.leader is not None:
             gate.lead_frames, gate.lead_travel_m = decision.leader.lead_frames, decision.leader.lead_travel_m
         return self._apply(out, verdict, frame.stamp_ns, t_start)
-
-    def _check_frame(self, frame: FrameInput) -> np.ndarray:
-        """ValueError for an image that is not (H, W, 3) uint8, or does not match its camera, or a
-        broken extrinsic; the checked ``base_from_cam``."""
-        image = frame.image_rgb
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got "
-                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
-        if image.shape[0] == 0 or image.shape[1] == 0:
-            raise ValueError("image is empty (0 pixels)")
-        w, h = (float(v) for v in frame.camera.size.reshape(-1)[:2])
-        if (int(round(w)), int(round(h))) != (image.shape[1], image.shape[0]):
-            raise ValueError(f"camera is {w:.0f}x{h:.0f} but the image is {image.shape[1]}x{image.shape[0]}")
-        return check_transform(frame.base_from_cam, "camera extrinsic base_from_cam")
 
     def _predict(self, stamp_ns: int) -> float | None:
         """Move the live hypotheses to ``stamp_ns`` with the odometry and widen them; the travel (m),

@@ -59,6 +59,7 @@ class Seed:
 
     map_from_cam: np.ndarray  # (4, 4)
     kind: SeedKind
+    keyframe: int = -1  # the map's keyframe row whose pose this is (KEYFRAME seeds), else -1
 
 
 @dataclass
@@ -88,7 +89,7 @@ class SeedPlanner:
         idx, _, _ = self.index.nearest_keyframes(position, view_dir, k=self.config.num_hypotheses,
                                                  max_heading_diff_deg=max_heading_deg, max_distance_m=radius_m,
                                                  require_observations=True)
-        return [Seed(self.index.keyframe_world_from_cam[i], SeedKind.KEYFRAME) for i in idx]
+        return [Seed(self.index.keyframe_world_from_cam[i], SeedKind.KEYFRAME, int(i)) for i in idx]
 
     def seeds(self, frame: FrameInput, priors: Priors) -> tuple[list[Seed], Why | None]:
         """Fresh initial poses from the operator's initial pose or the GNSS fix (nearest keyframes),

@@ -15,7 +15,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
                       "POSE_STAMPED_MSG", "ENCODINGS", "NAVSAT_STATUS_FIX", "NAVSAT_SERVICE_GPS",
                       "COVARIANCE_TYPE_DIAGONAL_KNOWN", "typestore", "DriveTopics", "CameraInfoData",
                       "StaticTransform", "OdometrySample", "GnssFix", "PoseSample", "ImageFrame", "Drive",
-                      "RawMessage", "BagTopic", "static_transform_chain"], "messages"),
+                      "RawMessage", "BagTopic", "static_transform_chain", "rig_camera_topics",
+                      "rig_camera_frame"], "messages"),
     **dict.fromkeys(["DriveBagWriter", "encode_image"], "writer"),
     **dict.fromkeys(["decode_image", "iter_frames", "read_drive", "iter_raw", "bag_topics"], "reader"),
 })

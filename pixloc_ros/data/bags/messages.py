@@ -57,6 +57,17 @@ class DriveTopics:
     ground_truth: str = "/ground_truth/pose"
 
 
+def rig_camera_topics(name: str) -> DriveTopics:
+    """The topics of camera ``name`` in a rig recording (``/<name>/image_raw``, ``/<name>/camera_info``;
+    the drive's other topics as usual): the layout ``synth --rig`` writes and rig replays read."""
+    return DriveTopics(image=f"/{name}/image_raw", camera_info=f"/{name}/camera_info")
+
+
+def rig_camera_frame(name: str) -> str:
+    """The optical frame id of camera ``name`` in a rig recording."""
+    return f"{name}_camera_optical_frame"
+
+
 # ---------------------------------------------------------------------------------------------
 # Typed contents
 # ---------------------------------------------------------------------------------------------

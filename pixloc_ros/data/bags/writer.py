@@ -91,15 +91,17 @@ class DriveBagWriter:
         sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
         return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=frame_id)
 
-    def write_image(self, stamp_ns: int, image: np.ndarray, encoding: str = "rgb8", frame_id: str = CAMERA_FRAME) -> None:
+    def write_image(self, stamp_ns: int, image: np.ndarray, encoding: str = "rgb8", frame_id: str = CAMERA_FRAME,
+                    topic: str | None = None) -> None:
         """Write an RGB image (H, W, 3) uint8 (or (H, W) grey) as sensor_msgs/Image in ``encoding``
-        (``rgb8``, ``bgr8`` or ``mono8``)."""
+        (``rgb8``, ``bgr8`` or ``mono8``) on ``topic`` (default: the drive's image topic; a rig's
+        other cameras have their own)."""
         data = encode_image(image, encoding)
         h, w = data.shape[:2]
         step = w * (1 if encoding == "mono8" else 3)
         msg = self._types[IMAGE_MSG](header=self._header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
                                      is_bigendian=0, step=step, data=np.ascontiguousarray(data).reshape(-1))
-        self._write(self.topics.image, IMAGE_MSG, stamp_ns, msg)
+        self._write(topic or self.topics.image, IMAGE_MSG, stamp_ns, msg)
 
     def write_compressed_image(self, stamp_ns: int, image, fmt: str = "jpeg", frame_id: str = CAMERA_FRAME,
                                topic: str | None = None, jpeg_quality: int = 95) -> None:
@@ -125,8 +127,8 @@ class DriveBagWriter:
             topic = self.topics.image if self.topics.image.endswith("/compressed") else self.topics.image + "/compressed"
         self._write(topic, COMPRESSED_IMAGE_MSG, stamp_ns, msg)
 
-    def write_camera_info(self, stamp_ns: int, info: CameraInfoData) -> None:
-        """Write sensor_msgs/CameraInfo (P defaults to [K | 0])."""
+    def write_camera_info(self, stamp_ns: int, info: CameraInfoData, topic: str | None = None) -> None:
+        """Write sensor_msgs/CameraInfo (P defaults to [K | 0]) on ``topic`` (default: the drive's)."""
         T = self._types
         p = info.p or tuple(np.hstack([info.K, np.zeros((3, 1))]).ravel())
         roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
@@ -134,7 +136,7 @@ class DriveBagWriter:
                                  distortion_model=info.distortion_model, d=np.asarray(info.d, np.float64),
                                  k=np.asarray(info.k, np.float64), r=np.asarray(info.r, np.float64),
                                  p=np.asarray(p, np.float64), binning_x=0, binning_y=0, roi=roi)
-        self._write(self.topics.camera_info, CAMERA_INFO_MSG, stamp_ns, msg)
+        self._write(topic or self.topics.camera_info, CAMERA_INFO_MSG, stamp_ns, msg)
 
     def _pose(self, position, orientation_xyzw):
         T = self._types

@@ -163,24 +163,20 @@ def camera_from_info(info) -> Camera:
 class _NetworkAhead:
     """``pipeline.extract`` of frame i+1 on a second thread while frame i is processed (overlap)."""
 
-    def __init__(self, pipeline: RelocalizationPipeline, frames: list, base_from_cam: np.ndarray):
+    def __init__(self, pipeline: RelocalizationPipeline, items: list, make_frame: Callable):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.pipeline, self.frames, self.base_from_cam = pipeline, frames, base_from_cam
+        self.pipeline, self.items, self.make_frame = pipeline, items, make_frame
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixloc-network")
         self.futures: dict = {}
 
     def _extract(self, i: int):
-        item = self.frames[i]
-        if item.camera_info is None:
-            raise ValueError("no CameraInfo for this image")
-        return self.pipeline.extract(FrameInput(item.stamp_ns, item.image, camera_from_info(item.camera_info),
-                                                self.base_from_cam))
+        return self.pipeline.extract(self.make_frame(self.items[i]))
 
     def take(self, i: int):
-        """Frame i's features (ValueError as ``extract`` raises it); frame i+1's start now."""
+        """Frame i's features (ValueError as ``make_frame`` or ``extract`` raise it); frame i+1's start now."""
         future = self.futures.pop(i, None) or self.pool.submit(self._extract, i)
-        if i + 1 < len(self.frames) and i + 1 not in self.futures:
+        if i + 1 < len(self.items) and i + 1 not in self.futures:
             self.futures[i + 1] = self.pool.submit(self._extract, i + 1)
         return future.result()
 
@@ -203,11 +199,33 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
         drive = read_drive(drive)
     frames = drive.frames[:max_frames] if max_frames else drive.frames
     base_from_cam = drive.base_from_camera()
+    cameras: dict[int, Camera] = {}  # CameraInfo object id -> engine camera (converted once per info)
+
+    def single(item) -> FrameInput:
+        if item.camera_info is None:
+            raise ValueError("no CameraInfo for this image")
+        camera = cameras.get(id(item.camera_info))
+        if camera is None:
+            camera = cameras[id(item.camera_info)] = camera_from_info(item.camera_info)
+        return FrameInput(item.stamp_ns, item.image, camera, base_from_cam)
+
+    return replay_frames(pipeline, drive, [(f.stamp_ns, f) for f in frames], single, use_gnss=use_gnss,
+                         on_frame=on_frame, progress=progress, overlap=overlap)
+
+
+def replay_frames(pipeline: RelocalizationPipeline, drive: Drive, frames: list, make_frame: Callable, *,
+                  use_gnss: bool = True, on_frame: Callable | None = None, progress: bool = False,
+                  overlap: bool = False) -> DriveEvaluation:
+    """The replay behind ``evaluate_drive``: ``drive``'s odometry, GNSS and ground truth, and
+    ``frames`` ((stamp_ns, item) in stamp order), each turned into the pipeline's input by
+    ``make_frame(item)`` (a ``FrameInput`` or a rig's ``RigFrameInput``; ValueError: a malformed
+    frame, recorded as not localized). ``on_frame(output, frame input)``. overlap: as
+    ``evaluate_drive``'s (``pipeline.extract`` of the next frame on a second thread)."""
     truth = GroundTruth(drive.ground_truth)
     events = [(o.stamp_ns, 0, o) for o in drive.odometry]
     if use_gnss:
         events += [(g.stamp_ns, 1, g) for g in drive.gnss]
-    events += [(f.stamp_ns, 2, f) for f in frames]
+    events += [(stamp, 2, item) for stamp, item in frames]
     events.sort(key=lambda e: (e[0], e[1]))
 
     iterator = events
@@ -215,9 +233,9 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
         from tqdm import tqdm
         iterator = tqdm(events, desc="evaluate", unit="msg")
     records: list[FrameRecord] = []
-    ahead = _NetworkAhead(pipeline, [e[2] for e in events if e[1] == 2], base_from_cam) if overlap else None
+    ahead = _NetworkAhead(pipeline, [e[2] for e in events if e[1] == 2], make_frame) if overlap else None
     try:
-        _replay(pipeline, iterator, truth, records, ahead, on_frame, base_from_cam)
+        _replay(pipeline, iterator, truth, records, ahead, on_frame, make_frame)
     finally:
         if ahead is not None:
             ahead.close()
@@ -230,9 +248,9 @@ def evaluate_drive(pipeline: RelocalizationPipeline, drive: Drive | str | Path, 
     return DriveEvaluation(str(drive.bag_dir), records, summary, latency)
 
 
-def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | None, on_frame, base_from_cam) -> None:
+def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | None, on_frame, make_frame) -> None:
     """The events of a drive, in order, through the pipeline; one ``FrameRecord`` per image into ``records``."""
-    camera, camera_info, index = None, None, -1
+    index = -1
     for stamp, kind, item in iterator:
         if kind == 0:
             pipeline.add_odometry(stamp, item.matrix)
@@ -244,11 +262,7 @@ def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | Non
         gt = truth.at(stamp)
         index += 1
         try:
-            if item.camera_info is None:
-                raise ValueError("no CameraInfo for this image")
-            if item.camera_info is not camera_info:
-                camera_info, camera = item.camera_info, camera_from_info(item.camera_info)
-            frame = FrameInput(stamp, item.image, camera, base_from_cam)
+            frame = make_frame(item)
             # Sequential: process(frame) as before the overlap (callers may wrap process with that
             # signature); overlapped: with the features the other thread extracted.
             out = pipeline.process(frame) if ahead is None else pipeline.process(frame, ahead.take(index))

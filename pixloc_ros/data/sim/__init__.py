@@ -7,7 +7,8 @@ Public API (imported on first use): ``synthesize``: ``synth``; ``load_dataset``:
 ``generate_world``: ``generate``; ``World``: ``world``; ``PinholeCamera``: ``raycast`` (and
 ``render.render`` and ``raycast.raycast``, which a package attribute cannot name: they share their
 modules' names);
-``CONDITIONS``, ``get_condition``: ``conditions``; ``route_path``, ``simulate_trajectory``: ``drive``.
+``CONDITIONS``, ``get_condition``: ``conditions``; ``route_path``, ``simulate_trajectory``: ``drive``;
+``rig_mounts``, ``RigMount``: ``rig`` (the car's camera rig).
 """
 from pixloc_ros.lazy import lazy_exports
 
@@ -16,4 +17,5 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "generate_world": "generate", "World": "world", "PinholeCamera": "raycast",
     "CONDITIONS": "conditions", "get_condition": "conditions",
     "route_path": "drive", "simulate_trajectory": "drive",
+    "rig_mounts": "rig", "RigMount": "rig",
 })

@@ -9,7 +9,7 @@ Output layout (the contract of docs/architecture.md, "Synthetic data layout")::
     DIR/mapping/poses.txt          keyframe name, stamp, cam_from_world (qx qy qz qw tx ty tz)
     DIR/database.db                COLMAP database (SIFT features, verified matches)
     DIR/sfm/                       COLMAP model triangulated from the known keyframe poses
-    DIR/queries/<condition>/       rosbag2 (MCAP) of a query drive
+    DIR/queries/<condition>/       rosbag2 (MCAP) of a query drive (with ``rig``: every camera on its topics)
     DIR/queries/<condition>_gt.txt TUM ground truth of base_link in the map
     DIR/synth_report.json          timings per stage and sizes
 
@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -44,6 +44,7 @@ from pixloc_ros.data.sim.world import World
 from pixloc_ros.data.sim.generate import generate_world
 from .plan import Keyframe, QueryDrive, plan_mapping, plan_query
 from .presets import DEFAULT_GEOREF, FORMAT, SynthPreset, camera_for, get_preset, mapping_camera_for
+from .rig import RigMount, rig_mounts
 
 
 @dataclass
@@ -111,9 +112,15 @@ class _Renderer:
 # ---------------------------------------------------------------------------------------------
 
 def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: int = 0, *, workers: int | None = None,
-               encoding: str = "rgb8", overwrite: bool = False, log: Callable[[str], None] | None = None) -> SynthReport:
+               encoding: str = "rgb8", overwrite: bool = False, log: Callable[[str], None] | None = None,
+               rig: Sequence[str] | None = None) -> SynthReport:
     """Generate the world, the mapping images and SfM map, and one query bag per condition
     into ``out_dir`` (layout in the module docstring). Returns sizes, SfM statistics and timings.
+
+    ``rig``: camera names (``rig.MOUNTS``, e.g. ("front", "left", "right")) to record in the query
+    bags, each on its own topics and frame (``rig.rig_mounts``), all on /tf_static, and map with every
+    one of them (keyframes ``<name>_00000.png``, ...: the pipeline reads a keyframe's camera from its
+    name), so that each camera finds keyframes of its own view; None: the one forward camera.
 
     ``workers`` > 1 renders in spawned processes, which re-import the caller's main module:
     call this from under ``if __name__ == "__main__":`` in a script (the CLI and pytest are fine).
@@ -142,8 +149,12 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
     camera = camera_for(preset)
     mapping_camera = mapping_camera_for(preset)
     base_from_cam = base_from_camera()
+    mounts = rig_mounts(rig) if rig else [RigMount("camera", base_from_cam, bags.DriveTopics(), bags.CAMERA_FRAME)]
     georef = DEFAULT_GEOREF
-    keyframes = plan_mapping(world, preset, base_from_cam, seed)
+    keyframes = []
+    for m in mounts:  # a rig maps with every camera, its keyframes named <camera>_<number>.png
+        kfs = plan_mapping(world, preset, m.base_from_cam, seed)
+        keyframes += [replace(kf, name=f"{m.name}_{kf.name}") for kf in kfs] if rig else kfs
     queries = [plan_query(world, preset, c, i, georef, seed) for i, c in enumerate(preset.query_conditions)]
     timings["plan"] = time.perf_counter() - tic
     log(f"planned {len(keyframes)} keyframes and {sum(len(q.camera_stamps_ns) for q in queries)} query frames")
@@ -173,7 +184,7 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
             query_dir.mkdir()
             for query in queries:
                 t_q = time.perf_counter()
-                _write_query(query_dir, query, renderer, camera, base_from_cam, seed, encoding)
+                _write_query(query_dir, query, renderer, camera, mounts, seed, encoding)
                 timings[f"query_{query.condition}"] = time.perf_counter() - t_q
             timings["render_and_write_queries"] = time.perf_counter() - tic
             log(f"wrote {len(queries)} query bags in {timings['render_and_write_queries']:.1f} s")
@@ -197,7 +208,7 @@ def synthesize(out_dir: str | Path, preset: str | SynthPreset = "small", seed: i
                          tri.num_points, tri.num_observations, tri.mean_track_length, tri.mean_reprojection_error_px,
                          verified, timings, _sizes(out))
     _write_world_json(out / "world.json", preset, seed, world, camera, mapping_camera, base_from_cam, encoding,
-                      queries, report)
+                      queries, report, mounts if rig else None)
     (out / "synth_report.json").write_text(json.dumps(_report_dict(report), indent=2) + "\n")
     return report
 
@@ -246,11 +257,16 @@ def _noise_seed(seed: int, condition: str, index: int) -> int:
 
 
 def _write_query(query_dir: Path, query: QueryDrive, renderer: _Renderer, camera: PinholeCamera,
-                 base_from_cam: np.ndarray, seed: int, encoding: str) -> None:
-    """Render the query images and record the drive, messages in stamp order."""
-    cams = [invert_transform(T @ base_from_cam) for T in query.world_from_base]
-    tasks = [(query.condition, camera, c, _noise_seed(seed, query.condition, k)) for k, c in enumerate(cams)]
-    info = bags.CameraInfoData.from_pinhole(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy)
+                 mounts: Sequence[RigMount], seed: int, encoding: str) -> None:
+    """Render the query images of every camera in ``mounts`` and record the drive, messages in
+    stamp order. The first camera's noise seeds are the single-camera ones (its images are the same)."""
+    tasks = []
+    for k, T in enumerate(query.world_from_base):
+        for j, m in enumerate(mounts):
+            key = query.condition if j == 0 else f"{query.condition}/{m.name}"
+            tasks.append((query.condition, camera, invert_transform(T @ m.base_from_cam), _noise_seed(seed, key, k)))
+    infos = [bags.CameraInfoData.from_pinhole(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy,
+                                              frame_id=m.frame_id) for m in mounts]
     truth = [bags.PoseSample.from_matrix(s, T) for s, T in zip(query.camera_stamps_ns, query.world_from_base)]
     # Sensor messages merged with the images by stamp (images arrive from the pool in order).
     others = sorted([(o.stamp_ns, 0, o) for o in query.odometry] + [(g.stamp_ns, 1, g) for g in query.gnss]
@@ -258,13 +274,16 @@ def _write_query(query_dir: Path, query: QueryDrive, renderer: _Renderer, camera
     first = min(int(query.camera_stamps_ns[0]), others[0][0]) if others else int(query.camera_stamps_ns[0])
     j = 0
     with bags.DriveBagWriter(query_dir / query.condition) as writer:
-        writer.write_static_transforms(first, [bags.StaticTransform.from_matrix(bags.BASE_FRAME, bags.CAMERA_FRAME, base_from_cam)])
-        for stamp, rgb in zip(query.camera_stamps_ns, renderer.map(tasks)):
+        writer.write_static_transforms(first, [bags.StaticTransform.from_matrix(bags.BASE_FRAME, m.frame_id,
+                                                                                 m.base_from_cam) for m in mounts])
+        images = renderer.map(tasks)
+        for stamp in query.camera_stamps_ns:
             while j < len(others) and others[j][0] <= stamp:
                 _write_other(writer, others[j])
                 j += 1
-            writer.write_image(int(stamp), rgb, encoding)
-            writer.write_camera_info(int(stamp), info)
+            for m, info in zip(mounts, infos):
+                writer.write_image(int(stamp), next(images), encoding, m.frame_id, m.topics.image)
+                writer.write_camera_info(int(stamp), info, m.topics.camera_info)
         for item in others[j:]:
             _write_other(writer, item)
     lines = ["# ground truth: map_from_base (base_link in map), TUM format: stamp_s x y z qx qy qz qw\n"]
@@ -311,7 +330,7 @@ def _report_dict(report: SynthReport) -> dict:
 
 def _write_world_json(path: Path, preset: SynthPreset, seed: int, world: World, camera: PinholeCamera,
                       mapping_camera: PinholeCamera, base_from_cam: np.ndarray, encoding: str,
-                      queries: Sequence[QueryDrive], report: SynthReport) -> None:
+                      queries: Sequence[QueryDrive], report: SynthReport, mounts: Sequence[RigMount] | None) -> None:
     tr = bags.StaticTransform.from_matrix(bags.BASE_FRAME, bags.CAMERA_FRAME, base_from_cam)
     gn = GnssNoise()
     data = {
@@ -334,6 +353,10 @@ def _write_world_json(path: Path, preset: SynthPreset, seed: int, world: World, 
                           "matrix": base_from_cam.tolist()},
         "frames": {"map": bags.MAP_FRAME, "odom": bags.ODOM_FRAME, "base": bags.BASE_FRAME, "camera": bags.CAMERA_FRAME},
         "topics": asdict(bags.DriveTopics()),
+        # The query bags' cameras when they record a rig (the first is the anchor), else null.
+        "rig": None if mounts is None else [
+            {"name": m.name, "frame_id": m.frame_id, "image_topic": m.topics.image,
+             "camera_info_topic": m.topics.camera_info, "base_from_cam": m.base_from_cam.tolist()} for m in mounts],
         "world_config": asdict(world.config),
         "noise": {
             "odometry": asdict(OdometryNoise()),

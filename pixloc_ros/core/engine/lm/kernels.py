@@ -1,7 +1,7 @@
 """Triton kernels of the per-point terms of one LM iteration, for all hypotheses at once, in two
 passes (``fused_lm`` drives them; ``lm_update`` holds the solve and pose update that follow).
 
-The arithmetic is ``optimizer._LevelProblem.evaluate`` written per point (equations: the
+The arithmetic is ``optimizer.LevelProblem.evaluate`` written per point (equations: the
 ``optimizer`` module docstring). ``J^T J = A^T (G^T G) A`` and ``J^T r = A^T (G^T r)`` with
 ``G = dF/dp`` (C x 2) and ``A = dp/dxi`` (2 x 6), so the channels meet the pose only through five
 numbers per point: ``|r|^2``, ``G^T r`` (2) and ``G^T G`` (3). Hence the split:

@@ -52,10 +52,11 @@ from ...geometry.pose import Pose, so3_exp
 from ..interpolation import BilinearSampler
 from ..small_ops import gram_rows, small_matmul, weighted_outer_sum
 from .config import LevelResult, LMConfig, orthonormalize
+from .solve import damped_solve
 
 
 @dataclass
-class _Terms:
+class LevelTerms:
     """Per-iteration quantities of one evaluation of the cost."""
 
     g: torch.Tensor  # (B, 6)
@@ -67,12 +68,15 @@ class _Terms:
     valid: torch.Tensor  # (B, N)
 
 
-class _LevelProblem:
+class LevelProblem:
     """Everything about one level that does not change over the iterations."""
 
     def __init__(self, features: torch.Tensor, confidence: torch.Tensor | None, xyz: torch.Tensor,
                  ref_features: torch.Tensor, ref_confidence: torch.Tensor | None, camera: Camera,
-                 config: LMConfig):
+                 config: LMConfig, cam_from_anchor: Pose | None = None):
+        """One camera's level: its query map, points and camera (arguments of ``optimize_level``).
+        ``cam_from_anchor``: this camera's pose in the frame whose pose the LM estimates (a rig's
+        anchor camera, ``lm.rig``), or None when the LM estimates this camera's own pose."""
         dt = config.dtype
         device = xyz.device
         if features.ndim == 4:
@@ -103,6 +107,9 @@ class _LevelProblem:
         self.pad = config.pad
         self.two_c2 = 2 * config.cauchy_scale ** 2
         self.num_points = n
+        self.device = device
+        self.chain = None if cam_from_anchor is None else (cam_from_anchor.R.to(device, dt),
+                                                          cam_from_anchor.t.to(device, dt))
         if config.compile and config.point_bucket > 1:
             # Pad with inert rows (never valid, zero weight) so the compiled shapes repeat.
             extra = -n % config.point_bucket
@@ -114,10 +121,19 @@ class _LevelProblem:
                 pad_shape = (*self.f_ref.shape[:-2], extra, C)
                 self.f_ref = torch.cat([self.f_ref, self.f_ref.new_zeros(pad_shape)], -2)
 
-    def evaluate(self, R: torch.Tensor, t: torch.Tensor, reduce_dtype: torch.dtype | None = None) -> _Terms:
+    def evaluate(self, R: torch.Tensor, t: torch.Tensor, reduce_dtype: torch.dtype | None = None) -> LevelTerms:
         """Cost, gradient and Gauss-Newton Hessian at the poses (R (B,3,3), t (B,3))."""
-        p_c = small_matmul(self.xyz[None], R.transpose(-1, -2)) + t[:, None, :]  # (B, N, 3)
-        p2d, visible, J_p = self.camera.world2image_with_jacobian(p_c)  # J_p (B, N, 2, 3)
+        p_a = small_matmul(self.xyz[None], R.transpose(-1, -2)) + t[:, None, :]  # (B, N, 3) estimated frame
+        if self.chain is None:
+            p_c = p_a
+            p2d, visible, J_p = self.camera.world2image_with_jacobian(p_c)  # J_p (B, N, 2, 3)
+        else:
+            # A rig camera: P_c = R_k P_a + t_k. The left perturbation acts on P_a, so
+            # dp/dxi = J_p R_k [I | -[P_a]x]: the chain folds into J_p, and P_a takes P_c's place below.
+            R_k, t_k = self.chain
+            p_c = small_matmul(p_a, R_k.T[None]) + t_k
+            p2d, visible, J_p = self.camera.world2image_with_jacobian(p_c)
+            J_p = small_matmul(J_p.reshape(J_p.shape[0], -1, 3), R_k[None]).view_as(J_p)
         # M rows: [F, dF/dx, dF/dy] over the C channels; conf_q the query confidence there.
         M, inside, conf_q = self.sampler.sample_with_confidence(p2d, self.pad)
         valid = visible & inside & self.point_ok
@@ -130,8 +146,8 @@ class _LevelProblem:
         rho_d = 1 / (1 + e / self.two_c2)
         w = torch.where(valid, rho_d * self.c_ref * conf_q.clamp(min=0), torch.zeros_like(e))
         rho = self.two_c2 * torch.log1p(e / self.two_c2)
-        # dp/dxi = J_p [I | -[Pc]x]; row a of J_p times -[Pc]x equals (Pc x a)^T.
-        A = torch.cat([J_p, torch.cross(p_c[..., None, :].expand_as(J_p), J_p, dim=-1)], -1)  # (B,N,2,6)
+        # dp/dxi = J_p [I | -[P_a]x] (P_a = P_c without a chain); row a of J_p times -[P_a]x equals (P_a x a)^T.
+        A = torch.cat([J_p, torch.cross(p_a[..., None, :].expand_as(J_p), J_p, dim=-1)], -1)  # (B,N,2,6)
         if reduce_dtype is not None:
             A, GtG, Gtr, w = A.to(reduce_dtype), GtG.to(reduce_dtype), Gtr.to(reduce_dtype), w.to(reduce_dtype)
         wA = A * w[..., None, None]
@@ -139,82 +155,10 @@ class _LevelProblem:
         Hm = weighted_outer_sum(wA, small_matmul(GtG, A))
         Hm = 0.5 * (Hm + Hm.transpose(-1, -2))
         cost_sum = torch.where(valid, rho, torch.zeros_like(rho)).sum(-1)
-        return _Terms(g, Hm, cost_sum, valid.sum(-1), w, e, valid)
+        return LevelTerms(g, Hm, cost_sum, valid.sum(-1), w, e, valid)
 
 
-def cholesky_solve_spd(A: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve ``A x = b`` for small batched symmetric positive-definite ``A`` by an unrolled Cholesky.
-
-    A (..., n, n), b (..., n) -> (x (..., n), ok (...) bool: every pivot positive and finite).
-    Where ``ok`` is False, x is garbage-free but meaningless (pivots are clamped): callers mask it.
-    Hand-written for torch.compile: torch.linalg's factorizations stay opaque library calls
-    (MAGMA/cuSOLVER on CUDA) in a compiled graph, while these element-wise ops fuse with the rest
-    of the LM iteration. Autograd flows through them (training differentiates the damped step).
-    """
-    n = A.shape[-1]
-    tiny = torch.finfo(A.dtype).tiny
-    cols: list[torch.Tensor] = []  # cols[j] = column j of L, (..., n), zeros above the diagonal
-    diag: list[torch.Tensor] = []
-    ok = torch.isfinite(A).all(-1).all(-1) & torch.isfinite(b).all(-1)
-    rows = torch.arange(n, device=A.device)
-    for j in range(n):
-        v = A[..., :, j]
-        for k in range(j):
-            v = v - cols[k] * cols[k][..., j:j + 1]
-        pivot = v[..., j]
-        ok = ok & (pivot > 0)
-        d = torch.sqrt(pivot.clamp(min=tiny))
-        cols.append(torch.where(rows >= j, v / d[..., None], torch.zeros_like(v)))
-        diag.append(d)
-    # Forward substitution L y = b, then back substitution L^T x = y (L[i, k] = cols[k][..., i]).
-    y: list[torch.Tensor] = []
-    for i in range(n):
-        acc = b[..., i]
-        for k in range(i):
-            acc = acc - cols[k][..., i] * y[k]
-        y.append(acc / diag[i])
-    x: list[torch.Tensor] = [torch.zeros_like(y[0])] * n
-    for i in reversed(range(n)):
-        acc = y[i]
-        for k in range(i + 1, n):
-            acc = acc - cols[i][..., k] * x[k]
-        x[i] = acc / diag[i]
-    return torch.stack(x, -1), ok
-
-
-def damped_solve(H: torch.Tensor, g: torch.Tensor, damping: torch.Tensor, lambda_min: float
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``delta = -(H + diag(max(damping * diag(H), lambda_min)))^-1 g`` without raising.
-
-    H (B, 6, 6), g (B, 6), damping (6,) -> (delta (B, 6) in H's dtype, ok (B,) bool). Solved in
-    float64 by Cholesky (``torch.linalg``; ``cholesky_solve_spd`` under torch.compile). The damped
-    system of a Gauss-Newton Hessian is positive definite (the ``lambda_min`` floor); where it is
-    not (non-finite entries, roundoff on huge values, an indefinite H) ``ok`` is False and the
-    step is 0.
-    """
-    Hd = H.double()
-    gd = g.double()
-    diag = Hd.diagonal(dim1=-2, dim2=-1)
-    Hd = Hd + torch.diag_embed((damping.double() * diag).clamp(min=lambda_min))
-    finite = torch.isfinite(Hd).all(-1).all(-1) & torch.isfinite(gd).all(-1)
-    eye = torch.eye(6, dtype=Hd.dtype, device=Hd.device)
-    A = torch.where(finite[:, None, None], Hd, eye)
-    b = torch.where(finite[:, None], gd, torch.zeros_like(gd))
-    if torch.compiler.is_compiling():
-        # Under torch.compile the unrolled factorization fuses into the iteration's kernels.
-        x, ok = cholesky_solve_spd(A, b)
-    else:
-        # Eager: library calls (LAPACK on the CPU); on CUDA the unrolled version's ~130 small
-        # kernel launches made the eager LM 17% slower on an H100 (BENCHMARKS.md).
-        L, info = torch.linalg.cholesky_ex(A)
-        x = torch.cholesky_solve(b[..., None], L)[..., 0]
-        ok = info == 0
-    ok = ok & finite & torch.isfinite(x).all(-1)
-    delta = torch.where(ok[:, None], -x, torch.zeros_like(x))
-    return delta.to(H.dtype), ok
-
-
-def _lm_step(prob: "_LevelProblem", R: torch.Tensor, t: torch.Tensor, active: torch.Tensor,
+def _lm_step(prob: "LevelProblem", R: torch.Tensor, t: torch.Tensor, active: torch.Tensor,
              iterations: torch.Tensor, singular: torch.Tensor, failed: torch.Tensor, lam: torch.Tensor,
              lambda_min: float, stop_dt: float, stop_dw: float, grad_stop: float, min_valid: int,
              reference: bool, check: bool):
@@ -316,9 +260,16 @@ def optimize_level(features: torch.Tensor, confidence: torch.Tensor | None, xyz:
         from .fused import optimize_level_fused
         return optimize_level_fused(features, confidence, xyz, ref_features, ref_confidence, camera, init,
                                     damping, config)
-    device = xyz.device
+    prob = LevelProblem(features, confidence, xyz, ref_features, ref_confidence, camera, config)
+    return run_level(prob, init, damping, config)
+
+
+def run_level(prob, init: Pose, damping: torch.Tensor, config: LMConfig) -> LevelResult:
+    """The torch LM loop on a built problem: ``LevelProblem`` (one camera) or any object with its
+    ``evaluate``, ``device``, ``two_c2``, ``C`` and ``num_points`` (``rig.RigLevelProblem``: one pose, every
+    camera's residuals). init: Pose (B,) of the estimated frame; damping: (6,) in that frame."""
+    device = prob.device
     dt = config.dtype
-    prob = _LevelProblem(features, confidence, xyz, ref_features, ref_confidence, camera, config)
     R = init.R.to(device=device, dtype=dt)
     t = init.t.to(device=device, dtype=dt)
     lam = damping.to(device=device, dtype=torch.float64)

@@ -1,5 +1,5 @@
 """Triton kernel of the second half of one LM iteration: per hypothesis, the damped 6x6 solve, the
-pose update and the stop tests (``optimizer._lm_step`` and ``optimizer.damped_solve``, unrolled),
+pose update and the stop tests (``optimizer._lm_step`` and ``solve.damped_solve``, unrolled),
 on the float64 sums that ``lm_kernels`` and the caller's float64 sum produced. ``fused_lm``
 launches it with one warp per hypothesis (its work is scalar).
 
@@ -81,7 +81,7 @@ def lm_update_kernel(sums_ptr, R_ptr, t_ptr, active_ptr, iters_ptr, step_ptr, si
         failed = tl.maximum(failed, active * (nvalid < min_valid).to(tl.int32))
         active = active * (1 - failed)
 
-    # Damped system H + diag(max(lambda diag(H), lambda_min)) (optimizer.damped_solve).
+    # Damped system H + diag(max(lambda diag(H), lambda_min)) (solve.damped_solve).
     d0 = h00 + tl.maximum(lam0 * h00, lambda_min)
     d1 = h11 + tl.maximum(lam1 * h11, lambda_min)
     d2 = h22 + tl.maximum(lam2 * h22, lambda_min)
@@ -96,7 +96,7 @@ def lm_update_kernel(sums_ptr, R_ptr, t_ptr, active_ptr, iters_ptr, step_ptr, si
     fin = fin & (h23 - h23 == 0) & (h24 - h24 == 0) & (h25 - h25 == 0) & (h34 - h34 == 0) & (h35 - h35 == 0)
     fin = fin & (h45 - h45 == 0)
 
-    # Cholesky L L^T, unrolled (optimizer.cholesky_solve_spd); pivots clamped, ``ok`` records them.
+    # Cholesky L L^T, unrolled (solve.cholesky_solve_spd); pivots clamped, ``ok`` records them.
     tiny = 1e-300
     piv = d0
     ok = fin & (piv > 0)

@@ -1,0 +1,129 @@
+"""Grouping a rig's frames by stamp (issue 30): approximate-time groups, a camera that skips a
+frame, stops, and comes back; and a drive where a camera drops out and rejoins mid-way while the
+rig keeps localizing with the cameras it has."""
+import numpy as np
+import pytest
+
+from pixloc_ros.core.tracking.rig_frames import RigFrameGrouper
+
+MS = 1_000_000
+NAMES = ("front", "left", "right")
+
+
+def grouper():
+    return RigFrameGrouper(NAMES, tolerance_ns=20 * MS, wait_ns=150 * MS, out_after_ns=300 * MS)
+
+
+def feed(g, frames):
+    """frames: (name, stamp_ms) in arrival order -> every group out, in order."""
+    out = []
+    for name, t in frames:
+        out += g.add(name, t * MS, f"{name}@{t}")
+    return out
+
+
+def test_frames_with_jitter_group_in_any_arrival_order():
+    rng = np.random.default_rng(0)
+    arrivals = []
+    for k in range(6):
+        instant = [(n, 100 * k + int(rng.integers(-8, 9))) for n in NAMES]
+        rng.shuffle(instant)
+        arrivals += instant
+    groups = feed(grouper(), arrivals)
+    assert len(groups) == 6
+    for k, grp in enumerate(groups):
+        assert grp.missing == () and list(grp.frames) == list(NAMES)
+        assert all(abs(s - 100 * k * MS) <= 8 * MS for s in grp.stamps_ns.values())
+        assert grp.stamp_ns == grp.stamps_ns["front"] and grp.spread_ns <= 16 * MS
+
+
+def test_a_skipped_frame_leaves_one_group_without_that_camera_and_no_later_one():
+    g = grouper()
+    arrivals = [(n, t) for t in (0, 100, 200, 300) for n in NAMES if not (n == "left" and t == 100)]
+    groups = feed(g, arrivals)
+    assert [grp.missing for grp in groups[:3]] == [(), ("left",), ()]
+    assert groups[1].frames == {"front": "front@100", "right": "right@100"}
+    assert g.pop_events() == []  # one skipped frame is not an outage
+
+
+def test_a_camera_that_stops_leaves_after_the_timeout_and_rejoins_with_its_next_frame():
+    g = grouper()
+    arrivals = [(n, t) for t in range(0, 1000, 100) for n in NAMES if not (n == "left" and 200 <= t < 700)]
+    groups = []
+    waited = []
+    for name, t in arrivals:
+        out = g.add(name, t * MS, t)
+        groups += out
+        if name == "right" and t in (200, 300):
+            waited.append(len(out))  # the left camera is only late yet: the group waits for it
+    assert waited == [0, 0]
+    assert [grp.stamp_ns // MS for grp in groups] == list(range(0, 1000, 100))  # every instant, in order
+    missing = {grp.stamp_ns // MS: grp.missing for grp in groups}
+    assert all(missing[t] == ("left",) for t in range(200, 700, 100))
+    assert missing[100] == () and missing[700] == () and missing[800] == ()
+    events = g.pop_events()
+    assert [(e.camera, e.joined, e.stamp_ns // MS) for e in events] == [("left", False, 500), ("left", True, 700)]
+    assert "no frame for 0.400 s" in events[0].reason
+    assert g.active() == NAMES
+
+
+def test_an_out_camera_is_not_waited_for():
+    g = grouper()
+    feed(g, [(n, t) for t in range(0, 600, 100) for n in ("front", "right")])
+    assert g.active() == ("front", "right")  # the left camera never sent anything
+    assert [grp.missing for grp in g.add("front", 600 * MS, 0) + g.add("right", 600 * MS, 0)] == [("left",)]
+
+
+def test_flush_lets_out_what_still_waits():
+    g = grouper()
+    assert feed(g, [("front", 0), ("right", 0)]) == []  # waiting for the left camera
+    flushed = g.flush()
+    assert [grp.missing for grp in flushed] == [("left",)] and g.flush() == []
+    assert g.wait_ns == 150 * MS
+
+
+def test_late_frames_and_bad_settings():
+    g = grouper()
+    feed(g, [(n, t) for t in (0, 100) for n in NAMES])
+    assert g.add("left", 50 * MS, "stale") == [] and g.late_frames == 1
+    with pytest.raises(ValueError, match="no camera 'rear'"):
+        g.add("rear", 0, None)
+    with pytest.raises(ValueError, match="distinct"):
+        RigFrameGrouper(["a", "a"], 0, 0)
+    with pytest.raises(ValueError, match="out_after_ns"):
+        RigFrameGrouper(["a"], 0, 100, out_after_ns=50)
+    g.reset()
+    assert g.active() == NAMES and g.add("left", 50 * MS, "x") == []
+
+
+def test_a_drive_keeps_localizing_while_a_camera_drops_out_and_rejoins():
+    """Five instants 1 m apart along the box; the left camera sends nothing at instants 1-3. Each
+    group localizes with the cameras it has (``Rig.subset``; the front camera stays the anchor)
+    from 0.4 m ahead, 0.1 m aside and 1 deg off, and every pose is right; the left camera is out
+    from instant 3 and back in the group at instant 4."""
+    from feature_scene import BoxScene
+    from test_rig import DAMPING, base_from_world, camera_frame, errors, make_rig, to_pose
+    from pixloc_ros.core.engine.localizer import Localizer, LocalizerConfig
+    from pixloc_ros.core.engine.rig_localizer import localize_rig_features
+
+    scene, rig = BoxScene(), make_rig()
+    loc = Localizer(None, LocalizerConfig(device="cpu"))
+    g = RigFrameGrouper(rig.names, tolerance_ns=20 * MS, wait_ns=150 * MS, out_after_ns=250 * MS)
+    truths = [base_from_world(1.0 * k) for k in range(5)]
+    groups = []
+    for k, T in enumerate(truths):
+        for i, name in enumerate(rig.names):
+            if name == "left" and 1 <= k <= 3:
+                continue
+            groups += g.add(name, k * 100 * MS + 3 * i * MS, camera_frame(scene, rig, i, T, 250, seed=k))
+    assert [grp.missing for grp in groups] == [(), ("left",), ("left",), ("left",), ()]
+    assert [(e.camera, e.joined) for e in g.pop_events()] == [("left", False), ("left", True)]
+    for k, grp in enumerate(groups):
+        sub = rig.subset(grp.frames)
+        init = to_pose(base_from_world(1.0 * k + 0.4, 0.1, 1.0)[None]).float()
+        out = localize_rig_features(loc, [grp.frames[n][0] for n in sub.names], sub,
+                                    [grp.frames[n][1] for n in sub.names], init, DAMPING)
+        assert out.success, (k, out.result.reason)
+        along, pos, deg = errors(out.base_from_world, truths[k])
+        assert pos < 0.03 and deg < 0.05, (k, along, pos, deg)
+        assert set(out.num_weighted) == set(grp.frames)
