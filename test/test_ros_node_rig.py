@@ -5,7 +5,8 @@ The rig bag ``synth --rig`` wrote (test/conftest.py ``synth_rig_map``: front, le
 on ``/<name>/image_raw`` + ``/<name>/camera_info``, their extrinsics on /tf_static) is fed instant
 by instant, each after the node answered the one before (a slow CPU still sees every instant).
 The right camera's frames are left out for two instants mid-drive: the node must say it left the
-group (log, /diagnostics) and rejoined, and go on publishing base_link poses near the truth.
+group (log, /diagnostics) and rejoined, and go on publishing base_link poses near the truth. The
+left camera's first image cannot be decoded: that camera sits the instant out (one log line).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 NODE = "/pixloc_localizer"
 CAMERAS = ("front", "left", "right")
 DROPPED = "right"
+BAD_IMAGE = (0, "left")  # instant 0: the left camera's image cannot be decoded (it sits that instant out)
 DROP_FRAMES = (1, 2)  # instants without the right camera's frames (of 4)
 MAX_ERROR = (0.5, 2.0)  # metres, degrees: bound on every published pose (the rig: centimetres on this drive)
 ODOMETRY_LAG_NS = 150_000_000  # > the 100 ms odometry period: odometry covering an instant follows it
@@ -61,14 +63,18 @@ class RigFeeder:
         return all(p.get_subscription_count() > 0 for t, p in self.pubs.items()
                    if t.endswith(("image_raw", "camera_info"))) and self.initial_pub.get_subscription_count() > 0
 
-    def play_until(self, stamp_ns: int, cameras=CAMERAS) -> None:
-        """Every recorded message up to ``stamp_ns`` (images and CameraInfo only of ``cameras``)."""
+    def play_until(self, stamp_ns: int, cameras=CAMERAS, bad_image: str | None = None) -> None:
+        """Every recorded message up to ``stamp_ns`` (images and CameraInfo only of ``cameras``; the
+        image of camera ``bad_image`` with an encoding nothing decodes)."""
         while self.next < len(self.messages) and self.messages[self.next][0] <= stamp_ns:
             stamp, topic, msg = self.messages[self.next]
             self.next += 1
             name = topic.split("/")[1]
             if name in CAMERAS and name not in cameras:
                 continue
+            if name == bad_image and topic.endswith("image_raw"):
+                msg = type(msg)(header=msg.header, height=msg.height, width=msg.width, encoding="x-unknown",
+                                step=msg.step, data=msg.data)
             self.clock_pub.publish(Clock(clock=ns_to_stamp(stamp)))
             self.pubs[topic].publish(msg)
             time.sleep(0.002)  # spaced a little, as recorded: a burst lets topics overtake each other
@@ -126,7 +132,7 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
         out_seen = False
         for k, stamp in enumerate(stamps):
             cameras = tuple(c for c in CAMERAS if not (c == DROPPED and k in DROP_FRAMES))
-            feeder.play_until(stamp + ODOMETRY_LAG_NS, cameras)
+            feeder.play_until(stamp + ODOMETRY_LAG_NS, cameras, bad_image=BAD_IMAGE[1] if k == BAD_IMAGE[0] else None)
             # An instant without a camera goes out once the next one's frames came: wait for the one before.
             if k:
                 assert ros.spin_until(lambda: answered(stamps[k - 1]) or not node.alive(), timeout=120), node.log()
@@ -143,6 +149,8 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
         assert len(left) == 1 and len(back) == 1 and "active: front, left" in left[0], log
         assert out_seen, f"no /diagnostics with only front and left active; last: {diagnostic('rig_cameras_active')}"
         assert int(diagnostic("rig_membership_changes")) == 2
+        bad = [line for line in log.splitlines() if "Rig camera 'left' left out of the instant" in line]
+        assert len(bad) == 1 and "x-unknown" in bad[0], log
 
         # One status per instant (each instant processed, none dropped), poses on the truth.
         answered_stamps = [stamp_to_ns(s.header.stamp) for s in statuses]
