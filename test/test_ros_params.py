@@ -53,6 +53,8 @@ def test_required_and_valid_defaults():
     ({"rig_cameras": ["front", "front"]}, "distinct non-empty names"),
     ({"rig_cameras": ["front", "left"], "rig_image_topics": ["/f/image"]}, "one topic per rig camera"),
     ({"rig_cameras": ["front", "left"], "rig_extrinsics": [0.0] * 7}, r"7 values per rig camera \(14\)"),
+    ({"rig_cameras": ["front", "left"], "rig_extrinsics": [0.0] * 6 + [1.0] + [0.0] * 7},
+     "of camera 'left'.*unit quaternion"),
 ])
 def test_invalid_settings_fail_with_a_specific_message(change, message):
     with pytest.raises(ValueError, match=message):

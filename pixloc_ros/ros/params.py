@@ -222,6 +222,11 @@ class NodeSettings:
             if self.rig_extrinsics and len(self.rig_extrinsics) != 7 * n:
                 raise ValueError(f"Parameter 'rig_extrinsics' needs 7 values per rig camera ({7 * n}) or none, "
                                  f"got {len(self.rig_extrinsics)}")
+            for name, k in zip(self.rig_cameras, range(0, len(self.rig_extrinsics), 7)):
+                ext = [float(v) for v in self.rig_extrinsics[k:k + 7]]  # x y z qx qy qz qw
+                if not all(math.isfinite(v) for v in ext) or abs(math.hypot(*ext[3:]) - 1.0) > 1e-2:
+                    raise ValueError(f"Parameter 'rig_extrinsics' of camera {name!r}: {ext} needs finite values "
+                                     f"and a unit quaternion (x y z qx qy qz qw per camera)")
         if self.camera_extrinsic:
             ext = [float(v) for v in self.camera_extrinsic]
             if len(ext) != 7 or not all(math.isfinite(v) for v in ext):
