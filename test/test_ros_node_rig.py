@@ -42,13 +42,13 @@ ODOMETRY_LAG_NS = 150_000_000  # > the 100 ms odometry period: odometry covering
 class RigFeeder:
     """Publishes the rig bag's messages (deserialised) instant by instant, with /clock."""
 
-    def __init__(self, ros: RosContext, bag: Path):
+    def __init__(self, ros: RosContext, bag: Path, skip=()):
         from pixloc_ros.data.bags import bag_topics, iter_raw
 
-        self.node = ros.node("rig_feeder")
-        topics = [t.name for t in bag_topics(bag)]
+        self.node = ros.node(f"rig_feeder_{len(skip)}")
+        topics = [t.name for t in bag_topics(bag) if t.name != "/clock" and t.name not in skip]
         self.messages = [(raw.stamp_ns, raw.topic, deserialize_message(raw.data, message_class(raw.msgtype)))
-                         for raw in iter_raw(bag, [t for t in topics if t != "/clock"])]
+                         for raw in iter_raw(bag, topics)]
         self.pubs = {}
         for topic in sorted({t for _, t, _ in self.messages}):
             cls = type(next(m for _, t, m in self.messages if t == topic))
@@ -80,9 +80,14 @@ class RigFeeder:
             time.sleep(0.002)  # spaced a little, as recorded: a burst lets topics overtake each other
 
 
+@pytest.mark.parametrize("extrinsics", ["tf_static", "parameter"])
 def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_weights, synth_rig_map, ros,
-                                                                     tmp_path):
+                                                                     tmp_path, extrinsics):
+    """``extrinsics``: the cameras' base_link poses from the bag's /tf_static, or from the
+    rig_extrinsics parameter with no /tf_static published at all."""
+    from pixloc_ros.core.geometry.rig import extrinsics_to_parameters
     from pixloc_ros.data.bags import read_drive, rig_camera_topics
+    from pixloc_ros.data.evaluation.rig_replay import read_rig_drive
 
     bag = synth_rig_map.data / "queries" / "snow"
     front = read_drive(bag, rig_camera_topics("front"))
@@ -92,17 +97,20 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
             "-p", "device:=cpu", "-p", "use_sim_time:=true", "-p", f"rig_cameras:=[{','.join(CAMERAS)}]",
             # 3 Hz cameras: wait up to 0.2 s of stamp time for a late camera, out after 0.4 s of silence
             "-p", "rig_wait_s:=0.2", "-p", "log_throttle_s:=0.0"]
+    if extrinsics == "parameter":
+        values = extrinsics_to_parameters(read_rig_drive(bag, CAMERAS)[0])
+        args += ["-p", f"rig_extrinsics:=[{','.join(repr(float(v)) for v in values)}]"]
     env = {**ros_env(ros.domain_id), "RCUTILS_LOGGING_BUFFERED_STREAM": "0", "RCUTILS_COLORIZED_OUTPUT": "0"}
     node = ChildProcess(python_cmd("-m", "pixloc_ros.ros.start", *args), env, tmp_path / "node.log")
     try:
-        listener = ros.node("rig_listener")
+        listener = ros.node(f"rig_listener_{extrinsics}")
         poses, statuses, diags = [], [], []
         subs = [listener.create_subscription(PoseWithCovarianceStamped, f"{NODE}/pose", poses.append,
                                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                                         durability=DurabilityPolicy.TRANSIENT_LOCAL)),
                 listener.create_subscription(LocalizationStatus, f"{NODE}/status", statuses.append, 100),
                 listener.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)]
-        feeder = RigFeeder(ros, bag)
+        feeder = RigFeeder(ros, bag, skip=("/tf_static",) if extrinsics == "parameter" else ())
         stamps = feeder.stamps
         assert len(stamps) >= 4 and set(truth) >= set(stamps), (len(stamps), len(truth))
         ok = ros.spin_until(lambda: (feeder.connected() and all(s.get_publisher_count() for s in subs))
@@ -172,3 +180,8 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
         assert len(errors) >= len(stamps) - 2, errors
     finally:
         node.stop()
+        # The next run must not see this one's endpoints (the feeder's /tf_static is transient local).
+        for n in [n for n in ros.nodes if n.get_name().startswith(("rig_feeder", "rig_listener"))]:
+            ros.executor.remove_node(n)
+            ros.nodes.remove(n)
+            n.destroy_node()
