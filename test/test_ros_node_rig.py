@@ -84,7 +84,7 @@ class RigFeeder:
 def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_weights, synth_rig_map, ros,
                                                                      tmp_path, extrinsics):
     """``extrinsics``: the cameras' base_link poses from the bag's /tf_static, or from the
-    rig_extrinsics parameter with no /tf_static published at all."""
+    rig_extrinsics parameter with no /tf_static published at all (and the two-stage worker)."""
     from pixloc_ros.core.geometry.rig import extrinsics_to_parameters
     from pixloc_ros.data.bags import read_drive, rig_camera_topics
     from pixloc_ros.data.evaluation.rig_replay import read_rig_drive
@@ -99,7 +99,8 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
             "-p", "rig_wait_s:=0.2", "-p", "log_throttle_s:=0.0"]
     if extrinsics == "parameter":
         values = extrinsics_to_parameters(read_rig_drive(bag, CAMERAS)[0])
-        args += ["-p", f"rig_extrinsics:=[{','.join(repr(float(v)) for v in values)}]"]
+        # and the worker's two stages (every camera's network of the next instant during this one's LM)
+        args += ["-p", f"rig_extrinsics:=[{','.join(repr(float(v)) for v in values)}]", "-p", "overlap_network:=true"]
     env = {**ros_env(ros.domain_id), "RCUTILS_LOGGING_BUFFERED_STREAM": "0", "RCUTILS_COLORIZED_OUTPUT": "0"}
     node = ChildProcess(python_cmd("-m", "pixloc_ros.ros.start", *args), env, tmp_path / "node.log")
     try:
