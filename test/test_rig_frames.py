@@ -127,3 +127,20 @@ def test_a_drive_keeps_localizing_while_a_camera_drops_out_and_rejoins():
         along, pos, deg = errors(out.base_from_world, truths[k])
         assert pos < 0.03 and deg < 0.05, (k, along, pos, deg)
         assert set(out.num_weighted) == set(grp.frames)
+
+
+def test_a_camera_out_whose_frames_arrive_after_the_others_rejoins():
+    """Out of the group, a camera's frame that arrives just after its instant went out without it
+    (the other cameras' frames came first: nothing waits for a camera that is out) is too late for
+    that instant, but brings the camera back: the next instant waits for it and has it (the node's
+    replay showed a camera that never rejoined before this)."""
+    g = grouper()
+    feed(g, [(n, 0) for n in NAMES] + [("front", 200), ("left", 200), ("front", 400), ("left", 400)])  # right: out
+    assert g.active() == ("front", "left") and [e.joined for e in g.pop_events()] == [False]
+    groups = feed(g, [("front", 500), ("left", 500)])  # right is out: instant 500 goes out without it
+    assert groups and groups[-1].missing == ("right",) and groups[-1].stamp_ns == 500 * MS
+    assert feed(g, [("right", 500)]) == [] and g.late_frames == 1  # too late for 500 ...
+    assert g.active() == NAMES and [e.joined for e in g.pop_events()] == [True]  # ... but back in
+    assert feed(g, [("front", 600), ("left", 600)]) == []  # 600 waits for the right camera
+    (grp,) = feed(g, [("right", 600)])
+    assert grp.missing == () and grp.stamp_ns == 600 * MS

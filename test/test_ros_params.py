@@ -50,6 +50,11 @@ def test_required_and_valid_defaults():
     ({"warm_up_size": [640, 0]}, "16-100000"),
     ({"camera_extrinsic": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]}, "unit length"),
     ({"no_such_parameter": 1}, "Unknown parameters"),
+    ({"rig_cameras": ["front", "front"]}, "distinct non-empty names"),
+    ({"rig_cameras": ["front", "left"], "rig_image_topics": ["/f/image"]}, "one topic per rig camera"),
+    ({"rig_cameras": ["front", "left"], "rig_extrinsics": [0.0] * 7}, r"7 values per rig camera \(14\)"),
+    ({"rig_cameras": ["front", "left"], "rig_extrinsics": [0.0] * 6 + [1.0] + [0.0] * 7},
+     "of camera 'left'.*unit quaternion"),
 ])
 def test_invalid_settings_fail_with_a_specific_message(change, message):
     with pytest.raises(ValueError, match=message):
@@ -108,9 +113,11 @@ def test_config_file_lists_exactly_the_parameters():
     data = yaml.safe_load(CONFIG.read_text())
     assert list(data) == ["/**"]
     params = data["/**"]["ros__parameters"]
-    # camera_extrinsic, iterations and warm_up_size are documented commented-out: an empty list has
-    # no ROS type.
-    assert set(params) == set(parameter_names()) - {"camera_extrinsic", "iterations", "warm_up_size"}
+    # camera_extrinsic, iterations, warm_up_size and the rig's lists are documented commented-out: an
+    # empty list has no ROS type.
+    commented = {"camera_extrinsic", "iterations", "warm_up_size", "rig_cameras", "rig_image_topics",
+                 "rig_camera_info_topics", "rig_extrinsics"}
+    assert set(params) == set(parameter_names()) - commented
     defaults = NodeSettings()
     for name, value in params.items():
         if name not in REQUIRED:
@@ -136,13 +143,14 @@ def make_node(context, *overrides: str) -> Node:
 def test_declared_from_the_params_file_with_overrides(context):
     node = make_node(context, "map_file:=/maps/m.pxmap", "weights:=/w.safetensors", "num_keyframes:=3",
                      "iterations:=[10,20,30]", "camera_extrinsic:=[0.1,0.0,1.5,-0.5,0.5,-0.5,0.5]",
-                     "warm_up_size:=[1241,376]")
+                     "warm_up_size:=[1241,376]", "rig_cameras:=[front,left]")
     try:
         s = declare_settings(node)
         assert (s.map_file, s.weights, s.num_keyframes) == ("/maps/m.pxmap", "/w.safetensors", 3)
         assert s.iterations == [10, 20, 30] and s.warm_up_size == [1241, 376]
         assert s.camera_extrinsic == [0.1, 0.0, 1.5, -0.5, 0.5, -0.5, 0.5]
         assert s.gnss_topic == "gnss/fix"
+        assert s.rig_cameras == ["front", "left"] and s.rig_extrinsics == [] and s.rig_image_topics == []
         descriptor = node.describe_parameter("mahalanobis_probability")
         assert "Mahalanobis" in descriptor.description and descriptor.read_only
         assert descriptor.floating_point_range[0].to_value == 1.0

@@ -20,10 +20,11 @@ STATE_NAMES = {
 def localization_status(node_name: str, map_file: str, last: LocalizationStatus | None, monitor: InputMonitor,
                         window_s: float, stale_s: float, idle_s: float | None, *, map_error: str | None,
                         skip_reason: str, counters: dict[str, int], calibrated: bool, covariance_scale: float,
-                        lm, latency_s: float, image_reliable: bool) -> DiagnosticStatus:
+                        lm, latency_s: float, image_reliable: bool, extra: dict | None = None) -> DiagnosticStatus:
     """The "<node>: localization" status: level and message from ``health.assess`` over the camera
     events of the last ``window_s`` seconds, values = counters, state, last reason and timing, LM
-    path (``lm``: the pipeline's ``lm_status()``), the covariance's source and online scale. ``idle_s``: seconds since the last frame (None: none yet)."""
+    path (``lm``: the pipeline's ``lm_status()``), the covariance's source and online scale. ``idle_s``: seconds since the last frame (None: none yet).
+    extra: more key-values (a rig's cameras in and out of the group, ``rig_input.RigInput.diagnostics``)."""
     state = STATE_NAMES.get(last.state, str(last.state)) if last is not None else "not_initialized"
     counts = monitor.counts()
     health = assess(counts, window_s, state=state, reason=last.reason if last is not None else "",
@@ -37,7 +38,7 @@ def localization_status(node_name: str, map_file: str, last: LocalizationStatus 
               "last_latency_s": f"{latency_s:.3f}",
               "image_reliability": "reliable" if image_reliable else "best_effort",
               "lm_path": lm.path, "lm_path_requested": lm.requested, "lm_path_fallback": lm.reason,
-              **{f"recent_{event}": n for event, n in counts.items()}}
+              **{f"recent_{event}": n for event, n in counts.items()}, **(extra or {})}
     return DiagnosticStatus(level=bytes([health.level]), name=f"{node_name}: localization",
                             message=health.message, hardware_id=map_file,
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

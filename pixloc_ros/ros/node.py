@@ -45,7 +45,7 @@ from rclpy.timer import Timer
 from sensor_msgs.msg import Image, NavSatFix
 from visualization_msgs.msg import MarkerArray
 
-from pixloc_ros.core.geometry.transforms import matrix_from_quat_xyzw
+from pixloc_ros.core.geometry.transforms import make_transform, matrix_from_quat_xyzw
 from pixloc_ros.core.maps.mapfile_format import MapFileError
 from pixloc_ros.msg import LocalizationStatus
 from pixloc_ros.ros import conversions as conv
@@ -54,6 +54,7 @@ from pixloc_ros.ros.diagnostics import STATE_NAMES, localization_status, map_til
 from pixloc_ros.ros.health import InputMonitor
 from pixloc_ros.ros.lifecycle import NODE_NAME, ManagedTransitions
 from pixloc_ros.ros.params import NodeSettings, declare_values, engine_configs, params_files
+from pixloc_ros.ros.rig_input import RigFrame, RigInput
 from pixloc_ros.ros.stamps import StampCheck, StampGuard, Verdict
 from pixloc_ros.ros.sync import CameraSubscriber, Unmatched
 from pixloc_ros.ros.tf import StaticTransformLookup, TransformBroadcaster
@@ -117,7 +118,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self._inputs: list = []  # subscriptions, timer, clock jump handle while active
         self._outputs: list = []  # publishers while configured
         self.worker: LatestOnlyWorker | None = None
-        self.tf_broadcaster = self.static_tf = self.camera_sub = None
+        self.tf_broadcaster = self.static_tf = self.camera_sub = self.rig = None
 
     # ---------------------------------------------------------------------- lifecycle steps
     def configure_resources(self) -> None:
@@ -184,11 +185,17 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
                                        prepare=self._prepare_frame if s.overlap_network else None)
         # Images: reliable unless a publisher is best effort (image_reliability, ros/reliability.py):
         # best effort loses every frame over ~0.5 MB with Fast DDS's defaults.
-        self.camera_sub = CameraSubscriber(
-            self, self._image_topic(), s.camera_info_topic, qos_profile_sensor_data, self._on_camera,
-            self._on_unmatched, compressed=s.image_transport == "compressed",
-            tolerance_ns=int(round(s.sync_tolerance_s * 1e9)), image_reliability=s.image_reliability,
-            admit=self._admit_camera, log=lambda text: self.get_logger().warning(text))
+        if s.rig_cameras:  # a rig (ros/rig_input.py): one subscription per camera, frames grouped by stamp
+            self.camera_sub = self.rig = RigInput(
+                self, s, qos_profile_sensor_data, self.worker.submit, self._admit_camera,
+                lambda item, n, topic: self._on_unmatched(item, f"camera {n}: ", topic), self.log,
+                warn=lambda text: self.get_logger().warning(text))
+        else:
+            self.camera_sub = CameraSubscriber(
+                self, self._image_topic(), s.camera_info_topic, qos_profile_sensor_data, self._on_camera,
+                self._on_unmatched, compressed=s.image_transport == "compressed",
+                tolerance_ns=int(round(s.sync_tolerance_s * 1e9)), image_reliability=s.image_reliability,
+                admit=self._admit_camera, log=lambda text: self.get_logger().warning(text))
         self._inputs = [self.camera_sub]
         if s.odom_topic:
             self._inputs.append(self.create_subscription(Odometry, s.odom_topic, self._on_odometry, 100))
@@ -208,7 +215,9 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         tf_text = (f", tf {s.map_frame} -> {s.odom_frame if s.tf_mode == 'map_odom' else s.base_frame}"
                    if s.publish_tf else ", no tf")
         reliability = "reliable" if self.camera_sub.image_sub.reliable else "best effort"
-        self.get_logger().info(f"listening to {self._image_topic()} ({reliability}) + {s.camera_info_topic}"
+        cameras = (f"rig {self.rig.describe()} ({reliability})" if s.rig_cameras
+                   else f"{self._image_topic()} ({reliability}) + {s.camera_info_topic}")
+        self.get_logger().info(f"listening to {cameras}"
                                f"{', ' + s.odom_topic if s.odom_topic else ''}"
                                f"{', ' + s.gnss_topic if s.gnss_topic else ''}, {s.initial_pose_topic}; "
                                f"publishing {self.pose_pub.topic_name}{tf_text}")
@@ -216,7 +225,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
     def deactivate_io(self) -> None:
         """Remove the inputs (nothing new arrives), then let the frame in progress finish."""
         for entity in reversed(self._inputs):
-            if isinstance(entity, CameraSubscriber):
+            if isinstance(entity, (CameraSubscriber, RigInput)):
                 entity.destroy()
             elif isinstance(entity, JumpHandle):
                 entity.unregister()
@@ -254,12 +263,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
 
     def _extrinsic_from_parameter(self) -> np.ndarray | None:
         ext = self.settings.camera_extrinsic
-        if not ext:
-            return None
-        T = np.eye(4)
-        T[:3, :3] = matrix_from_quat_xyzw(ext[3:])
-        T[:3, 3] = ext[:3]
-        return T
+        return make_transform(matrix_from_quat_xyzw(ext[3:]), ext[:3]) if ext else None
 
     # ----------------------------------------------------------------------- time and events
     def _judge(self, stream: str, stamp_ns: int) -> StampCheck:
@@ -297,7 +301,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         with self._odom_cond:
             self._latest_odom_ns = None
         self._events.clear()
-        self.camera_sub.sync.reset()
+        self.camera_sub.reset()
         self.worker.clear()
         self._events.append(("reset", lambda: self.pipeline.reset(reason)))
 
@@ -388,12 +392,13 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
                                f"{map_from_base[1, 3]:.1f}) m: relocalising from it")
         self._events.append(("initialpose", lambda: self.pipeline.set_initial_pose(stamp_ns, map_from_base, is_2d)))
 
-    def _admit_camera(self, msg, is_image: bool) -> bool:
+    def _admit_camera(self, msg, is_image: bool, camera: str = "") -> bool:
         """Before the pairing (CameraSubscriber's admit): whether this image or CameraInfo may be
         paired. A rejected image is logged and answered with a status; a rejected CameraInfo only
-        when it is ahead (a late or repeated one belongs to an image skipped for that reason)."""
+        when it is ahead (a late or repeated one belongs to an image skipped for that reason).
+        camera: a rig camera's name (each camera's stamps are their own stream)."""
         self._monitor.note("image" if is_image else "info")
-        stream = "image" if is_image else "CameraInfo"
+        stream = (f"{camera} " if camera else "") + ("image" if is_image else "CameraInfo")
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         check = self._judge(stream, stamp_ns)
         if check.verdict in (Verdict.OK, Verdict.RESTART):
@@ -408,9 +413,10 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
     def _on_camera(self, image, info) -> None:
         self.worker.submit(CameraFrame(conv.stamp_to_ns(image.header.stamp), image, info, time.monotonic()))
 
-    def _on_unmatched(self, item: Unmatched) -> None:
+    def _on_unmatched(self, item: Unmatched, camera: str = "", info_topic: str | None = None) -> None:
         self.counters.unmatched_images += 1
-        self._skip_image(item.stamp_ns, f"{item.reason} (is {self.settings.camera_info_topic} published?)")
+        self._skip_image(item.stamp_ns, f"{camera}{item.reason} (is {info_topic or self.settings.camera_info_topic} "
+                                        f"published?)")
 
     def _skip_image(self, stamp_ns: int, reason: str) -> None:
         """An image that is never processed: one throttled line, and a status that says why."""
@@ -439,6 +445,10 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         from pixloc_ros.core.tracking.frames import FrameInput
 
         s = self.settings
+        if isinstance(frame, RigFrame):  # a camera with a bad frame sits this instant out
+            return self.rig.frame_input(frame, s.base_frame, self.static_tf, s.use_rectified, lambda n, why:
+                                        self.log.warn(f"Rig camera {n!r} left out of the instant at "
+                                                      f"{frame.stamp_ns * 1e-9:.3f} s: {why}"))
         if s.image_transport == "compressed":
             rgb = conv.compressed_image_to_rgb(frame.image)
         else:
@@ -581,7 +591,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
             map_error=self._map_error, skip_reason=self._skip_reason, counters=self.counters.as_dict(),
             calibrated=self.pipeline.summary().calibrated, covariance_scale=self.pipeline.covariance_scale,
             lm=self.pipeline.lm_status(), latency_s=self._last_latency_s,
-            image_reliable=self.camera_sub.image_sub.reliable)
+            image_reliable=self.camera_sub.image_sub.reliable, extra=self.rig.diagnostics() if self.rig else None)
         tiles = map_tiles_status(name, self.settings.map_file, self.pipeline.map_health(), self._reported_tiles,
                                  lambda text: self.get_logger().error(text))
         array = DiagnosticArray(status=[status, *tiles])

@@ -121,6 +121,23 @@ class NodeSettings:
     use_rectified: bool = _p(False, "The images are rectified: use CameraInfo P and no distortion instead of K, D.")
     sync_tolerance_s: float = _p(0.0, "Largest stamp difference between an image and its CameraInfo, seconds "
                                       "(0: exact match).", low=0.0, high=1.0)
+    # --- a camera rig (issue 30; ros/rig_input.py): several cameras, one base_frame pose
+    rig_cameras: list = _p([], "Names of a rig's cameras, the first the anchor (by convention the front one); "
+                               "their frames are grouped by stamp and localize one base_frame pose together. "
+                               "Empty: one camera on image_topic / camera_info_topic.", array_type="string")
+    rig_image_topics: list = _p([], "Image topic of each rig camera, in rig_cameras order; empty: "
+                                    "/<name>/image_raw (what synth --rig records).", array_type="string")
+    rig_camera_info_topics: list = _p([], "CameraInfo topic of each rig camera, in rig_cameras order; empty: "
+                                          "/<name>/camera_info.", array_type="string")
+    rig_extrinsics: list = _p([], "Each rig camera's optical frame in base_frame, 7 values per camera in "
+                                  "rig_cameras order: x y z (metres) qx qy qz qw; empty: from /tf_static "
+                                  "(base_frame <- the images' frame_id).", array_type="double")
+    rig_tolerance_s: float = _p(0.01, "Largest stamp difference between the frames of one rig instant, seconds.",
+                                low=0.0, high=1.0)
+    rig_wait_s: float = _p(0.1, "How far (stamp time) the other cameras may run ahead before an instant is "
+                                "localized without a camera that has not sent its frame; a camera silent for "
+                                "twice this leaves the group (status, diagnostics) until its next frame, seconds.",
+                           low=0.0, high=10.0)
     odom_topic: str = _p("odom", "nav_msgs/Odometry (odom -> base_link) for the tracking prior; \"\" disables.")
     odom_wait_s: float = _p(0.2, "Before processing a frame, wait up to this long (wall time) for odometry at or "
                                  "after its stamp, so that the prior and map -> odom interpolate rather than "
@@ -194,6 +211,22 @@ class NodeSettings:
                                   or not all(16 <= int(v) <= 100_000 for v in self.warm_up_size)):
             raise ValueError(f"Parameter 'warm_up_size' needs [width, height] in pixels (16-100000 each), or "
                              f"nothing, got {self.warm_up_size}")
+        if self.rig_cameras:
+            n = len(self.rig_cameras)
+            if len(set(self.rig_cameras)) != n or not all(self.rig_cameras):
+                raise ValueError(f"Parameter 'rig_cameras' needs distinct non-empty names, got {self.rig_cameras}")
+            for name in ("rig_image_topics", "rig_camera_info_topics"):
+                if getattr(self, name) and len(getattr(self, name)) != n:
+                    raise ValueError(f"Parameter {name!r} needs one topic per rig camera ({n}) or none, "
+                                     f"got {getattr(self, name)}")
+            if self.rig_extrinsics and len(self.rig_extrinsics) != 7 * n:
+                raise ValueError(f"Parameter 'rig_extrinsics' needs 7 values per rig camera ({7 * n}) or none, "
+                                 f"got {len(self.rig_extrinsics)}")
+            for name, k in zip(self.rig_cameras, range(0, len(self.rig_extrinsics), 7)):
+                ext = [float(v) for v in self.rig_extrinsics[k:k + 7]]  # x y z qx qy qz qw
+                if not all(math.isfinite(v) for v in ext) or abs(math.hypot(*ext[3:]) - 1.0) > 1e-2:
+                    raise ValueError(f"Parameter 'rig_extrinsics' of camera {name!r}: {ext} needs finite values "
+                                     f"and a unit quaternion (x y z qx qy qz qw per camera)")
         if self.camera_extrinsic:
             ext = [float(v) for v in self.camera_extrinsic]
             if len(ext) != 7 or not all(math.isfinite(v) for v in ext):
@@ -265,7 +298,8 @@ def declare_values(node, argv: list[str] | None = None) -> dict[str, Any]:
         try:
             if f.metadata.get("array_type") and not default:
                 # An empty list has no ROS type: declare the type, unset unless overridden.
-                kind = {"double": Parameter.Type.DOUBLE_ARRAY, "integer": Parameter.Type.INTEGER_ARRAY}
+                kind = {"double": Parameter.Type.DOUBLE_ARRAY, "integer": Parameter.Type.INTEGER_ARRAY,
+                        "string": Parameter.Type.STRING_ARRAY}
                 param = node.declare_parameter(f.name, kind[f.metadata["array_type"]], _descriptor(f))
                 values[f.name] = list(param.value) if param.value is not None else []
             elif f.metadata.get("array_type"):

@@ -158,6 +158,10 @@ class CameraSubscriber:
         self._node.destroy_subscription(self.info_sub)
         self.sync.reset()
 
+    def reset(self) -> None:
+        """Forget queued messages (a restart of the data)."""
+        self.sync.reset()
+
     def _on_image(self, msg) -> None:
         if self._admit is not None and not self._admit(msg, True):
             return

@@ -110,13 +110,16 @@ class RigFrameGrouper:
             raise ValueError(f"no camera {name!r} in the rig (cameras: {list(self.names)})")
         stamp_ns = int(stamp_ns)
         with self._lock:
+            cam = self._cams[name]
+            if cam.out:
+                # Back in before the late check: a camera out of the group whose frames come just after
+                # the others' (its instant went out without it) would otherwise never rejoin.
+                cam.out = False
+                cam.last_ns = stamp_ns if cam.last_ns is None else max(cam.last_ns, stamp_ns)
+                self._events.append(MembershipEvent(name, True, stamp_ns, "frames again"))
             if self._emitted_ns is not None and stamp_ns <= self._emitted_ns:
                 self.late_frames += 1  # its instant is gone: grouping it now would localize the past
                 return []
-            cam = self._cams[name]
-            if cam.out:
-                cam.out = False
-                self._events.append(MembershipEvent(name, True, stamp_ns, "frames again"))
             cam.queue.append((stamp_ns, payload))
             cam.queue.sort(key=lambda item: item[0])
             del cam.queue[:-self.queue_size]
