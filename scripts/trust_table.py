@@ -39,29 +39,37 @@ def drive_figures(path: Path) -> dict:
             "nees": values, "has_cov": all(f.get("covariance") is not None for f in published)}
 
 
+def pooled(parts: list[dict]) -> dict:
+    """The figures of several drives together: frames, published, good, wrong, nees (concatenated)."""
+    out = {k: sum(p[k] for p in parts) for k in ("frames", "published", "good", "wrong")}
+    out["nees"] = np.concatenate([p["nees"] for p in parts]) if parts else np.zeros(0)
+    return out
+
+
+def season_parts(folder: Path, worlds: list[str], season: str) -> list[dict]:
+    """``drive_figures`` of each world's report of ``season`` in ``folder`` (missing ones left out)."""
+    return [drive_figures(folder / f"{w}_{season}.json") for w in worlds if (folder / f"{w}_{season}.json").exists()]
+
+
 def row(label: str, parts: list[dict]) -> str:
-    frames = sum(p["frames"] for p in parts)
-    published = sum(p["published"] for p in parts)
-    good = sum(p["good"] for p in parts)
-    wrong = sum(p["wrong"] for p in parts)
-    values = np.concatenate([p["nees"] for p in parts]) if parts else np.zeros(0)
+    f = pooled(parts)
+    values = f["nees"]
     if values.size and all(p["has_cov"] for p in parts):
         nees_text = f"{values.mean():.1f} | {100 * np.mean(values <= NEES_BOUND_95):.0f}%"
     else:
         nees_text = "- | -"
-    recall = 100 * good / frames if frames else math.nan
-    return f"| {label} | {frames} | {published} | {recall:.1f}% | {wrong} | {nees_text} |"
+    recall = 100 * f["good"] / f["frames"] if f["frames"] else math.nan
+    return f"| {label} | {f['frames']} | {f['published']} | {recall:.1f}% | {f['wrong']} | {nees_text} |"
 
 
 def cell(parts: list[dict]) -> str:
     """"recall %, wrong, NEES mean (inside 95 %)" of drives pooled, e.g. "83.3 %, 0, 4.1 (93 %)"."""
-    frames = sum(p["frames"] for p in parts)
-    if not frames:
+    f = pooled(parts)
+    if not f["frames"]:
         return "-"
-    good, wrong = sum(p["good"] for p in parts), sum(p["wrong"] for p in parts)
-    values = np.concatenate([p["nees"] for p in parts])
+    values = f["nees"]
     nees_text = f"{values.mean():.1f} ({100 * np.mean(values <= NEES_BOUND_95):.0f} %)" if values.size else "-"
-    return f"{100 * good / frames:.1f} %, {wrong}, {nees_text}"
+    return f"{100 * f['good'] / f['frames']:.1f} %, {f['wrong']}, {nees_text}"
 
 
 def main() -> None:
@@ -77,11 +85,7 @@ def main() -> None:
     if args.compact:
         print("| season | " + " | ".join(n for n, _ in runs) + " |\n|---|" + "---|" * len(runs))
         for season in SEASONS:
-            cells = []
-            for _, folder in runs:
-                parts = [drive_figures(folder / f"{w}_{season}.json") for w in args.worlds
-                         if (folder / f"{w}_{season}.json").exists()]
-                cells.append(cell(parts))
+            cells = [cell(season_parts(folder, args.worlds, season)) for _, folder in runs]
             print(f"| {season} | " + " | ".join(cells) + " |")
         return
     header = "| {} | frames | published | recall 0.25 m/2 deg | worse than 1 m/5 deg | NEES mean | inside 95% |"
@@ -89,9 +93,7 @@ def main() -> None:
     for name, folder in runs:
         print(f"\n{name} ({folder})\n" + header.format("season") + "\n" + rule)
         for season in SEASONS:
-            parts = [drive_figures(folder / f"{w}_{season}.json") for w in args.worlds
-                     if (folder / f"{w}_{season}.json").exists()]
-            print(row(season, parts))
+            print(row(season, season_parts(folder, args.worlds, season)))
         print(row("all", [drive_figures(p) for w in args.worlds for p in sorted(folder.glob(f"{w}_*.json"))]))
         print("\n" + header.format("drive") + "\n" + rule)
         for w in args.worlds:

@@ -107,7 +107,9 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
 
     images: the folder the map was compiled from (keyframe names are relative to it). Returns the
     samples (correct locks), their group labels (the variant names) and statistics: attempts, correct
-    locks, wrong locks, failures, and the correct locks' inlier ratios (quantiles 5/50/95 %).
+    locks, wrong locks, failures, the inlier ratios of the correct and the wrong locks (quantiles
+    5/50/95 %) and the wrong locks' ratios themselves (``wrong_inlier_ratios``; the correct ones are
+    the samples'): what the inlier gates are fitted on.
     """
     options = options or CalibrationOptions()
     retrieval = retrieval or RetrievalConfig(num_keyframes=3)
@@ -119,7 +121,7 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
     max_edge = profile.max_image_edge if max_edge is None else max_edge
     rows = np.unique(np.linspace(0, index.num_keyframes - 1, min(options.keyframes, index.num_keyframes)).round()
                      .astype(int))
-    samples, groups, inliers, wrong_inliers = [], [], [], []
+    samples, groups, wrong_inliers = [], [], []
     stats = {"attempts": 0, "correct": 0, "wrong": 0, "failed": 0, "no_points": 0}
     for row in rows:
         full = index.keyframe_camera(row)
@@ -156,13 +158,13 @@ def map_calibration_samples(localizer: Localizer, index: MapIndex, images: str |
             A = rotation_blocks(estimate[:3, :3])
             samples.append(CalibrationSample(A.T @ cov_ros @ A, float(result.inlier_ratio), None, A.T @ err))
             groups.append(name)
-            inliers.append(float(result.inlier_ratio))
             stats["correct"] += 1
     # What separates correct from wrong locks for these weights on this map (for choosing gates).
-    for key, values in (("inlier_ratio_quantiles", inliers), ("wrong_inlier_ratio_quantiles", wrong_inliers)):
+    for key, values in (("inlier_ratio_quantiles", [s.inlier_ratio for s in samples]),
+                        ("wrong_inlier_ratio_quantiles", wrong_inliers)):
         if values:
             stats[key] = [float(q) for q in np.quantile(values, [0.05, 0.5, 0.95])]
-    stats["wrong_inlier_ratios"] = wrong_inliers  # few; the correct ones are the samples'
+    stats["wrong_inlier_ratios"] = wrong_inliers
     return samples, groups, stats
 
 
@@ -179,9 +181,9 @@ def calibrate_from_map(localizer: Localizer, index: MapIndex, images: str | Path
                          f"({stats}); the map is too small or the weights do not localize its keyframes")
     calib = fit_calibration(samples, groups, fingerprint, coverage=options.coverage)
     calib.inflation *= options.extra_inflation
-    wrong = stats.pop("wrong_inlier_ratios")
     if len(samples) >= MIN_CORRECT_SAMPLES:  # the gates of these weights, as their keyframes score
-        calib.inlier_gates = fit_inlier_gates(np.array([s.inlier_ratio for s in samples]), np.array(wrong))
+        calib.inlier_gates = fit_inlier_gates(np.array([s.inlier_ratio for s in samples]),
+                                              np.array(stats["wrong_inlier_ratios"]))
     calib.fitted_on.update(source="map", map_keyframes=int(index.num_keyframes), keyframe_stats=stats,
                            extra_inflation=options.extra_inflation)
     return calib
