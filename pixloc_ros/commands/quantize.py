@@ -32,8 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and check the int8 network; prints the check's figures; 1 with one error line on failure."""
-    import torch
-
     from pixloc_ros.core.engine.checkpoint import WeightsError, load_weights, weights_fingerprint
     from pixloc_ros.core.maps.mapfile_format import MapFileError
     from pixloc_ros.core.maps.open_index import open_map_index
@@ -50,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
             options.calibration_images = args.calibration_images
         if args.check_keyframes:
             options.check_keyframes = args.check_keyframes
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         model = load_weights(args.weights, device="cpu")
         fingerprint = weights_fingerprint(model)
         index = open_map_index(args.map, expected_fingerprint=fingerprint, expected_profile=model.engine_profile.name)

@@ -12,6 +12,8 @@ map's mean and spread (std over its pixels).
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import cv2
@@ -52,8 +54,10 @@ def _titled(tile: np.ndarray, title: str) -> np.ndarray:
     return np.concatenate([strip, tile], axis=0)
 
 
+@functools.lru_cache(maxsize=8)
 def colour_bar(height: int) -> np.ndarray:
-    """(height, BAR_WIDTH, 3) RGB: the turbo scale from 0 (bottom) to 1 (top) with tick labels."""
+    """(height, BAR_WIDTH, 3) RGB: the turbo scale from 0 (bottom) to 1 (top) with tick labels.
+    Read-only and cached: the node draws the same few bars on every frame's heatmaps."""
     bar = np.full((height, BAR_WIDTH, 3), _BACKGROUND, np.uint8)
     top, bottom = TITLE_HEIGHT, height - 8
     values = np.linspace(1.0, 0.0, max(2, bottom - top))[:, None]
@@ -63,6 +67,7 @@ def colour_bar(height: int) -> np.ndarray:
         cv2.line(bar, (22, y), (26, y), (0, 0, 0), 1)
         cv2.putText(bar, f"{v:g}", (28, y + 4), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(bar, "conf.", (4, TITLE_HEIGHT - 7), _FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    bar.setflags(write=False)
     return bar
 
 

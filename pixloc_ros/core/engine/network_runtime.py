@@ -278,10 +278,9 @@ class CompiledUNet:
             raise ValueError(f"CompiledUNet takes one float32 CPU image (1, 3, H, W), got "
                              f"{tuple(image.shape)} {image.dtype} on {image.device}")
         key = self._current_weights_key()
-        if self.int8_model is not None and key != self._int8_key:
-            raise RuntimeError("the weights changed since the int8 network was quantised; quantise again")
         if self.int8_model is not None:
-            self._weights_key = key  # the graph is given: nothing to export
+            if key != self._int8_key:  # the graph is given: nothing to export, but it must still fit
+                raise RuntimeError("the weights changed since the int8 network was quantised; quantise again")
         elif key != self._weights_key:
             self._onnx = _cached_export(self.unet, image)
             self._weights_key = key

@@ -171,10 +171,12 @@ class _NetworkAhead:
         self.futures: dict = {}
 
     def _extract(self, i: int):
-        return self.pipeline.extract(self.make_frame(self.items[i]))
+        frame = self.make_frame(self.items[i])
+        return frame, self.pipeline.extract(frame)
 
     def take(self, i: int):
-        """Frame i's features (ValueError as ``make_frame`` or ``extract`` raise it); frame i+1's start now."""
+        """Frame i and its features (ValueError as ``make_frame`` or ``extract`` raise it); frame
+        i+1's start now."""
         future = self.futures.pop(i, None) or self.pool.submit(self._extract, i)
         if i + 1 < len(self.items) and i + 1 not in self.futures:
             self.futures[i + 1] = self.pool.submit(self._extract, i + 1)
@@ -262,10 +264,14 @@ def _replay(pipeline, iterator, truth, records: list, ahead: _NetworkAhead | Non
         gt = truth.at(stamp)
         index += 1
         try:
-            frame = make_frame(item)
             # Sequential: process(frame) as before the overlap (callers may wrap process with that
-            # signature); overlapped: with the features the other thread extracted.
-            out = pipeline.process(frame) if ahead is None else pipeline.process(frame, ahead.take(index))
+            # signature); overlapped: the frame and its features as the other thread made them.
+            if ahead is None:
+                frame = make_frame(item)
+                out = pipeline.process(frame)
+            else:
+                frame, features = ahead.take(index)
+                out = pipeline.process(frame, features)
         except ValueError as err:
             why = Why(Reason.BAD_INPUT, str(err))
             records.append(FrameRecord(stamp, int(pipeline.state), False, why.text, None,
