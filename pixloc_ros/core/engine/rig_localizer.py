@@ -112,9 +112,11 @@ def _localize(localizer: Localizer, pyramids: list, rig: Rig, points: list[Query
     chains = [None if k == rig.anchor else Pose.from_4x4(torch.from_numpy(rig.cam_from_anchor(k))).to(dev, dt)
               for k in range(len(rig))]
     pre = clock.lap()
-    display = localizer.display_confidences(confs[rig.anchor])  # the anchor's maps (heatmaps per camera: later)
 
     def failed(code: Failure, detail: str) -> RigLocalizationResult:
+        # The anchor's maps (heatmaps per camera: later); built here only: on success
+        # ``coarse_to_fine`` makes them itself, and each is a device-to-host copy.
+        display = localizer.display_confidences(confs[rig.anchor])
         return _wrap(failure_result(code, detail, clock, pre, display), rig, [0] * (len(rig) + 1))
 
     n = sum(len(p) for p in pts)
