@@ -55,7 +55,15 @@ class LifecycleClient:
         return future.result()
 
     def state(self) -> str:
-        return self._call(self.get, GetState.Request(), 30).current_state.label
+        # Asked up to three times, 10 s each (30 s in all, as before): a service can report ready
+        # before its reply path is matched, and a request sent then is lost (seen once in CI on a
+        # loaded box, the first get_state after discovery). get_state is idempotent; change_state
+        # is never resent.
+        for attempt in range(3):
+            future = self.get.call_async(GetState.Request())
+            if self.ros.spin_until(future.done, 10):
+                return future.result().current_state.label
+        raise AssertionError(f"no answer from {self.get.srv_name} in 3 x 10 s")
 
     def transition(self, transition_id: int, timeout: float = 180.0) -> bool:
         """ChangeState as the lifecycle manager sends it; whether it succeeded."""
