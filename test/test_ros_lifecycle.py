@@ -59,7 +59,7 @@ class LifecycleClient:
         # before its reply path is matched, and a request sent then is lost (seen once in CI on a
         # loaded box, the first get_state after discovery). get_state is idempotent; change_state
         # is never resent.
-        for attempt in range(3):
+        for _ in range(3):
             future = self.get.call_async(GetState.Request())
             if self.ros.spin_until(future.done, 10):
                 return future.result().current_state.label
