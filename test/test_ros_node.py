@@ -662,7 +662,7 @@ def test_hostile_inputs(scene, ros, tmp_path, capsys):
                                          "--wait-timeout", "60"),
                               node_env(ros, PROFILE), tmp_path / "player.log")
         assert ros.spin_until(lambda: not player.alive(), timeout=180), player.log()
-        assert player.wait(10) == 0, player.log()
+        assert player.wait(10) == 0, player.log() + "\n--- node ---\n" + node.log()[-6000:]
         assert log_lines(node, "a best-effort publisher appeared: subscribing best effort"), node.log()
         ros.spin_until(lambda: False, timeout=1.0)  # the last tf
         answered = [s for s in listener.statuses if stamp_to_ns(s.header.stamp) == frames[5][0] and s.time_network > 0]

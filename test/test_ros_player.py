@@ -141,6 +141,35 @@ def test_play_fails_clearly_without_subscribers(ros, bag, tmp_path):
     assert "/odom" in player.log() and "subscribers" in player.log()
 
 
+def test_best_effort_play_does_not_wait_for_subscribers_it_can_never_match(ros, bag, tmp_path):
+    """A reliable subscriber on a topic played best effort is listed but never matched (incompatible
+    QoS): the player waits for the compatible ones only, and a timeout names who is listed."""
+    path, _ = bag
+    node = ros.node("best_effort_probe")
+    node.create_subscription(Image, "/camera/image_raw", lambda m: None, 10)  # reliable: never matched
+    cmd = ("-m", "pixloc_ros.cli", "play", str(path), "--topics", "/camera/image_raw",
+           "--best-effort", "/camera/image_raw", "--no-clock")
+    alone = ChildProcess(python_cmd(*cmd, "--wait-timeout", "3"), ros_env(ros.domain_id), tmp_path / "alone.log")
+    try:
+        assert ros.spin_until(lambda: not alone.alive(), timeout=60) and alone.wait(10) == 1, alone.log()
+    finally:
+        alone.stop()
+    assert "(best effort): 0 matched; subscribers listed:" in alone.log(), alone.log()
+    assert "best_effort_probe reliable" in alone.log(), alone.log()
+
+    got = []
+    node.create_subscription(Image, "/camera/image_raw", got.append,
+                             QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+    player = ChildProcess(python_cmd(*cmd, "--wait-timeout", "60"), ros_env(ros.domain_id), tmp_path / "player.log")
+    try:
+        assert ros.spin_until(lambda: not player.alive(), timeout=90), player.log()
+        assert player.wait(10) == 0, player.log()
+    finally:
+        player.stop()
+    ros.spin_until(lambda: len(got) == N_IMAGES, timeout=5)
+    assert len(got) >= N_IMAGES - 1, len(got)  # best effort on loopback: at most the first may race
+
+
 def test_latched_topics_are_published_transient_local(bag):
     from pixloc_ros.data.bags import bag_topics
 

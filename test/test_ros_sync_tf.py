@@ -1,4 +1,5 @@
 """Image/CameraInfo pairing by stamp (sync.py) and the tf equivalents (tf.py), pure and over DDS."""
+import time
 import numpy as np
 import pytest
 
@@ -239,6 +240,27 @@ def test_image_subscription_follows_a_best_effort_publisher(ros):
     late = AdaptiveSubscription(ros.node("adaptive_late"), Image, "/adaptive/image", got.append, "auto",
                                 log=logs.append)
     assert not late.reliable and len(logs) == 1
+
+
+def test_auto_image_subscription_switches_from_the_graph_when_the_event_is_missed(ros):
+    """The once-a-second graph look switches without the incompatible-QoS event; the event arriving
+    afterwards neither switches again nor logs twice."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    from pixloc_ros.ros.reliability import AdaptiveSubscription
+
+    logs = []
+    node = ros.node("polled_sub")
+    sub = AdaptiveSubscription(node, Image, "/polled/image", lambda m: None, "auto", log=logs.append)
+    ros.node("polled_pub").create_publisher(Image, "/polled/image", qos_profile_sensor_data)
+    deadline = time.monotonic() + 20  # graph discovery runs in DDS's threads: no spinning, so no event
+    while not node.get_publishers_info_by_topic("/polled/image") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sub.reliable
+    sub._poll()
+    assert not sub.reliable and len(logs) == 1 and "a best-effort publisher appeared" in logs[0]
+    ros.spin_until(lambda: False, timeout=2.0)  # the event (and the destroyed timer) would run now
+    assert not sub.reliable and len(logs) == 1, logs
 
 
 def test_fixed_reliable_image_subscription_reports_a_best_effort_publisher(ros):

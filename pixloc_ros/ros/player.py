@@ -129,16 +129,38 @@ class BagPlayer:
     def _default_wait_topics(self) -> list[str]:
         return sorted(t for t, msgtype in self.types.items() if msgtype in DEFAULT_WAIT_TYPES)
 
+    def _compatible_subscribers(self, pub) -> list:
+        """The graph's subscribers of ``pub``'s topic that its QoS can match: a best-effort publisher
+        never matches a reliable subscriber, a volatile one never a transient-local subscriber (such a
+        subscriber is listed forever and never connects: waiting for it would only time out)."""
+        infos = self.node.get_subscriptions_info_by_topic(pub.topic_name)
+        ours = pub.qos_profile
+        return [i for i in infos
+                if not (ours.reliability == ReliabilityPolicy.BEST_EFFORT
+                        and i.qos_profile.reliability == ReliabilityPolicy.RELIABLE)
+                and not (ours.durability == DurabilityPolicy.VOLATILE
+                         and i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL)]
+
     def unmatched_topics(self, wait_for: Sequence[str]) -> list[str]:
         """Played topics still waiting: no matched subscriber (``wait_for``), or fewer matched than
-        the graph lists (a subscriber discovered but not yet connected)."""
+        the graph lists with a QoS ours can match (a subscriber discovered but not yet connected)."""
         pending = []
         for topic, pub in self.publishers.items():
             matched = pub.get_subscription_count()
-            listed = self.node.count_subscribers(pub.topic_name)
+            listed = len(self._compatible_subscribers(pub))
             if (topic in wait_for and matched == 0) or matched < listed:
                 pending.append(topic)
         return pending
+
+    def _describe_subscribers(self, topic: str) -> str:
+        """'/t: 0 matched of 1 listed (node_a reliable, ...)' for a timeout message."""
+        pub = self.publishers[topic]
+        infos = self.node.get_subscriptions_info_by_topic(pub.topic_name)
+        def reliability(qos) -> str:
+            return "reliable" if qos.reliability == ReliabilityPolicy.RELIABLE else "best effort"
+
+        listed = ", ".join(f"{i.node_name} {reliability(i.qos_profile)}" for i in infos) or "none"
+        return f"{topic} ({reliability(pub.qos_profile)}): {pub.get_subscription_count()} matched; subscribers listed: {listed}"
 
     def wait_for_subscribers(self) -> None:
         """Block until the subscribers are matched (see module doc); TimeoutError names the topics."""
@@ -152,7 +174,8 @@ class BagPlayer:
         while pending := self.unmatched_topics(wait_for):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"No (or not all) subscribers matched on {pending} after "
-                                   f"{self.options.wait_timeout_s:.0f} s")
+                                   f"{self.options.wait_timeout_s:.0f} s: "
+                                   + "; ".join(self._describe_subscribers(t) for t in pending))
             time.sleep(0.02)
         if self.options.pace_topic:
             self._subscribe_pace(deadline)

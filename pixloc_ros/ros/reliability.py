@@ -9,7 +9,9 @@ defaults. But a reliable subscription does not match a best-effort publisher at 
 only an "incompatible QoS" event), and sensor drivers publish either.
 
 So ``auto`` subscribes reliable unless a best-effort publisher is already on the topic, and
-re-subscribes best effort when one appears later (the ``incompatible_qos`` event). A best-effort
+re-subscribes best effort when one appears later: on the ``incompatible_qos`` event, and, should
+that event be missed, when a once-a-second look at the graph (steady time: /clock may be stopped)
+lists a best-effort publisher. A best-effort
 subscription matches every publisher, so there is at most one switch. ``reliable`` and
 ``best_effort`` fix the policy (an incompatible publisher is then reported, not followed).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from pixloc_ros.ros.compat import SubscriptionEventCallbacks, qos_policy_name_from_kind
@@ -42,6 +45,10 @@ class AdaptiveSubscription:
         self._log = log or (lambda text: node.get_logger().warning(text))
         reliable = mode == "reliable" or (mode == "auto" and not self._best_effort_publishers())
         self.subscription = self._subscribe(reliable)
+        self._timer = None
+        if mode == "auto" and reliable:
+            self._timer = node.create_timer(1.0, self._poll, callback_group=callback_group,
+                                            clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     @property
     def reliable(self) -> bool:
@@ -69,6 +76,20 @@ class AdaptiveSubscription:
                       f"({qos_policy_name_from_kind(info.last_policy_kind)}); no data comes from it. "
                       f"Set image_reliability to auto or best_effort, or publish reliable")
             return
+        self._switch_to_best_effort()
+
+    def _poll(self) -> None:
+        """The graph lists a best-effort publisher: switch even if its event never came."""
+        if self.reliable and self._best_effort_publishers():
+            self._switch_to_best_effort()
+
+    def _switch_to_best_effort(self) -> None:
+        if not self.reliable:  # the event and the poll can both see one publisher
+            return
+        if self._timer is not None:
+            self._node.destroy_timer(self._timer)
+            self._timer = None
+        topic = self.subscription.topic_name
         self._node.destroy_subscription(self.subscription)
         self.subscription = self._subscribe(reliable=False)
         self._log(f"{topic}: a best-effort publisher appeared: subscribing best effort from now on. Frames larger "
@@ -77,4 +98,7 @@ class AdaptiveSubscription:
                   f"(README, QoS)")
 
     def destroy(self) -> None:
+        if self._timer is not None:
+            self._node.destroy_timer(self._timer)
+            self._timer = None
         self._node.destroy_subscription(self.subscription)
