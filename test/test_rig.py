@@ -290,6 +290,12 @@ def test_rig_without_points_in_the_anchor_camera_still_localizes(localizer):
                                 DAMPING)
     assert out.success, out.result.reason
     assert out.num_weighted["front"] == 0 and out.point_weights["front"].shape == (0,)
+    # Every camera's confidence maps for its heatmaps, the anchor's being the result's own.
+    assert list(out.confidences) == list(rig.names) and out.confidences["front"] is out.result.confidences
+    for (pyramid, _), name in zip(frames, rig.names):
+        shapes = [tuple(c.shape[-2:]) for c in pyramid.confidences]
+        assert [m.shape for m in out.confidences[name]] == shapes and all(m.dtype == np.float32
+                                                                            for m in out.confidences[name])
     along, pos, deg = errors(out.base_from_world, T)
     assert pos < 0.03 and deg < 0.05, (along, pos, deg)
 

@@ -22,6 +22,8 @@ from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from pixloc_ros.core.geometry.metrics import pose_errors  # noqa: E402
 from pixloc_ros.msg import LocalizationStatus  # noqa: E402
@@ -111,6 +113,12 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
                                                         durability=DurabilityPolicy.TRANSIENT_LOCAL)),
                 listener.create_subscription(LocalizationStatus, f"{NODE}/status", statuses.append, 100),
                 listener.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)]
+        # Each camera's heatmaps and the markers (RViz's view of the rig).
+        heatmaps = {c: [] for c in CAMERAS}
+        markers = []
+        subs += [listener.create_subscription(Image, f"{NODE}/heatmap/{camera}/fused", heatmaps[camera].append, 100)
+                 for camera in CAMERAS]
+        subs.append(listener.create_subscription(MarkerArray, f"{NODE}/markers", markers.append, 100))
         feeder = RigFeeder(ros, bag, skip=("/tf_static",) if extrinsics == "parameter" else ())
         stamps = feeder.stamps
         assert len(stamps) >= 4 and set(truth) >= set(stamps), (len(stamps), len(truth))
@@ -179,6 +187,30 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
         assert any(k in errors for k in DROP_FRAMES), errors
         assert len(stamps) - 1 in errors, errors
         assert len(errors) >= len(stamps) - 2, errors
+
+        # Heatmaps per camera: one per instant the camera took part in, on its own optical frame;
+        # markers: each camera's points in its own namespace, the rig's cameras with each pose.
+        ros.spin_until(lambda: len(heatmaps["front"]) >= len(stamps), timeout=10)
+        took_part = {c: [k for k in range(len(stamps)) if not (c == DROPPED and k in DROP_FRAMES)
+                         and not (c == BAD_IMAGE[1] and k == BAD_IMAGE[0])] for c in CAMERAS}
+        for camera in CAMERAS:
+            got = [stamps.index(stamp_to_ns(m.header.stamp)) for m in heatmaps[camera]]
+            assert got and set(got) <= set(took_part[camera]), (camera, got, took_part[camera])
+            assert {m.header.frame_id for m in heatmaps[camera]} == {f"{camera}_camera_optical_frame"}, camera
+        assert len(heatmaps["front"]) == len(stamps), [stamps.index(stamp_to_ns(m.header.stamp)) for m in heatmaps["front"]]
+        assert len(markers) == len(stamps)
+        for array in markers:
+            arrows = [m for m in array.markers if m.ns == "rig"]
+            cameras_in = [m.ns for m in array.markers if m.ns.startswith("points/")]
+            k = stamps.index(stamp_to_ns(array.markers[0].header.stamp))
+            in_instant = [c for c in CAMERAS if k in took_part[c]]
+            # a camera whose frame came too late for its instant is not in it either (the right one at 3)
+            assert set(cameras_in) <= {f"points/{c}" for c in in_instant} and "points/front" in cameras_in, \
+                (k, cameras_in)
+            if stamp_to_ns(array.markers[0].header.stamp) in published:
+                assert len(arrows) == len(cameras_in), (len(arrows), cameras_in)
+            else:
+                assert not arrows
     finally:
         node.stop()
         # The next run must not see this one's endpoints (the feeder's /tf_static is transient local).

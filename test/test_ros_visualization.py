@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("rclpy")
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from pixloc_ros.ros.visualization import frame_markers, render_heatmaps, weight_colors  # noqa: E402
+from pixloc_ros.ros.visualization import frame_markers, render_heatmaps, rig_markers, weight_colors  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -45,3 +45,30 @@ def test_frame_markers():
     assert arrows[1].points[0].x == 5.0 and arrows[1].points[1].z == 2.0  # along the optical axis (z)
     with pytest.raises(ValueError, match="weights"):
         frame_markers(0, "map", xyz, np.ones(3), kf)
+
+
+def test_rig_markers_per_camera_and_the_rig_on_its_pose():
+    from pixloc_ros.core.tracking.frames import CameraView
+
+    left = np.eye(4)
+    left[:3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # a rotation: its optical axis (z) is base +x
+    left[:3, 3] = [0.5, 1.0, 1.5]
+    views = [CameraView("front", np.eye(4), np.zeros((3, 3)), np.ones(3), None),
+             CameraView("left", left, np.ones((2, 3)), None, None)]
+    map_from_base = np.eye(4)
+    map_from_base[:3, 3] = [10.0, 20.0, 0.0]
+    out = rig_markers(5, "map", views, np.eye(4)[None], map_from_base)
+    by_ns = {}
+    for m in out.markers:
+        by_ns.setdefault(m.ns, []).append(m)
+    assert out.markers[0].action == Marker.DELETEALL  # the cameras taking part change between instants
+    assert len(by_ns["points/front"][0].points) == 3 and len(by_ns["points/left"][0].points) == 2
+    assert len(by_ns["keyframes"]) == 1
+    rig = by_ns["rig"]
+    assert [a.id for a in rig] == [0, 1]
+    tail = rig[1].points[0]
+    assert (tail.x, tail.y, tail.z) == (10.5, 21.0, 1.5)  # map_from_base @ base_from_camera
+    head = rig[1].points[1]  # 3 m along the camera's optical axis (its z column in the map)
+    assert np.allclose([head.x - tail.x, head.y - tail.y, head.z - tail.z], 3.0 * left[:3, 2])
+    # No published pose: no rig arrows (the points are still shown).
+    assert not [m for m in rig_markers(5, "map", views, np.eye(4)[None], None).markers if m.ns == "rig"]

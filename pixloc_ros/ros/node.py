@@ -42,8 +42,7 @@ from rclpy.duration import Duration
 from rclpy.lifecycle.node import LifecycleNode
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.timer import Timer
-from sensor_msgs.msg import Image, NavSatFix
-from visualization_msgs.msg import MarkerArray
+from sensor_msgs.msg import NavSatFix
 
 from pixloc_ros.core.geometry.transforms import make_transform, matrix_from_quat_xyzw
 from pixloc_ros.core.maps.mapfile_format import MapFileError
@@ -59,15 +58,14 @@ from pixloc_ros.ros.stamps import StampCheck, StampGuard, Verdict
 from pixloc_ros.ros.sync import CameraSubscriber, Unmatched
 from pixloc_ros.ros.tf import StaticTransformLookup, TransformBroadcaster
 from pixloc_ros.ros.throttle import ThrottledLogger
-from pixloc_ros.ros.visualization import frame_markers, render_heatmaps
+from pixloc_ros.ros.visual_outputs import VisualOutputs, heatmap_topics
 from pixloc_ros.ros.worker import LatestOnlyWorker
 
 # Output topics relative to the node (~/...); the pose topic is a parameter (pose_topic).
 OUTPUT_TOPICS = {
     "status": "status",
     "markers": "markers",
-    "heatmap_fused": "heatmap/fused",
-    **{f"heatmap_level{level}": f"heatmap/level{level}" for level in range(3)},
+    **{f"heatmap_{key}": topic for key, topic in heatmap_topics().items()},
 }
 LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -152,13 +150,9 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self.pose_pub = publisher(PoseWithCovarianceStamped, s.pose_topic, LATCHED_QOS)
         self.status_pub = publisher(LocalizationStatus, "~/" + OUTPUT_TOPICS["status"], 10)
         self.diag_pub = publisher(DiagnosticArray, "/diagnostics", 10)
-        self.marker_pub = (publisher(MarkerArray, "~/" + OUTPUT_TOPICS["markers"], 1)
-                           if s.publish_markers else None)
-        self.heatmap_pubs = ({key: publisher(Image, "~/" + topic, 1)
-                              for key, topic in OUTPUT_TOPICS.items() if key.startswith("heatmap")}
-                             if s.publish_heatmaps else {})
-        self._outputs = [self.pose_pub, self.status_pub, self.diag_pub, *self.heatmap_pubs.values()]
-        self._outputs += [self.marker_pub] if self.marker_pub is not None else []
+        self.visuals = VisualOutputs(publisher, s.publish_heatmaps, s.publish_markers, s.rig_cameras,
+                                     s.heatmap_scale, s.map_frame)
+        self._outputs = [self.pose_pub, self.status_pub, self.diag_pub, *self.visuals.publishers]
         # tf goes out from the worker only, which runs only while active.
         self.tf_broadcaster = TransformBroadcaster(self) if s.publish_tf else None
         self.static_tf = StaticTransformLookup(self, on_error=lambda text: self.log.warn(text))
@@ -247,7 +241,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self.deactivate_io()
         for pub in self._outputs:
             self.destroy_lifecycle_publisher(pub)
-        self._outputs, self.heatmap_pubs, self.marker_pub = [], {}, None
+        self._outputs, self.visuals = [], None
         for tf_entity in (self.tf_broadcaster, self.static_tf):
             if tf_entity is not None:
                 tf_entity.destroy(self)
@@ -501,7 +495,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
             self.counters.bad_input += 1
             self._skip_image(frame.stamp_ns, str(err))
             return
-        self._publish_output(frame, out, rgb)
+        self._publish_output(frame, out, rgb, frame_input)
 
     # ----------------------------------------------------------------------------- outputs
     def _publish_status(self, status: LocalizationStatus) -> None:
@@ -513,7 +507,7 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         self._last_status = status
         self.status_pub.publish(status)
 
-    def _publish_output(self, frame: CameraFrame, out, rgb: np.ndarray) -> None:
+    def _publish_output(self, frame: CameraFrame, out, rgb: np.ndarray, frame_input=None) -> None:
         s = self.settings
         self.counters.count_output(out)
         if abs(math.log(out.covariance_scale / self._logged_scale)) > math.log(1.25):
@@ -527,16 +521,13 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
         else:
             self.log.info(f"No pose for image at {out.stamp_ns * 1e-9:.3f} s "
                           f"({STATE_NAMES.get(int(out.state))}): {out.reason}")
-        result = out.result
-        if self.heatmap_pubs and result is not None and result.confidences:
-            maps = render_heatmaps(rgb, result.confidences, scale=s.heatmap_scale)
-            frame_id = s.camera_frame or frame.image.header.frame_id
-            self.heatmap_pubs["heatmap_fused"].publish(conv.rgb_to_image(maps.fused, out.stamp_ns, frame_id))
-            for level, image in enumerate(maps.levels):
-                self.heatmap_pubs[f"heatmap_level{level}"].publish(conv.rgb_to_image(image, out.stamp_ns, frame_id))
-        if self.marker_pub is not None and out.points_xyz is not None and len(out.points_xyz):
-            self.marker_pub.publish(frame_markers(out.stamp_ns, s.map_frame, out.points_xyz, out.point_weights,
-                                                  self.pipeline.keyframe_poses(out.keyframe_ids)))
+        if self.visuals is not None:
+            rig_images = None
+            if isinstance(frame, RigFrame):  # frame_input is a RigFrameInput: every camera's image
+                rig_images = {rc.name: (image, frame.frames[rc.name][0].header.frame_id)
+                              for rc, image in zip(frame_input.rig.cameras, frame_input.images_rgb)}
+            self.visuals.publish(out, rgb, s.camera_frame or frame.image.header.frame_id,
+                                 self.pipeline.keyframe_poses, rig_images)
         # The status goes last: it says "this frame is done" (a paced player waits for it).
         self._last_latency_s = time.monotonic() - frame.received_s
         self._publish_status(self._status(out))

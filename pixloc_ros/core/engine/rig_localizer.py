@@ -11,7 +11,7 @@ camera gives exactly ``Localizer.localize_features``' result.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ class RigLocalizationResult:
     num_weighted: dict[str, int]  # fine-level points of the chosen hypothesis with a non-zero weight, per camera
     point_weights: dict[str, np.ndarray]  # (N_k,) float32 fine-level weights per camera (chosen hypothesis)
     hypotheses_base_from_world: np.ndarray | None  # (B, 4, 4) every hypothesis' final base pose
+    # Per camera: per level (H_l, W_l) float32 query confidence for display (the anchor's is
+    # ``result.confidences``); empty when ``LocalizerConfig.return_confidences`` is off.
+    confidences: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -113,11 +116,16 @@ def _localize(localizer: Localizer, pyramids: list, rig: Rig, points: list[Query
               for k in range(len(rig))]
     pre = clock.lap()
 
+    def displays(anchor: list[np.ndarray] | None) -> dict[str, list[np.ndarray]]:
+        """Every camera's display maps; the anchor's as given (``coarse_to_fine`` makes them on
+        success: each map is a device-to-host copy, so none is made twice)."""
+        maps = {name: anchor if k == rig.anchor else localizer.display_confidences(confs[k])
+                for k, name in enumerate(rig.names)}
+        return {name: m for name, m in maps.items() if m is not None}
+
     def failed(code: Failure, detail: str) -> RigLocalizationResult:
-        # The anchor's maps (heatmaps per camera: later); built here only: on success
-        # ``coarse_to_fine`` makes them itself, and each is a device-to-host copy.
         display = localizer.display_confidences(confs[rig.anchor])
-        return _wrap(failure_result(code, detail, clock, pre, display), rig, [0] * (len(rig) + 1))
+        return _wrap(failure_result(code, detail, clock, pre, display), rig, [0] * (len(rig) + 1), displays(display))
 
     n = sum(len(p) for p in pts)
     if n == 0:
@@ -151,10 +159,11 @@ def _localize(localizer: Localizer, pyramids: list, rig: Rig, points: list[Query
     offsets = [0]
     for p in pts:
         offsets.append(offsets[-1] + len(p))
-    return _wrap(result, rig, offsets)
+    return _wrap(result, rig, offsets, displays(result.confidences))
 
 
-def _wrap(result: LocalizationResult, rig: Rig, offsets: list[int]) -> RigLocalizationResult:
+def _wrap(result: LocalizationResult, rig: Rig, offsets: list[int],
+          confidences: dict[str, list[np.ndarray]]) -> RigLocalizationResult:
     """The rig's view of a coarse-to-fine result: base poses and per-camera figures."""
     base = None if result.cam_from_world is None else _base_poses(rig, result.cam_from_world[None])[0]
     hyps = None if result.hypotheses is None else _base_poses(rig, result.hypotheses.cam_from_world)
@@ -163,7 +172,7 @@ def _wrap(result: LocalizationResult, rig: Rig, offsets: list[int]) -> RigLocali
         for name, w in zip(rig.names, split_per_camera(torch.from_numpy(result.point_weights), offsets)):
             weights[name] = w.numpy()
             counts[name] = int((w > 0).sum())
-    return RigLocalizationResult(result, rig, base, counts, weights, hyps)
+    return RigLocalizationResult(result, rig, base, counts, weights, hyps, confidences)
 
 
 def localize_rig(localizer: Localizer, images: list, rig: Rig, points: list[QueryPoints],

@@ -109,6 +109,17 @@ class Estimate:
 
 
 @dataclass
+class CameraView:
+    """One rig camera's share of a frame, for display (heatmaps and markers per camera)."""
+
+    name: str
+    base_from_camera: np.ndarray  # (4, 4) its extrinsic: map_from_base @ this = the camera's pose
+    points_xyz: np.ndarray  # (N_k, 3) map points it used (after subsampling)
+    point_weights: np.ndarray | None  # (N_k,) their final fine-level weights (None: no level ran)
+    confidences: list[np.ndarray] | None  # per level (H_l, W_l) float32 query confidence (None: not kept)
+
+
+@dataclass
 class FrameOutput:
     """What the pipeline decided for one frame. Pose fields are None when nothing is published."""
 
@@ -135,6 +146,7 @@ class FrameOutput:
     keyframe_ids: list[int] = field(default_factory=list)
     points_xyz: np.ndarray | None = None  # (N, 3) map points used (after subsampling)
     point_weights: np.ndarray | None = None  # (N,) their final fine-level weights
+    cameras: list[CameraView] | None = None  # a rig instant: each camera's share (rig order), else None
     prior_map_from_base: np.ndarray | None = None  # (4, 4) the prior this frame started from
     prior_distance_m: float = math.nan  # estimate vs prior, base_link position
     prior_rotation_deg: float = math.nan
@@ -146,4 +158,4 @@ class FrameOutput:
         return self.why.text
 
 
-__all__ = ["Estimate", "FrameFeatures", "FrameInput", "FrameOutput", "GateStats", "State", "Timings"]
+__all__ = ["CameraView", "Estimate", "FrameFeatures", "FrameInput", "FrameOutput", "GateStats", "State", "Timings"]

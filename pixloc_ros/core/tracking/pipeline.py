@@ -49,7 +49,7 @@ from .innovation import CovarianceScaler, InnovationConfig
 from .odometry import Motion, MotionConfig, OdometryBuffer
 from .priors import PriorConfig, Priors
 from .reasons import Reason, Why
-from .rig_observe import RigFrameInput, anchor_seeds, concat_points, localize_rig_frame, rig_frame_points
+from .rig_observe import RigFrameInput, anchor_seeds, camera_views, concat_points, localize_rig_frame, rig_frame_points
 from .seeds import SeedConfig, SeedPlanner, to_pose
 
 
@@ -276,8 +276,9 @@ class RelocalizationPipeline:
             result = self.localizer.localize_extracted(network, points,
                                                        to_pose(np.linalg.inv(np.stack([s.map_from_cam for s in starts]))))
         else:
-            result = localize_rig_frame(self.localizer, rig_frame, per_camera, [s.map_from_cam for s in starts],
-                                        None if features is None else features.rig)
+            rig_out = localize_rig_frame(self.localizer, rig_frame, per_camera, [s.map_from_cam for s in starts],
+                                         None if features is None else features.rig)
+            result, out.cameras = rig_out.result, camera_views(rig_out, per_camera)
         out.result, out.points_xyz, out.point_weights = result, points.xyz.numpy(), result.point_weights
         out.timings.network_s = result.timings.network_s
         out.timings.optimizer_s = float(sum(result.timings.levels_s))

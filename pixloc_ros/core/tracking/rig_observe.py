@@ -16,13 +16,13 @@ import torch
 
 from ..engine.localizer import Localizer
 from ..engine.query_points import QueryPoints
-from ..engine.results import LocalizationResult, NetworkOutput
-from ..engine.rig_localizer import localize_rig, localize_rig_extracted
+from ..engine.results import NetworkOutput
+from ..engine.rig_localizer import RigLocalizationResult, localize_rig, localize_rig_extracted
 from ..geometry.pose import Pose
 from ..geometry.rig import Rig
 from ..maps.retrieval import MapIndex, RetrievalConfig
 from .frame_points import frame_points
-from .frames import FrameInput, check_frame
+from .frames import CameraView, FrameInput, check_frame
 from .seeds import Seed, SeedKind
 
 
@@ -102,17 +102,23 @@ def concat_points(parts: list[QueryPoints]) -> QueryPoints:
 
 def localize_rig_frame(localizer: Localizer, frame: RigFrameInput, points: list[QueryPoints],
                        starts_map_from_anchor: list[np.ndarray],
-                       networks: list[NetworkOutput] | None = None) -> LocalizationResult:
-    """The rig localized from the initial anchor poses; the anchor's ``LocalizationResult``
-    (``cam_from_world`` = anchor_from_map, covariance in the anchor frame, weights over all
-    cameras' rows). networks: every camera's ``Localizer.extract`` output (rig order) when the
-    network already ran (``RelocalizationPipeline.extract``); None: it runs here."""
+                       networks: list[NetworkOutput] | None = None) -> RigLocalizationResult:
+    """The rig localized from the initial anchor poses: ``.result`` is the anchor's
+    ``LocalizationResult`` (``cam_from_world`` = anchor_from_map, covariance in the anchor frame,
+    weights over all cameras' rows). networks: every camera's ``Localizer.extract`` output (rig
+    order) when the network already ran (``RelocalizationPipeline.extract``); None: it runs here."""
     base_from_map = frame.rig.to_base(np.linalg.inv(np.stack(starts_map_from_anchor)))
     init = Pose.from_4x4(torch.from_numpy(base_from_map))
     if networks is None:
-        return localize_rig(localizer, list(frame.images_rgb), frame.rig, points, init).result
-    return localize_rig_extracted(localizer, networks, frame.rig, points, init).result
+        return localize_rig(localizer, list(frame.images_rgb), frame.rig, points, init)
+    return localize_rig_extracted(localizer, networks, frame.rig, points, init)
 
 
-__all__ = ["RigFrameInput", "anchor_seeds", "concat_points", "keyframe_camera", "localize_rig_frame",
+def camera_views(out: RigLocalizationResult, points: list[QueryPoints]) -> list[CameraView]:
+    """Each camera's points, weights and display maps (rig order; ``points`` as localized)."""
+    return [CameraView(rc.name, rc.base_from_camera, p.xyz.numpy(), out.point_weights.get(rc.name),
+                       out.confidences.get(rc.name)) for rc, p in zip(out.rig.cameras, points)]
+
+
+__all__ = ["RigFrameInput", "anchor_seeds", "camera_views", "concat_points", "keyframe_camera", "localize_rig_frame",
            "rig_frame_points"]
