@@ -65,9 +65,11 @@ class RigFeeder:
         return all(p.get_subscription_count() > 0 for t, p in self.pubs.items()
                    if t.endswith(("image_raw", "camera_info"))) and self.initial_pub.get_subscription_count() > 0
 
-    def play_until(self, stamp_ns: int, cameras=CAMERAS, bad_image: str | None = None) -> None:
+    def play_until(self, stamp_ns: int, cameras=CAMERAS, bad_image: str | None = None,
+                   stop_after: str | None = None) -> None:
         """Every recorded message up to ``stamp_ns`` (images and CameraInfo only of ``cameras``; the
-        image of camera ``bad_image`` with an encoding nothing decodes)."""
+        image of camera ``bad_image`` with an encoding nothing decodes); with ``stop_after`` a topic,
+        only up to its next message."""
         while self.next < len(self.messages) and self.messages[self.next][0] <= stamp_ns:
             stamp, topic, msg = self.messages[self.next]
             self.next += 1
@@ -80,6 +82,8 @@ class RigFeeder:
             self.clock_pub.publish(Clock(clock=ns_to_stamp(stamp)))
             self.pubs[topic].publish(msg)
             time.sleep(0.002)  # spaced a little, as recorded: a burst lets topics overtake each other
+            if topic == stop_after:
+                return
 
 
 @pytest.mark.parametrize("extrinsics", ["tf_static", "parameter"])
@@ -149,10 +153,17 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
         out_seen = False
         for k, stamp in enumerate(stamps):
             cameras = tuple(c for c in CAMERAS if not (c == DROPPED and k in DROP_FRAMES))
-            feeder.play_until(stamp + ODOMETRY_LAG_NS, cameras, bad_image=BAD_IMAGE[1] if k == BAD_IMAGE[0] else None)
-            # An instant without a camera goes out once the next one's frames came: wait for the one before.
-            if k:
+            bad = BAD_IMAGE[1] if k == BAD_IMAGE[0] else None
+            if k == DROP_FRAMES[0] + 1:
+                # The instant before lacks the right camera, still in the group then: it goes out with
+                # this instant's first frame pair. Its answer is awaited before the rest, which completes
+                # this instant at once (the latest-only worker would replace a pending instant).
+                feeder.play_until(stamp, cameras, bad_image=bad, stop_after="/front/camera_info")
                 assert ros.spin_until(lambda: answered(stamps[k - 1]) or not node.alive(), timeout=120), node.log()
+            feeder.play_until(stamp + ODOMETRY_LAG_NS, cameras, bad_image=bad)
+            if k != DROP_FRAMES[0]:  # every other instant is complete with its active cameras: answered now,
+                # so the next instant's frames never queue behind it in the node's executor
+                assert ros.spin_until(lambda: answered(stamp) or not node.alive(), timeout=120), node.log()
             if k == DROP_FRAMES[-1]:  # the right camera is out now: the diagnostics say so (1 Hz)
                 out_seen = ros.spin_until(lambda: diagnostic("rig_cameras_active") == "front,left", timeout=10)
         feeder.play_until(stamps[-1] + 10 * ODOMETRY_LAG_NS)
@@ -188,17 +199,19 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
         assert len(stamps) - 1 in errors, errors
         assert len(errors) >= len(stamps) - 2, errors
 
-        # Heatmaps per camera: one per instant the camera took part in, on its own optical frame;
-        # markers: each camera's points in its own namespace, the rig's cameras with each pose.
-        ros.spin_until(lambda: len(heatmaps["front"]) >= len(stamps), timeout=10)
+        # Heatmaps per camera: for instants the camera took part in, on its own optical frame;
+        # markers: each camera's points in its own namespace, the rig's cameras with each pose. Both
+        # are display topics (depth 1): a picture whose lost fragments are resent after the next one
+        # replaced it is gone, so not every instant's is required.
+        ros.spin_until(lambda: len(heatmaps["front"]) >= len(stamps) and len(markers) >= len(stamps), timeout=10)
         took_part = {c: [k for k in range(len(stamps)) if not (c == DROPPED and k in DROP_FRAMES)
                          and not (c == BAD_IMAGE[1] and k == BAD_IMAGE[0])] for c in CAMERAS}
         for camera in CAMERAS:
             got = [stamps.index(stamp_to_ns(m.header.stamp)) for m in heatmaps[camera]]
             assert got and set(got) <= set(took_part[camera]), (camera, got, took_part[camera])
             assert {m.header.frame_id for m in heatmaps[camera]} == {f"{camera}_camera_optical_frame"}, camera
-        assert len(heatmaps["front"]) == len(stamps), [stamps.index(stamp_to_ns(m.header.stamp)) for m in heatmaps["front"]]
-        assert len(markers) == len(stamps)
+        assert markers
+        with_rig = 0
         for array in markers:
             arrows = [m for m in array.markers if m.ns == "rig"]
             cameras_in = [m.ns for m in array.markers if m.ns.startswith("points/")]
@@ -209,8 +222,11 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
                 (k, cameras_in)
             if stamp_to_ns(array.markers[0].header.stamp) in published:
                 assert len(arrows) == len(cameras_in), (len(arrows), cameras_in)
+                with_rig += 1
             else:
                 assert not arrows
+        print(f"heatmaps per camera {({c: len(v) for c, v in heatmaps.items()})}, marker arrays {len(markers)} "
+              f"({with_rig} with the rig's cameras)")
     finally:
         node.stop()
         # The next run must not see this one's endpoints (the feeder's /tf_static is transient local).
