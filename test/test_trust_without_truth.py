@@ -144,14 +144,32 @@ def test_a_keyframe_is_localized_without_its_own_observations(synth_map):
 
 
 def test_uncalibrated_weights_publish_a_conservative_covariance(synth_map):
-    from pixloc_ros.core.tracking.candidates import CandidateJudge, CovarianceConfig
+    """Without a calibration a pose goes out with its Hessian's covariance plus the largest
+    uncertainty the node publishes at all, wider than what weighs it in the books; with one, the
+    calibrated covariance itself."""
+    import math
+
+    from pixloc_ros.core.tracking.candidates import Candidate, CandidateJudge, CovarianceConfig
     from pixloc_ros.core.tracking.gating import GatingConfig
     from pixloc_ros.core.engine.localizer import LocalizerConfig
 
     config = CovarianceConfig()
     judge = CandidateJudge(GatingConfig(), config, LocalizerConfig(), None, 3.0)
     H = np.diag([1e-4] * 3 + [1e-6] * 3)
-    published = judge.published_covariance(H, np.eye(3), 0.5, None)
-    gate = judge.gate_covariance(H)
-    np.testing.assert_allclose(published, config.uncalibrated_inflation * gate)
-    assert config.uncalibrated_inflation >= 10 and np.all(np.linalg.eigvalsh(published) > 0)
+    books = judge.published_covariance(H, np.eye(3), 0.5, None)
+    np.testing.assert_allclose(books, config.uncalibrated_inflation * judge.gate_covariance(H))
+    candidate = Candidate(np.eye(4), None, True, books, judge.gate_covariance(H), hessian_covariance=H)
+    published = judge.publication_covariance(candidate)
+    sigmas = np.sqrt(np.diag(published))
+    assert sigmas[:3] == pytest.approx(math.hypot(config.max_sigma_m, 1e-2))  # the publish limit's 0.5 m
+    assert np.degrees(sigmas[3:]) == pytest.approx(np.degrees(math.hypot(math.radians(config.max_sigma_deg), 1e-3)))
+    assert np.all(np.linalg.eigvalsh(published - books) > 0)  # never narrower than the books' weight
+    # A pose 1 m off along one axis and 3 deg about another (the first weights in snow without a
+    # calibration tracked up to 2.6 m off): NEES under the 95 % bound of a consistent 6-DoF error.
+    from pixloc_ros.core.tracking.covariance_calibration import NEES_BOUND_95, nees
+
+    assert nees(np.array([1.0, 0, 0, 0, 0, math.radians(3.0)]), published) < NEES_BOUND_95
+    assert nees(np.array([1.0, 0, 0, 0, 0, math.radians(3.0)]), books) > 50  # what x16 published before
+    # With a calibration the candidate's own (calibrated) covariance is published.
+    calibrated = CandidateJudge(GatingConfig(), config, LocalizerConfig(), object(), 3.0)
+    assert calibrated.publication_covariance(candidate) is books

@@ -31,12 +31,17 @@ class CovarianceConfig:
     # published one of weights without a calibration. With a calibration its fitted model is published.
     covariance_floor_m: float = 0.03  # std, per position axis
     covariance_floor_deg: float = 0.3  # std, per rotation axis
-    # Weights without a calibration publish (Hessian + floor) x this: conservative, never optimistic.
-    # Measured on the shipped weights (BENCHMARKS.md, issue 14), Hessian + floor alone gave a mean
-    # NEES of 4.9 in overcast, 35 in autumn and 90 in snow; x16 (4x the standard deviations) brings
-    # snow's mean to about 6, the others below it. The node's online scaling (``innovation``) widens
-    # it further where consecutive poses disagree more than it says.
+    # Weights without a calibration weigh their results in the hypothesis books with (Hessian +
+    # floor) x this: 4x the standard deviations (issue 14: Hessian + floor alone gave the shipped
+    # weights a mean NEES of 4.9 in overcast, 35 in autumn and 90 in snow).
     uncalibrated_inflation: float = 16.0
+    # ... and publish the Hessian's covariance plus these standard deviations per axis: without a
+    # calibration nothing says how wrong a pose that passed the gates can be, so it goes out with
+    # the largest uncertainty the node publishes at all (``max_sigma_m`` / ``max_sigma_deg``).
+    # x16 was not enough for other weights: the first shipped ones tracked 0.5-2.6 m off in snow
+    # and dusk with a Hessian of centimetres (mean NEES 27 and 57, BENCHMARKS issue 28).
+    uncalibrated_sigma_m: float = 0.5
+    uncalibrated_sigma_deg: float = 3.0
     # With a covariance calibration: a result whose calibrated 1-sigma uncertainty (largest
     # position / rotation axis) exceeds these is not published (the calibration says the frame
     # matched the map too badly to be a measurement an EKF should take; it still continues its
@@ -52,7 +57,7 @@ class Candidate:
     map_from_base: np.ndarray | None  # (4, 4), None when the localizer has no pose for it
     failure: Why | None  # why it is no observation (None: it is one)
     strong: bool = False  # passed the relocalization-grade checks
-    covariance: np.ndarray | None = None  # (6, 6) as published
+    covariance: np.ndarray | None = None  # (6, 6) its weight in the books; published too with a calibration
     gate_covariance: np.ndarray | None = None  # (6, 6) what the continuation gate uses (see ``judge``)
     uncertain: Why | None = None  # why its calibrated uncertainty does not allow publishing it
     hessian_covariance: np.ndarray | None = None  # (6, 6) sigma^2 H^-1 of map_from_base, ROS order (no calibration)
@@ -99,6 +104,16 @@ class CandidateJudge:
             return make_spd(self.calibration.covariance_ros(hessian_covariance_ros, R_map_base, inlier_ratio,
                                                             jitter_m))
         return self.config.uncalibrated_inflation * self.gate_covariance(hessian_covariance_ros)
+
+    def publication_covariance(self, candidate: Candidate) -> np.ndarray:
+        """(6, 6) ROS covariance (map axes) a published ``candidate`` goes out with: its own when the
+        weights have a calibration, else its Hessian-based covariance plus ``uncalibrated_sigma_*``
+        per axis (wider than what weighs it in the books: conservative, never optimistic)."""
+        if self.calibration is not None or candidate.hessian_covariance is None:
+            return candidate.covariance
+        cfg = self.config
+        widen = np.diag([cfg.uncalibrated_sigma_m ** 2] * 3 + [math.radians(cfg.uncalibrated_sigma_deg) ** 2] * 3)
+        return make_spd(candidate.hessian_covariance + widen)
 
     def gate_covariance(self, hessian_covariance_ros: np.ndarray) -> np.ndarray:
         """(6, 6) the continuation gate's covariance: the Hessian-based one plus the configured floor."""

@@ -346,9 +346,10 @@ class RelocalizationPipeline:
         if published is not None:
             out.success = True
             odom_from_base = self.motion.at(stamp_ns)
-            self.scaler.observe(stamp_ns, published.map_from_base, published.covariance, odom_from_base)
+            covariance = self.judge.publication_covariance(published)
+            self.scaler.observe(stamp_ns, published.map_from_base, covariance, odom_from_base)
             out.map_from_base = published.map_from_base
-            out.covariance_ros = published.covariance * self.scaler.scale
+            out.covariance_ros = covariance * self.scaler.scale
             if odom_from_base is not None:
                 out.map_from_odom = published.map_from_base @ np.linalg.inv(odom_from_base)
         return self._finish(out, verdict.why, t_start)
