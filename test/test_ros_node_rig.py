@@ -234,3 +234,27 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
             ros.executor.remove_node(n)
             ros.nodes.remove(n)
             n.destroy_node()
+
+
+def test_rig_drive_replayed_like_the_demo(localizing_weights, synth_rig_map, tmp_path):
+    """`pixloc-ros demo --rig`'s replay: the player paced on the anchor camera (the node answers
+    once per instant), every instant answered, each camera's heatmaps kept, and the demo's
+    heatmap snapshot shows every camera of one instant."""
+    from pixloc_ros.commands.demo import _heatmap_snapshot
+    from pixloc_ros.data.bags import read_drive, rig_camera_topics
+    from pixloc_ros.ros.replay import replay_through_node
+    from pixloc_ros.ros.session import domain_id_for
+
+    bag = synth_rig_map.data / "queries" / "snow"
+    frames = len(read_drive(bag, rig_camera_topics("front"), load_images=False).frames)
+    overrides = {"map_file": str(synth_rig_map.map_file), "weights": str(localizing_weights), "device": "cpu",
+                 "use_sim_time": "true", "rig_cameras": f"[{','.join(CAMERAS)}]", "rig_wait_s": "0.2"}
+    result = replay_through_node(bag, REPO / "config" / "localize.yaml", overrides, domain_id_for("rig demo replay"),
+                                 tmp_path, expected_frames=frames, rig_cameras=CAMERAS)
+    assert len(result.statuses) == frames, [s.reason for s in result.statuses]
+    assert all(s.frames_dropped == 0 for s in result.statuses)
+    assert "pace timeouts" not in result.node_log
+    assert set(result.camera_heatmaps) == set(CAMERAS) and all(result.camera_heatmaps.values())
+    snapshot = _heatmap_snapshot(result, CAMERAS)
+    tile = result.camera_heatmaps["front"][0]
+    assert snapshot is not None and snapshot.shape[0] == 3 * (tile.height + 4), snapshot.shape

@@ -129,6 +129,44 @@ def test_paced_play_waits_for_the_consumer_after_each_image(ros, bag, tmp_path):
     assert np.all(np.abs(steps - IMAGE_PERIOD // ODOM_PERIOD) <= 1), steps
 
 
+def test_paced_rig_play_waits_once_per_instant(ros, tmp_path):
+    """--pace-images: a rig's node answers once per instant; pacing on its first camera lets the
+    other camera's image of the same instant through at once and holds the next instant back."""
+    from std_msgs.msg import Empty
+
+    msgs = []
+    for i in range(4):
+        t = T0 + i * IMAGE_PERIOD
+        for name in ("a", "b"):
+            msgs.append((f"/{name}/image_raw", "sensor_msgs/msg/Image", t,
+                         rgb_to_image(np.zeros((2, 2, 3), np.uint8), t, f"{name}_optical_frame")))
+    path = write_bag(tmp_path / "rig", msgs)
+    node = ros.node("rig_consumer")
+    ack_pub = node.create_publisher(Empty, "/rig_ack", 10)
+    got = {"a": [], "b": []}
+    for name in got:
+        node.create_subscription(Image, f"/{name}/image_raw", lambda m, n=name: got[n].append(time.perf_counter()), 10)
+    player = ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(path), "--pace-topic", "/rig_ack",
+                                     "--pace-images", "/a/image_raw", "--wait-timeout", "60"),
+                          ros_env(ros.domain_id), tmp_path / "player.log")
+    acks = []
+    try:
+        def step():  # answer each instant 0.3 s after both its images came (they are 0.1 s apart)
+            k = len(acks)
+            if k < min(len(got["a"]), len(got["b"])) and time.perf_counter() - max(got["a"][k], got["b"][k]) > 0.3:
+                ack_pub.publish(Empty())
+                acks.append(time.perf_counter())
+            return not player.alive()
+
+        assert ros.spin_until(step, timeout=90), player.log()
+        assert player.wait(10) == 0, player.log()
+    finally:
+        player.stop()
+    assert len(got["a"]) == len(got["b"]) == 4, (got, player.log())
+    assert all(got["a"][k + 1] > acks[k] for k in range(3))  # the next instant waited for the answer
+    assert all(got["b"][k] < acks[k] for k in range(4))  # b was never held back on its own
+
+
 def test_play_fails_clearly_without_subscribers(ros, bag, tmp_path):
     path, _ = bag
     player = ChildProcess(python_cmd("-m", "pixloc_ros.cli", "play", str(path), "--wait-for", "/odom",

@@ -4,6 +4,8 @@
 2. compile the map with the weights (unless a map built with these weights is present);
 3. start the node (its own process, config/localize.yaml, sim time, DDS on loopback), replay a
    query drive recorded in another season through it with `pixloc-ros play`;
+   with ``--rig front,left,right`` the world is recorded and mapped by that camera rig and the node
+   localizes the rig (``rig_cameras``), every camera's heatmap in ``heatmap.png``;
 4. score what the node published against the ground truth: frames localized, recall at the three
    CMU thresholds, median errors, latency percentiles; write plots (trajectory, error over time,
    heatmap snapshot) as PNG files.
@@ -38,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-precision", default=None, choices=("f32", "bf16", "int8", "auto"),
                    help="the network's precision on the CPU (default: the params file's); int8 and auto build the "
                         "map's int8 network first when NNCF is installed (pixloc-ros quantize)")
+    p.add_argument("--rig", metavar="NAMES", default=None,
+                   help="a camera rig, e.g. front,left,right (cameras: front, left, right, rear): its own world "
+                        "recorded and mapped by the rig, the node localizing the rig")
     p.add_argument("--overlap", action="store_true", help="the node's overlap_network: the next frame's network "
                                                           "during this frame's LM")
     p.set_defaults(func=run)
@@ -62,21 +67,22 @@ def _weights(args, out: Path) -> Path:
     return path
 
 
-def _ensure_world(out: Path, seed: int) -> Path:
+def _ensure_world(out: Path, seed: int, rig: tuple[str, ...] | None = None) -> Path:
     from pixloc_ros.data.sim.synth import synthesize
 
-    world = out / "world"
+    world = out / ("world" if rig is None else "world_rig_" + "_".join(rig))
     if (world / "world.json").exists() and (world / "sfm").exists():
         _step(f"synthetic world: {world} (present)")
         return world
-    _step(f"generating the small synthetic world into {world} (about a minute) ...")
+    what = "" if rig is None else f", recorded and mapped by the rig {', '.join(rig)}"
+    _step(f"generating the small synthetic world into {world}{what} (about a minute per camera) ...")
     started = time.perf_counter()
-    synthesize(world, "small", seed=seed, workers=min(4, os.cpu_count() or 1), overwrite=True)
+    synthesize(world, "small", seed=seed, workers=min(4, os.cpu_count() or 1), overwrite=True, rig=rig)
     _step(f"synthetic world ready ({time.perf_counter() - started:.0f} s)")
     return world
 
 
-def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
+def _ensure_map(world: Path, weights: Path, out: Path, name: str = "map.pxmap") -> Path:
     from pixloc_ros.core.engine.checkpoint import load_weights, weights_fingerprint
     from pixloc_ros.core.maps.colmap_io import read_model
     from pixloc_ros.core.geometry.georef import Georeference
@@ -87,7 +93,7 @@ def _ensure_map(world: Path, weights: Path, out: Path) -> Path:
 
     model = load_weights(weights, "cpu")
     fingerprint = weights_fingerprint(model)
-    map_file = out / "map.pxmap"
+    map_file = out / name
     if map_file.exists():
         try:
             open_map(map_file, expected_fingerprint=fingerprint, expected_profile=model.engine_profile.name)
@@ -133,6 +139,25 @@ def _ensure_int8(world: Path, weights: Path, map_file: Path) -> None:
           f"{c.f32_correct}), median {c.median_translation_m * 100:.1f} cm from float32")
 
 
+def _heatmap_snapshot(result, rig: tuple[str, ...] | None):
+    """(H, W, 3) uint8 RGB: the fused heatmap of the drive's middle frame; for a rig, every camera's
+    of one instant all cameras took part in, one above the other (widths padded); None if none came."""
+    import numpy as np
+
+    from pixloc_ros.ros.conversions import image_to_rgb, stamp_to_ns
+
+    if rig is None:
+        return image_to_rgb(result.heatmaps[len(result.heatmaps) // 2]) if result.heatmaps else None
+    by_camera = [{stamp_to_ns(m.header.stamp): m for m in result.camera_heatmaps.get(c, [])} for c in rig]
+    common = sorted(set.intersection(*(set(d) for d in by_camera))) if by_camera else []
+    if not common:
+        return None
+    stamp = common[len(common) // 2]
+    tiles = [image_to_rgb(d[stamp]) for d in by_camera]
+    width = max(t.shape[1] for t in tiles)
+    return np.concatenate([np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles])
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns 0 when the node ran through the drive (whatever its accuracy)."""
     import numpy as np
@@ -149,17 +174,31 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    rig = None
+    if args.rig:
+        from pixloc_ros.data.sim.rig import parse_rig
+
+        try:
+            rig = parse_rig(args.rig)
+        except ValueError as err:
+            print(f"pixloc-ros demo: error: --rig: {err}", file=sys.stderr)
+            return 1
     weights = _weights(args, out)
-    world = _ensure_world(out, args.seed)
+    world = _ensure_world(out, args.seed, rig)
     bag = world / "queries" / args.condition
     if not bag.exists():
         available = sorted(p.name for p in (world / "queries").iterdir() if p.is_dir())
         print(f"pixloc-ros demo: error: no query drive {args.condition!r}; available: {available}", file=sys.stderr)
         return 1
-    map_file = _ensure_map(world, weights, out)
+    map_file = _ensure_map(world, weights, out, "map.pxmap" if rig is None else f"{world.name}.pxmap")
     if args.cpu_precision in ("int8", "auto"):
         _ensure_int8(world, weights, map_file)
-    drive = read_drive(bag, load_images=False)
+    if rig is None:
+        drive = read_drive(bag, load_images=False)
+    else:  # the anchor camera's frames and the drive's ground truth (base_link)
+        from pixloc_ros.data.bags import rig_camera_topics
+
+        drive = read_drive(bag, rig_camera_topics(rig[0]), load_images=False)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or domain_id_for("pixloc-ros demo"))
     _step(f"replaying the {args.condition} drive ({len(drive.frames)} frames, mapped in summer) through the "
           f"node over DDS (domain {domain}, loopback) ...")
@@ -169,11 +208,13 @@ def run(args: argparse.Namespace) -> int:
         overrides["cpu_precision"] = args.cpu_precision
     if args.overlap:
         overrides["overlap_network"] = "true"
+    if rig is not None:
+        overrides["rig_cameras"] = f"[{','.join(rig)}]"
     info = drive.camera_info
     if info is not None:  # prepared for the drive's frames at start: the first frame is not slower
         overrides["warm_up_size"] = f"[{info.width},{info.height}]"
     result = replay_through_node(bag, Path(args.params), overrides, domain, out / "logs",
-                                 expected_frames=len(drive.frames))
+                                 expected_frames=len(drive.frames), rig_cameras=rig or ())
     _step(f"replay done ({time.perf_counter() - started:.0f} s); node log: {out / 'logs' / 'node.log'}")
 
     truth = GroundTruth(drive.ground_truth)
@@ -206,15 +247,15 @@ def run(args: argparse.Namespace) -> int:
     index = MapIndex.open(map_file)
     plots = [plot_trajectory(evaluation, out / "trajectory.png", index.keyframe_centers[:, :2]),
              plot_errors(evaluation, out / "errors.png")]
-    if result.heatmaps:
+    snapshot = _heatmap_snapshot(result, rig)
+    if snapshot is not None:
         import cv2
 
-        from pixloc_ros.ros.conversions import image_to_rgb
-
-        cv2.imwrite(str(out / "heatmap.png"), image_to_rgb(result.heatmaps[len(result.heatmaps) // 2])[..., ::-1])
+        cv2.imwrite(str(out / "heatmap.png"), snapshot[..., ::-1])
         plots.append(out / "heatmap.png")
     print()
-    print(f"pixloc_ros demo: {args.condition} drive through a map built in summer, weights {weights.name}")
+    print(f"pixloc_ros demo: {args.condition} drive through a map built in summer, weights {weights.name}"
+          + ("" if rig is None else f", camera rig {', '.join(rig)}"))
     print(report_text(evaluation))
     print("results: " + str(out / "results.json"))
     print("plots:   " + ", ".join(str(p) for p in plots))

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                         "message on TOPIC, e.g. /pixloc_localizer/status: every frame is processed, however "
                         "slow the node")
     p.add_argument("--pace-timeout", type=float, default=120.0, help="seconds to wait per image when pacing")
+    p.add_argument("--pace-images", nargs="+", default=None, metavar="TOPIC",
+                   help="pace only before these image topics (default: every image topic); a camera rig's "
+                        "node answers once per instant: pace on one camera, e.g. /front/image_raw")
     p.add_argument("--best-effort", nargs="+", default=[], metavar="TOPIC",
                    help="publish these topics best effort, as a driver with the sensor-data QoS does "
                         "(default: every topic reliable)")
@@ -46,6 +49,7 @@ def run(args) -> int:
     options = PlayOptions(rate=args.rate, loop=args.loop, topics=args.topics, wait_for=args.wait_for,
                           wait_timeout_s=args.wait_timeout, clock=not args.no_clock, clock_hz=args.clock_hz,
                           remap=dict(args.remap), pace_topic=args.pace_topic, pace_timeout_s=args.pace_timeout,
+                          pace_images=args.pace_images,
                           best_effort=tuple(args.best_effort))
     rclpy.init()
     node = rclpy.create_node("pixloc_bag_player")

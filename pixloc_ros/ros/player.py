@@ -54,6 +54,9 @@ class PlayOptions:
     ack_timeout_s: float = 5.0  # at the end, wait this long for reliable subscribers to acknowledge
     pace_topic: str | None = None  # before each image, wait for the previous one's answer here (module doc)
     pace_timeout_s: float = 120.0  # give up waiting for one pace message after this (then go on)
+    # Image topics a paced replay holds back; None: every image topic. A camera rig answers once per
+    # instant, so only one of its cameras (the anchor) paces: its other images follow unpaced.
+    pace_images: Sequence[str] | None = None
     best_effort: Sequence[str] = ()  # topics published best effort (a sensor-data driver), the others reliable
 
 
@@ -170,6 +173,9 @@ class BagPlayer:
         unknown = sorted(set(wait_for) - set(self.publishers))
         if unknown:
             raise ValueError(f"Cannot wait for {unknown}: not played from this bag")
+        unknown = sorted(set(self.options.pace_images or ()) - set(self.publishers))
+        if unknown:
+            raise ValueError(f"Cannot pace on {unknown}: not played from this bag")
         deadline = time.monotonic() + self.options.wait_timeout_s
         while pending := self.unmatched_topics(wait_for):
             if time.monotonic() > deadline:
@@ -246,7 +252,8 @@ class BagPlayer:
                     wall_start, bag_start = time.perf_counter(), stamp_ns
                     self._publish_clock(bag_start)
                 bag_end = stamp_ns
-                paced = self._pace_sub is not None and msg.msgtype in PACED_TYPES
+                paced = (self._pace_sub is not None and msg.msgtype in PACED_TYPES
+                         and (self.options.pace_images is None or msg.topic in self.options.pace_images))
                 if paced and pending is not None:
                     # Wait before the next image, not right after the last one: the CameraInfo
                     # and the odometry recorded just after it must still reach the node.
