@@ -140,8 +140,7 @@ def read_drive(bag_dir: str | Path, topics: DriveTopics = DriveTopics(), *, load
     """Read a drive recording into typed, stamp-sorted lists.
 
     Topics not found under their names are looked up as ``<image>/compressed`` (the image), then by
-    message type (when exactly one topic
-    has it). With ``load_images=False`` frames carry an empty (0, 0, 3) image (fast metadata).
+    message type (when exactly one topic has it). With ``load_images=False`` frames carry an empty (0, 0, 3) image (fast metadata).
     """
     bag_dir = Path(bag_dir)
     reader = _open_reader(bag_dir)
