@@ -125,7 +125,7 @@ def rig_extrinsics(instants: list[Instant], cameras: list[str], base_from_anchor
         out[name] = out[anchor] @ make_transform(mean_R, mean_t)
         counts[name] = len(pairs)
     n = min(counts[c] for c in cameras[1:]) if len(cameras) > 1 else counts[anchor]
-    return RigExtrinsics(out, f"{what}: relative poses of {n}+ instants", worst_m, worst_deg, counts)
+    return RigExtrinsics(out, f"the relative poses at {n} instants of {what}", worst_m, worst_deg, counts)
 
 
 def instant_truth(instant: Instant, base_from_cam: dict[str, np.ndarray]) -> np.ndarray | None:

@@ -58,7 +58,8 @@ def reference_extrinsics(plan: ImportPlan, reference: list[Frame], check: RigChe
         return RigExtrinsics({c: plan.base_from_cam_of(c) for c in cams}, "published extrinsics")
     raise ValueError(f"cannot compute the extrinsics of cameras {cams}: no instant (frames within "
                      f"{check.tolerance_ns * 1e-9:g} s) where the anchor {cams[0]} and each other camera have a pose, "
-                     "neither in the query drives nor in the reference images; import with --per-camera")
+                     "neither in the query drives nor in the reference images: import with --per-camera, or, when the "
+                     "cameras' clocks are further apart, raise --rig-tolerance (and the node's rig_tolerance_s with it)")
 
 
 def write_rig_sequence(queries_dir: Path, name: str, frames: list[Frame], plan: ImportPlan, georef: Georeference,
