@@ -86,6 +86,17 @@ c0 OPENCV 1024 768 868.993378 866.063001 525.942323 420.042529 -0.399431 0.18892
 c1 OPENCV 1024 768 873.382641 876.489513 529.324138 397.272397 -0.397066 0.181925 0.000176 -0.000579
 """
 
+# The two cameras on one car (a rigid rig): car frame x right, y down, z forward (optical-like);
+# c0 looks 45 deg front-left from 0.5 m left, c1 45 deg front-right from 0.5 m right. (4, 4) car_from_cam.
+def _car_from_cam(yaw_deg: float, centre) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix()
+    T[:3, 3] = centre
+    return T
+
+
+CMU_CAR_FROM_CAM = {"c0": _car_from_cam(-45.0, (-0.5, 0.05, 0.3)), "c1": _car_from_cam(45.0, (0.5, 0.05, 0.3))}
+
 # Reference condition start (2011-04-21, as slice 2's README example) and two query days.
 CMU_REF_START_US = 1303398474779487
 CMU_QUERY_DAYS_US = (1283347879534213, 1287504392343215)  # 2010-09-01, 2010-10-19
@@ -112,15 +123,17 @@ def make_cmu_slice(root: Path, n_ref: int = 3, n_query: int = 3, seed: int = 0,
     slice_dir = root / f"slice{number}"
     if write_intrinsics:
         (root / "intrinsics.txt").write_text(CMU_INTRINSICS_TXT)
-    yaw = {"c0": 45.0, "c1": -45.0}  # the two cameras look front-left and front-right
 
     def images(start_us: int, count: int, first_index: int, folder: str) -> list[TruePose]:
         out = []
         for i in range(count):
+            car_from_world = np.eye(4)  # the car: a forward-looking "camera" pose on the street
+            car_from_world[:3, :3], car_from_world[:3, 3] = street_pose(x0 + 2.0 * i, 0.0, rng, world)
             for k, cam in enumerate(("c0", "c1")):
                 us = start_us + time0_us + i * 250_000 + k * 137  # 4 Hz, the cameras a few us apart
                 name = f"img_{first_index + index0 + i:05d}_{cam}_{us}us.jpg"
-                R, t = quantised(*street_pose(x0 + 2.0 * i, yaw[cam], rng, world))
+                T = np.linalg.inv(CMU_CAR_FROM_CAM[cam]) @ car_from_world  # cam_from_world: a rigid rig
+                R, t = quantised(T[:3, :3], T[:3, 3])
                 write_image(slice_dir / folder / name, 1024, 768, seed=first_index + i + 7 * k)
                 out.append(TruePose(name, us * 1000, cam, R, t))
         return out

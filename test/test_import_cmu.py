@@ -36,7 +36,8 @@ def imported(tmp_path_factory):
     fx = make_cmu_slice(root)
     write_projected_model(fx.slice_dir / "sparse", fx.reference, _cmu_cameras())
     out = root / "out"
-    summary = write_import(read_cmu_slice(fx.slice_dir), out, ImportOptions(georef=GEOREF, gnss=NOISE))
+    # the single-camera layout (--per-camera); the rig bags: test_import_rig.py
+    summary = write_import(read_cmu_slice(fx.slice_dir), out, ImportOptions(georef=GEOREF, gnss=NOISE, per_camera=True))
     meta = json.loads((out / "import.json").read_text())
     return fx, out, summary, np.array(meta["map_from_world"])
 
@@ -94,12 +95,14 @@ def test_map_model_and_reference_poses_round_trip(imported):
     assert summary.sfm_source.startswith("given:") and len(model.images) == len(truth)
     assert summary.model_pose_deviation[0] < 1e-4
     for im in model.images.values():
-        p = truth[im.name]
+        camera, name = im.name.split("/")  # the map names carry the camera (the rig reads it from there)
+        p = truth[name]
+        assert camera == p.camera
         assert np.allclose(_cam_from_world(to_4x4(im.R, im.t), map_from_world), to_4x4(p.R, p.t), atol=1e-5)
         assert (out / "mapping" / "images" / im.name).is_file()
     for mp in read_mapping_poses(out / "mapping" / "poses.txt"):
-        p = truth[mp.name]
-        assert mp.stamp_ns == parse_image_name(mp.name)[1]
+        p = truth[mp.name.split("/")[1]]
+        assert mp.stamp_ns == parse_image_name(mp.name.split("/")[1])[1]
         assert np.allclose(_cam_from_world(mp.cam_from_world, map_from_world), to_4x4(p.R, p.t), atol=1e-5)
     # the map frame is z-up: the cameras' up (-y) points along +z within the fixture's 2 deg tilt
     ups = np.stack([-im.R[1] for im in model.images.values()])

@@ -53,7 +53,7 @@ def test_merged_import_keeps_the_slices_relative_poses_and_merges_the_models(sli
     assert summary.sfm_points == len(ma.point_ids) + len(mb.point_ids)
     meta = json.loads((tmp_path / "out" / "import.json").read_text())
     map_from_world = np.array(meta["map_from_world"])
-    truth = {p.name: to_4x4(p.R, p.t) for p in a.reference + b.reference}
+    truth = {f"{p.camera}/{p.name}": to_4x4(p.R, p.t) for p in a.reference + b.reference}  # map names
     mapped = {p.name: p.cam_from_world for p in read_mapping_poses(tmp_path / "out" / "mapping" / "poses.txt")}
     # one map frame: every reference pose, from either slice, is its dataset pose moved by one transform
     for name, cam_from_world in truth.items():
@@ -63,7 +63,7 @@ def test_merged_import_keeps_the_slices_relative_poses_and_merges_the_models(sli
     for pid, imgs, idxs in zip(model.point_ids, model.track_image_ids, model.track_point2D_idx):
         for i, k in zip(imgs, idxs):
             assert model.images[int(i)].point3D_ids[int(k)] == pid  # tracks and keypoints agree after renumbering
-    im = model.image_by_name(b.reference[0].name)
+    im = model.image_by_name(f"{b.reference[0].camera}/{b.reference[0].name}")
     np.testing.assert_allclose(to_4x4(im.R, im.t) @ map_from_world, truth[im.name], atol=1e-6)
     # the merged model's points still project onto their keypoints (moved rigidly with the cameras)
     from pixloc_ros.core.geometry.camera import Camera
@@ -121,4 +121,6 @@ def test_slice_selection_and_the_command(slices, tmp_path, capsys):
     assert main(["import", "cmu", "--out", str(tmp_path / "o3")]) == 1
     assert "--slice DIR" in capsys.readouterr().err
     days = {d * 1000 // 10**9 for d in CMU_QUERY_DAYS_US}
-    assert len(list((tmp_path / "o1" / "queries").glob("*_gt.txt"))) == 2 * len(days)
+    assert len(list((tmp_path / "o1" / "queries").glob("*_gt.txt"))) == len(days)  # one rig drive per day
+    assert main(["import", "cmu", "--root", str(root), "--slices", "2-3", "--per-camera", "--out", str(tmp_path / "o4")]) == 0
+    assert len(list((tmp_path / "o4" / "queries").glob("*_gt.txt"))) == 2 * len(days)  # c0 and c1 per day

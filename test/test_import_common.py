@@ -62,6 +62,6 @@ def test_frame_keep_leaves_the_dataset_frame(tmp_path):
     write_import(read_cmu_slice(fx.slice_dir), tmp_path / "out",
                  ImportOptions(georef=Georeference(40.0, -80.0, 300.0), frame="keep"))
     assert np.allclose(json.loads((tmp_path / "out" / "import.json").read_text())["map_from_world"], np.eye(4))
-    truth = {p.name: p for p in fx.reference}
+    truth = {f"{p.camera}/{p.name}": p for p in fx.reference}  # map names carry the camera
     for im in read_model(tmp_path / "out" / "sfm").images.values():
         assert np.allclose(im.R, truth[im.name].R, atol=1e-9) and np.allclose(im.t, truth[im.name].t, atol=1e-6)

@@ -32,7 +32,8 @@ def imported(tmp_path_factory):
     out = root / "out"
     noise = GnssNoise(0.0, 0.0, 0.0, 0.0)  # exact fixes: the round trip through WGS84 is checked
     summary = write_import(read_robotcar(fx.root), out,
-                           ImportOptions(georef=GEOREF, gnss=noise, sfm=root / "sfm", compressed_images=True))
+                           ImportOptions(georef=GEOREF, gnss=noise, sfm=root / "sfm", compressed_images=True,
+                                         per_camera=True))  # the single-camera layout; rigs: test_import_rig.py
     meta = json.loads((out / "import.json").read_text())
     return fx, out, summary, np.array(meta["map_from_world"])
 
@@ -110,10 +111,12 @@ def test_map_model_round_trip(imported):
     fx, out, summary, map_from_world = imported
     model = read_model(out / "sfm")
     truth = {p.name: p for p in fx.reference}
-    assert {im.name for im in model.images.values()} == set(truth)
+    # map names: <camera>/ + the dataset's condition/camera/stamp.jpg (the rig reads the camera from the head)
+    assert {im.name for im in model.images.values()} == {f"{p.camera}/{n}" for n, p in truth.items()}
     for im in model.images.values():
-        assert np.allclose(to_4x4(im.R, im.t) @ map_from_world, to_4x4(truth[im.name].R, truth[im.name].t), atol=1e-5)
-        assert (out / "mapping" / "images" / im.name).is_file()  # condition/camera/stamp.jpg kept
+        p = truth[im.name.split("/", 1)[1]]
+        assert np.allclose(to_4x4(im.R, im.t) @ map_from_world, to_4x4(p.R, p.t), atol=1e-5)
+        assert (out / "mapping" / "images" / im.name).is_file()
 
 
 def test_missing_reference_image_is_reported(tmp_path):

@@ -8,6 +8,12 @@ The output has the synthetic world's layout (docs/architecture.md), so ``pixloc-
 ``play`` and ``evaluate`` take it as they take ``pixloc-ros synth`` output:
 ``OUT/mapping/images/``, ``OUT/sfm/``, ``OUT/georef.json``, ``OUT/queries/<sequence>/`` (MCAP),
 ``OUT/queries/<sequence>_gt.txt``, plus ``OUT/import.json`` (provenance, map_from_world).
+
+CMU Seasons (c0, c1) and RobotCar Seasons (left, rear, right) are camera rigs: each query drive
+becomes one bag with every camera on ``/<camera>/image_raw`` + ``/<camera>/camera_info`` and the
+extrinsics (from the dataset's per-image poses, checked constant over the drive) on ``/tf_static``,
+which ``evaluate --rig <cameras>`` and the node's ``rig_cameras`` read as they are; map images are
+named ``<camera>/...``. ``--per-camera`` writes one single-camera bag per camera and drive instead.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ def register(subparsers) -> None:
     cmu.add_argument("--sequence-gap", type=float, default=600.0,
                      help="seconds between two images of a camera that start a new query sequence")
     _add_common(cmu, "cmu", "the slice's sparse/ model")
+    _add_rig(cmu, "c0 upright (the dataset publishes no car frame)")
 
     rc = datasets.add_parser("robotcar", help="RobotCar Seasons (v2)")
     rc.add_argument("--root", required=True, help="dataset root (images/, intrinsics/, extrinsics/, 3D-models/)")
@@ -54,6 +61,7 @@ def register(subparsers) -> None:
     rc.add_argument("--sequence-gap", type=float, default=None,
                     help="also split a condition's sequence at gaps longer than this (seconds)")
     _add_common(rc, "robotcar", "none: triangulate")
+    _add_rig(rc, "the car frame of extrinsics/ (the first camera upright without it)")
 
     seq = datasets.add_parser("sequence", help="any image sequence with KITTI or TUM poses")
     seq.add_argument("--images", required=True, help="image folder")
@@ -109,6 +117,30 @@ def _add_common(parser, dataset: str, default_sfm: str) -> None:
                         help="keep at most this many frames per query sequence (quick tries)")
 
 
+def _add_rig(parser, base_link: str) -> None:
+    parser.add_argument("--per-camera", action="store_true",
+                        help="one bag per camera and drive on /camera/image_raw (the single-camera layout) instead "
+                             f"of one rig bag per drive with every camera (base_link: {base_link})")
+    parser.add_argument("--rig-tolerance", type=float, default=0.01, metavar="S",
+                        help="largest stamp difference of one instant's frames, seconds (the node's "
+                             "rig_tolerance_s and evaluate --rig group with 0.01)")
+    parser.add_argument("--extrinsics-tolerance", default="0.1,1.0", metavar="M,DEG",
+                        help="how far one instant's relative camera pose may be from the drive's mean before the "
+                             "import stops (the cameras are then no rigid, synchronised rig)")
+
+
+def _rig_check(args):
+    from pixloc_ros.data.importers.rig_output import RigCheck
+
+    try:
+        m, deg = (float(v) for v in args.extrinsics_tolerance.split(","))
+    except ValueError:
+        raise ValueError(f"--extrinsics-tolerance takes M,DEG, got {args.extrinsics_tolerance!r}") from None
+    if not (args.rig_tolerance >= 0 and m > 0 and deg > 0):
+        raise ValueError("--rig-tolerance must be >= 0 and --extrinsics-tolerance positive")
+    return RigCheck(int(round(args.rig_tolerance * 1e9)), m, deg)
+
+
 def _csv(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
@@ -153,4 +185,7 @@ def _import(args):
                        args.gnss_correlation_time, args.seed),
         sfm=args.sfm, link_images=args.link_images, compressed_images=args.compressed,
         max_query_frames=args.max_query_frames)
+    if args.dataset in ("cmu", "robotcar"):
+        options.per_camera = args.per_camera
+        options.rig_check = _rig_check(args)
     return write_import(plan, args.out, options)

@@ -83,6 +83,11 @@ def _resolve_topics(reader, topics: DriveTopics) -> DriveTopics:
         if name in by_topic and by_topic[name] in types:
             resolved[role] = name
             continue
+        # image_transport's name for the compressed stream of an image topic (a rig bag has several
+        # image topics, so the one-topic-of-the-type fallback below cannot find it)
+        if role == "image" and by_topic.get(f"{name}/compressed") == COMPRESSED_IMAGE_MSG:
+            resolved[role] = f"{name}/compressed"
+            continue
         candidates = sorted({t for t, m in by_topic.items() if m in types and (role != "tf_static" or "static" in t)})
         resolved[role] = candidates[0] if len(candidates) == 1 else None
     return DriveTopics(**resolved)
@@ -134,8 +139,8 @@ def _frame(stamp, frame_id, msg, msgtype, infos) -> ImageFrame:
 def read_drive(bag_dir: str | Path, topics: DriveTopics = DriveTopics(), *, load_images: bool = True) -> Drive:
     """Read a drive recording into typed, stamp-sorted lists.
 
-    Topics not found under their names are looked up by message type (when exactly one topic
-    has it). With ``load_images=False`` frames carry an empty (0, 0, 3) image (fast metadata).
+    Topics not found under their names are looked up as ``<image>/compressed`` (the image), then by
+    message type (when exactly one topic has it). With ``load_images=False`` frames carry an empty (0, 0, 3) image (fast metadata).
     """
     bag_dir = Path(bag_dir)
     reader = _open_reader(bag_dir)

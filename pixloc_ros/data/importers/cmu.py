@@ -120,12 +120,27 @@ def find_intrinsics(slice_dir: Path, explicit: Path | None) -> tuple[dict[str, C
 
 
 def sequence_name(camera: str, frames: list[Frame], taken: set[str]) -> str:
-    """``<camera>_<UTC date>`` of the first frame, with the start time appended if taken."""
+    """``<camera>_<UTC date>`` of the first frame (``<UTC date>`` for a rig drive: ``camera`` ""), with
+    the start time appended if taken."""
     start = datetime.datetime.fromtimestamp(frames[0].stamp_ns / 1e9, datetime.timezone.utc)
-    name = f"{camera}_{start:%Y%m%d}"
+    name = f"{camera}_{start:%Y%m%d}" if camera else f"{start:%Y%m%d}"
     if name in taken:
         name = f"{name}_{start:%H%M%S}"
     return name
+
+
+def split_drives(frames: list[Frame], cameras: list[str], sequence_gap_s: float | None
+                 ) -> tuple[dict[str, list[Frame]], dict[str, list[Frame]]]:
+    """(per-camera sequences ``<camera>_<date>``, rig drives ``<date>`` with every camera's frames):
+    each cut where a camera's (a drive's) consecutive images are more than ``sequence_gap_s`` apart."""
+    queries: dict[str, list[Frame]] = {}
+    for camera in cameras:
+        for seq in split_by_gap([f for f in frames if f.camera == camera], sequence_gap_s):
+            queries[sequence_name(camera, seq, set(queries))] = seq
+    drives: dict[str, list[Frame]] = {}
+    for seq in split_by_gap([f for f in frames if f.camera in cameras], sequence_gap_s):
+        drives[sequence_name("", seq, set(drives))] = seq
+    return queries, drives
 
 
 def read_cmu_slice(slice_dir: str | Path, intrinsics: str | Path | None = None,
@@ -137,9 +152,11 @@ def read_cmu_slice(slice_dir: str | Path, intrinsics: str | Path | None = None,
     parent's, else the published constants). include_unposed: also put query images without
     ground truth into the query bags (they get no GNSS prior nor ground-truth message).
     sequence_gap_s: a longer gap between two images of one camera starts a new query sequence.
-    cameras: restrict to these camera names (default both).
+    cameras: restrict to these camera names (default both), in rig order (the first is the rig's
+    anchor and, upright, its base_link: the dataset publishes no car frame).
     Reference frames are the database images listed with a pose; queries are grouped per
-    camera and capture day, in timestamp order. The dataset's ``sparse/`` model, when present,
+    camera and capture day (``queries``) and per capture day with every camera (``rig_queries``),
+    in timestamp order. The dataset's ``sparse/`` model, when present,
     becomes the plan's SfM model.
     """
     slice_dir = Path(slice_dir)
@@ -147,7 +164,8 @@ def read_cmu_slice(slice_dir: str | Path, intrinsics: str | Path | None = None,
         raise FileNotFoundError(f"CMU slice folder {slice_dir} does not exist")
     number, gt_file = find_slice_files(slice_dir)
     cams, intrinsics_source = find_intrinsics(slice_dir, Path(intrinsics) if intrinsics else None)
-    wanted = set(cameras) if cameras else set(cams)
+    order = list(dict.fromkeys(cameras)) if cameras else sorted(cams)
+    wanted = set(order)
     unknown = wanted - set(cams)
     if unknown:
         raise ValueError(f"unknown CMU cameras {sorted(unknown)} (known: {sorted(cams)})")
@@ -183,17 +201,14 @@ def read_cmu_slice(slice_dir: str | Path, intrinsics: str | Path | None = None,
         logger.warning("%d query poses name images missing from %s, e.g. %s", len(missing),
                        slice_dir / "query", sorted(missing)[:3])
 
-    queries: dict[str, list[Frame]] = {}
-    for camera in sorted(wanted):
-        for seq in split_by_gap([f for f in query_frames if f.camera == camera], sequence_gap_s):
-            queries[sequence_name(camera, seq, set(queries))] = seq
+    queries, drives = split_drives(query_frames, sorted(wanted), sequence_gap_s)
 
     sparse = slice_dir / "sparse"
     has_sparse = any((sparse / f"cameras.{ext}").is_file() for ext in ("bin", "txt"))
     return ImportPlan(
         source="cmu", dataset_root=slice_dir,
         cameras={k: v for k, v in cams.items() if k in wanted},
-        reference=reference, queries=queries,
+        reference=reference, queries=queries, rig_cameras=order, rig_queries=drives,
         sfm_model=sparse if has_sparse else None,
         notes={"slice": str(number), "intrinsics": intrinsics_source,
                "pose_convention": "README: quaternion = cam_from_world rotation (w first), "
@@ -247,10 +262,7 @@ def read_cmu_slices(slice_dirs: list[str | Path], intrinsics: str | Path | None 
         raise ValueError(f"the same slice is given twice: {labels}")
     reference = merge_frames([p.reference for p in plans], labels)
     query_frames = merge_frames([[f for seq in p.queries.values() for f in seq] for p in plans], labels)
-    queries: dict[str, list[Frame]] = {}
-    for camera in sorted({f.camera for f in query_frames}):
-        for seq in split_by_gap([f for f in query_frames if f.camera == camera], sequence_gap_s):
-            queries[sequence_name(camera, seq, set(queries))] = seq
+    queries, drives = split_drives(query_frames, sorted({f.camera for f in query_frames}), sequence_gap_s)
     gaps = reference_gaps([p.reference for p in plans], labels)
     far = {k: v for k, v in gaps.items() if v > 1000.0}
     if far:
@@ -259,7 +271,7 @@ def read_cmu_slices(slice_dirs: list[str | Path], intrinsics: str | Path | None 
     models = [p.sfm_model for p in plans]
     return ImportPlan(
         source="cmu", dataset_root=Path(slice_dirs[0]).parent, cameras=merge_cameras([p.cameras for p in plans]),
-        reference=reference, queries=queries,
+        reference=reference, queries=queries, rig_cameras=plans[0].rig_cameras, rig_queries=drives,
         sfm_model=models if all(m is not None for m in models) else None,
         notes={"slices": ",".join(p.notes["slice"] for p in plans), "intrinsics": plans[0].notes["intrinsics"],
                "pose_convention": plans[0].notes["pose_convention"],

@@ -77,6 +77,11 @@ class ImportPlan:
     # COLMAP model(s) of the reference images, in the dataset's world (several: merged slices)
     sfm_model: Path | list[Path] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # provenance lines for import.json
+    # A vehicle with several cameras (issue 30): the rig's cameras, the first the anchor (its
+    # base_from_cam_of is the rig's base_link), and its drives: name -> every camera's frames of
+    # one drive in timestamp order. Empty: one camera, ``queries`` only.
+    rig_cameras: list[str] = field(default_factory=list)
+    rig_queries: dict[str, list[Frame]] = field(default_factory=dict)
 
     def base_from_cam_of(self, camera: str) -> np.ndarray:
         """(4, 4) base_from_cam of ``camera``: the published extrinsic, or the upright identity."""
@@ -85,6 +90,12 @@ class ImportPlan:
         T = np.eye(4)
         T[:3, :3] = BASE_FROM_OPTICAL
         return T
+
+    def map_name(self, frame: Frame) -> str:
+        """A reference image's name in the map: ``<camera>/<name>`` for a rig (the rig pipeline reads
+        a keyframe's camera from the head of its name, ``core.tracking.rig_observe.keyframe_camera``),
+        else the dataset's name."""
+        return f"{frame.camera}/{frame.name}" if self.rig_cameras else frame.name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,10 @@
     OUT/queries/<sequence>/         rosbag2 (MCAP): Image, CameraInfo, NavSatFix, ground truth, /tf_static
     OUT/queries/<sequence>_gt.txt   TUM ``stamp x y z qx qy qz qw`` of map_from_base
     OUT/import.json                 provenance: dataset, map_from_world, cameras, sequences, noise
+
+A plan with several cameras (``ImportPlan.rig_cameras``: CMU Seasons, RobotCar Seasons) writes one rig
+bag per drive with every camera (``rig_output``; ``ImportOptions.per_camera``: one bag per camera and
+drive instead, the single-camera layout) and names its map images ``<camera>/<dataset name>``.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from pixloc_ros.core.geometry.transforms import make_transform, quat_xyzw_from_m
 
 from .common import CameraSpec, Frame, ImportPlan, RigidTransform, cam_from_new_world, leveling_transform
 from .gnss import GnssNoise, synthesize_gnss
+from .rig import RigExtrinsics
+from .rig_output import RigCheck, RigDrive, reference_extrinsics, write_rig_sequence
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +46,9 @@ class ImportOptions:
     sfm: str | Path | None = None  # COLMAP model path, "triangulate", or None: the plan's model else triangulate
     link_images: bool = False  # symlink the reference images instead of copying them
     compressed_images: bool = False  # query images as CompressedImage (jpeg) instead of Image
-    max_query_frames: int | None = None  # cap per sequence (quick tries)
+    max_query_frames: int | None = None  # cap per sequence (quick tries; a rig drive: instants)
+    per_camera: bool = False  # a rig plan: one bag per camera and drive instead of one rig bag per drive
+    rig_check: RigCheck = field(default_factory=RigCheck)  # a rig's instant grouping and extrinsics check
     # A given model must agree with the dataset's reference poses (same world frame).
     pose_check_m: float = 0.25
     pose_check_deg: float = 1.0
@@ -56,6 +64,7 @@ class SequenceSummary:
     posed_frames: int
     start_ns: int
     end_ns: int
+    rig: RigDrive | None = None  # a rig drive: instants and extrinsics (``camera`` lists its cameras)
 
 
 @dataclass
@@ -81,8 +90,19 @@ class ImportSummary:
             lines.append(f"  given model vs ground truth: max {self.model_pose_deviation[0]:.3f} m, "
                          f"{self.model_pose_deviation[1]:.3f} deg")
         for s in self.sequences:
-            lines.append(f"  queries/{s.name}: {s.frames} frames ({s.posed_frames} with ground truth), "
-                         f"camera {s.camera}, {(s.end_ns - s.start_ns) * 1e-9:.1f} s")
+            if s.rig is None:
+                lines.append(f"  queries/{s.name}: {s.frames} frames ({s.posed_frames} with ground truth), "
+                             f"camera {s.camera}, {(s.end_ns - s.start_ns) * 1e-9:.1f} s")
+                continue
+            ext = s.rig.extrinsics
+            lines.append(f"  queries/{s.name}: rig {s.camera}, {s.rig.instants} instants ({s.frames} frames, "
+                         f"{s.posed_frames} instants with ground truth), {(s.end_ns - s.start_ns) * 1e-9:.1f} s; "
+                         f"extrinsics: {ext.source}, within {ext.max_deviation_m:.3f} m / "
+                         f"{ext.max_deviation_deg:.2f} deg")
+        if any(s.rig is not None for s in self.sequences):
+            cams = next(s.camera for s in self.sequences if s.rig is not None)
+            lines.append(f"  replay a rig drive: pixloc-ros evaluate --rig {cams} ...; the node: "
+                         f"rig_cameras:=[{cams}] (extrinsics from the bag's /tf_static)")
         return "\n".join(lines)
 
 
@@ -116,19 +136,21 @@ def _write_import(plan: ImportPlan, out: Path, options: ImportOptions) -> Import
 
     map_from_world = leveling_transform(plan.reference) if options.frame == "level" else RigidTransform.identity()
     reference = [_to_map(f, map_from_world) for f in plan.reference]
+    # the map's names (a rig's carry their camera); the frames keep the dataset's for the rig's extrinsics
+    named = [Frame(f.image_path, plan.map_name(f), f.stamp_ns, f.camera, f.R, f.t) for f in reference]
 
     # A given model is read and checked first: a model in the wrong frame fails before any writing.
     sfm_path = _resolve_sfm(plan, options)
     model, deviation = (None, None) if sfm_path is None else _import_model(sfm_path, plan, map_from_world, options)
 
     images_dir = out / "mapping" / "images"
-    for f in reference:
+    for f in named:
         _place_image(f.image_path, images_dir / f.name, options.link_images)
-    _write_reference_poses(out / "mapping" / "poses.txt", reference)
+    _write_reference_poses(out / "mapping" / "poses.txt", named)
 
     if model is None:
         from . import triangulate
-        model = triangulate.triangulate_reference(reference, plan.cameras, images_dir, out / "sfm_work")
+        model = triangulate.triangulate_reference(named, plan.cameras, images_dir, out / "sfm_work")
         sfm_source = "triangulated"
     else:
         sfm_source = "given:" + (", ".join(map(str, sfm_path)) if isinstance(sfm_path, list) else str(sfm_path))
@@ -138,14 +160,28 @@ def _write_import(plan: ImportPlan, out: Path, options: ImportOptions) -> Import
     options.georef.save(out / "georef.json")
 
     sequences = []
-    for k, (name, frames) in enumerate(sorted(plan.queries.items())):
-        frames = sorted(frames, key=lambda f: f.stamp_ns)[: options.max_query_frames]
+    rig = bool(plan.rig_cameras) and not options.per_camera
+    pooled: list[RigExtrinsics] = []
+
+    def fallback():  # computed once, and only for a drive whose own instants do not give the extrinsics
+        if not pooled:
+            pooled.append(reference_extrinsics(plan, reference, options.rig_check))
+        return pooled[0]
+
+    for k, (name, frames) in enumerate(sorted((plan.rig_queries if rig else plan.queries).items())):
+        frames = frames if rig else sorted(frames, key=lambda f: f.stamp_ns)[: options.max_query_frames]
         if not frames:
             continue
         frames = [_to_map(f, map_from_world) for f in frames]
         noise = dataclasses.replace(options.gnss, seed=options.gnss.seed + k)
-        sequences.append(_write_sequence(out / "queries", name, frames, plan, options.georef, noise,
-                                         options.compressed_images))
+        if not rig:
+            sequences.append(_write_sequence(out / "queries", name, frames, plan, options.georef, noise,
+                                             options.compressed_images))
+            continue
+        drive = write_rig_sequence(out / "queries", name, frames, plan, options.georef, noise,
+                                   options.compressed_images, options.rig_check, fallback, options.max_query_frames)
+        sequences.append(SequenceSummary(name, ",".join(plan.rig_cameras), drive.frames, drive.posed_instants,
+                                         drive.start_ns, drive.end_ns, drive))
 
     summary = ImportSummary(out, plan.source, len(reference), sfm_source, len(model.images), len(model.point_ids),
                             map_from_world.matrix(), sequences, deviation)
@@ -227,6 +263,7 @@ def _import_model(path: Path | list[Path], plan: ImportPlan, map_from_world: Rig
                          "is it in the dataset's frame?")
     for im in model.images.values():
         im.R, im.t = cam_from_new_world(im.R, im.t, map_from_world)
+        im.name = plan.map_name(by_name[im.name])
     model.xyz = map_from_world.apply(model.xyz)
     if len(model.images) < len(plan.reference):
         logger.warning("the model %s holds %d of the %d reference images", path, len(model.images),
@@ -274,6 +311,20 @@ def _camera_json(c: CameraSpec) -> dict:
                             "K": [float(v) for v in cam.K.reshape(-1)], "D": [float(v) for v in cam.dist]}}
 
 
+def _sequence_json(s: SequenceSummary) -> dict:
+    """One sequence of import.json; a rig drive with its cameras, instants and extrinsics."""
+    out = {k: v for k, v in s.__dict__.items() if k != "rig"}
+    if s.rig is not None:
+        ext = s.rig.extrinsics
+        out["rig"] = {"cameras": s.camera.split(","), "instants": s.rig.instants,
+                      "posed_instants": s.rig.posed_instants,
+                      "base_from_cam": {c: T.tolist() for c, T in ext.base_from_cam.items()},
+                      "extrinsics_source": ext.source, "posed_instants_per_camera": ext.instants,
+                      "max_deviation_m_deg": [ext.max_deviation_m, ext.max_deviation_deg],
+                      "from_published_extrinsics_m_deg": s.rig.published_deviation}
+    return out
+
+
 def _write_metadata(path: Path, plan: ImportPlan, options: ImportOptions, summary: ImportSummary) -> None:
     data = {
         "source": plan.source,
@@ -288,6 +339,6 @@ def _write_metadata(path: Path, plan: ImportPlan, options: ImportOptions, summar
         "gnss_noise": {**dataclasses.asdict(options.gnss),
                        "note": "ENU: Gauss-Markov bias + white noise; sequence k uses seed + k"},
         "reference_images": summary.reference_images,
-        "sequences": [s.__dict__ for s in summary.sequences],
+        "sequences": [_sequence_json(s) for s in summary.sequences],
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -171,7 +171,10 @@ def read_robotcar(root: str | Path, reference_poses: str | Path | None = None,
     query_poses: world_from_camera list (default ``robotcar_v2_train.txt`` at the root or in
     ``metadata/``); rear poses give left/right poses through the extrinsics.
     conditions: query conditions to import (default all present); one sequence per condition
-    and camera, named ``<condition>_<camera>``, split further at gaps > ``sequence_gap_s``.
+    and camera, named ``<condition>_<camera>`` (``queries``), and one rig drive per condition with
+    every camera, named ``<condition>`` (``rig_queries``), split further at gaps > ``sequence_gap_s``.
+    cameras: the cameras in rig order (default left, rear, right; base_link is the car frame of
+    ``extrinsics/`` when present, else the first camera upright).
     include_unposed: keep query images without ground truth (no GNSS, no ground-truth message).
     """
     root = Path(root)
@@ -233,8 +236,10 @@ def read_robotcar(root: str | Path, reference_poses: str | Path | None = None,
     if set(chosen) - set(available):
         raise FileNotFoundError(f"conditions {sorted(set(chosen) - set(available))} not in {root / 'images'}")
     queries: dict[str, list[Frame]] = {}
+    drives: dict[str, list[Frame]] = {}
     posed = total = 0
     for condition in chosen:
+        drive = []
         for cam in wanted:
             frames = []
             for path in sorted((root / "images" / condition / cam).glob("*.jpg")):
@@ -247,10 +252,13 @@ def read_robotcar(root: str | Path, reference_poses: str | Path | None = None,
                 frames.append(Frame(path, name, _stamp_ns(name), cam, R, t))
             for k, seq in enumerate(split_by_gap(frames, sequence_gap_s)):
                 queries[f"{condition}_{cam}" + (f"_{k}" if k else "")] = seq
+            drive += frames
+        for k, seq in enumerate(split_by_gap(drive, sequence_gap_s)):
+            drives[condition + (f"_{k}" if k else "")] = seq
 
     return ImportPlan(
         source="robotcar", dataset_root=root, cameras=cams, reference=reference, queries=queries,
-        base_from_cam=base_from_cam,
+        base_from_cam=base_from_cam, rig_cameras=wanted, rig_queries=drives,
         notes={"intrinsics": "; ".join(f"{k}: {v}" for k, v in intrinsics_source.items()),
                "reference_poses": str(nvm),
                "query_ground_truth": f"{gt_file}: {posed} of {total} query images posed"
