@@ -67,6 +67,22 @@ def test_a_camera_that_stops_leaves_after_the_timeout_and_rejoins_with_its_next_
     assert g.active() == NAMES
 
 
+def test_a_slow_rig_whose_cameras_send_one_after_the_other_stays_together():
+    """3 Hz cameras, the node's default wait (0.1 s, out after 0.2 s): each instant's front frame
+    comes a period after the others' last ones, which is not silence; a camera that then really
+    stops is out once it missed an instant (its period plus the wait), and rejoins."""
+    g = RigFrameGrouper(NAMES, tolerance_ns=10 * MS, wait_ns=100 * MS)
+    period = 333
+    groups = feed(g, [(n, k * period) for k in range(6) for n in NAMES])
+    assert [grp.missing for grp in groups] == [()] * 6 and g.pop_events() == []
+    # The left camera stops after instant 7, back at instant 10.
+    groups = feed(g, [(n, k * period) for k in range(6, 12) for n in NAMES if not (n == "left" and 8 <= k < 10)])
+    assert [grp.stamp_ns // MS for grp in groups] == [k * period for k in range(6, 12)]
+    assert [grp.missing for grp in groups] == [(), (), ("left",), ("left",), (), ()]
+    events = [(e.camera, e.joined, e.stamp_ns // MS) for e in g.pop_events()]
+    assert events == [("left", False, 9 * period), ("left", True, 10 * period)], events
+
+
 def test_an_out_camera_is_not_waited_for():
     g = grouper()
     feed(g, [(n, t) for t in range(0, 600, 100) for n in ("front", "right")])

@@ -10,8 +10,12 @@ stamp_ns, payload)`` queues one camera's frame and returns the groups it complet
   that camera already sent a frame past the pivot + tolerance (it skipped this instant), or when
   frames ``wait_ns`` newer than the pivot arrived from the others (it is late or stopped);
 - a camera with no frame for ``out_after_ns`` of stamp time (newest stamp seen minus its last, or
-  minus the first stamp seen when it never sent one) is ``out``: groups stop waiting for it; its next frame brings it back. Both changes are
-  ``MembershipEvent``s (``pop_events``) for the node's status and diagnostics.
+  minus the first stamp seen when it never sent one), and for longer than its own frame period plus
+  ``wait_ns`` once that period is known, is ``out``: groups stop waiting for it; its next frame
+  brings it back. (The period matters when frames come camera after camera: the front camera's
+  next frame is a period newer than the left camera's last one, which is not late at all, only
+  not sent yet; a 3 Hz rig with ``wait_ns`` 0.1 s would otherwise leave and rejoin every instant.)
+  Both changes are ``MembershipEvent``s (``pop_events``) for the node's status and diagnostics.
 Frames older than a group's are dropped (they can no longer be grouped), so is a frame that
 arrives after its instant's group went out (``late_frames`` counts them), and each camera keeps at
 most ``queue_size`` frames.
@@ -48,11 +52,26 @@ class MembershipEvent:
     reason: str  # for people: why
 
 
+PERIOD_WINDOW = 8  # frame intervals a camera's period is taken from (the smallest: a dropped frame doubles one)
+
+
 @dataclass
 class _Camera:
     queue: list[tuple[int, Any]] = field(default_factory=list)  # sorted by stamp
     last_ns: int | None = None  # newest stamp received
     out: bool = False
+    intervals: list[int] = field(default_factory=list)  # its latest stamp steps (ns), at most PERIOD_WINDOW
+
+    def note(self, stamp_ns: int) -> None:
+        """A frame at ``stamp_ns``: its step from the newest one before counts towards the period."""
+        if self.last_ns is not None and stamp_ns > self.last_ns:
+            self.intervals = [*self.intervals[-(PERIOD_WINDOW - 1):], stamp_ns - self.last_ns]
+        self.last_ns = stamp_ns if self.last_ns is None else max(self.last_ns, stamp_ns)
+
+    @property
+    def period_ns(self) -> int | None:
+        """Its frame period (the smallest recent step), None before two frames."""
+        return min(self.intervals) if self.intervals else None
 
 
 class RigFrameGrouper:
@@ -115,7 +134,7 @@ class RigFrameGrouper:
                 # Back in before the late check: a camera out of the group whose frames come just after
                 # the others' (its instant went out without it) would otherwise never rejoin.
                 cam.out = False
-                cam.last_ns = stamp_ns if cam.last_ns is None else max(cam.last_ns, stamp_ns)
+                cam.note(stamp_ns)
                 self._events.append(MembershipEvent(name, True, stamp_ns, "frames again"))
             if self._emitted_ns is not None and stamp_ns <= self._emitted_ns:
                 self.late_frames += 1  # its instant is gone: grouping it now would localize the past
@@ -123,7 +142,7 @@ class RigFrameGrouper:
             cam.queue.append((stamp_ns, payload))
             cam.queue.sort(key=lambda item: item[0])
             del cam.queue[:-self.queue_size]
-            cam.last_ns = stamp_ns if cam.last_ns is None else max(cam.last_ns, stamp_ns)
+            cam.note(stamp_ns)
             self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
             self._first_ns = stamp_ns if self._first_ns is None else self._first_ns
             self._update_membership()
@@ -149,12 +168,20 @@ class RigFrameGrouper:
             silent_since = cam.last_ns if cam.last_ns is not None else self._first_ns
             if cam.out:
                 continue
-            if self._newest_ns - silent_since > self.out_after_ns:
+            # Its own period, else the rig's (the cameras of a rig usually share a rate): a camera
+            # with one frame so far is not out only because another camera's second one came first.
+            period = cam.period_ns if cam.period_ns is not None else self._rig_period_ns()
+            limit = self.out_after_ns if period is None else max(self.out_after_ns, period + self.wait_ns)
+            if self._newest_ns - silent_since > limit:
                 cam.out = True
                 cam.queue.clear()
                 self._events.append(MembershipEvent(
                     n, False, self._newest_ns, f"no frame for {(self._newest_ns - silent_since) * 1e-9:.3f} s "
                     f"(stamp time) while the others kept sending"))
+
+    def _rig_period_ns(self) -> int | None:
+        periods = [c.period_ns for c in self._cams.values() if c.period_ns is not None]
+        return min(periods) if periods else None
 
     def _next_group(self) -> RigGroup | None:
         queued = [(cam.queue[0][0], n) for n, cam in self._cams.items() if cam.queue]
