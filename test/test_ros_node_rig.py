@@ -257,4 +257,4 @@ def test_rig_drive_replayed_like_the_demo(localizing_weights, synth_rig_map, tmp
     assert set(result.camera_heatmaps) == set(CAMERAS) and all(result.camera_heatmaps.values())
     snapshot = _heatmap_snapshot(result, CAMERAS)
     tile = result.camera_heatmaps["front"][0]
-    assert snapshot is not None and snapshot.shape[0] == 3 * (tile.height + 4), snapshot.shape
+    assert snapshot is not None and snapshot.shape[0] == 3 * (22 + tile.height + 4), snapshot.shape

@@ -141,7 +141,8 @@ def _ensure_int8(world: Path, weights: Path, map_file: Path) -> None:
 
 def _heatmap_snapshot(result, rig: tuple[str, ...] | None):
     """(H, W, 3) uint8 RGB: the fused heatmap of the drive's middle frame; for a rig, every camera's
-    of one instant all cameras took part in, one above the other (widths padded); None if none came."""
+    of one instant all cameras took part in, one above the other under its name (widths padded);
+    None if none came."""
     import numpy as np
 
     from pixloc_ros.ros.conversions import image_to_rgb, stamp_to_ns
@@ -153,9 +154,16 @@ def _heatmap_snapshot(result, rig: tuple[str, ...] | None):
     if not common:
         return None
     stamp = common[len(common) // 2]
+    import cv2
+
     tiles = [image_to_rgb(d[stamp]) for d in by_camera]
     width = max(t.shape[1] for t in tiles)
-    return np.concatenate([np.pad(t, ((0, 4), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles])
+    rows = []
+    for name, tile in zip(rig, tiles):
+        caption = np.full((22, width, 3), 255, np.uint8)
+        cv2.putText(caption, f"{name} camera", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        rows += [caption, np.pad(tile, ((0, 4), (0, width - tile.shape[1]), (0, 0)), constant_values=255)]
+    return np.concatenate(rows)
 
 
 def run(args: argparse.Namespace) -> int:

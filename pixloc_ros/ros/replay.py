@@ -17,8 +17,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from pixloc_ros.msg import LocalizationStatus
-from pixloc_ros.ros.compat import publisher_count
-from pixloc_ros.ros.session import ChildProcess, RosContext, ros_env
+from pixloc_ros.ros.compat import FASTDDS_PROFILE_VARIABLES, fastdds_profile_env, publisher_count
+from pixloc_ros.ros.session import REPO, ChildProcess, RosContext, ros_env
 
 NODE = "/pixloc_localizer"
 DRIVE_TOPICS = ("/camera/image_raw", "/camera/camera_info", "/odom", "/gnss/fix", "/tf_static")
@@ -81,7 +81,14 @@ def replay_through_node(bag: Path, params_file: Path, overrides: dict[str, str],
     env = ros_env(domain_id)
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
     ros = RosContext(domain_id)
-    node = ChildProcess([sys.executable, "-m", "pixloc_ros.ros.start", *args], env, log_dir / "node.log")
+    # The node with the Fast DDS profile the launch file gives it (a 16 MiB shared-memory segment):
+    # with the default 512 KiB, a rig's heatmaps (16 images an instant) filled the segment and a
+    # pose published next to them was lost now and then (its resend comes with the next heartbeat,
+    # after the next pose replaced it in the depth-1 history).
+    node_env = dict(env)
+    if not any(env.get(v) for v in FASTDDS_PROFILE_VARIABLES):  # as the launch file: the user's profile wins
+        node_env.update(fastdds_profile_env(str(REPO / "config" / "fastdds_large_frames.xml")))
+    node = ChildProcess([sys.executable, "-m", "pixloc_ros.ros.start", *args], node_env, log_dir / "node.log")
     player = None
     try:
         listener = NodeListener(ros, "pixloc_demo_listener", cameras=rig_cameras)
