@@ -6,7 +6,8 @@ the points and keyframes used. A rig (``rig_cameras``): the same topics carry th
 ``~/heatmap/<camera>/level{0,1,2}``; its points are marker namespace ``points/<camera>`` and, with
 a published pose, namespace ``rig`` shows each camera's pose on the vehicle. Every publisher is a
 lifecycle publisher created at configure (silent until activated), with depth 1: a display wants
-the newest picture only.
+the newest picture only. A camera's heatmaps are rendered only while one of its topics has a
+subscriber (they cost the worker milliseconds per camera and frame), the markers likewise.
 """
 from __future__ import annotations
 
@@ -53,11 +54,18 @@ class VisualOutputs:
         pubs = [p for per_camera in self.heatmaps.values() for p in per_camera.values()]
         return pubs + ([self.markers] if self.markers is not None else [])
 
-    def _heatmaps(self, camera: str | None, rgb: np.ndarray, confidences, stamp_ns: int, frame_id: str) -> None:
-        if not confidences or camera not in self.heatmaps:
+    def _heatmaps(self, camera: str | None, rgb: np.ndarray, confidences, stamp_ns: int, frame_id: str,
+                  rendered: dict) -> None:
+        pubs = self.heatmaps.get(camera)
+        if not confidences or pubs is None:
             return
-        maps = render_heatmaps(rgb, confidences, scale=self._scale)
-        pubs = self.heatmaps[camera]
+        # Rendering costs the worker milliseconds per camera: only for a topic somebody listens to.
+        if not any(p.get_subscription_count() > 0 for p in pubs.values()):
+            return
+        key = id(confidences)  # a rig's anchor is on both its own and the plain topics: rendered once
+        if key not in rendered:
+            rendered[key] = render_heatmaps(rgb, confidences, scale=self._scale)
+        maps = rendered[key]
         pubs["fused"].publish(conv.rgb_to_image(maps.fused, stamp_ns, frame_id))
         for level, image in enumerate(maps.levels):
             pubs[f"level{level}"].publish(conv.rgb_to_image(image, stamp_ns, frame_id))
@@ -69,12 +77,13 @@ class VisualOutputs:
         (rgb, frame_id) for a rig instant's cameras; keyframe_poses(ids) -> (K, 4, 4) map_from_cam."""
         result = out.result
         if self.heatmaps and result is not None:
-            self._heatmaps(None, rgb, result.confidences, out.stamp_ns, frame_id)
+            rendered: dict = {}
+            self._heatmaps(None, rgb, result.confidences, out.stamp_ns, frame_id, rendered)
             for view in out.cameras or ():
                 if rig_images is not None and view.name in rig_images:
                     image, camera_frame = rig_images[view.name]
-                    self._heatmaps(view.name, image, view.confidences, out.stamp_ns, camera_frame)
-        if self.markers is None:
+                    self._heatmaps(view.name, image, view.confidences, out.stamp_ns, camera_frame, rendered)
+        if self.markers is None or self.markers.get_subscription_count() == 0:
             return
         if out.cameras is not None:
             if any(len(v.points_xyz) for v in out.cameras):
