@@ -208,7 +208,8 @@ def test_rig_bag_through_the_node_with_a_camera_dropped_and_rejoined(localizing_
                          and not (c == BAD_IMAGE[1] and k == BAD_IMAGE[0])] for c in CAMERAS}
         for camera in CAMERAS:
             got = [stamps.index(stamp_to_ns(m.header.stamp)) for m in heatmaps[camera]]
-            assert got and set(got) <= set(took_part[camera]), (camera, got, took_part[camera])
+            # (the right camera is in instant 0 only: its one picture may be lost, see above)
+            assert (got or camera == DROPPED) and set(got) <= set(took_part[camera]), (camera, got, took_part[camera])
             assert {m.header.frame_id for m in heatmaps[camera]} == {f"{camera}_camera_optical_frame"}, camera
         assert markers
         with_rig = 0

@@ -232,6 +232,22 @@ def camera_info_to_camera(msg: CameraInfo, use_projection: bool = False) -> Came
     return Camera.from_camera_info(width, height, K, D, model)
 
 
+def camera_frame_to_rgb(image, info: CameraInfo, compressed: bool = False,
+                        use_projection: bool = False) -> tuple[np.ndarray, Camera]:
+    """One camera frame (Image, or CompressedImage with ``compressed``, and its CameraInfo) ->
+    ((H, W, 3) uint8 RGB, ``Camera``); ValueError naming what is wrong (encoding, CameraInfo, or
+    an image whose size is not its CameraInfo's)."""
+    rgb = compressed_image_to_rgb(image) if compressed else image_to_rgb(image)
+    try:
+        camera = camera_info_to_camera(info, use_projection=use_projection)
+    except ValueError as err:
+        raise ValueError(f"bad CameraInfo: {err}") from err
+    if (rgb.shape[1], rgb.shape[0]) != tuple(int(round(float(v))) for v in camera.size):
+        raise ValueError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
+                         f"{info.width}x{info.height}")
+    return rgb, camera
+
+
 # ----------------------------------------------------------------------------------------- poses
 def _finite_xyz(v, what: str) -> np.ndarray:
     xyz = np.array([v.x, v.y, v.z], np.float64)

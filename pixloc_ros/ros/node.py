@@ -443,17 +443,8 @@ class LocalizerNode(ManagedTransitions, LifecycleNode):
             return self.rig.frame_input(frame, s.base_frame, self.static_tf, s.use_rectified, lambda n, why:
                                         self.log.warn(f"Rig camera {n!r} left out of the instant at "
                                                       f"{frame.stamp_ns * 1e-9:.3f} s: {why}"))
-        if s.image_transport == "compressed":
-            rgb = conv.compressed_image_to_rgb(frame.image)
-        else:
-            rgb = conv.image_to_rgb(frame.image)
-        try:
-            camera = conv.camera_info_to_camera(frame.info, use_projection=s.use_rectified)
-        except ValueError as err:
-            raise ValueError(f"bad CameraInfo: {err}") from err
-        if (rgb.shape[1], rgb.shape[0]) != tuple(int(round(float(v))) for v in camera.size):
-            raise ValueError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
-                             f"{frame.info.width}x{frame.info.height}")
+        rgb, camera = conv.camera_frame_to_rgb(frame.image, frame.info, s.image_transport == "compressed",
+                                               s.use_rectified)
         camera_frame = s.camera_frame or frame.image.header.frame_id
         base_from_cam = self._base_from_cam(camera_frame)
         if base_from_cam is None:

@@ -141,15 +141,8 @@ class RigInput:
         cameras, images, problems = [], [], []
         for name, (image, info) in frame.frames.items():
             try:
-                rgb = (conv.compressed_image_to_rgb(image) if self.settings.image_transport == "compressed"
-                       else conv.image_to_rgb(image))
-                try:
-                    camera = conv.camera_info_to_camera(info, use_projection=use_rectified)
-                except ValueError as err:
-                    raise ValueError(f"bad CameraInfo: {err}") from err
-                if (rgb.shape[1], rgb.shape[0]) != tuple(int(round(float(v))) for v in camera.size):
-                    raise ValueError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
-                                     f"{info.width}x{info.height}")
+                rgb, camera = conv.camera_frame_to_rgb(image, info, self.settings.image_transport == "compressed",
+                                                       use_rectified)
                 if self.param_extrinsics is not None:
                     T = self.param_extrinsics[name]
                 else:
