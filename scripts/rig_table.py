@@ -3,16 +3,18 @@
     python scripts/rig_table.py --root DIR --worlds 621287 751945 ... [--rig-calibration DIR]
 
 ``DIR/<world>/<tag>_<season>.json`` are ``pixloc-ros evaluate --json`` reports of the same drives
-and map: tag ``front_left_right`` (``evaluate --rig front,left,right``) and ``front`` (``evaluate
---rig front``). Per season, pooled over the worlds, per set of cameras: frames, recall at 0.25 m /
+and map: tag ``front_left_right`` (``evaluate --rig front,left,right``), ``front_left_right_rigcal``
+(the same with ``--calibration`` a rig calibration, when present) and ``front`` (``evaluate --rig
+front``). Per season, pooled over the worlds, per set of cameras: frames, recall at 0.25 m /
 2 deg (of all frames), median along-road error of the published poses (|error along the true
 forward axis of base_link|), frames spent relocalizing (state relocalizing, lost or not
 initialised, nothing published), published poses worse than 1 m / 5 deg, NEES (6 dof) of the
 published poses (mean, share inside the 95 % chi-square bound), and the median per-frame network
 time per camera and LM time.
 
-``--rig-calibration DIR``: ``DIR/<world>.json``, a rig calibration fitted without that world
-(``pixloc-ros calibrate --rig --records`` on the other worlds' rig reports): the rig's published
+``--rig-calibration FILE|DIR``: a rig calibration fitted on another world (``pixloc-ros calibrate
+--rig``), or ``DIR/<world>.json``, one fitted without that world (``calibrate --rig --records`` on
+the other worlds' rig reports): the rig's published
 poses' NEES is also given with the covariance that calibration would have published for the
 same estimate (``CovarianceCalibration.covariance_ros`` of the recorded Hessian covariance,
 inlier ratio and jitter, times the online scale the run applied). Not a rerun: the gates that
@@ -32,7 +34,8 @@ from pixloc_ros.core.tracking.covariance_calibration import NEES_BOUND_95, Covar
 from pixloc_ros.core.tracking.frames import State
 
 SEASONS = ("overcast", "autumn", "snow", "dusk")
-TAGS = (("rig (front, left, right)", "front_left_right", 3), ("front alone", "front", 1))
+TAGS = (("rig (front, left, right)", "front_left_right", 3), ("rig, rig calibration", "front_left_right_rigcal", 3),
+        ("front alone", "front", 1))  # rigcal: evaluate --rig ... --calibration <a rig calibration>
 
 
 def drive_figures(path: Path, cameras: int, calibration: CovarianceCalibration | None) -> dict:
@@ -82,7 +85,9 @@ def main() -> None:
     ap.add_argument("--rig-calibration", type=Path, default=None)
     args = ap.parse_args()
     calibs = {}
-    if args.rig_calibration is not None:
+    if args.rig_calibration is not None and args.rig_calibration.is_file():  # one file for every world
+        calibs = dict.fromkeys(args.worlds, CovarianceCalibration.load(args.rig_calibration))
+    elif args.rig_calibration is not None:
         calibs = {w: CovarianceCalibration.load(args.rig_calibration / f"{w}.json") for w in args.worlds
                   if (args.rig_calibration / f"{w}.json").exists()}
     print("| season | cameras | frames | recall 0.25 m / 2 deg | median along-road (m) | relocalizing frames "
@@ -91,7 +96,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for season in SEASONS:
         for label, tag, cameras in TAGS:
-            parts = [drive_figures(args.root / w / f"{tag}_{season}.json", cameras, calibs.get(w) if cameras > 1 else None)
+            offline = calibs if tag == "front_left_right" else {}  # the column's calibration, applied offline
+            parts = [drive_figures(args.root / w / f"{tag}_{season}.json", cameras, offline.get(w))
                      for w in args.worlds if (args.root / w / f"{tag}_{season}.json").exists()]
             if not parts:
                 continue
@@ -99,7 +105,7 @@ def main() -> None:
             recall = 100 * f["good"] / f["frames"] if f["frames"] else math.nan
             print(f"| {season} | {label} | {f['frames']} | {recall:.1f} % | {median_text(f['along'])} | "
                   f"{f['relocalizing']} | {f['wrong']} | {nees_text(f['nees'])} | "
-                  f"{nees_text(f['nees_rigcal']) if cameras > 1 and calibs else '-'} | "
+                  f"{nees_text(f['nees_rigcal']) if offline else '-'} | "
                   f"{median_text(f['network_ms'], '{:.0f}')} | {median_text(f['lm_ms'], '{:.0f}')} |")
 
 
