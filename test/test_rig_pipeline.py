@@ -170,6 +170,15 @@ def test_keyframe_seeds_become_anchor_poses_of_the_camera_that_took_them():
     out = anchor_seeds(seeds, rig, ["left_00000.png", "rear_00000.png"])
     assert [s.kind for s in out] == [SeedKind.KEYFRAME, SeedKind.INITIAL_POSE]  # the rear keyframe: no such camera
     np.testing.assert_allclose(out[0].map_from_cam, map_from_base @ rig.cameras[0].base_from_camera, atol=1e-12)
+    # The front and left keyframes of one place are one anchor pose: tried once; the next place's
+    # is kept, as far as max_seeds allows; a GNSS seed keeps its fix's stamp.
+    elsewhere = make_transform(rot_z(0.3), (12.0, 5.0, 0.0))
+    kf = [map_from_left, map_from_base @ rig.cameras[0].base_from_camera, elsewhere @ rig.cameras[0].base_from_camera]
+    seeds = [Seed(T, SeedKind.KEYFRAME, k, prior_stamp_ns=7) for k, T in enumerate(kf)]
+    names = ["left_00000.png", "front_00000.png", "front_00001.png"]
+    out = anchor_seeds(seeds, rig, names)
+    assert [s.keyframe for s in out] == [0, 2] and all(s.prior_stamp_ns == 7 for s in out)
+    assert [s.keyframe for s in anchor_seeds(seeds, rig, names, max_seeds=1)] == [0]
 
 
 def test_rig_frames_of_a_bag_group_by_stamp_and_a_missing_frame_leaves_one_group(synth_rig):
@@ -202,6 +211,15 @@ def test_evaluate_command_replays_a_rig_bag(localizing_weights, synth_rig_map, t
     per_frame = json.loads(report.read_text())["per_frame"]
     assert len(per_frame) == len(read_rig_drive(synth_rig_map.data)[1]["front"].frames)
     assert all(r["num_points"] > 0 and r["gt_map_from_base"] is not None for r in per_frame), per_frame
+    # From the GNSS fixes alone (1 Hz, the car drives 3.3 m between frames): the keyframes near a
+    # fix are moved with the odometry from the fix's stamp to the frame's, and the GNSS gate
+    # compares each pose where it was at the fix. Before, every seed lay up to 9 m behind the car,
+    # the rig locked a minimum 3.1 m back along the road and published it twice, and the true pose,
+    # found by a probe, was refused as "10.0 m from the fix".
+    published = [(r["translation_error_m"], r["rotation_error_deg"]) for r in per_frame if r["success"]]
+    print(f"\npublished (m, deg) {published}; {[r['reason'] for r in per_frame]}")
+    assert len(published) >= len(per_frame) - 1, [r["reason"] for r in per_frame]
+    assert all(dt < 0.15 and dr < 0.5 for dt, dr in published), published
     assert main(["evaluate", "--map", str(synth_rig_map.map_file), "--bag", str(synth_rig_map.data / "queries" / "snow"),
                  "--weights", str(localizing_weights), "--rig", "front,top", "--quiet"]) == 1
     # A rig of the left camera alone: the keyframes near the GNSS fix may all be other cameras'; the
@@ -209,3 +227,29 @@ def test_evaluate_command_replays_a_rig_bag(localizing_weights, synth_rig_map, t
     assert main(["evaluate", "--map", str(synth_rig_map.map_file), "--bag", str(synth_rig_map.data / "queries" / "snow"),
                  "--weights", str(localizing_weights), "--rig", "left", "--json", str(report), "--quiet"]) == 0
     assert all(r["reason"] for r in json.loads(report.read_text())["per_frame"])
+
+
+def test_calibrate_command_fits_a_rig_calibration_on_rig_drives(localizing_weights, synth_rig_map, tmp_path, capsys):
+    """``pixloc-ros calibrate --rig``: rig drives replayed as ``evaluate --rig`` replays them (one
+    pose from every camera), the fit written with the cameras it holds, and the pipeline loads it.
+    (The tiny drive has 4 instants; a fit needs 12 frames, so it is given three times: a check of
+    the mechanics, not a calibration to use; its inlier gates, from 4 distinct frames, are far too
+    strict.)"""
+    from pixloc_ros.cli import main
+    from pixloc_ros.core.tracking.covariance_calibration import CovarianceCalibration, calibration_path_for
+
+    bag, out = synth_rig_map.data / "queries" / "snow", tmp_path / "rig.covariance.json"
+    drive = ["--drive", str(synth_rig_map.map_file), str(bag)]
+    # Replayed with the weights' own calibration (its inlier gates), as the second pass of the
+    # two-pass procedure: uncalibrated, the default 0.2 gate refuses most of these weights' frames.
+    shipped = calibration_path_for(localizing_weights)
+    if not shipped.exists():
+        pytest.skip(f"no calibration next to {localizing_weights.name} to replay with")
+    assert main(["calibrate", "--weights", str(localizing_weights), *drive * 3, "--rig", "front,left,right",
+                 "--replay-calibration", str(shipped), "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    calib = CovarianceCalibration.load(out)
+    assert calib.fitted_on["rig"] == ["front", "left", "right"] and calib.fitted_on["samples"] >= 12
+    assert load_pipeline(str(synth_rig_map.map_file), str(localizing_weights), "cpu", calibration=out).calibration == calib
+    capsys.readouterr()
+    assert main(["calibrate", "--weights", str(localizing_weights), *drive, "--rig", "front,top", "--quiet"]) == 1
+    assert "rig camera 'top'" in capsys.readouterr().err

@@ -177,3 +177,57 @@ def test_node_counters_count_events_not_texts():
     counters.count_output(FrameOutput(3, State.LOST, why=Why(Reason.NO_RESULT, "x"), lost=True))
     assert (counters.poses, counters.rejected, counters.wrong_locks, counters.lost) == (1, 3, 1, 1)
     assert counters.as_dict()["wrong_locks"] == 1
+
+
+def test_gnss_keyframe_seeds_follow_the_odometry_from_the_fix_to_the_frame():
+    """A keyframe near a GNSS fix is where the vehicle may have been at the fix's stamp; driven 8 m
+    forward and turned 10 deg since, the seed moves 8 m along its own heading (a keyframe facing
+    the other way moves the other way) and turns with it; a seed without a stamp, or one the
+    odometry does not cover, stays."""
+    from pixloc_ros.core.tracking.seeds import Seed, SeedKind, follow_odometry
+
+    optical = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
+    base_from_cam = make_transform(optical, (1.2, 0.0, 1.5))
+    delta = make_transform(rot_z(math.radians(10)), (8.0, 0.0, 0.0))  # base(fix)_from_base(frame)
+    ahead, behind = make_transform(np.eye(3), (10.0, 5.0, 0.0)), make_transform(rot_z(math.pi), (12.0, 5.0, 0.0))
+    seeds = [Seed(ahead @ base_from_cam, SeedKind.KEYFRAME, 0, prior_stamp_ns=100),
+             Seed(behind @ base_from_cam, SeedKind.KEYFRAME, 1, prior_stamp_ns=100),
+             Seed(ahead @ base_from_cam, SeedKind.KEYFRAME, 2),
+             Seed(ahead @ base_from_cam, SeedKind.KEYFRAME, 3, prior_stamp_ns=50)]
+    out = follow_odometry(seeds, base_from_cam, lambda stamp: delta if stamp == 100 else None)
+    np.testing.assert_allclose(out[0].map_from_cam, ahead @ delta @ base_from_cam, atol=1e-12)
+    np.testing.assert_allclose((out[0].map_from_cam @ np.linalg.inv(base_from_cam))[:3, 3], (18.0, 5.0, 0.0),
+                               atol=1e-12)
+    np.testing.assert_allclose((out[1].map_from_cam @ np.linalg.inv(base_from_cam))[:3, 3], (4.0, 5.0, 0.0),
+                               atol=1e-12)
+    assert out[0].prior_stamp_ns is None and out[0].keyframe == 0 and out[0].kind == SeedKind.KEYFRAME
+    assert out[2] is seeds[2] and out[3] is seeds[3]
+
+
+def test_gnss_gate_compares_a_candidate_where_it_was_when_the_fix_was_taken():
+    """A fix 0.8 s old while the car drove 8 m: the true pose is 8 m from the fix now and within a
+    metre of it at the fix's stamp. With the odometry's motion since the fix the gate passes it
+    and still refuses a pose 8 m ahead of it; without the motion (unknown) it is refused, as before."""
+    from pixloc_ros.core.engine.localizer import LocalizerConfig
+    from pixloc_ros.core.engine.results import HypothesisResults, LocalizationResult
+    from pixloc_ros.core.geometry.pose import Pose
+    from pixloc_ros.core.tracking.candidates import CandidateJudge, CovarianceConfig
+    from pixloc_ros.core.tracking.priors import GnssPrior
+
+    base_from_cam = make_transform(np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float), (1.2, 0.0, 1.5))
+    truth, ahead = make_transform(np.eye(3), (18.0, 5.5, 0.0)), make_transform(np.eye(3), (26.0, 5.5, 0.0))
+    cam_from_map = np.linalg.inv(np.stack([truth @ base_from_cam, ahead @ base_from_cam]))
+    hyps = HypothesisResults(Pose.from_numpy(cam_from_map[:, :3, :3], cam_from_map[:, :3, 3]),
+                             cost=np.full((3, 2), 0.03), initial_cost=np.full((3, 2), 0.05),
+                             num_valid=np.array([800, 800]), inlier_ratio=np.array([0.3, 0.3]),
+                             hessian=np.stack([np.eye(6) * 1e6] * 2), sigma2=np.array([1e-3, 1e-3]),
+                             singular=np.array([False, False]))
+    result = LocalizationResult(True, "ok", None, None, hypotheses=hyps)
+    judge = CandidateJudge(GatingConfig(min_inlier_ratio=0.1), CovarianceConfig(), LocalizerConfig(), None, 3.0)
+    fix = GnssPrior(0, np.array([10.0, 5.0, 0.0]), 1.0)  # gate: 3 x 1 m + 2 m
+    tracker = HypothesisTracker(HypothesisConfig(), 0.999)
+    moved = make_transform(np.eye(3), (8.0, 0.0, 0.0))
+    now, then = (judge.judge(result, base_from_cam, [None, None], fix, tracker, motion) for motion in (moved, None))
+    assert now[0].failure is None and now[0].strong
+    assert now[1].failure.code == Reason.FAR_FROM_GNSS and "8.0 m from the fix" in now[1].failure.detail
+    assert [c.failure.code for c in then] == [Reason.FAR_FROM_GNSS] * 2

@@ -1,6 +1,7 @@
 """``pixloc-ros calibrate``: fit the covariance calibration of a set of weights on drives with ground truth.
 
     pixloc-ros calibrate --weights CKPT --drive MAP BAG [--drive MAP BAG ...] [--out FILE]
+                         [--rig front,left,right]   # rig drives (synth --rig), as evaluate --rig replays them
     pixloc-ros calibrate --weights CKPT --records EVAL.json [EVAL.json ...] [--out FILE]
     pixloc-ros calibrate --weights CKPT --from-map MAP --images DIR [--keyframes 60] [--out FILE]
 
@@ -13,6 +14,11 @@ the hypothesis' filter): replay without a calibration first, then once more with
 is written next to the weights (``<weights>.covariance.json``), where the node and ``evaluate``
 find it. Use drives held out from any evaluation you report: a calibration measured on the
 drives it was fitted on says nothing about the next drive.
+
+A camera rig (``--rig NAMES``) has its own calibration: one pose from every camera's residuals has
+another Hessian, inlier ratios and errors than one camera's. Its drives are replayed as ``evaluate
+--rig`` replays them (or fit on ``evaluate --rig --json`` records); the file records the cameras
+(``fitted_on["rig"]``); write it with ``--out`` and hand it to ``evaluate --calibration``.
 
 Without ground truth (``--from-map``): the map's keyframes are localized against the rest of the
 map, their own observations left out, their images changed photometrically, from perturbed priors,
@@ -48,6 +54,9 @@ def register(subparsers) -> None:
                    help="with --from-map: keyframes localized (spread over the map; each in 4 photometric variants)")
     p.add_argument("--exclude-radius", type=float, default=0.0, metavar="M",
                    help="with --from-map: also leave out keyframes this close to the held-out one (m)")
+    p.add_argument("--rig", metavar="NAMES", default=None,
+                   help="the --drive bags are rig drives: the cameras to use, e.g. front,left,right (as evaluate --rig; "
+                        "the first is the anchor); default: the one camera of each bag")
     p.add_argument("--replay-calibration", default="", metavar="FILE",
                    help="covariance calibration to replay the drives with (default: none)")
     p.add_argument("--out", default=None, help="output file (default: <weights>.covariance.json next to the weights)")
@@ -69,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
               "--from-map MAP --images DIR", file=sys.stderr)
         return 1
     if args.from_map:
+        if args.rig:
+            print("pixloc-ros calibrate: error: --rig takes rig drives (--drive, --records); --from-map localizes "
+                  "single keyframes", file=sys.stderr)
+            return 1
         return _from_map(args)
     try:
         fingerprint = weights_fingerprint(load_weights(args.weights, device="cpu"))
@@ -98,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pixloc-ros calibrate: error: {err}", file=sys.stderr)
         return 1
     calib.fitted_on["drives"] = [label for label, _ in groups]
+    if args.rig:
+        calib.fitted_on["rig"] = _rig_names(args.rig)
     out = calib.save(args.out or calibration_path_for(args.weights))
     f = calib.fitted_on
     print(f"fitted on {f['samples']} frames of {len(groups)} drives: Hessian scale {calib.hessian_scale:.3g}, "
@@ -138,8 +153,21 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
                              configs.localizer, calibration=args.replay_calibration or "",
                              tile_loader_config=configs.tiles)
-    evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
+    if args.rig:
+        from pixloc_ros.data.evaluation.rig_replay import evaluate_rig_drive
+
+        evaluation = evaluate_rig_drive(pipeline, bag, _rig_names(args.rig), progress=not args.quiet)
+    else:
+        evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
     return [f.to_json() for f in evaluation.frames]
+
+
+def _rig_names(text: str) -> list[str]:
+    """``--rig front,left,right`` as camera names; ValueError when it names none."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--rig names no camera: {text!r}")
+    return names
 
 
 def _from_map(args: argparse.Namespace) -> int:

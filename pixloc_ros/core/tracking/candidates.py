@@ -122,9 +122,14 @@ class CandidateJudge:
         return make_spd(hessian_covariance_ros + floor)
 
     def judge(self, result: LocalizationResult, base_from_cam: np.ndarray, sources: list[int | None],
-              gnss: GnssPrior | None, tracker: HypothesisTracker) -> list[Candidate]:
+              gnss: GnssPrior | None, tracker: HypothesisTracker,
+              base_fix_from_base: np.ndarray | None = None) -> list[Candidate]:
         """One ``Candidate`` per optimised initial pose (``sources``: the live hypothesis each one
-        continues, None for seeds); ``gnss``: a fix the uncommitted ones must agree with."""
+        continues, None for seeds); ``gnss``: a fix the uncommitted ones must agree with;
+        ``base_fix_from_base`` (4, 4): the odometry's motion from the fix's stamp to the frame's
+        (None: unknown). Each candidate is compared with the fix where it would have been at the
+        fix's stamp (``map_from_base @ inv(base_fix_from_base)``): a fix is up to
+        ``gnss_max_age_s`` old, metres at road speed, and the true pose would fail the gate."""
         hyps = result.hypotheses
         if hyps is None:
             return [Candidate(None, Why(Reason.LOCALIZATION_FAILED, result.reason)) for _ in sources]
@@ -167,7 +172,8 @@ class CandidateJudge:
                                                            f"exceeds {self.config.max_sigma_m:g} m / "
                                                            f"{self.config.max_sigma_deg:g} deg")
             if cand.failure is None and not tracked and gnss is not None:
-                horiz = float(np.linalg.norm(map_from_base[:2, 3] - gnss.xyz[:2]))
+                at_fix = map_from_base if base_fix_from_base is None else map_from_base @ np.linalg.inv(base_fix_from_base)
+                horiz = float(np.linalg.norm(at_fix[:2, 3] - gnss.xyz[:2]))
                 limit = gnss.gate_m(self.gnss_gate_sigmas)
                 if horiz > limit:
                     cand.failure = Why(Reason.FAR_FROM_GNSS, f"{horiz:.1f} m from the fix (max {limit:.1f} m)")

@@ -50,7 +50,13 @@ from .odometry import Motion, MotionConfig, OdometryBuffer
 from .priors import PriorConfig, Priors
 from .reasons import Reason, Why
 from .rig_observe import RigFrameInput, anchor_seeds, camera_views, concat_points, localize_rig_frame, rig_frame_points
-from .seeds import SeedConfig, SeedPlanner, to_pose
+from .seeds import SeedConfig, SeedPlanner, follow_odometry, to_pose
+
+# A rig frame's GNSS / initial-pose seeds look at this many times num_hypotheses keyframes: a rig's
+# map holds each camera's keyframe of every place (synth --rig: 3, CMU: 2, RobotCar: 3), and
+# ``anchor_seeds`` keeps one per place of the frame's cameras (without it, the frame's few starts
+# were the same place three times over, and a rig of the front camera alone got a quarter of them).
+RIG_KEYFRAME_OVERSAMPLE = 4
 
 
 @dataclass
@@ -240,12 +246,14 @@ class RelocalizationPipeline:
                                                               committed.covariance.copy())
 
         # 2. This frame's initial poses (every live hypothesis, then seeds) and their map points.
-        seeds, why = self.planner.seeds(frame, self.priors)
+        seeds, why = self.planner.seeds(frame, self.priors, 1 if rig_frame is None else RIG_KEYFRAME_OVERSAMPLE)
         if rig_frame is not None:  # a keyframe is the pose of the camera that took it, not the anchor's
-            seeds = anchor_seeds(seeds, rig_frame.rig, self.index.keyframe_names)
+            seeds = anchor_seeds(seeds, rig_frame.rig, self.index.keyframe_names, self.config.seeds.num_hypotheses)
             if not seeds and why is None:  # the keyframes near the prior were all other cameras'
                 why = Why(Reason.PRIOR_OUTSIDE_MAP, f"no keyframe of the rig's cameras {list(rig_frame.rig.names)} "
                                                     "near the prior")
+        # Keyframes near a GNSS fix are where the vehicle was at the fix's stamp: moved to this frame.
+        seeds = follow_odometry(seeds, base_from_cam, lambda stamp: self.motion.delta(stamp, frame.stamp_ns))
         if not self.tracker.hypotheses and not seeds:
             return self._finish(out, why, t_start)
         if self.state == State.NOT_INITIALIZED:
@@ -284,7 +292,8 @@ class RelocalizationPipeline:
         out.timings.optimizer_s = float(sum(result.timings.levels_s))
         gnss = self.priors.gnss_at(frame.stamp_ns).fix if self.priors.initial_pose is None else None
         sources = [s.source for s in starts]
-        candidates = self.judge.judge(result, base_from_cam, sources, gnss, self.tracker)
+        candidates = self.judge.judge(result, base_from_cam, sources, gnss, self.tracker,
+                                      None if gnss is None else self.motion.delta(gnss.stamp_ns, frame.stamp_ns))
         observations = [Observation(b, c.map_from_base, c.covariance, c.cost, c.strong, sources[b], c.gate_covariance)
                         for b, c in enumerate(candidates) if c.failure is None]
         decision = self.tracker.update(observations, travel)

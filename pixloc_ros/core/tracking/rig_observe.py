@@ -9,7 +9,7 @@ camera retrieves around its own pose on the rig, ``frame_points``) and the local
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from ..engine.results import NetworkOutput
 from ..engine.rig_localizer import RigLocalizationResult, localize_rig, localize_rig_extracted
 from ..geometry.pose import Pose
 from ..geometry.rig import Rig
+from ..geometry.transforms import rotation_angle_deg
 from ..maps.retrieval import MapIndex, RetrievalConfig
 from .frame_points import frame_points
 from .frames import CameraView, FrameInput, check_frame
@@ -61,20 +62,36 @@ def keyframe_camera(name: str, camera_names) -> str | None:
     return None
 
 
-def anchor_seeds(seeds: list[Seed], rig: Rig, keyframe_names: list[str]) -> list[Seed]:
+def anchor_seeds(seeds: list[Seed], rig: Rig, keyframe_names: list[str], max_seeds: int | None = None,
+                 same_m: float = 0.05, same_deg: float = 0.5) -> list[Seed]:
     """Seeds as anchor poses. A keyframe seed is the pose of the camera that took the keyframe: it
     becomes ``map_from_anchor = map_from_keyframe @ cam_k_from_anchor``; keyframes of no camera of
     ``rig`` (another camera's, or one that dropped out) are left out. Other seeds are anchor poses
-    already (made from base poses with the anchor's extrinsic)."""
-    out = []
+    already (made from base poses with the anchor's extrinsic).
+
+    A rig's map holds every camera's keyframe of one place (one instant of the mapping drive), and
+    they all give the same anchor pose: a keyframe seed within ``same_m`` / ``same_deg`` of an
+    earlier seed is left out (it would spend one of the frame's few LM starts on a pose already
+    tried), and at most ``max_seeds`` keyframe seeds are kept (None: all), nearest first."""
+    out, kept = [], 0
     for seed in seeds:
         if seed.kind != SeedKind.KEYFRAME or seed.keyframe < 0:
             out.append(seed)
             continue
         cam = keyframe_camera(keyframe_names[seed.keyframe], rig.names)
-        if cam is not None:
-            out.append(Seed(seed.map_from_cam @ rig.cam_from_anchor(rig.index(cam)), seed.kind, seed.keyframe))
+        if cam is None or (max_seeds is not None and kept >= max_seeds):
+            continue
+        moved = replace(seed, map_from_cam=seed.map_from_cam @ rig.cam_from_anchor(rig.index(cam)))
+        if not any(_same_pose(moved.map_from_cam, s.map_from_cam, same_m, same_deg) for s in out):
+            out.append(moved)
+            kept += 1
     return out
+
+
+def _same_pose(a: np.ndarray, b: np.ndarray, metres: float, degrees: float) -> bool:
+    """Two (4, 4) poses within ``metres`` and ``degrees`` of each other."""
+    return (float(np.linalg.norm(a[:3, 3] - b[:3, 3])) <= metres
+            and rotation_angle_deg(a[:3, :3] @ b[:3, :3].T) <= degrees)
 
 
 def rig_frame_points(index: MapIndex, config: RetrievalConfig, starts_map_from_anchor: list[np.ndarray], rig: Rig,

@@ -6,8 +6,9 @@ search, a grid around the seeds. Poses (4, 4) float64, ``map_from_cam``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Callable
 
 import numpy as np
 
@@ -60,6 +61,10 @@ class Seed:
     map_from_cam: np.ndarray  # (4, 4)
     kind: SeedKind
     keyframe: int = -1  # the map's keyframe row whose pose this is (KEYFRAME seeds), else -1
+    # The stamp the pose stands for when it is not the frame's: a keyframe near a GNSS fix is where
+    # the vehicle may have been when the fix was taken (``follow_odometry`` moves it to the frame).
+    # None: the frame's stamp.
+    prior_stamp_ns: int | None = None
 
 
 @dataclass
@@ -84,16 +89,20 @@ class SeedPlanner:
         self.index = index
 
     def keyframe_seeds(self, position: np.ndarray, view_dir: np.ndarray | None, max_heading_deg: float,
-                       radius_m: float) -> list[Seed]:
-        """The keyframes nearest ``position`` (map frame, m), nearest first, each as its own pose."""
-        idx, _, _ = self.index.nearest_keyframes(position, view_dir, k=self.config.num_hypotheses,
+                       radius_m: float, oversample: int = 1) -> list[Seed]:
+        """The keyframes nearest ``position`` (map frame, m), nearest first, each as its own pose;
+        ``num_hypotheses`` x ``oversample`` of them at most."""
+        idx, _, _ = self.index.nearest_keyframes(position, view_dir, k=self.config.num_hypotheses * oversample,
                                                  max_heading_diff_deg=max_heading_deg, max_distance_m=radius_m,
                                                  require_observations=True)
         return [Seed(self.index.keyframe_world_from_cam[i], SeedKind.KEYFRAME, int(i)) for i in idx]
 
-    def seeds(self, frame: FrameInput, priors: Priors) -> tuple[list[Seed], Why | None]:
+    def seeds(self, frame: FrameInput, priors: Priors, oversample: int = 1) -> tuple[list[Seed], Why | None]:
         """Fresh initial poses from the operator's initial pose or the GNSS fix (nearest keyframes),
-        and why there are none (NO_PRIOR, PRIOR_OUTSIDE_MAP) when the list is empty."""
+        and why there are none (NO_PRIOR, PRIOR_OUTSIDE_MAP) when the list is empty. The keyframes
+        near a GNSS fix are poses at the fix's stamp (``Seed.prior_stamp_ns``; ``follow_odometry``).
+        oversample: look at this many times ``num_hypotheses`` keyframes (a rig's map holds every
+        camera's keyframe at each place, and the caller keeps those of its cameras, one per place)."""
         stamp, base_from_cam = frame.stamp_ns, frame.base_from_cam
         operator = priors.initial_pose_at(stamp)
         if operator is not None:
@@ -102,16 +111,16 @@ class SeedPlanner:
                 yaw = math.atan2(T[1, 0], T[0, 0])
                 T = self.index.lift_2d_pose(T[0, 3], T[1, 3], yaw, base_from_cam)
             map_from_cam = T @ base_from_cam
-            near = self.keyframe_seeds(map_from_cam[:3, 3], map_from_cam[:3, 2], 45.0, 15.0)
+            near = self.keyframe_seeds(map_from_cam[:3, 3], map_from_cam[:3, 2], 45.0, 15.0, oversample)
             return [Seed(map_from_cam, SeedKind.INITIAL_POSE)] + near, None
         gnss = priors.gnss_at(stamp)
         if gnss.fix is not None:
             radius = max(gnss.fix.gate_m(self.priors.gnss_gate_sigmas), 5.0)
-            near = self.keyframe_seeds(gnss.fix.xyz, None, 180.0, radius + 10.0)
+            near = self.keyframe_seeds(gnss.fix.xyz, None, 180.0, radius + 10.0, oversample)
             if not near:
                 dist = self.index.distance_to_map(gnss.fix.xyz)
                 return [], Why(Reason.PRIOR_OUTSIDE_MAP, f"GNSS fix is {dist:.0f} m from the nearest keyframe")
-            return near, None
+            return [replace(s, prior_stamp_ns=gnss.fix.stamp_ns) for s in near], None
         return [], gnss.stale or Why(Reason.NO_PRIOR, "waiting for an initial pose (/initialpose) or a GNSS fix")
 
     def probe(self, map_from_base: np.ndarray, base_from_cam: np.ndarray, frame_number: int) -> Seed:
@@ -157,4 +166,28 @@ class SeedPlanner:
         return starts + [Start(s.map_from_cam, None) for s in extra]
 
 
-__all__ = ["Seed", "SeedConfig", "SeedKind", "SeedPlanner", "Start", "to_pose"]
+def follow_odometry(seeds: list[Seed], base_from_cam: np.ndarray,
+                    motion: Callable[[int], np.ndarray | None]) -> list[Seed]:
+    """Seeds that stand for an earlier (or later) stamp moved to the frame with the odometry.
+
+    A keyframe near a GNSS fix is a guess of where the vehicle was when the fix was taken; a fix
+    is up to ``gnss_max_age_s`` old, metres of driving at road speed, which is beyond PixLoc's
+    basin (it converges from about a metre) and puts every GNSS seed behind the car. Each such
+    seed, as a base pose, is moved by the vehicle's own motion since the stamp, in its own frame
+    (``map_from_base(frame) = map_from_base(fix) @ base(fix)_from_base(frame)``), so the guess
+    keeps its heading and moves along it. ``base_from_cam`` (4, 4): the frame's camera (the
+    seeds are its poses); ``motion(stamp_ns)``: base(stamp)_from_base(frame) (4, 4), None when
+    the odometry does not cover it (the seed is kept as it is)."""
+    cam_from_base = np.linalg.inv(base_from_cam)
+    out = []
+    for seed in seeds:
+        delta = None if seed.prior_stamp_ns is None else motion(seed.prior_stamp_ns)
+        if delta is None:
+            out.append(seed)
+            continue
+        out.append(replace(seed, map_from_cam=seed.map_from_cam @ cam_from_base @ delta @ base_from_cam,
+                           prior_stamp_ns=None))
+    return out
+
+
+__all__ = ["Seed", "SeedConfig", "SeedKind", "SeedPlanner", "Start", "follow_odometry", "to_pose"]
