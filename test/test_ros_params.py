@@ -216,3 +216,27 @@ def test_bad_choice_from_params_fails_loudly(context):
             declare_settings(node)
     finally:
         node.destroy_node()
+
+
+def test_calibration_file_picks_the_published_covariance(synth_map, tmp_path):
+    """calibration_file: empty -> the weights' own file when there is one; none -> uncalibrated;
+    a path -> that file (e.g. a rig calibration); a missing path fails at start."""
+    import shutil
+
+    from pixloc_ros.core.tracking.covariance_calibration import calibration_path_for
+    from pixloc_ros.ros.node import build_pipeline
+
+    own = calibration_path_for(synth_map.weights)
+    if not own.exists():
+        pytest.skip(f"the test weights have no calibration file ({own.name})")
+    settings = NodeSettings(map_file=str(synth_map.map_file), weights=str(synth_map.weights), device="cpu")
+    other = tmp_path / "rig.covariance.json"
+    shutil.copy(own, other)
+    for value, calibrated in (("", True), ("none", False), ("NONE", False), (str(other), True)):
+        pipeline = build_pipeline(replace(settings, calibration_file=value))
+        try:
+            assert pipeline.summary().calibrated is calibrated, value
+        finally:
+            pipeline.close()
+    with pytest.raises(FileNotFoundError, match="no covariance calibration at"):
+        build_pipeline(replace(settings, calibration_file=str(tmp_path / "missing.json")))

@@ -91,8 +91,10 @@ def build_pipeline(settings: NodeSettings):
     from pixloc_ros.core.tracking.pipeline import load_pipeline
 
     configs = engine_configs(settings)
+    calibration = settings.calibration_file.strip()
     pipeline = load_pipeline(settings.map_file, settings.weights, settings.device, configs.pipeline,
-                             configs.localizer, tile_loader_config=configs.tiles)
+                             configs.localizer, tile_loader_config=configs.tiles,
+                             calibration=None if not calibration else ("" if calibration.lower() == "none" else calibration))
     pipeline.verify_map()
     return pipeline
 

@@ -32,6 +32,9 @@ class NodeSettings:
                            "Required.")
     weights: str = _p("", "PixLoc weights the map was built with: official checkpoint (.tar/.pth) or "
                           ".safetensors. Required.")
+    calibration_file: str = _p("", "Covariance calibration to publish with (pixloc-ros calibrate; e.g. one fitted for "
+                                   "a camera rig with --rig). Empty: <weights>.covariance.json when it exists, else "
+                                   "none; none: never calibrate (the conservative default covariance).")
     device: str = _p("auto", "Where the network runs: auto (cuda when available), cuda, cuda:N or cpu.")
     cpu_threads: int = _p(0, "torch threads when the network runs on the CPU; 0: torch's default (one per core). "
                              "On a small machine shared with other nodes, 1 is often fastest.", low=0, high=256)
