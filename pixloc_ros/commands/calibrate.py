@@ -156,7 +156,8 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     if args.rig:
         from pixloc_ros.data.evaluation.rig_replay import evaluate_rig_drive
 
-        evaluation = evaluate_rig_drive(pipeline, bag, _rig_names(args.rig), progress=not args.quiet)
+        evaluation = evaluate_rig_drive(pipeline, bag, _rig_names(args.rig), progress=not args.quiet,
+                                        tolerance_ns=int(round(settings.rig_tolerance_s * 1e9)))
     else:
         evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
     return [f.to_json() for f in evaluation.frames]

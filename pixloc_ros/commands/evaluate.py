@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rig", metavar="NAMES", default=None,
                    help="a rig drive: the cameras to use, e.g. front,left,right (each on /<name>/image_raw and "
                         "/<name>/camera_info, extrinsics on the bag's /tf_static, as synth --rig records them; "
-                        "the first is the anchor); default: the one camera of the bag")
+                        "the first is the anchor; frames within the params file's rig_tolerance_s are one instant); "
+                        "default: the one camera of the bag")
     p.add_argument("--no-gnss", action="store_true", help="ignore the GNSS fixes in the bag")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the report as JSON")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG plots into DIR")
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
         names = [n.strip() for n in args.rig.split(",") if n.strip()]
         try:
-            evaluation = evaluate_rig_drive(pipeline, bag, names, **common)
+            evaluation = evaluate_rig_drive(pipeline, bag, names, tolerance_ns=int(round(settings.rig_tolerance_s * 1e9)),
+                                            **common)
         except ValueError as err:
             print(f"pixloc-ros evaluate: error: {err}", file=sys.stderr)
             return 1
