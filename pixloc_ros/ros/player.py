@@ -156,14 +156,16 @@ class BagPlayer:
         return pending
 
     def _describe_subscribers(self, topic: str) -> str:
-        """'/t: 0 matched of 1 listed (node_a reliable, ...)' for a timeout message."""
+        """"/t (best effort): 0 matched; subscribers listed: node_a reliable, ..." for a timeout."""
         pub = self.publishers[topic]
         infos = self.node.get_subscriptions_info_by_topic(pub.topic_name)
+
         def reliability(qos) -> str:
             return "reliable" if qos.reliability == ReliabilityPolicy.RELIABLE else "best effort"
 
         listed = ", ".join(f"{i.node_name} {reliability(i.qos_profile)}" for i in infos) or "none"
-        return f"{topic} ({reliability(pub.qos_profile)}): {pub.get_subscription_count()} matched; subscribers listed: {listed}"
+        return (f"{topic} ({reliability(pub.qos_profile)}): {pub.get_subscription_count()} matched; "
+                f"subscribers listed: {listed}")
 
     def wait_for_subscribers(self) -> None:
         """Block until the subscribers are matched (see module doc); TimeoutError names the topics."""

@@ -11,9 +11,9 @@ only an "incompatible QoS" event), and sensor drivers publish either.
 So ``auto`` subscribes reliable unless a best-effort publisher is already on the topic, and
 re-subscribes best effort when one appears later: on the ``incompatible_qos`` event, and, should
 that event be missed, when a once-a-second look at the graph (steady time: /clock may be stopped)
-lists a best-effort publisher. A best-effort
-subscription matches every publisher, so there is at most one switch. ``reliable`` and
-``best_effort`` fix the policy (an incompatible publisher is then reported, not followed).
+lists a best-effort publisher. A best-effort subscription matches every publisher, so there is
+at most one switch. ``reliable`` and ``best_effort`` fix the policy (an incompatible publisher is
+then reported, not followed).
 """
 from __future__ import annotations
 
