@@ -94,6 +94,23 @@ def test_play_publishes_everything_at_recorded_timing_with_clock(ros, bag, tmp_p
     assert len(clock) > 4 * N_IMAGES  # published between messages too, not only with them
 
 
+def answer_each(ros, player, ack_pub, acks: list, came_at) -> None:
+    """A consumer 0.3 s slow: item k (an image, or a rig's instant) is answered on ``ack_pub`` 0.3 s
+    after ``came_at(k)`` (its arrival time, None while it has not come); each answer's time goes to
+    ``acks``. Returns when the player exited 0."""
+    from std_msgs.msg import Empty
+
+    def step():
+        came = came_at(len(acks))
+        if came is not None and time.perf_counter() - came > 0.3:
+            ack_pub.publish(Empty())
+            acks.append(time.perf_counter())
+        return not player.alive()
+
+    assert ros.spin_until(step, timeout=90), player.log()
+    assert player.wait(10) == 0, player.log()
+
+
 def test_paced_play_waits_for_the_consumer_after_each_image(ros, bag, tmp_path):
     """A consumer 3x slower than the camera still sees every image; bag time waits for it."""
     from std_msgs.msg import Empty
@@ -111,14 +128,8 @@ def test_paced_play_waits_for_the_consumer_after_each_image(ros, bag, tmp_path):
         node.create_subscription(Image, "/camera/image_raw",
                                  lambda m: (arrivals.append(time.perf_counter()), odom_at_image.append(len(odoms))), 10)
 
-        def step():  # answer each image 0.3 s after it came (the images are 0.1 s apart)
-            if len(acks) < len(arrivals) and time.perf_counter() - arrivals[len(acks)] > 0.3:
-                ack_pub.publish(Empty())
-                acks.append(time.perf_counter())
-            return not player.alive()
-
-        assert ros.spin_until(step, timeout=90), player.log()
-        assert player.wait(10) == 0, player.log()
+        # answer each image 0.3 s after it came (the images are 0.1 s apart)
+        answer_each(ros, player, ack_pub, acks, lambda k: arrivals[k] if k < len(arrivals) else None)
     finally:
         player.stop()
     assert len(arrivals) == N_IMAGES, player.log()
@@ -150,16 +161,9 @@ def test_paced_rig_play_waits_once_per_instant(ros, tmp_path):
                                      "--pace-images", "/a/image_raw", "--wait-timeout", "60"),
                           ros_env(ros.domain_id), tmp_path / "player.log")
     acks = []
-    try:
-        def step():  # answer each instant 0.3 s after both its images came (they are 0.1 s apart)
-            k = len(acks)
-            if k < min(len(got["a"]), len(got["b"])) and time.perf_counter() - max(got["a"][k], got["b"][k]) > 0.3:
-                ack_pub.publish(Empty())
-                acks.append(time.perf_counter())
-            return not player.alive()
-
-        assert ros.spin_until(step, timeout=90), player.log()
-        assert player.wait(10) == 0, player.log()
+    try:  # answer each instant 0.3 s after both its images came (they are 0.1 s apart)
+        answer_each(ros, player, ack_pub, acks,
+                    lambda k: max(got["a"][k], got["b"][k]) if k < min(len(got["a"]), len(got["b"])) else None)
     finally:
         player.stop()
     assert len(got["a"]) == len(got["b"]) == 4, (got, player.log())

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import rig_names
+
 
 def register(subparsers) -> None:
     """Add the ``calibrate`` sub-command."""
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     calib.fitted_on["drives"] = [label for label, _ in groups]
     if args.rig:
-        calib.fitted_on["rig"] = _rig_names(args.rig)
+        calib.fitted_on["rig"] = rig_names(args.rig)
     out = calib.save(args.out or calibration_path_for(args.weights))
     f = calib.fitted_on
     print(f"fitted on {f['samples']} frames of {len(groups)} drives: Hessian scale {calib.hessian_scale:.3g}, "
@@ -156,19 +158,11 @@ def _replay(args, map_file: str, bag: str) -> list[dict]:
     if args.rig:
         from pixloc_ros.data.evaluation.rig_replay import evaluate_rig_drive
 
-        evaluation = evaluate_rig_drive(pipeline, bag, _rig_names(args.rig), progress=not args.quiet,
+        evaluation = evaluate_rig_drive(pipeline, bag, rig_names(args.rig), progress=not args.quiet,
                                         tolerance_ns=int(round(settings.rig_tolerance_s * 1e9)))
     else:
         evaluation = evaluate_drive(pipeline, bag, progress=not args.quiet)
     return [f.to_json() for f in evaluation.frames]
-
-
-def _rig_names(text: str) -> list[str]:
-    """``--rig front,left,right`` as camera names; ValueError when it names none."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise ValueError(f"--rig names no camera: {text!r}")
-    return names
 
 
 def _from_map(args: argparse.Namespace) -> int:

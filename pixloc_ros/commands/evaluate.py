@@ -48,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def rig_names(text: str) -> list[str]:
+    """``--rig front,left,right`` as camera names (rig order); ValueError when it names none."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--rig names no camera: {text!r}")
+    return names
+
+
 def load_settings(params_path: str | Path | None, **overrides):
     """NodeSettings from a node params YAML (``/**`` or node-name key) plus overrides, validated."""
     import yaml
@@ -103,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rig:
         from pixloc_ros.data.evaluation.rig_replay import evaluate_rig_drive
 
-        names = [n.strip() for n in args.rig.split(",") if n.strip()]
         try:
+            names = rig_names(args.rig)
             evaluation = evaluate_rig_drive(pipeline, bag, names, tolerance_ns=int(round(settings.rig_tolerance_s * 1e9)),
                                             **common)
         except ValueError as err:

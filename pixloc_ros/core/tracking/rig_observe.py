@@ -20,7 +20,7 @@ from ..engine.results import NetworkOutput
 from ..engine.rig_localizer import RigLocalizationResult, localize_rig, localize_rig_extracted
 from ..geometry.pose import Pose
 from ..geometry.rig import Rig
-from ..geometry.transforms import rotation_angle_deg
+from ..geometry.metrics import pose_errors
 from ..maps.retrieval import MapIndex, RetrievalConfig
 from .frame_points import frame_points
 from .frames import CameraView, FrameInput, check_frame
@@ -90,8 +90,8 @@ def anchor_seeds(seeds: list[Seed], rig: Rig, keyframe_names: list[str], max_see
 
 def _same_pose(a: np.ndarray, b: np.ndarray, metres: float, degrees: float) -> bool:
     """Two (4, 4) poses within ``metres`` and ``degrees`` of each other."""
-    return (float(np.linalg.norm(a[:3, 3] - b[:3, 3])) <= metres
-            and rotation_angle_deg(a[:3, :3] @ b[:3, :3].T) <= degrees)
+    dt, dr = pose_errors(a[:3, :3], a[:3, 3], b[:3, :3], b[:3, 3])
+    return float(dt) <= metres and float(dr) <= degrees
 
 
 def rig_frame_points(index: MapIndex, config: RetrievalConfig, starts_map_from_anchor: list[np.ndarray], rig: Rig,

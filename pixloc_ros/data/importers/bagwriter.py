@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pixloc_ros.data.bags import BASE_FRAME, CAMERA_FRAME, COMPRESSED_IMAGE_MSG, CameraInfoData, DriveBagWriter, \
-    DriveTopics, GnssFix, PoseSample, StaticTransform, rig_camera_frame, rig_camera_topics
+from pixloc_ros.data.bags import BASE_FRAME, CAMERA_FRAME, CameraInfoData, DriveBagWriter, DriveTopics, GnssFix, \
+    PoseSample, StaticTransform, rig_camera_frame, rig_camera_topics
 
 from .common import CameraSpec, Frame
 
@@ -33,16 +33,6 @@ def camera_info_of(camera: CameraSpec, frame_id: str = CAMERA_FRAME) -> CameraIn
     cam = Camera.from_colmap(camera.model, camera.width, camera.height, camera.params)
     _, _, fx, fy, cx, cy, *dist = [float(v) for v in cam.data]
     return CameraInfoData.from_pinhole(camera.width, camera.height, fx, fy, cx, cy, dist, frame_id=frame_id)
-
-
-class _QueryBagWriter(DriveBagWriter):
-    """DriveBagWriter plus CompressedImage (the shared writer has raw images only)."""
-
-    def write_compressed_image(self, stamp_ns: int, data: bytes, fmt: str, frame_id: str = CAMERA_FRAME) -> None:
-        """Write encoded image bytes (``fmt`` "jpeg" or "png") as sensor_msgs/CompressedImage."""
-        msg = self._types[COMPRESSED_IMAGE_MSG](header=self._header(stamp_ns, frame_id), format=fmt,
-                                                data=np.frombuffer(data, np.uint8))
-        self._write(self.topics.image, COMPRESSED_IMAGE_MSG, stamp_ns, msg)
 
 
 def load_image(path: Path, camera: CameraSpec) -> tuple[np.ndarray, str]:
@@ -89,7 +79,7 @@ def write_query_bag(bag_dir: Path, frames: list[Frame], camera: CameraSpec, base
     topics = DriveTopics(image=COMPRESSED_TOPIC) if compressed else DriveTopics()
     if compressed:  # raw frames are checked as they are decoded; compressed ones by the first
         load_image(frames[0].image_path, camera)
-    with _QueryBagWriter(bag_dir, topics) as writer:
+    with DriveBagWriter(bag_dir, topics) as writer:
         writer.write_static_transforms(stamps[0], [StaticTransform.from_matrix(BASE_FRAME, CAMERA_FRAME, base_from_cam)])
         for f in frames:
             writer.write_camera_info(f.stamp_ns, info)

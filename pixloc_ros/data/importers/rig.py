@@ -16,12 +16,12 @@ camera's (the first camera in rig order present), as ``core.tracking.rig_frames.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from pixloc_ros.core.geometry.metrics import pose_errors
 from pixloc_ros.core.geometry.transforms import invert_transform, make_transform
 
 from .common import Frame
@@ -142,9 +142,8 @@ def check_extrinsics_agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -
     worst_m = worst_deg = 0.0
     for name in a:
         if name in b:
-            d = invert_transform(a[name]) @ b[name]
-            worst_m = max(worst_m, float(np.linalg.norm(d[:3, 3])))
-            worst_deg = max(worst_deg, math.degrees(Rotation.from_matrix(d[:3, :3]).magnitude()))
+            dt, dr = pose_errors(a[name][:3, :3], a[name][:3, 3], b[name][:3, :3], b[name][:3, 3])
+            worst_m, worst_deg = max(worst_m, float(dt)), max(worst_deg, float(dr))
     return worst_m, worst_deg
 
 
